@@ -1,0 +1,1 @@
+"""Broker adapters: the ``Broker`` protocol and its implementations (simulated market, IB)."""

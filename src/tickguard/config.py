@@ -1,0 +1,176 @@
+"""Every knob of tickguard, in one place: validated with pydantic, read from one TOML file, and
+overridable by environment variables (``TICKGUARD_<SECTION>__<KEY>``, e.g. ``TICKGUARD_SIM__SEED=3``).
+
+Precedence, highest first: explicit overrides (CLI options), environment, the TOML file, defaults.
+A bad config is refused with the dotted name of the field and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from tickguard.brokers.sim.exchange import ExchangeParams
+from tickguard.brokers.sim.market import MarketParams
+from tickguard.model import OrderType
+from tickguard.trades import TradeRequest
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names every offending field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EngineConfig(_Section):
+    exit_order_type: OrderType = Field(OrderType.MARKET, description="Order type of exits: MKT or LMT.")
+    exit_limit_offset: float = Field(
+        0.0, ge=0, description="For LMT exits: price offset beyond the touch, making the limit marketable."
+    )
+    exit_retry_backoff_ms: float = Field(
+        500.0, gt=0, description="Pause before an exit that failed at the broker is sent again (doubles)."
+    )
+    order_retry_backoff_ms: float = Field(
+        250.0, gt=0, description="Pause before an order refused for pacing/connectivity is re-sent (doubles)."
+    )
+    max_order_attempts: int = Field(5, ge=1, description="Attempts per order for retryable refusals.")
+    default_user: str = Field("demo", min_length=1, description="User of trades that name none.")
+    default_account: str = Field("DU000001", min_length=1, description="Account of trades that name none.")
+
+
+class VolatilityConfig(_Section):
+    atr_period: int = Field(14, ge=1, description="ATR period in daily bars (Wilder's smoothing).")
+    adr_period: int = Field(20, ge=1, description="ADR period in daily bars (simple mean of high - low).")
+    history_days: int = Field(60, ge=2, description="Daily bars requested per symbol at start.")
+
+
+class SimMarketConfig(_Section):
+    vol_multiplier: float = Field(4.0, gt=0, description="Scales intraday volatility (1 = daily sigma).")
+    base_tick_rate: float = Field(8.0, gt=0, description="Ticks per second per symbol in a calm regime.")
+    volatile_rate_factor: float = Field(4.0, ge=1, description="Tick-rate multiplier in a volatile regime.")
+    volatile_sigma_factor: float = Field(2.5, ge=1, description="Volatility multiplier in a volatile regime.")
+    mean_calm_s: float = Field(900.0, gt=0, description="Mean length of a calm regime, seconds.")
+    mean_volatile_s: float = Field(180.0, gt=0, description="Mean length of a volatile regime, seconds.")
+    storms_per_hour: float = Field(2.0, ge=0, description="Tick storms per symbol per hour.")
+    storm_rate: float = Field(3000.0, gt=0, description="Ticks per second during a storm.")
+    storm_seconds: float = Field(1.5, gt=0, description="Length of a storm, seconds.")
+    gaps_per_hour: float = Field(0.5, ge=0, description="Intraday price gaps per symbol per hour.")
+    gap_atr: float = Field(1.5, ge=0, description="Typical gap size in daily ATRs.")
+    spread_bps: float = Field(2.0, gt=0, description="Quoted spread in basis points.")
+    locked_prob: float = Field(0.002, ge=0, le=1, description="Share of quotes that are locked (bid = ask).")
+    bad_tick_prob: float = Field(0.0005, ge=0, le=1, description="Share of crossed (bad) quotes.")
+
+    def params(self) -> MarketParams:
+        return MarketParams(**self.model_dump())
+
+
+class SimExchangeConfig(_Section):
+    latency_ms: float = Field(5.0, ge=0, description="Order latency to the simulated exchange.")
+    latency_jitter_ms: float = Field(3.0, ge=0, description="Uniform extra latency, 0..this.")
+    slippage_ticks: int = Field(1, ge=0, description="Market orders fill up to this many ticks through.")
+    partial_fill_prob: float = Field(0.15, ge=0, le=1, description="Share of orders filled in two pieces.")
+    commission_per_share: float = Field(0.005, ge=0, description="Commission per share.")
+    min_commission: float = Field(1.0, ge=0, description="Minimum commission per fill.")
+    reject_prob: float = Field(0.0, ge=0, le=1, description="Share of orders rejected at random.")
+    initial_cash: float = Field(1_000_000.0, gt=0, description="Cash per simulated account.")
+    leverage: float = Field(4.0, gt=0, description="Buying power = equity x leverage - gross positions.")
+    margin_rate: float = Field(0.25, gt=0, le=1, description="Initial margin per notional (what-if).")
+    max_msgs_per_s: int = Field(50, ge=1, description="IB's pacing limit: client messages per second.")
+
+    def params(self) -> ExchangeParams:
+        return ExchangeParams(**self.model_dump())
+
+
+class SimConfig(_Section):
+    seed: int = Field(7, description="Seed of every random draw: the same seed gives the same run.")
+    symbols: int = Field(5, ge=1, le=2000, description="Number of simulated symbols (SIM001...).")
+    trades: int = Field(12, ge=0, description="Demo trades to open when the config lists none.")
+    start: dt.datetime = Field(
+        dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+        description="Virtual start time (a session open).",
+    )
+    duration_s: float = Field(7200.0, gt=0, description="Virtual seconds to run.")
+    speed: float = Field(120.0, ge=0, description="Virtual seconds per wall second; 0 = as fast as possible.")
+    warmup_s: float = Field(5.0, ge=0, description="Virtual seconds of quotes before the demo trades open.")
+    market: SimMarketConfig = SimMarketConfig()
+    exchange: SimExchangeConfig = SimExchangeConfig()
+
+
+class Settings(BaseSettings):
+    """The whole configuration.  ``trades`` lists trades to open (instead of the demo trades)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TICKGUARD_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    engine: EngineConfig = EngineConfig()
+    volatility: VolatilityConfig = VolatilityConfig()
+    sim: SimConfig = SimConfig()
+    trades: list[TradeRequest] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+
+def format_errors(exc: ValidationError, where: str) -> str:
+    lines = [f"invalid config ({where}):"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        lines.append(f"  {loc}: {err['msg']}" + (f" (got {err['input']!r})" if err["type"] != "missing"
+                                                  and not isinstance(err["input"], dict) else ""))
+    return "\n".join(lines)
+
+
+def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Defaults, then the TOML file, then ``TICKGUARD_*`` environment variables, then ``overrides``."""
+    where = "defaults and environment"
+    if path is not None:
+        where = f"{path} and environment"
+        try:
+            tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+            if path is not None:
+                sources += (TomlConfigSettingsSource(settings_cls),)
+            return sources
+
+    try:
+        return _FromFile(**(overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, where)) from exc

@@ -1,0 +1,176 @@
+"""Composition root: builds every component from the settings and runs the event loop.
+
+One loop, one task: take what the broker has ready, conflate ticks, evaluate the dirty symbols most at
+risk first, hand intents to the executor, fire timers.  Nothing else constructs adapters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tickguard import volatility
+from tickguard.brokers.base import (
+    Broker,
+    BrokerError,
+    ContractInfo,
+    FillEvent,
+    NoticeEvent,
+    OrderStatusEvent,
+)
+from tickguard.brokers.sim.broker import SimBroker
+from tickguard.brokers.sim.venue import SimVenue
+from tickguard.config import Settings
+from tickguard.model import Tick
+from tickguard.order_executor import OrderExecutor
+from tickguard.tick_handler import TickHandler
+from tickguard.trade_manager import TradeManager, TradeRejected
+from tickguard.trades import Trade, TradeRequest
+from tickguard.volatility import VolSnapshot
+
+log = logging.getLogger("tickguard.engine")
+
+
+@dataclass(slots=True)
+class EngineStats:
+    batches: int = 0
+    notices: list[tuple[int, int, str]] = field(default_factory=list)
+    rejected_requests: list[tuple[TradeRequest, str]] = field(default_factory=list)
+
+
+class Engine:
+    def __init__(self, settings: Settings, broker: Broker, tick_sink: Callable[[Tick], None] | None = None):
+        self.settings = settings
+        self.broker = broker
+        self.contracts: dict[str, ContractInfo] = {}
+        self.vol: dict[str, VolSnapshot] = {}
+        eng = settings.engine
+        self.ticks = TickHandler()
+        self.trades = TradeManager(
+            clock=broker.now_ns,
+            volatility=self.vol.get,
+            quote=self.ticks.last_quote.get,
+            lot_size=lambda s: self.contracts[s].lot_size if s in self.contracts else 1.0,
+            exit_order_type=eng.exit_order_type,
+            exit_limit_offset=eng.exit_limit_offset,
+            retry_backoff_ns=int(eng.exit_retry_backoff_ms * 1e6),
+        )
+        self.ticks._priority = self.trades.symbol_risk
+        self.executor = OrderExecutor(
+            broker, self.trades, broker.now_ns, max_attempts=eng.max_order_attempts,
+            retry_backoff_ns=int(eng.order_retry_backoff_ms * 1e6),
+        )
+        self.stats = EngineStats()
+        self._tick_sink = tick_sink
+        self._scheduled: list[tuple[int, TradeRequest]] = []
+
+    # ------------------------------------------------------------------------------------------ set-up
+
+    async def start(self, symbols: list[str]) -> list[str]:
+        """Connect, qualify each symbol, size its volatility and subscribe; returns the symbols that failed."""
+        await self.broker.connect()
+        failed = []
+        vcfg = self.settings.volatility
+        for symbol in symbols:
+            try:
+                self.contracts[symbol] = await self.broker.qualify(symbol)
+                bars = await self.broker.daily_bars(symbol, vcfg.history_days)
+                self.vol[symbol] = volatility.snapshot(
+                    symbol, bars, vcfg.atr_period, vcfg.adr_period, self.broker.now_ns()
+                )
+                await self.broker.subscribe(symbol)
+            except (BrokerError, ValueError) as exc:
+                self.contracts.pop(symbol, None)
+                self.vol.pop(symbol, None)
+                failed.append(symbol)
+                log.error("cannot trade %s: %s", symbol, exc)
+        return failed
+
+    def submit(self, request: TradeRequest) -> Trade:
+        """Accept a trade (its entry goes out at once) or raise ``TradeRejected`` with the reason."""
+        try:
+            trade = self.trades.submit(request)
+        except TradeRejected as exc:
+            self.stats.rejected_requests.append((request, str(exc)))
+            raise
+        self._flush()
+        return trade
+
+    def schedule(self, at_ns: int, request: TradeRequest) -> None:
+        """Submit ``request`` when the broker clock reaches ``at_ns`` (demo trades open over time)."""
+        self._scheduled.append((at_ns, request))
+        self._scheduled.sort(key=lambda item: item[0])
+
+    # -------------------------------------------------------------------------------------------- loop
+
+    async def run_until(self, end_ns: int) -> None:
+        broker = self.broker
+        while broker.now_ns() < end_ns:
+            wake = end_ns
+            for due in (self.trades.next_deadline(), self.executor.next_deadline(),
+                        self._scheduled[0][0] if self._scheduled else None):
+                if due is not None and due < wake:
+                    wake = due
+            events = await broker.next_events(wake)
+            self.dispatch(events)
+            self.on_time(broker.now_ns())
+
+    def dispatch(self, events: list) -> None:
+        ticks = self.ticks
+        for event in events:
+            if isinstance(event, Tick):
+                if self._tick_sink is not None:
+                    self._tick_sink(event)
+                ticks.on_tick(event)
+            elif isinstance(event, FillEvent):
+                self.executor.on_fill(event)
+            elif isinstance(event, OrderStatusEvent):
+                self.executor.on_status(event)
+            elif isinstance(event, NoticeEvent):
+                self.stats.notices.append((event.ts_ns, event.code, event.message))
+                log.warning("broker notice %s: %s", event.code, event.message)
+        self._flush()
+        if ticks.pending:
+            self.evaluate()
+
+    def evaluate(self) -> None:
+        """Evaluate every symbol with new ticks, most at-risk first, sending each symbol's exits at once."""
+        self.stats.batches += 1
+        for slot in self.ticks.drain():
+            self.trades.evaluate(slot)
+            slot.reset()
+            if self.trades.outbox or self.trades.cancels:
+                self._flush()
+
+    def on_time(self, now_ns: int) -> None:
+        while self._scheduled and self._scheduled[0][0] <= now_ns:
+            _, request = self._scheduled.pop(0)
+            try:
+                self.submit(request)
+            except TradeRejected as exc:
+                log.warning("trade refused: %s", exc)
+        self.trades.on_time(now_ns)
+        self.executor.on_time(now_ns)
+        self._flush()
+
+    def _flush(self) -> None:
+        tm = self.trades
+        while tm.outbox or tm.cancels:
+            intents, tm.outbox = tm.outbox, []
+            for intent in intents:
+                self.executor.submit(intent)
+            cancels, tm.cancels = tm.cancels, []
+            for key in cancels:
+                self.executor.cancel(key)
+
+
+def sim_engine(settings: Settings, tick_sink: Callable[[Tick], None] | None = None) -> tuple[Engine, SimVenue]:
+    """An engine on the embedded simulated market, as ``tickguard sim`` runs it."""
+    sim = settings.sim
+    start_ns = int(sim.start.astimezone(dt.UTC).timestamp() * 1e9)
+    venue = SimVenue(sim.seed, start_ns, sim.symbols, sim.market.params(), sim.exchange.params(),
+                     history_days=settings.volatility.history_days)
+    broker = SimBroker(venue, speed=sim.speed)
+    return Engine(settings, broker, tick_sink), venue

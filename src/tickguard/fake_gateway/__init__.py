@@ -1,0 +1,1 @@
+"""Fake IB Gateway: a TCP server speaking the real TWS wire protocol, for testing against ib_async."""

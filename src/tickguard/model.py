@@ -1,0 +1,152 @@
+"""The engine's shared vocabulary (see design.md): small immutable values passed between layers.
+
+Everything here is plain data so the pure core can be tested without asyncio or I/O.  Prices are floats,
+times are integer nanoseconds since the epoch (UTC) so that ordering and arithmetic are exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+
+
+class Side(StrEnum):
+    """Direction of a trade (not of an order)."""
+
+    LONG = "long"
+    SHORT = "short"
+
+    @property
+    def sign(self) -> int:
+        """+1 for long, -1 for short: the core works in *signed price* space, x = sign * price.
+
+        In that space every trade looks long: stops fire when x falls to the level, targets when it rises.
+        """
+        return 1 if self is Side.LONG else -1
+
+    @property
+    def entry_action(self) -> Action:
+        return Action.BUY if self is Side.LONG else Action.SELL
+
+    @property
+    def exit_action(self) -> Action:
+        return Action.SELL if self is Side.LONG else Action.BUY
+
+
+class Action(StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class OrderType(StrEnum):
+    MARKET = "MKT"
+    LIMIT = "LMT"
+
+
+class TradeState(StrEnum):
+    PENDING_ENTRY = "pending_entry"
+    OPEN = "open"
+    EXITING = "exiting"
+    CLOSED = "closed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (TradeState.CLOSED, TradeState.REJECTED, TradeState.CANCELLED)
+
+
+class PriorityClass(IntEnum):
+    """Order in which a throttle spends its budget; lower value goes first."""
+
+    EXIT_CRITICAL = 0
+    EXIT = 1
+    ENTRY = 2
+    WHAT_IF = 3
+    DATA = 4
+
+
+class TriggerSource(StrEnum):
+    """Which price a level watches. AUTO = the side the exit order would hit (bid for sells, ask for buys)."""
+
+    AUTO = "auto"
+    BID = "bid"
+    ASK = "ask"
+    LAST = "last"
+    MID = "mid"
+
+    def resolve(self, side: Side) -> TriggerSource:
+        if self is TriggerSource.AUTO:
+            return TriggerSource.BID if side is Side.LONG else TriggerSource.ASK
+        return self
+
+
+@dataclass(slots=True, frozen=True)
+class Tick:
+    """One quote/trade update. ``last`` may be NaN when the feed carries quotes only."""
+
+    symbol: str
+    bid: float
+    ask: float
+    last: float
+    size: float
+    ts_ns: int  # exchange timestamp
+    recv_ns: int  # when the engine received it
+    seq: int = 0  # feed sequence number, used by reports and replay
+
+    def price(self, source: TriggerSource) -> float:
+        if source is TriggerSource.BID:
+            return self.bid
+        if source is TriggerSource.ASK:
+            return self.ask
+        if source is TriggerSource.MID:
+            return (self.bid + self.ask) * 0.5
+        if source is TriggerSource.LAST:
+            return self.last
+        raise ValueError(f"trigger source {source!r} must be resolved before pricing a tick")
+
+
+@dataclass(slots=True, frozen=True)
+class TriggerInfo:
+    """Why an exit fired: the price that crossed, the level it crossed, and the tick that carried it."""
+
+    rule: str
+    level: float
+    price: float
+    tick_seq: int
+    tick_ts_ns: int
+
+
+@dataclass(slots=True, frozen=True)
+class OrderIntent:
+    """What the engine wants sent.  ``key`` is the idempotency key that goes into IB's ``orderRef``."""
+
+    key: str
+    trade_id: str
+    leg: str
+    user: str
+    account: str
+    symbol: str
+    action: Action
+    qty: float
+    order_type: OrderType
+    limit_price: float | None
+    priority: PriorityClass
+    created_ns: int
+    trigger: TriggerInfo | None = None
+
+    @property
+    def is_exit(self) -> bool:
+        return self.leg != "entry"
+
+
+@dataclass(slots=True, frozen=True)
+class Bar:
+    """A daily or intraday OHLC bar; ``ts_ns`` is the bar's start."""
+
+    ts_ns: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float = 0.0
