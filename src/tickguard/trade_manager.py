@@ -315,6 +315,8 @@ class TradeManager:
             total = trade.entry_filled + qty
             trade.entry_avg = (trade.entry_avg * trade.entry_filled + price * qty) / total
             trade.entry_filled = total
+            if total >= trade.request.qty - QTY_EPS:
+                trade.entry_working = False
             self._emit(trade, "entry_fill", {"qty": qty, "price": price, "ts_ns": ts_ns})
             vol = self._vol(trade.symbol)
             assert vol is not None

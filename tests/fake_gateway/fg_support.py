@@ -16,8 +16,8 @@ from typing import Any
 from tickguard.fake_gateway import outgoing
 from tickguard.fake_gateway.incoming import StartApi, UnknownMessage, parse_incoming
 from tickguard.fake_gateway.wire import (
-    FrameDecoder,
     Field,
+    FrameDecoder,
     encode_handshake_reply,
     encode_message,
     negotiate_version,

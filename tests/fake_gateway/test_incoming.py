@@ -82,7 +82,8 @@ async def test_handshake_and_start_api(session: tuple[IB, ScriptedGateway]) -> N
 def _orders() -> list[tuple[str, Contract, Order]]:
     """Orders covering every optional block of Client.placeOrder."""
     stk = Stock(conId=265598, primaryExchange="NASDAQ", **AAPL)
-    trail = Order(action="SELL", totalQuantity=10, orderType="TRAIL", trailingPercent=1.5, trailStopPrice=99.0)
+    trail = Order(action="SELL", totalQuantity=10, orderType="TRAIL", trailingPercent=1.5,
+                  trailStopPrice=99.0)
     cond = LimitOrder("BUY", 5, 100.0, conditions=[PriceCondition(price=101.0, conId=265598, exch="SMART"),
                                                    TimeCondition(isMore=True, time="20250102 15:00:00")])
     cond.conditionsIgnoreRth = True
@@ -267,8 +268,9 @@ async def test_account_and_order_book_requests(session: tuple[IB, ScriptedGatewa
     c.reqAccountUpdates(True, ACCOUNT)
     c.reqAccountUpdatesMulti(11, ACCOUNT, "", False)
     c.cancelAccountUpdatesMulti(11)
-    c.reqExecutions(12, ExecutionFilter(clientId=CLIENT_ID, acctCode=ACCOUNT, time="20250102 00:00:00",
-                                        symbol="AAPL", secType="STK", exchange="SMART", side="BUY"))  # fmt: skip
+    flt = ExecutionFilter(clientId=CLIENT_ID, acctCode=ACCOUNT, time="20250102 00:00:00",
+                          symbol="AAPL", secType="STK", exchange="SMART", side="BUY")  # fmt: skip
+    c.reqExecutions(12, flt)
     c.reqExecutions(13, ExecutionFilter())
     c.reqCompletedOrders(False)
     c.reqAccountSummary(14, "All", "NetLiquidation,BuyingPower")
@@ -345,5 +347,5 @@ async def test_place_order_truncated_or_padded_fails_loudly(session: tuple[IB, S
         inc.parse_incoming([*fields, "junk"])
     bad = list(fields)
     bad[17] = "lots"  # totalQuantity
-    with pytest.raises(MalformedField, match="'totalQuantity'.*'lots'"):
+    with pytest.raises(MalformedField, match=r"'totalQuantity'.*'lots'"):
         inc.parse_incoming(bad)

@@ -191,9 +191,11 @@ def tick_price(
 ) -> list[Field]:
     """``1,6,reqId,tickType,price,size,attrMask`` — exactly 7 fields.
 
-    ib_async drops the tick if ``price`` is empty/0 and turns a bid/ask (1/2) with size 0 into NaN;
-    use tick types ib_async maps (1 bid, 2 ask, 4 last, 6 high, 7 low, 9 close, 14 open, 66-68/72-76
-    delayed). attr_mask bits: 1 canAutoExecute, 2 pastLimit, 4 preOpen.
+    ib_async drops the tick only if the price field is empty, and stores a bid/ask (1/2) with size 0
+    as "no quote" (``IBDefaults.emptyPrice``, -1 by default in 2.1.0, size 0). Use tick types
+    ib_async maps (1 bid, 2 ask, 4 last, 6 high, 7 low, 9 close, 14 open, 66-68/72-76 delayed):
+    any other type trips an assertion inside the wrapper (logged, tick lost).
+    attr_mask bits: 1 canAutoExecute, 2 pastLimit, 4 preOpen.
     """
     return [OutMsg.TICK_PRICE, 6, req_id, tick_type, price, size, attr_mask]
 

@@ -1,0 +1,78 @@
+"""The ``tickguard`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from tickguard import config as config_mod
+from tickguard import report as report_mod
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="tickguard: dynamic contingent exits for IB.")
+
+
+def _fail(message: str) -> None:
+    Console(stderr=True).print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def _settings(config: Path | None, overrides: dict[str, Any]) -> config_mod.Settings:
+    try:
+        return config_mod.load(config, overrides)
+    except config_mod.ConfigError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+@app.command()
+def sim(
+    seed: Annotated[int | None, typer.Option(help="Seed of the simulated market and demo trades.")] = None,
+    duration: Annotated[float | None, typer.Option(help="Virtual seconds to simulate.")] = None,
+    speed: Annotated[float | None, typer.Option(help="Virtual seconds per wall second; 0 = max.")] = None,
+    symbols: Annotated[int | None, typer.Option(help="Number of simulated symbols.")] = None,
+    trades: Annotated[int | None, typer.Option(help="Number of demo trades (ignored if the config lists trades).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the run's trades, orders, fills and exits as JSON.")] = None,
+    include_ticks: Annotated[bool, typer.Option(help="Put every received tick in the report (for replay).")] = False,
+    live: Annotated[bool | None, typer.Option(help="Live terminal view (default: when on a terminal).")] = None,
+) -> None:
+    """Run the engine on the built-in simulated market, with demo trades or the config's trades."""
+    from tickguard import live_view
+    from tickguard.simulation import run_session
+
+    given = {"seed": seed, "duration_s": duration, "speed": speed, "symbols": symbols, "trades": trades}
+    overrides = {"sim": {k: v for k, v in given.items() if v is not None}}
+    settings = _settings(config, overrides)
+    show_live = sys.stdout.isatty() if live is None else live
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    async def watcher(engine: Any) -> None:
+        await live_view.watch(engine, console)
+
+    engine, result = asyncio.run(run_session(settings, include_ticks, watcher if show_live else None))
+    if not show_live:
+        console.print(live_view.trades_table(engine))
+    console.print(live_view.summary_table(result))
+    if report is not None:
+        report_mod.write(result, report)
+        console.print(f"report written to {report}")
+
+
+@app.command("config")
+def show_config(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file to check.")] = None,
+) -> None:
+    """Check a config and print the effective settings (defaults, file and environment merged) as JSON."""
+    settings = _settings(config, {})
+    typer.echo(settings.model_dump_json(indent=2))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

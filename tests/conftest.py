@@ -1,0 +1,52 @@
+"""Shared fixtures: an injected clock and a small market-data context for the pure core."""
+
+from __future__ import annotations
+
+import pytest
+
+from tickguard.model import Tick
+from tickguard.volatility import VolSnapshot
+
+T0 = 1_764_000_000_000_000_000
+
+
+class FakeClock:
+    """A clock the test moves by hand: no test waits on wall time."""
+
+    def __init__(self, now: int = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, seconds: float) -> int:
+        self.now += int(seconds * 1e9)
+        return self.now
+
+
+class Market:
+    """Volatility and last quotes the trade manager reads, set directly by tests."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.vol: dict[str, VolSnapshot] = {"AAA": VolSnapshot("AAA", 2.0, 3.0, T0)}
+        self.quotes: dict[str, Tick] = {}
+        self.seq = 0
+
+    def tick(self, symbol: str, bid: float, ask: float | None = None, last: float = float("nan")) -> Tick:
+        self.seq += 1
+        self.clock.advance(0.001)
+        t = Tick(symbol, bid, bid + 0.02 if ask is None else ask, last, 100.0, self.clock.now, self.clock.now,
+                 self.seq)
+        self.quotes[symbol] = t
+        return t
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def market(clock: FakeClock) -> Market:
+    return Market(clock)
