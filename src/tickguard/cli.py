@@ -36,9 +36,9 @@ def sim(
     duration: Annotated[float | None, typer.Option(help="Virtual seconds to simulate.")] = None,
     speed: Annotated[float | None, typer.Option(help="Virtual seconds per wall second; 0 = max.")] = None,
     symbols: Annotated[int | None, typer.Option(help="Number of simulated symbols.")] = None,
-    trades: Annotated[int | None, typer.Option(help="Number of demo trades (ignored if the config lists trades).")] = None,
+    trades: Annotated[int | None, typer.Option(help="Demo trades (unless the config lists trades).")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")] = None,
-    report: Annotated[Path | None, typer.Option(help="Write the run's trades, orders, fills and exits as JSON.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write trades, orders, fills and exits as JSON.")] = None,
     include_ticks: Annotated[bool, typer.Option(help="Put every received tick in the report (for replay).")] = False,
     live: Annotated[bool | None, typer.Option(help="Live terminal view (default: when on a terminal).")] = None,
 ) -> None:
@@ -68,8 +68,12 @@ def sim(
 @app.command("config")
 def show_config(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file to check.")] = None,
+    reference: Annotated[bool, typer.Option(help="Print the documented knobs as a markdown table.")] = False,
 ) -> None:
     """Check a config and print the effective settings (defaults, file and environment merged) as JSON."""
+    if reference:
+        typer.echo(config_mod.reference_markdown())
+        return
     settings = _settings(config, {})
     typer.echo(settings.model_dump_json(indent=2))
 

@@ -46,8 +46,6 @@ class EngineConfig(_Section):
         250.0, gt=0, description="Pause before an order refused for pacing/connectivity is re-sent (doubles)."
     )
     max_order_attempts: int = Field(5, ge=1, description="Attempts per order for retryable refusals.")
-    default_user: str = Field("demo", min_length=1, description="User of trades that name none.")
-    default_account: str = Field("DU000001", min_length=1, description="Account of trades that name none.")
 
 
 class VolatilityConfig(_Section):
@@ -174,3 +172,26 @@ def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> S
         return _FromFile(**(overrides or {}))
     except ValidationError as exc:
         raise ConfigError(format_errors(exc, where)) from exc
+
+
+def reference_markdown() -> str:
+    """The config reference table for the README, generated from the models so it cannot drift."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, f"{prefix}{name}.")
+                continue
+            default = field.get_default(call_default_factory=True)
+            if isinstance(default, dt.datetime):
+                default = default.isoformat()
+            elif hasattr(default, "value"):
+                default = default.value
+            rows.append(f"| `{prefix}{name}` | `{default}` | {field.description or ''} |")
+
+    walk(EngineConfig, "engine.")
+    walk(VolatilityConfig, "volatility.")
+    walk(SimConfig, "sim.")
+    return "\n".join(rows)

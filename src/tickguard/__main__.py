@@ -1,0 +1,5 @@
+"""``python -m tickguard`` is the ``tickguard`` command."""
+
+from tickguard.cli import app
+
+app()
