@@ -15,6 +15,7 @@ from tickguard import volatility
 from tickguard.brokers.base import (
     Broker,
     BrokerError,
+    CommissionEvent,
     ContractInfo,
     FillEvent,
     NoticeEvent,
@@ -128,6 +129,8 @@ class Engine:
                 self.executor.on_fill(event)
             elif isinstance(event, OrderStatusEvent):
                 self.executor.on_status(event)
+            elif isinstance(event, CommissionEvent):
+                self.executor.on_commission(event)
             elif isinstance(event, NoticeEvent):
                 self.stats.notices.append((event.ts_ns, event.code, event.message))
                 log.warning("broker notice %s: %s", event.code, event.message)

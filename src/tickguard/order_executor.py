@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tickguard.brokers.base import BrokerOrder, FillEvent, OrderStatusEvent
+from tickguard.brokers.base import BrokerOrder, CommissionEvent, FillEvent, OrderStatusEvent
 from tickguard.model import OrderIntent
 
 # Broker codes after which the same order may simply be sent again: pacing (100), connectivity (1100,
@@ -36,6 +36,8 @@ class IntentListener(Protocol):
 
     def on_intent_closed(self, intent: OrderIntent, status: str, remaining: float, reason: str) -> None: ...
 
+    def on_commission(self, intent: OrderIntent, commission: float) -> None: ...
+
 
 @dataclass(slots=True)
 class OrderRecord:
@@ -48,6 +50,7 @@ class OrderRecord:
     commission: float = 0.0
     reason: str = ""
     cancel_requested: bool = False
+    exec_ids: set[str] = field(default_factory=set)
     events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -148,6 +151,9 @@ class OrderExecutor:
         if record is None:
             self.unknown_events += 1
             return
+        if event.exec_id in record.exec_ids:
+            return  # the same execution seen again (live, then in a reconciliation): apply it once
+        record.exec_ids.add(event.exec_id)
         total = record.filled + event.qty
         record.avg_price = (record.avg_price * record.filled + event.price * event.qty) / total
         record.filled = total
@@ -156,6 +162,18 @@ class OrderExecutor:
         self._note(record, "fill", {"exec_id": event.exec_id, "qty": event.qty, "price": event.price})
         self._listener.on_fill(record.intent, event.qty, event.price, event.ts_ns, commission)
         self._maybe_done(record)
+
+    def on_commission(self, event: CommissionEvent) -> None:
+        record = self._by_order_id.get(event.order_id)
+        if record is None:
+            self.unknown_events += 1
+            return
+        record.commission += event.commission
+        self._note(record, "commission", {"exec_id": event.exec_id, "commission": event.commission})
+        self._listener.on_commission(record.intent, event.commission)
+
+    def record_for_order_id(self, order_id: int) -> OrderRecord | None:
+        return self._by_order_id.get(order_id)
 
     def _maybe_done(self, record: OrderRecord) -> None:
         if not record.final and record.filled >= record.intent.qty - 1e-9:

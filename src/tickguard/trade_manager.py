@@ -343,6 +343,9 @@ class TradeManager:
                                             "ts_ns": ts_ns})
         self._refresh_state(trade)
 
+    def on_commission(self, intent: OrderIntent, commission: float) -> None:
+        self.trades[intent.trade_id].commissions += commission
+
     def on_intent_closed(self, intent: OrderIntent, status: str, remaining: float, reason: str) -> None:
         """The order for ``intent`` is over: filled, cancelled or rejected (after the executor's retries)."""
         trade = self.trades[intent.trade_id]

@@ -129,8 +129,6 @@ class TTLCache(Generic[K, V]):
         self._stats = CacheStats()
         self._closed = False
 
-    # ------------------------------------------------------------------ reading
-
     async def get(self, key: K, *, ttl: float | None = None) -> V:
         """The value for ``key``: cached if fresh, else loaded (joining a load already in flight).
 
@@ -193,8 +191,6 @@ class TTLCache(Generic[K, V]):
         """Background refreshes still running."""
         return sum(1 for background in self._tasks.values() if background)
 
-    # ------------------------------------------------------------------ writing / invalidation
-
     def put(self, key: K, value: V, *, ttl: float | None = None) -> None:
         """Store a value known to be current; a load already in flight for ``key`` will not overwrite it."""
         self._detach(key)
@@ -217,8 +213,6 @@ class TTLCache(Generic[K, V]):
         self._stats.invalidations += n
         return n
 
-    # ------------------------------------------------------------------ lifecycle
-
     async def drain(self) -> None:
         """Wait until no load is running (background refreshes included).  Load errors are not raised here."""
         while self._tasks:
@@ -234,8 +228,6 @@ class TTLCache(Generic[K, V]):
         self._tasks.clear()
         self._inflight.clear()
         self._entries.clear()
-
-    # ------------------------------------------------------------------ internals
 
     def _resolve_ttl(self, key: K, ttl: float | None) -> float:
         if ttl is None:
@@ -326,9 +318,10 @@ class TTLCache(Generic[K, V]):
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
                 self._stats.evictions += 1
-        if notify and old is not None and self._on_change is not None and old.value != value:
+        if notify and old is not None and self._on_change is not None:
             try:
-                self._on_change(key, old.value, value)
+                if old.value != value:
+                    self._on_change(key, old.value, value)
             except Exception:
-                # A buggy hook must not poison the cache or the load's waiters.
+                # A buggy hook (or an un-comparable value) must not fail the load for its waiters.
                 log.exception("on_change hook failed for %r", key)

@@ -71,6 +71,16 @@ class FillEvent:
 
 
 @dataclass(slots=True, frozen=True)
+class CommissionEvent:
+    """IB reports commissions after the execution, in a message of their own."""
+
+    order_id: int
+    exec_id: str
+    commission: float
+    ts_ns: int
+
+
+@dataclass(slots=True, frozen=True)
 class NoticeEvent:
     """A broker message that is not about one order: connectivity, data farms, pacing."""
 
@@ -91,7 +101,7 @@ class WhatIf:
     ts_ns: int
 
 
-BrokerEvent = Tick | OrderStatusEvent | FillEvent | NoticeEvent
+BrokerEvent = Tick | OrderStatusEvent | FillEvent | CommissionEvent | NoticeEvent
 
 
 class Broker(Protocol):
