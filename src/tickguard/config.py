@@ -106,6 +106,28 @@ class SimConfig(_Section):
     exchange: SimExchangeConfig = SimExchangeConfig()
 
 
+class IBConfig(_Section):
+    host: str = Field("127.0.0.1", description="TWS / IB Gateway host.")
+    port: int = Field(4002, ge=1, le=65535, description="API port: 7497/7496 TWS paper/live, 4002/4001 Gateway.")
+    client_id: int = Field(17, ge=0, description="API client id; must be unique among connected clients.")
+    account: str = Field("", description="Account to trade; empty = the only managed account.")
+    connect_timeout_s: float = Field(10.0, gt=0, description="Timeout of the connection and its start-up sync.")
+    request_timeout_s: float = Field(10.0, gt=0, description="Timeout of one request (contract, bars, what-if).")
+    reconnect_initial_s: float = Field(1.0, gt=0, description="First reconnect delay; doubles per failure.")
+    reconnect_max_s: float = Field(60.0, gt=0, description="Cap of the reconnect delay.")
+    reconnect_jitter: float = Field(0.2, ge=0, le=1, description="Random +/- share added to each delay.")
+    exchange: str = Field("SMART", description="Exchange of the stock contracts.")
+    currency: str = Field("USD", description="Currency of the stock contracts.")
+    contract_ttl_s: float = Field(86_400.0, gt=0, description="TTL of cached contract details.")
+    volatility_ttl_s: float = Field(3_600.0, gt=0, description="TTL of cached daily volatility.")
+    cache_max_stale_s: float = Field(900.0, ge=0, description="How long a stale entry may be served while "
+                                     "its refresh fails.")
+    qualify_attempts: int = Field(3, ge=1, description="Attempts to qualify a symbol at start.")
+    stale_feed_s: float = Field(30.0, gt=0, description="A subscription silent this long after a recovery "
+                                "message (1102, 2104) is renewed.")
+    symbols: list[str] = Field(default_factory=list, description="Symbols to watch besides the trades'.")
+
+
 class Settings(BaseSettings):
     """The whole configuration.  ``trades`` lists trades to open (instead of the demo trades)."""
 
@@ -116,6 +138,7 @@ class Settings(BaseSettings):
     engine: EngineConfig = EngineConfig()
     volatility: VolatilityConfig = VolatilityConfig()
     sim: SimConfig = SimConfig()
+    ib: IBConfig = IBConfig()
     trades: list[TradeRequest] = Field(default_factory=list)
 
     @classmethod
@@ -194,4 +217,5 @@ def reference_markdown() -> str:
     walk(EngineConfig, "engine.")
     walk(VolatilityConfig, "volatility.")
     walk(SimConfig, "sim.")
+    walk(IBConfig, "ib.")
     return "\n".join(rows)

@@ -20,6 +20,7 @@ from tickguard.brokers.base import (
     FillEvent,
     NoticeEvent,
     OrderStatusEvent,
+    UnknownSymbol,
 )
 from tickguard.brokers.sim.broker import SimBroker
 from tickguard.brokers.sim.venue import SimVenue
@@ -69,25 +70,37 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------ set-up
 
-    async def start(self, symbols: list[str]) -> list[str]:
-        """Connect, qualify each symbol, size its volatility and subscribe; returns the symbols that failed."""
+    async def start(self, symbols: list[str], attempts: int = 1) -> dict[str, str]:
+        """Connect, then qualify each symbol, size its volatility and subscribe, retrying ``attempts`` times.
+
+        Returns the symbols that cannot be traded with the reason: the caller must say so loudly and never
+        report itself ready while one of them is missing.
+        """
         await self.broker.connect()
-        failed = []
-        vcfg = self.settings.volatility
+        failed: dict[str, str] = {}
         for symbol in symbols:
-            try:
-                self.contracts[symbol] = await self.broker.qualify(symbol)
-                bars = await self.broker.daily_bars(symbol, vcfg.history_days)
-                self.vol[symbol] = volatility.snapshot(
-                    symbol, bars, vcfg.atr_period, vcfg.adr_period, self.broker.now_ns()
-                )
-                await self.broker.subscribe(symbol)
-            except (BrokerError, ValueError) as exc:
+            for attempt in range(1, attempts + 1):
+                try:
+                    await self._prepare(symbol)
+                    failed.pop(symbol, None)
+                    break
+                except UnknownSymbol as exc:
+                    failed[symbol] = str(exc)
+                    break  # retrying will not make an unknown symbol known
+                except (BrokerError, ValueError, TimeoutError) as exc:
+                    failed[symbol] = f"{exc} (attempt {attempt}/{attempts})"
+            if symbol in failed:
                 self.contracts.pop(symbol, None)
                 self.vol.pop(symbol, None)
-                failed.append(symbol)
-                log.error("cannot trade %s: %s", symbol, exc)
+                log.error("cannot trade %s: %s", symbol, failed[symbol])
         return failed
+
+    async def _prepare(self, symbol: str) -> None:
+        vcfg = self.settings.volatility
+        self.contracts[symbol] = await self.broker.qualify(symbol)
+        bars = await self.broker.daily_bars(symbol, vcfg.history_days)
+        self.vol[symbol] = volatility.snapshot(symbol, bars, vcfg.atr_period, vcfg.adr_period, self.broker.now_ns())
+        await self.broker.subscribe(symbol)
 
     def submit(self, request: TradeRequest) -> Trade:
         """Accept a trade (its entry goes out at once) or raise ``TradeRejected`` with the reason."""
@@ -177,3 +190,10 @@ def sim_engine(settings: Settings, tick_sink: Callable[[Tick], None] | None = No
                      history_days=settings.volatility.history_days)
     broker = SimBroker(venue, speed=sim.speed)
     return Engine(settings, broker, tick_sink), venue
+
+
+def ib_engine(settings: Settings, tick_sink: Callable[[Tick], None] | None = None) -> Engine:
+    """An engine on a TWS / IB Gateway connection (or the fake gateway), as ``tickguard run`` runs it."""
+    from tickguard.brokers.ib_client import IBBroker
+
+    return Engine(settings, IBBroker(settings.ib), tick_sink)

@@ -43,7 +43,7 @@ async def run_session(
             await asyncio.gather(watch_task, return_exceptions=True)
         await engine.broker.close()
     meta = {
-        "version": __version__, "seed": sim.seed, "symbols": symbols, "failed_symbols": failed,
+        "version": __version__, "seed": sim.seed, "symbols": symbols, "failed_symbols": sorted(failed),
         "start": dt.datetime.fromtimestamp(start_ns / 1e9, tz=dt.UTC).isoformat(),
         "start_ns": start_ns, "end_ns": end_ns, "duration_s": sim.duration_s,
         "settings": settings.model_dump(mode="json"),
