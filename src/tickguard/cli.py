@@ -13,6 +13,7 @@ from rich.console import Console
 
 from tickguard import config as config_mod
 from tickguard import report as report_mod
+from tickguard.store.journal import JournalError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="tickguard: dynamic contingent exits for IB.")
 
@@ -40,6 +41,7 @@ def sim(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write trades, orders, fills and exits as JSON.")] = None,
     include_ticks: Annotated[bool, typer.Option(help="Put every received tick in the report (for replay).")] = False,
+    journal: Annotated[Path | None, typer.Option(help="SQLite journal file (default: none in the sim).")] = None,
     live: Annotated[bool | None, typer.Option(help="Live terminal view (default: when on a terminal).")] = None,
 ) -> None:
     """Run the engine on the built-in simulated market, with demo trades or the config's trades."""
@@ -47,7 +49,9 @@ def sim(
     from tickguard.simulation import run_session
 
     given = {"seed": seed, "duration_s": duration, "speed": speed, "symbols": symbols, "trades": trades}
-    overrides = {"sim": {k: v for k, v in given.items() if v is not None}}
+    overrides: dict[str, Any] = {"sim": {k: v for k, v in given.items() if v is not None}}
+    if journal is not None:
+        overrides["journal"] = {"path": str(journal)}
     settings = _settings(config, overrides)
     show_live = sys.stdout.isatty() if live is None else live
     console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -56,7 +60,10 @@ def sim(
     async def watcher(engine: Any) -> None:
         await live_view.watch(engine, console)
 
-    engine, result = asyncio.run(run_session(settings, include_ticks, watcher if show_live else None))
+    try:
+        engine, result = asyncio.run(run_session(settings, include_ticks, watcher if show_live else None))
+    except JournalError as exc:
+        _fail(str(exc))
     if not show_live:
         console.print(live_view.trades_table(engine))
     console.print(live_view.summary_table(result))

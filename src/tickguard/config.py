@@ -106,6 +106,21 @@ class SimConfig(_Section):
     exchange: SimExchangeConfig = SimExchangeConfig()
 
 
+class JournalConfig(_Section):
+    path: str = Field("", description="SQLite journal file; empty = no journal (simulation only).")
+    url: str = Field("", description="Database URL (postgresql+psycopg://user@host/db); overrides path.")
+    sqlite_synchronous: str = Field(
+        "NORMAL", pattern="^(NORMAL|FULL|EXTRA)$",
+        description="SQLite durability: NORMAL survives any process crash (kill -9); FULL also a power cut.",
+    )
+    snapshot_interval_ms: float = Field(250.0, gt=0, description="Most frequent journal snapshot of a trade "
+                                        "whose stop only moved (trailing / break-even).")
+
+    @property
+    def target(self) -> str:
+        return self.url or self.path
+
+
 class IBConfig(_Section):
     host: str = Field("127.0.0.1", description="TWS / IB Gateway host.")
     port: int = Field(4002, ge=1, le=65535, description="API port: 7497/7496 TWS paper/live, 4002/4001 Gateway.")
@@ -139,6 +154,7 @@ class Settings(BaseSettings):
     volatility: VolatilityConfig = VolatilityConfig()
     sim: SimConfig = SimConfig()
     ib: IBConfig = IBConfig()
+    journal: JournalConfig = JournalConfig()
     trades: list[TradeRequest] = Field(default_factory=list)
 
     @classmethod
@@ -218,4 +234,5 @@ def reference_markdown() -> str:
     walk(VolatilityConfig, "volatility.")
     walk(SimConfig, "sim.")
     walk(IBConfig, "ib.")
+    walk(JournalConfig, "journal.")
     return "\n".join(rows)

@@ -6,9 +6,10 @@ risk first, hand intents to the executor, fire timers.  Nothing else constructs 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from tickguard import volatility
@@ -27,6 +28,9 @@ from tickguard.brokers.sim.venue import SimVenue
 from tickguard.config import Settings
 from tickguard.model import Tick
 from tickguard.order_executor import OrderExecutor
+from tickguard.recovery import RecoveryReport, reconcile, restore
+from tickguard.store.journal import Journal
+from tickguard.store.recorder import JournalRecorder
 from tickguard.tick_handler import TickHandler
 from tickguard.trade_manager import TradeManager, TradeRejected
 from tickguard.trades import Trade, TradeRequest
@@ -43,9 +47,11 @@ class EngineStats:
 
 
 class Engine:
-    def __init__(self, settings: Settings, broker: Broker, tick_sink: Callable[[Tick], None] | None = None):
+    def __init__(self, settings: Settings, broker: Broker, tick_sink: Callable[[Tick], None] | None = None,
+                 journal: Journal | None = None):
         self.settings = settings
         self.broker = broker
+        self.journal = journal
         self.contracts: dict[str, ContractInfo] = {}
         self.vol: dict[str, VolSnapshot] = {}
         eng = settings.engine
@@ -62,8 +68,15 @@ class Engine:
         self.ticks._priority = self.trades.symbol_risk
         self.executor = OrderExecutor(
             broker, self.trades, broker.now_ns, max_attempts=eng.max_order_attempts,
-            retry_backoff_ns=int(eng.order_retry_backoff_ms * 1e6),
+            retry_backoff_ns=int(eng.order_retry_backoff_ms * 1e6), deferred=journal is not None,
         )
+        self.recorder: JournalRecorder | None = None
+        if journal is not None:
+            self.recorder = JournalRecorder(journal, self.trades,
+                                            int(settings.journal.snapshot_interval_ms * 1e6))
+            self.trades._on_event = self.recorder.on_trade_event
+            self.executor._on_event = self.recorder.on_order_event
+        self.recovery: RecoveryReport | None = None
         self.stats = EngineStats()
         self._tick_sink = tick_sink
         self._scheduled: list[tuple[int, TradeRequest]] = []
@@ -77,6 +90,10 @@ class Engine:
         report itself ready while one of them is missing.
         """
         await self.broker.connect()
+        if self.journal is not None:
+            self.recovery = restore(self.journal, self.trades, self.executor)
+            restored = {t.symbol for t in self.trades.live_trades()}
+            symbols = list(dict.fromkeys([*symbols, *sorted(restored)]))
         failed: dict[str, str] = {}
         for symbol in symbols:
             for attempt in range(1, attempts + 1):
@@ -93,6 +110,16 @@ class Engine:
                 self.contracts.pop(symbol, None)
                 self.vol.pop(symbol, None)
                 log.error("cannot trade %s: %s", symbol, failed[symbol])
+        if self.recovery is not None:
+            book = await self.broker.order_book()
+            with self._batch():
+                reconcile(book, self.trades, self.executor, self.recovery)
+                self._flush()
+            self.executor.transmit()
+            lines = self.recovery.lines()
+            log.info("%s", lines[0])
+            for line in lines[1:]:
+                log.warning("%s", line)
         return failed
 
     async def _prepare(self, symbol: str) -> None:
@@ -105,11 +132,13 @@ class Engine:
     def submit(self, request: TradeRequest) -> Trade:
         """Accept a trade (its entry goes out at once) or raise ``TradeRejected`` with the reason."""
         try:
-            trade = self.trades.submit(request)
+            with self._batch():
+                trade = self.trades.submit(request)
+                self._flush()
         except TradeRejected as exc:
             self.stats.rejected_requests.append((request, str(exc)))
             raise
-        self._flush()
+        self.executor.transmit()
         return trade
 
     def schedule(self, at_ns: int, request: TradeRequest) -> None:
@@ -128,8 +157,26 @@ class Engine:
                 if due is not None and due < wake:
                     wake = due
             events = await broker.next_events(wake)
+            self.step(events)
+
+    def step(self, events: list) -> None:
+        """One engine step: journal and apply the broker's events, evaluate, fire timers - then, with all
+        of it committed, send what was decided."""
+        with self._batch():
             self.dispatch(events)
-            self.on_time(broker.now_ns())
+            now = self.broker.now_ns()
+            self.on_time(now)
+            if self.recorder is not None:
+                self.recorder.flush_moved(now)
+        self.executor.transmit()
+
+    @contextlib.contextmanager
+    def _batch(self) -> Iterator[None]:
+        if self.journal is None:
+            yield
+        else:
+            with self.journal.batch():
+                yield
 
     def dispatch(self, events: list) -> None:
         ticks = self.ticks
@@ -164,8 +211,9 @@ class Engine:
         while self._scheduled and self._scheduled[0][0] <= now_ns:
             _, request = self._scheduled.pop(0)
             try:
-                self.submit(request)
+                self.trades.submit(request)
             except TradeRejected as exc:
+                self.stats.rejected_requests.append((request, str(exc)))
                 log.warning("trade refused: %s", exc)
         self.trades.on_time(now_ns)
         self.executor.on_time(now_ns)
@@ -182,18 +230,28 @@ class Engine:
                 self.executor.cancel(key)
 
 
-def sim_engine(settings: Settings, tick_sink: Callable[[Tick], None] | None = None) -> tuple[Engine, SimVenue]:
+def sim_engine(settings: Settings, tick_sink: Callable[[Tick], None] | None = None,
+               journal: Journal | None = None) -> tuple[Engine, SimVenue]:
     """An engine on the embedded simulated market, as ``tickguard sim`` runs it."""
     sim = settings.sim
     start_ns = int(sim.start.astimezone(dt.UTC).timestamp() * 1e9)
     venue = SimVenue(sim.seed, start_ns, sim.symbols, sim.market.params(), sim.exchange.params(),
                      history_days=settings.volatility.history_days)
     broker = SimBroker(venue, speed=sim.speed)
-    return Engine(settings, broker, tick_sink), venue
+    return Engine(settings, broker, tick_sink, journal), venue
 
 
-def ib_engine(settings: Settings, tick_sink: Callable[[Tick], None] | None = None) -> Engine:
+def ib_engine(settings: Settings, tick_sink: Callable[[Tick], None] | None = None,
+              journal: Journal | None = None) -> Engine:
     """An engine on a TWS / IB Gateway connection (or the fake gateway), as ``tickguard run`` runs it."""
     from tickguard.brokers.ib_client import IBBroker
 
-    return Engine(settings, IBBroker(settings.ib), tick_sink)
+    return Engine(settings, IBBroker(settings.ib), tick_sink, journal)
+
+
+def open_journal(settings: Settings, create: bool = True) -> Journal | None:
+    """The journal the settings name (None if they name none)."""
+    target = settings.journal.target
+    if not target:
+        return None
+    return Journal.open(target, create=create, synchronous=settings.journal.sqlite_synchronous)

@@ -67,7 +67,10 @@ class OrderExecutor:
         max_attempts: int = 5,
         retry_backoff_ns: int = 250_000_000,
         on_event: Callable[[OrderRecord, str, dict[str, Any]], None] | None = None,
+        deferred: bool = False,
     ) -> None:
+        """``deferred``: orders and cancels wait for ``transmit()``, which the engine calls only once the
+        journal has committed them - the write-ahead rule.  Without a journal they go out at once."""
         self._broker = broker
         self._listener = listener
         self._clock = clock
@@ -80,6 +83,9 @@ class OrderExecutor:
         self._seq = itertools.count()
         self.duplicates_refused = 0
         self.unknown_events = 0
+        self._deferred = deferred
+        self._outgoing: list[OrderRecord] = []
+        self._cancels_out: list[int] = []
 
     # -------------------------------------------------------------------------------------- commands
 
@@ -101,26 +107,54 @@ class OrderExecutor:
         if record.status == "retry_wait" or record.order_id is None:
             self._close(record, "cancelled", "cancelled before it reached the broker")
         else:
-            self._broker.cancel_order(record.order_id)
+            self._cancels_out.append(record.order_id)
+            if not self._deferred:
+                self.transmit()
 
     def _send(self, record: OrderRecord) -> None:
-        intent = record.intent
         record.attempts += 1
         record.status = "submitting"
-        self._note(record, "submitting", {"attempt": record.attempts})
-        order = BrokerOrder(
-            ref=intent.key, account=intent.account, symbol=intent.symbol, action=intent.action,
-            qty=intent.qty - record.filled, order_type=intent.order_type, limit_price=intent.limit_price,
-        )
-        order_id = self._broker.place_order(order)
-        record.order_id = order_id
-        self._by_order_id[order_id] = record
+        record.order_id = None
+        self._note(record, "submitting", {"attempt": record.attempts, "qty": record.intent.qty - record.filled})
+        self._outgoing.append(record)
+        if not self._deferred:
+            self.transmit()
+
+    def transmit(self) -> None:
+        """Hand journaled orders and cancels to the broker, in the order they were decided."""
+        outgoing, self._outgoing = self._outgoing, []
+        for record in outgoing:
+            if record.status != "submitting":
+                continue  # cancelled before it went out
+            intent = record.intent
+            order = BrokerOrder(
+                ref=intent.key, account=intent.account, symbol=intent.symbol, action=intent.action,
+                qty=intent.qty - record.filled, order_type=intent.order_type, limit_price=intent.limit_price,
+            )
+            try:
+                order_id = self._broker.place_order(order)
+            except Exception as exc:  # the adapter could not even hand it over (no contract, socket gone)
+                self._note(record, "send_failed", {"reason": str(exc)})
+                self.on_status(OrderStatusEvent(-1, intent.key, "rejected", record.filled,
+                                                intent.qty - record.filled, self._clock(), str(exc), 0),
+                               record)
+                continue
+            record.order_id = order_id
+            self._by_order_id[order_id] = record
+            self._note(record, "sent", {"order_id": order_id})
+        cancels, self._cancels_out = self._cancels_out, []
+        for order_id in cancels:
+            self._broker.cancel_order(order_id)
+
+    @property
+    def pending_transmit(self) -> bool:
+        return bool(self._outgoing or self._cancels_out)
 
     # ---------------------------------------------------------------------------------------- events
 
-    def on_status(self, event: OrderStatusEvent) -> None:
-        record = self._by_order_id.get(event.order_id)
-        if record is None or record.order_id != event.order_id or record.final:
+    def on_status(self, event: OrderStatusEvent, record: OrderRecord | None = None) -> None:
+        record = record or self._by_order_id.get(event.order_id)
+        if record is None or (record.order_id != event.order_id and event.order_id != -1) or record.final:
             self.unknown_events += record is None
             return
         status = event.status
@@ -159,7 +193,8 @@ class OrderExecutor:
         record.filled = total
         commission = event.commission or 0.0
         record.commission += commission
-        self._note(record, "fill", {"exec_id": event.exec_id, "qty": event.qty, "price": event.price})
+        self._note(record, "fill", {"exec_id": event.exec_id, "qty": event.qty, "price": event.price,
+                                    "commission": event.commission, "fill_ts_ns": event.ts_ns})
         self._listener.on_fill(record.intent, event.qty, event.price, event.ts_ns, commission)
         self._maybe_done(record)
 
@@ -196,6 +231,37 @@ class OrderExecutor:
             record = self.orders[key]
             if record.status == "retry_wait":
                 self._send(record)
+
+    # ---------------------------------------------------------------------------------------- recovery
+
+    def restore(self, record: OrderRecord, exec_ids: set[str]) -> None:
+        """Take back an order from the journal.  Its key is known again, so it can never be sent twice."""
+        record.exec_ids = set(exec_ids)
+        self.orders[record.intent.key] = record
+        if record.order_id is not None and not record.final:
+            self._by_order_id[record.order_id] = record
+
+    def adopt(self, key: str, order_id: int) -> OrderRecord | None:
+        """The broker knows this key under ``order_id``: route its events to the journaled record."""
+        record = self.orders.get(key)
+        if record is None:
+            return None
+        if record.order_id is not None and record.order_id != order_id:
+            self._by_order_id.pop(record.order_id, None)
+        record.order_id = order_id
+        self._by_order_id[order_id] = record
+        if record.status in ("submitting", "retry_wait"):
+            record.status = "working"
+        self._note(record, "adopted", {"order_id": order_id})
+        return record
+
+    def resend(self, record: OrderRecord) -> None:
+        """Send again an order the broker never received (journaled as submitting, unknown at the broker)."""
+        self._send(record)
+
+    def close_from_broker(self, record: OrderRecord, status: str, reason: str) -> None:
+        self._note(record, status, {"reason": reason, "from": "reconciliation"})
+        self._close(record, status, reason)
 
     def in_flight(self) -> list[OrderRecord]:
         return [r for r in self.orders.values() if not r.final]

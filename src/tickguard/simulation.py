@@ -10,7 +10,7 @@ from typing import Any
 from tickguard import __version__, report
 from tickguard.config import Settings
 from tickguard.demo import demo_trades
-from tickguard.engine import Engine, sim_engine
+from tickguard.engine import Engine, open_journal, sim_engine
 from tickguard.trade_manager import TradeRejected
 
 
@@ -21,7 +21,7 @@ async def run_session(
 ) -> tuple[Engine, dict[str, Any]]:
     sim = settings.sim
     recorder = report.TickRecorder(keep=include_ticks)
-    engine, venue = sim_engine(settings, recorder)
+    engine, venue = sim_engine(settings, recorder, open_journal(settings))
     symbols = sorted(venue.specs)
     wanted = sorted({t.symbol for t in settings.trades}) if settings.trades else symbols
     failed = await engine.start(wanted)
@@ -42,6 +42,8 @@ async def run_session(
             watch_task.cancel()
             await asyncio.gather(watch_task, return_exceptions=True)
         await engine.broker.close()
+        if engine.journal is not None:
+            engine.journal.close()
     meta = {
         "version": __version__, "seed": sim.seed, "symbols": symbols, "failed_symbols": sorted(failed),
         "start": dt.datetime.fromtimestamp(start_ns / 1e9, tz=dt.UTC).isoformat(),

@@ -74,6 +74,7 @@ class TradeManager:
         self._timer_seq = itertools.count()
         self.outbox: list[OrderIntent] = []
         self.cancels: list[str] = []
+        self.moved: set[str] = set()  # trades whose stop moved since the journal last looked
 
     # ------------------------------------------------------------------------------------------ intake
 
@@ -108,21 +109,7 @@ class TradeManager:
         if tid in self.trades:
             raise TradeRejected(f"trade id {tid} already exists")
         now = self._clock()
-        trade = Trade(id=tid, request=request, sign=sign, created_ns=now)
-        tps = [r for r in request.rules if isinstance(r, TakeProfit)]
-        src = _stop_source(request)
-        if request.rule(StopLoss) or request.rule(TrailingStop):
-            trade.stop = Leg(tid, "stop", next(self._level_ids), src)
-        if request.rule(TimeStop):
-            trade.time_leg = Leg(tid, "time", next(self._level_ids), TriggerSource.AUTO)
-        trade.targets = [
-            Leg(tid, f"tp{i}", next(self._level_ids), r.trigger.resolve(request.side), r.fraction, r)
-            for i, r in enumerate(tps, start=1)
-        ]
-        for leg in trade.legs():
-            self._legs[leg.level_id] = (trade, leg)
-        self.trades[tid] = trade
-        self._by_symbol.setdefault(symbol, []).append(trade)
+        trade = self._new_trade(tid, request, now)
         trade.entry_key = f"tg:{tid}:entry"
         trade.entry_working = True
         self._emit(trade, "accepted", {"request": request.model_dump(mode="json")})
@@ -136,6 +123,23 @@ class TradeManager:
         )
         if request.entry_timeout_s is not None:
             self._timer(now + int(request.entry_timeout_s * 1e9), tid, "entry_timeout")
+        return trade
+
+    def _new_trade(self, tid: str, request: TradeRequest, created_ns: int) -> Trade:
+        trade = Trade(id=tid, request=request, sign=request.side.sign, created_ns=created_ns)
+        tps = [r for r in request.rules if isinstance(r, TakeProfit)]
+        if request.rule(StopLoss) or request.rule(TrailingStop):
+            trade.stop = Leg(tid, "stop", next(self._level_ids), _stop_source(request))
+        if request.rule(TimeStop):
+            trade.time_leg = Leg(tid, "time", next(self._level_ids), TriggerSource.AUTO)
+        trade.targets = [
+            Leg(tid, f"tp{i}", next(self._level_ids), r.trigger.resolve(request.side), r.fraction, r)
+            for i, r in enumerate(tps, start=1)
+        ]
+        for leg in trade.legs():
+            self._legs[leg.level_id] = (trade, leg)
+        self.trades[tid] = trade
+        self._by_symbol.setdefault(request.symbol, []).append(trade)
         return trade
 
     # ------------------------------------------------------------------------------------- evaluation
@@ -209,6 +213,7 @@ class TradeManager:
         if stop.level_x != level or stop.level_id not in self.book:
             stop.level_x = level
             self.book.upsert(stop.level_id, trade.symbol, stop.source, trade.sign, LevelKind.STOP, level)
+            self.moved.add(trade.id)
 
     def on_volatility(self, snap: VolSnapshot) -> None:
         """Re-size ATR/ADR levels.  Stops never loosen unless their rule allows it; trails keep their level
@@ -399,6 +404,63 @@ class TradeManager:
                                      leg.level_x)
             self._refresh_state(trade)
 
+    # ---------------------------------------------------------------------------------------- recovery
+
+    def snapshot(self, trade: Trade) -> dict[str, Any]:
+        """Everything about a trade that ticks have shaped and a restart must not forget."""
+        return {
+            "state": trade.state.value, "entry_working": trade.entry_working, "entry_filled": trade.entry_filled,
+            "entry_avg": trade.entry_avg, "entry_ts_ns": trade.entry_ts_ns, "exited": trade.exited,
+            "realized": trade.realized, "commissions": trade.commissions, "best_x": _num(trade.best_x),
+            "stop_base_x": trade.stop_base_x, "trail_x": trade.trail_x, "be_x": trade.be_x,
+            "time_deadline_ns": trade.time_deadline_ns, "closing": trade.closing,
+            "close_reason": trade.close_reason, "reason": trade.reason,
+            "legs": {leg.name: {"fired": leg.fired, "filled": leg.filled, "inflight": leg.inflight,
+                                "level_x": leg.level_x, "armed": leg.level_id in self.book}
+                     for leg in trade.legs()},
+        }
+
+    def restore(self, trade_id: str, request: TradeRequest, snap: dict[str, Any], created_ns: int) -> Trade:
+        """Rebuild a trade from its journaled snapshot: levels back in the book, timers re-armed."""
+        trade = self._new_trade(trade_id, request, created_ns)
+        trade.state = TradeState(snap["state"])
+        for name in ("entry_working", "entry_filled", "entry_avg", "entry_ts_ns", "exited", "realized",
+                     "commissions", "stop_base_x", "trail_x", "be_x", "time_deadline_ns", "closing",
+                     "close_reason", "reason"):
+            setattr(trade, name, snap[name])
+        trade.best_x = -math.inf if snap["best_x"] is None else snap["best_x"]
+        trade.entry_key = f"tg:{trade_id}:entry"
+        for leg in trade.legs():
+            saved = snap["legs"].get(leg.name)
+            if saved is None:
+                continue
+            leg.fired, leg.filled, leg.inflight, leg.level_x = (saved["fired"], saved["filled"], saved["inflight"],
+                                                                saved["level_x"])
+            if saved["armed"] and leg.level_x is not None and not trade.closing:
+                kind = LevelKind.STOP if leg.terminal else LevelKind.TARGET
+                self.book.upsert(leg.level_id, trade.symbol, leg.source, trade.sign, kind, leg.level_x)
+        if trade.time_deadline_ns is not None and not trade.closing:
+            self._timer(trade.time_deadline_ns, trade_id, "time_stop")
+        if trade.entry_working and request.entry_timeout_s is not None:
+            self._timer(created_ns + int(request.entry_timeout_s * 1e9), trade_id, "entry_timeout")
+        number = "".join(ch for ch in trade_id if ch.isdigit())
+        if number:
+            self.reserve_ids(int(number))
+        return trade
+
+    def reserve_ids(self, highest: int) -> None:
+        """Never hand out a trade id at or below ``highest`` (ids already used in the journal)."""
+        current = next(self._ids)
+        self._ids = itertools.count(max(current, highest + 1))
+
+    def resume_closing(self, trade: Trade) -> None:
+        """After a restart: a trade that was closing with nothing in flight gets its exit sent again."""
+        if trade.closing and not trade.state.is_final and trade.inflight <= QTY_EPS and trade.open_qty > QTY_EPS:
+            leg = trade.stop or trade.time_leg or (trade.targets[0] if trade.targets else None)
+            if leg is not None:
+                self._fire_terminal(trade, leg, TriggerInfo(trade.close_reason, math.nan, math.nan, -1,
+                                                            self._clock()))
+
     # ----------------------------------------------------------------------------------------- queries
 
     def distance_to_stop(self, trade: Trade, tick: Tick | None = None) -> float:
@@ -473,6 +535,10 @@ def _stop_rule(trade: Trade) -> str:
     if trade.trail_x is not None and stop.level_x == trade.trail_x:
         return "trailing_stop"
     return "stop_loss"
+
+
+def _num(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def _unit(unit: str, vol: VolSnapshot) -> float:

@@ -101,6 +101,17 @@ class WhatIf:
     ts_ns: int
 
 
+@dataclass(slots=True)
+class OrderBook:
+    """What the broker knows, for reconciliation: working orders by idempotency key, orders that ended
+    (cancelled / rejected / filled) by key, every execution of the day, and positions per account."""
+
+    working: dict[str, tuple[int, float]]  # key -> (broker order id, filled so far)
+    ended: dict[str, tuple[int, str]]  # key -> (broker order id, status)
+    executions: list[FillEvent]
+    positions: dict[str, dict[str, float]]
+
+
 BrokerEvent = Tick | OrderStatusEvent | FillEvent | CommissionEvent | NoticeEvent
 
 
@@ -134,6 +145,10 @@ class Broker(Protocol):
     async def what_if(self, order: BrokerOrder) -> WhatIf: ...
 
     async def positions(self, account: str) -> dict[str, float]: ...
+
+    async def order_book(self) -> OrderBook:
+        """Everything needed to reconcile the journal with the broker after a (re)start."""
+        ...
 
     async def next_events(self, wake_at_ns: int | None) -> list[BrokerEvent]:
         """Wait for events, returning what is ready (at least one), or an empty list at ``wake_at_ns``."""

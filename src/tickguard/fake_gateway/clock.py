@@ -121,9 +121,7 @@ class HistoryPacer:
         self.limits = limits
         self._wall = wall
         self._identical: dict[Hashable, float] = {}
-        self._per_contract: dict[Hashable, collections.deque[float]] = collections.defaultdict(
-            collections.deque
-        )
+        self._per_contract: dict[Hashable, collections.deque[float]] = collections.defaultdict(collections.deque)
 
     def admit(self, contract_key: Hashable, request_key: Hashable) -> bool:
         now = self._wall()

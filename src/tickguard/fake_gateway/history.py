@@ -198,9 +198,7 @@ def _aggregate(minutes: list[MinuteBar], size_ns: int) -> list[out.Bar]:
     groups: dict[int, list[MinuteBar]] = {}
     for bar in minutes:
         groups.setdefault(bar.ts_ns - bar.ts_ns % size_ns, []).append(bar)
-    return [
-        _combine(dt.datetime.fromtimestamp(start / NS, tz=NY), groups[start]) for start in sorted(groups)
-    ]
+    return [_combine(dt.datetime.fromtimestamp(start / NS, tz=NY), groups[start]) for start in sorted(groups)]
 
 
 def synthetic_minutes(spec: SymbolSpec, start_ns: int, seed: int) -> list[MinuteBar]:

@@ -18,7 +18,7 @@ import datetime as dt
 import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tickguard.brokers.base import BrokerOrder, FillEvent, NoticeEvent, OrderStatusEvent
 from tickguard.brokers.sim.venue import SimVenue
@@ -182,8 +182,8 @@ class OrderBook:
     def cancel(self, client_id: int, order_id: int) -> None:
         order = self.orders.get((client_id, order_id))
         if order is None:
-            self._emit(client_id, out.error(order_id, 10147,
-                                            f"OrderId {order_id} that needs to be cancelled is not found."))  # fmt: skip
+            text = f"OrderId {order_id} that needs to be cancelled is not found."
+            self._emit(client_id, out.error(order_id, 10147, text))
             return
         if not order.working:
             self._emit(client_id, out.error(order_id, 10148, f"OrderId {order_id} that needs to be "
@@ -235,7 +235,9 @@ class OrderBook:
     def _modify(self, order: GatewayOrder, req: PlaceOrder) -> None:
         current = order.pending_replace or order.request
         if (req.action, req.order_type, req.contract.symbol or current.contract.symbol) != (
-            current.action, current.order_type, current.contract.symbol or req.contract.symbol
+            current.action,
+            current.order_type,
+            current.contract.symbol or req.contract.symbol,
         ) or order.cancel_requested:
             self._emit(order.client_id, out.error(order.order_id, 105,
                                                   "Order being modified does not match original order"))  # fmt: skip
@@ -301,15 +303,15 @@ class OrderBook:
                                order.client_id)  # fmt: skip
 
     def _reject(self, order: GatewayOrder, code: int, reason: str) -> None:
-        """IB's sequence for a refused order: status Inactive, then the error naming the reason.
+        """A refused order gets only the error naming the reason (reqId = orderId), as IB sends it.
 
-        The error must come last: ib_async marks the trade Cancelled on error 201 only while it is
-        not done, and a later Inactive status would leave it not-done forever.
+        ib_async turns that error into status Cancelled with the reason in ``trade.log``. An extra
+        orderStatus Inactive is deliberately not sent: ib_async 2.1.0 counts Inactive as done, so an
+        Inactive arriving first would make it drop the error from the trade's log.
         """
         self.stats.rejected += 1
         order.status = "Inactive"
         order.pending_replace = None
-        self._emit(order.client_id, self._status(order))
         self._emit(order.client_id, out.error(order.order_id, code, reason))
 
     def _finish_cancel(self, order: GatewayOrder) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tickguard.brokers.base import BrokerEvent, BrokerOrder, ContractInfo, UnknownSymbol, WhatIf
+from tickguard.brokers.base import BrokerEvent, BrokerOrder, ContractInfo, OrderBook, UnknownSymbol, WhatIf
 from tickguard.brokers.sim.venue import SimVenue
 from tickguard.model import Bar, Tick
 
@@ -63,6 +63,15 @@ class SimBroker:
 
     async def positions(self, account: str) -> dict[str, float]:
         return self.venue.positions(account)
+
+    async def order_book(self) -> OrderBook:
+        ex = self.venue.exchange
+        working = {o.order.ref: (o.order_id, o.filled) for o in ex.orders.values()
+                   if o.status in ("pending", "working")}
+        ended = {o.order.ref: (o.order_id, o.status) for o in ex.orders.values()
+                 if o.status in ("filled", "cancelled", "rejected")}
+        positions = {a: self.venue.positions(a) for a in ex.accounts}
+        return OrderBook(working, ended, list(ex.executions), positions)
 
     async def next_events(self, wake_at_ns: int | None) -> list[BrokerEvent]:
         venue = self.venue

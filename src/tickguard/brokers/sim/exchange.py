@@ -90,6 +90,7 @@ class SimExchange:
         self._exec_ids = itertools.count(1)
         self._msgs: collections.deque[int] = collections.deque()
         self.pacing_violations = 0
+        self.executions: list[FillEvent] = []
         self.reject_next: str | None = None  # fault injection: the next order is rejected with this reason
         self.partial_next = False  # fault injection: the next order fills in pieces
 
@@ -268,8 +269,10 @@ class SimExchange:
         acct.cash -= signed * price + commission
         acct.commissions += commission
         exec_id = f"sim.{next(self._exec_ids):08d}"
-        self._emit(FillEvent(sim.order_id, order.ref, exec_id, order.account, order.symbol, order.action, qty,
-                             price, now, commission))
+        fill = FillEvent(sim.order_id, order.ref, exec_id, order.account, order.symbol, order.action, qty, price,
+                         now, commission)
+        self.executions.append(fill)
+        self._emit(fill)
         if sim.remaining <= 1e-9:
             sim.status = "filled"
             self._resting[order.symbol].remove(sim)

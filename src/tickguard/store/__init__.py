@@ -1,0 +1,1 @@
+"""The durable journal: SQLAlchemy Core on SQLite (default) or PostgreSQL, migrated with Alembic."""

@@ -1,0 +1,70 @@
+"""Journal tables.  ``events`` is the append-only log; the other tables are the current state, kept in the
+same transactions, so recovery reads state directly and ``tickguard trades`` can filter it."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+JSON = sa.JSON().with_variant(JSONB(), "postgresql")
+metadata = sa.MetaData()
+
+trades = sa.Table(
+    "trades", metadata,
+    sa.Column("trade_id", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(64), nullable=False, index=True),
+    sa.Column("account", sa.String(64), nullable=False),
+    sa.Column("symbol", sa.String(32), nullable=False, index=True),
+    sa.Column("side", sa.String(8), nullable=False),
+    sa.Column("qty", sa.Float, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("request", JSON, nullable=False),
+    sa.Column("snapshot", JSON, nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Column("updated_ns", sa.BigInteger, nullable=False),
+)
+
+orders = sa.Table(
+    "orders", metadata,
+    sa.Column("order_key", sa.String(128), primary_key=True),
+    sa.Column("trade_id", sa.String(64), sa.ForeignKey("trades.trade_id"), nullable=False, index=True),
+    sa.Column("leg", sa.String(16), nullable=False),
+    sa.Column("user_id", sa.String(64), nullable=False),
+    sa.Column("account", sa.String(64), nullable=False),
+    sa.Column("symbol", sa.String(32), nullable=False),
+    sa.Column("action", sa.String(4), nullable=False),
+    sa.Column("qty", sa.Float, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("broker_order_id", sa.BigInteger),
+    sa.Column("filled", sa.Float, nullable=False, default=0.0),
+    sa.Column("avg_price", sa.Float, nullable=False, default=0.0),
+    sa.Column("commission", sa.Float, nullable=False, default=0.0),
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("intent", JSON, nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Column("updated_ns", sa.BigInteger, nullable=False),
+)
+
+fills = sa.Table(
+    "fills", metadata,
+    sa.Column("exec_id", sa.String(64), primary_key=True),
+    sa.Column("order_key", sa.String(128), sa.ForeignKey("orders.order_key"), nullable=False, index=True),
+    sa.Column("trade_id", sa.String(64), nullable=False, index=True),
+    sa.Column("qty", sa.Float, nullable=False),
+    sa.Column("price", sa.Float, nullable=False),
+    sa.Column("commission", sa.Float),
+    sa.Column("ts_ns", sa.BigInteger, nullable=False),
+)
+
+events = sa.Table(
+    "events", metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("ts_ns", sa.BigInteger, nullable=False),
+    sa.Column("user_id", sa.String(64)),
+    sa.Column("account", sa.String(64)),
+    sa.Column("trade_id", sa.String(64), index=True),
+    sa.Column("order_key", sa.String(128)),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("data", JSON, nullable=False),
+)
