@@ -3,7 +3,6 @@ the journal and the simulated exchange live on), and a new engine recovers from 
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 
 import pytest
@@ -33,6 +32,7 @@ async def started(s, venue=None) -> Engine:
         engine = Engine(s, SimBroker(venue), journal=journal)
     await engine.start(sorted(venue.specs))
     engine.venue = venue  # type: ignore[attr-defined]
+    await engine.run_until(engine.broker.now_ns() + 2 * NS)  # first quotes
     return engine
 
 
@@ -161,7 +161,23 @@ async def test_many_crashes_during_a_busy_session(tmp_path):
     journal.close()
 
 
-@pytest.fixture(autouse=True)
-def _no_leaks():
-    yield
-    asyncio.get_event_loop_policy()
+
+async def test_order_working_at_the_broker_is_adopted_and_still_cancellable(tmp_path):
+    s = settings(tmp_path)
+    a = await started(s)
+    venue = a.venue
+    sym = sorted(venue.specs)[0]
+    far = round(venue.last_ticks[sym].bid * 0.8, 2)
+    trade = a.submit(TradeRequest(symbol=sym, side=Side.LONG, qty=100, entry_type="LMT", limit_price=far,
+                                  entry_timeout_s=120, rules=[StopLoss(distance=1.0)]))
+    await a.run_until(a.broker.now_ns() + 5 * NS)
+    [working] = [o for o in venue.exchange.orders.values() if o.status == "working"]
+    a.journal.close()
+    b = await started(s, venue)
+    assert b.recovery is not None and trade.entry_key in b.recovery.adopted
+    assert trade.entry_key not in b.recovery.resent
+    assert b.executor.orders[trade.entry_key].order_id == working.order_id
+    await b.run_until(b.broker.now_ns() + 130 * NS)  # the entry timeout cancels it through the adopted id
+    assert working.status == "cancelled"
+    assert b.trades.trades[trade.id].state.value == "cancelled"
+    assert venue_orders_by_ref(venue)[trade.entry_key] == 1
