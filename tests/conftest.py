@@ -50,3 +50,11 @@ def clock() -> FakeClock:
 @pytest.fixture
 def market(clock: FakeClock) -> Market:
     return Market(clock)
+
+
+# The fake-gateway test helpers (a gateway driven in virtual time, the ib_async ERROR-log trap) are shared
+# with the IB adapter's tests, which live beside the module they test.
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent / "fake_gateway"))

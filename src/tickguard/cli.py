@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 from pathlib import Path
@@ -70,6 +71,73 @@ def sim(
     if report is not None:
         report_mod.write(result, report)
         console.print(f"report written to {report}")
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="TOML config: [ib], [journal], [[trades]].")],
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: run).")] = None,
+    live: Annotated[bool | None, typer.Option(help="Live terminal view (default: when on a terminal).")] = None,
+) -> None:
+    """Run the engine against TWS / IB Gateway (paper or live), or tickguard's fake gateway."""
+    from tickguard import live_view
+    from tickguard.brokers.base import BrokerError
+    from tickguard.ib_session import run_ib
+
+    settings = _settings(config, {})
+    show_live = sys.stdout.isatty() if live is None else live
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    async def watcher(engine: Any) -> None:
+        await live_view.watch(engine, console)
+
+    try:
+        engine = asyncio.run(run_ib(settings, sys.stdout, duration, watcher if show_live else None))
+    except (BrokerError, JournalError) as exc:
+        _fail(str(exc))
+    console.print(live_view.trades_table(engine))
+
+
+@app.command("fake-gateway")
+def fake_gateway(
+    port: Annotated[int, typer.Option(help="TCP port to listen on (IB Gateway paper uses 4002).")] = 4002,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated market.")] = 0,
+    symbols: Annotated[str, typer.Option(help="A number of symbols, or a comma-separated list.")] = "5",
+    speed: Annotated[float, typer.Option(help="Virtual seconds per wall second.")] = 1.0,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """A fake IB Gateway speaking the TWS wire protocol over a simulated market: try the IB path
+    without an account (connect TWS API clients, or `tickguard run`, to it)."""
+    from tickguard.fake_gateway.runner import run_forever
+
+    names: int | list[str] = int(symbols) if symbols.isdigit() else [s.strip().upper() for s in symbols.split(",")]
+    run_forever(host=host, port=port, seed=seed, symbols=names, speed=speed)
+
+
+@app.command()
+def trades(
+    journal: Annotated[str | None, typer.Option(help="Journal: SQLite file or database URL.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Take the journal from this config.")] = None,
+    state: Annotated[str | None, typer.Option(help="Only trades in this state.")] = None,
+    symbol: Annotated[str | None, typer.Option(help="Only trades of this symbol.")] = None,
+    user: Annotated[str | None, typer.Option(help="Only trades of this user.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List trades with their legs, orders and events from the journal."""
+    from tickguard.journal_view import render, select
+
+    target = journal or _settings(config, {}).journal.target
+    if not target:
+        _fail("no journal given: use --journal FILE|URL or a --config with [journal]")
+    try:
+        data = select(str(target), state=state, symbol=symbol, user=user)
+    except JournalError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(data, indent=1))
+    else:
+        render(data, Console() if sys.stdout.isatty() else Console(width=160))
 
 
 @app.command("config")

@@ -127,6 +127,7 @@ class IBConfig(_Section):
     client_id: int = Field(17, ge=0, description="API client id; must be unique among connected clients.")
     account: str = Field("", description="Account to trade; empty = the only managed account.")
     connect_timeout_s: float = Field(10.0, gt=0, description="Timeout of the connection and its start-up sync.")
+    connect_attempts: int = Field(5, ge=1, description="Attempts of the first connection (backoff between).")
     request_timeout_s: float = Field(10.0, gt=0, description="Timeout of one request (contract, bars, what-if).")
     reconnect_initial_s: float = Field(1.0, gt=0, description="First reconnect delay; doubles per failure.")
     reconnect_max_s: float = Field(60.0, gt=0, description="Cap of the reconnect delay.")

@@ -72,6 +72,7 @@ def restore(journal: Journal, trades: TradeManager, executor: OrderExecutor) -> 
     """Load open trades and their orders from the journal into the engine (no broker contact yet)."""
     report = RecoveryReport()
     trades.reserve_ids(journal.max_trade_number())
+    trades.reserve_refs(journal.known_refs())
     rows = journal.open_trades()
     ids = [r["trade_id"] for r in rows]
     for row in rows:

@@ -75,6 +75,7 @@ class TradeManager:
         self.outbox: list[OrderIntent] = []
         self.cancels: list[str] = []
         self.moved: set[str] = set()  # trades whose stop moved since the journal last looked
+        self._refs: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------------------------------ intake
 
@@ -102,6 +103,8 @@ class TradeManager:
                     f"take_profit price {rule.price} is on the wrong side of the entry ({ref}) for a "
                     f"{request.side.value} trade"
                 )
+        if request.ref is not None and (request.user, request.ref) in self._refs:
+            raise TradeRejected(f"user {request.user!r} already has a trade with ref {request.ref!r}")
         lot = self._lot(symbol)
         if request.qty + QTY_EPS < lot or abs(request.qty / lot - round(request.qty / lot)) > 1e-6:
             raise TradeRejected(f"qty {request.qty} is not a whole number of lots of {lot} for {symbol}")
@@ -140,7 +143,15 @@ class TradeManager:
             self._legs[leg.level_id] = (trade, leg)
         self.trades[tid] = trade
         self._by_symbol.setdefault(request.symbol, []).append(trade)
+        if request.ref is not None:
+            self._refs.add((request.user, request.ref))
         return trade
+
+    def reserve_refs(self, refs: set[tuple[str, str]]) -> None:
+        self._refs |= refs
+
+    def knows_ref(self, user: str, ref: str) -> bool:
+        return (user, ref) in self._refs
 
     # ------------------------------------------------------------------------------------- evaluation
 

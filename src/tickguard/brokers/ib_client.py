@@ -30,6 +30,7 @@ from tickguard.brokers.base import (
     ContractInfo,
     FillEvent,
     NoticeEvent,
+    OrderBook,
     OrderStatusEvent,
     UnknownSymbol,
     WhatIf,
@@ -126,13 +127,19 @@ class IBBroker:
         return time.time_ns()
 
     async def connect(self) -> None:
+        """Connect, trying ``connect_attempts`` times: a gateway restarting (or still holding a dead
+        session of this client id) should not stop an engine that was started a second too early."""
         cfg = self.cfg
-        try:
-            await self.ib.connectAsync(cfg.host, cfg.port, cfg.client_id, timeout=cfg.connect_timeout_s,
-                                       account=cfg.account, raiseSyncErrors=True)
-        except (TimeoutError, OSError, ConnectionError) as exc:
-            raise BrokerError(f"cannot connect to IB at {cfg.host}:{cfg.port} (client id {cfg.client_id}): "
-                              f"{exc!r}") from exc
+        for attempt in range(cfg.connect_attempts):
+            try:
+                await self.ib.connectAsync(cfg.host, cfg.port, cfg.client_id, timeout=cfg.connect_timeout_s,
+                                           account=cfg.account, raiseSyncErrors=True)
+                break
+            except (TimeoutError, OSError, ConnectionError) as exc:
+                if attempt + 1 >= cfg.connect_attempts:
+                    raise BrokerError(f"cannot connect to IB at {cfg.host}:{cfg.port} (client id "
+                                      f"{cfg.client_id}) after {attempt + 1} attempt(s): {exc!r}") from exc
+                await asyncio.sleep(self.reconnect_delay(attempt))
         self.state.connected = True
         self.state.feed_trusted = True
         self._reconcile()
@@ -174,7 +181,7 @@ class IBBroker:
                 log.warning("reconnect attempt %d failed: %s", attempt, exc)
                 continue
             self.state.reconnects += 1
-            await self._resubscribe_all()
+            await self._resubscribe_all(cancel_old=False)
             self._emit(NoticeEvent(0, f"reconnected after {attempt} attempt(s)", self.now_ns()))
             return
 
@@ -235,12 +242,15 @@ class IBBroker:
         self._by_ticker[id(ticker)] = symbol
         self._last_tick_wall[symbol] = time.monotonic()
 
-    async def _resubscribe_all(self) -> None:
+    async def _resubscribe_all(self, cancel_old: bool = True) -> None:
+        """Subscribe everything again.  After a reconnect the old subscriptions died with the socket (and
+        ib_async forgot them), so only a 1101 - same socket, data lost - cancels them first."""
         for symbol in list(self._tickers):
             old = self._tickers.pop(symbol)
             self._by_ticker.pop(id(old), None)
-            with contextlib.suppress(Exception):
-                self.ib.cancelMktData(old.contract)
+            if cancel_old:
+                with contextlib.suppress(Exception):
+                    self.ib.cancelMktData(old.contract)
             await self.subscribe(symbol)
 
     async def _renew_silent(self) -> None:
@@ -358,13 +368,17 @@ class IBBroker:
         self._seen_execs.add(ex.execId)
         placed.filled += float(ex.shares)
         order_id = next(oid for oid, p in self._orders.items() if p is placed)
+        self._emit(self._fill_event(order_id, placed.ref, fill))
+        if placed.filled >= placed.qty - 1e-9:
+            placed.final = True
+
+    def _fill_event(self, order_id: int, ref: str, fill: Fill) -> FillEvent:
+        ex = fill.execution
         ts = int(fill.time.timestamp() * 1e9) if fill.time else self.now_ns()
         action = Action.BUY if ex.side.upper() in ("BOT", "BUY") else Action.SELL
         commission = ib_number(fill.commissionReport.commission) if fill.commissionReport.execId else None
-        self._emit(FillEvent(order_id, placed.ref, ex.execId, ex.acctNumber, placed.symbol, action,
-                             float(ex.shares), float(ex.price), ts, commission))
-        if placed.filled >= placed.qty - 1e-9:
-            placed.final = True
+        return FillEvent(order_id, ref, ex.execId, ex.acctNumber, fill.contract.symbol, action, float(ex.shares),
+                         float(ex.price), ts, None if commission is not None and math.isnan(commission) else commission)
 
     def _on_commission(self, trade: Trade, fill: Fill, report: CommissionReport) -> None:
         order_id = fill.execution.orderId
@@ -372,6 +386,55 @@ class IBBroker:
             self._emit(CommissionEvent(order_id, report.execId, float(report.commission), self.now_ns()))
 
     # ------------------------------------------------------------------------------- reconciliation
+
+    async def order_book(self) -> OrderBook:
+        """IB's view for journal recovery: this client's working orders, completed orders and the day's
+        executions (by orderRef), and positions.  Orders found here are adopted so their events route."""
+        working: dict[str, tuple[int, float]] = {}
+        for trade in self.ib.openTrades():
+            ref = trade.order.orderRef
+            if not ref:
+                continue
+            working[ref] = (trade.order.orderId, float(trade.orderStatus.filled))
+            self._adopt(trade.order, trade.contract, float(trade.orderStatus.filled))
+        ended: dict[str, tuple[int, str]] = {}
+        with contextlib.suppress(Exception):
+            done = await asyncio.wait_for(self.ib.reqCompletedOrdersAsync(True), self.cfg.request_timeout_s)
+            for trade in done:
+                ref = trade.order.orderRef
+                if ref and ref not in working:
+                    status = trade.orderStatus.status
+                    ended[ref] = (trade.order.orderId, "filled" if status == "Filled" else
+                                  "rejected" if status == "Inactive" else "cancelled")
+        executions = []
+        for fill in self.ib.fills():
+            ex = fill.execution
+            if not ex.orderRef or not ex.orderRef.startswith("tg:"):
+                continue
+            self._adopt_exec(fill)
+            executions.append(self._fill_event(ex.orderId, ex.orderRef, fill))
+            self._seen_execs.add(ex.execId)
+        positions: dict[str, dict[str, float]] = {}
+        for pos in self.ib.positions():
+            if pos.position:
+                acct = positions.setdefault(pos.account, {})
+                acct[pos.contract.symbol] = acct.get(pos.contract.symbol, 0.0) + float(pos.position)
+        return OrderBook(working, ended, executions, positions)
+
+    def _adopt(self, order: Order, contract: Contract, filled: float) -> None:
+        if order.orderId not in self._orders:
+            self._orders[order.orderId] = _Placed(order.orderRef, contract.symbol, float(order.totalQuantity),
+                                                  order, contract, filled=filled, submitted=True)
+
+    def _adopt_exec(self, fill: Fill) -> None:
+        ex = fill.execution
+        placed = self._orders.get(ex.orderId)
+        if placed is None:
+            order = Order(orderId=ex.orderId, orderRef=ex.orderRef, totalQuantity=float(ex.cumQty or ex.shares))
+            self._orders[ex.orderId] = placed = _Placed(ex.orderRef, fill.contract.symbol,
+                                                        float(ex.cumQty or ex.shares), order, fill.contract)
+        if ex.execId not in self._seen_execs:
+            placed.filled += float(ex.shares)
 
     def _reconcile(self) -> None:
         """After (re)connecting: apply fills that happened while away, close orders that ended while away."""

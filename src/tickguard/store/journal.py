@@ -181,6 +181,15 @@ class Journal:
             return []
         return self._rows(sa.select(events).where(events.c.trade_id.in_(list(trade_ids))).order_by(events.c.seq))
 
+    def known_refs(self) -> set[tuple[str, str]]:
+        """(user, ref) of every trade ever journaled, open or not: a ref is never reused."""
+        out = set()
+        for user, request in self._conn.execute(sa.select(trades.c.user_id, trades.c.request)):
+            ref = request.get("ref") if isinstance(request, dict) else None
+            if ref:
+                out.add((user, ref))
+        return out
+
     def max_trade_number(self) -> int:
         """Highest numeric suffix of the trade ids, so a restarted engine never reuses an id."""
         best = 0
