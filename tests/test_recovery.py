@@ -20,13 +20,13 @@ from tickguard.trades import TradeRequest
 NS = 1_000_000_000
 
 
-def settings(tmp_path, **sim):
-    return load(None, {"sim": {"speed": 0, "symbols": 3, "seed": 5, **sim},
-                       "journal": {"path": str(tmp_path / "j.db")}})
+def settings(target: str, **sim):
+    where = {"url": target} if "://" in target else {"path": target}
+    return load(None, {"sim": {"speed": 0, "symbols": 3, "seed": 5, **sim}, "journal": where})
 
 
 async def started(s, venue=None) -> Engine:
-    journal = Journal.open(s.journal.path)
+    journal = Journal.open(s.journal.target)
     if venue is None:
         engine, venue = sim_engine(s, journal=journal)
     else:
@@ -76,8 +76,8 @@ def req(symbol: str, side=Side.LONG) -> TradeRequest:
     return TradeRequest(symbol=symbol, side=side, qty=100, rules=[StopLoss(distance=0.2), TakeProfit(distance=0.2)])
 
 
-async def test_exit_journaled_but_never_sent_is_sent_once_after_restart(tmp_path):
-    s = settings(tmp_path)
+async def test_exit_journaled_but_never_sent_is_sent_once_after_restart(journal_target):
+    s = settings(journal_target)
     a = await started(s)
     sym = sorted(a.venue.specs)[0]
     a.submit(req(sym))
@@ -93,8 +93,8 @@ async def test_exit_journaled_but_never_sent_is_sent_once_after_restart(tmp_path
     assert all(t.state.value == "closed" for t in b.trades.trades.values())
 
 
-async def test_exit_sent_and_filled_while_down_is_adopted_not_resent(tmp_path):
-    s = settings(tmp_path)
+async def test_exit_sent_and_filled_while_down_is_adopted_not_resent(journal_target):
+    s = settings(journal_target)
     a = await started(s)
     sym = sorted(a.venue.specs)[1]
     a.submit(req(sym, Side.SHORT))
@@ -113,8 +113,8 @@ async def test_exit_sent_and_filled_while_down_is_adopted_not_resent(tmp_path):
     assert_consistent(b, venue)
 
 
-async def test_level_crossed_while_down_exits_on_first_tick(tmp_path):
-    s = settings(tmp_path)
+async def test_level_crossed_while_down_exits_on_first_tick(journal_target):
+    s = settings(journal_target)
     a = await started(s)
     sym = sorted(a.venue.specs)[2]
     trade = a.submit(req(sym))
@@ -133,9 +133,9 @@ async def test_level_crossed_while_down_exits_on_first_tick(tmp_path):
     assert_consistent(b, venue)
 
 
-async def test_many_crashes_during_a_busy_session(tmp_path):
+async def test_many_crashes_during_a_busy_session(journal_target):
     """Twenty crashes at varied moments of a run with demo trades: nothing lost, nothing sent twice."""
-    s = settings(tmp_path, seed=9)
+    s = settings(journal_target, seed=9)
     a = await started(s)
     venue = a.venue
     for i, r in enumerate(demo_trades(16, sorted(venue.specs), 9)):
@@ -155,14 +155,14 @@ async def test_many_crashes_during_a_busy_session(tmp_path):
             engine.schedule(at, r)
     await engine.run_until(engine.broker.now_ns() + 600 * NS)
     assert_consistent(engine, venue)
-    journal = Journal.open(s.journal.path, create=False)
+    journal = Journal.open(s.journal.target, create=False)
     assert len(journal.list_trades()) == 16  # no trade lost
     journal.close()
 
 
 
-async def test_order_working_at_the_broker_is_adopted_and_still_cancellable(tmp_path):
-    s = settings(tmp_path)
+async def test_order_working_at_the_broker_is_adopted_and_still_cancellable(journal_target):
+    s = settings(journal_target)
     a = await started(s)
     venue = a.venue
     sym = sorted(venue.specs)[0]

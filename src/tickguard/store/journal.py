@@ -228,11 +228,15 @@ def _sqlite_engine(path: Path, create: bool, synchronous: str) -> sa.Engine:
         cur.close()
 
     if path.exists():
-        with engine.connect() as conn:
-            result = conn.exec_driver_sql("PRAGMA quick_check").scalar()
-            if result != "ok":
-                engine.dispose()
-                raise JournalError(f"journal file {path} failed its integrity check: {result}")
+        try:
+            with engine.connect() as conn:
+                result = conn.exec_driver_sql("PRAGMA quick_check").scalar()
+        except sa.exc.DatabaseError as exc:
+            result = str(exc.orig)
+        if result != "ok":
+            engine.dispose()
+            raise JournalError(f"journal file {path} failed its integrity check ({result}); "
+                               "refusing to use it - restore a backup or move it aside")
     return engine
 
 

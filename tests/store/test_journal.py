@@ -1,0 +1,133 @@
+"""The journal on SQLite and PostgreSQL: writes, batches, reads, and refusals that never overwrite."""
+
+import sqlite3
+
+import pytest
+import sqlalchemy as sa
+
+from tickguard.store.journal import Journal, JournalError, head_revision
+
+
+def trade_row(tid="T00001", state="open", user="alice", symbol="AAA"):
+    return dict(trade_id=tid, user_id=user, account="DU1", symbol=symbol, side="long", qty=100.0, state=state,
+                request={"symbol": symbol, "ref": f"r-{tid}"}, snapshot={"entry_filled": 0.0}, created_ns=1,
+                updated_ns=1)
+
+
+def order_row(key="tg:T00001:entry", tid="T00001", status="submitting"):
+    return dict(order_key=key, trade_id=tid, leg="entry", user_id="alice", account="DU1", symbol="AAA",
+                action="BUY", qty=100.0, status=status, attempts=1, broker_order_id=None, filled=0.0,
+                avg_price=0.0, commission=0.0, reason="", intent={"key": key}, created_ns=2, updated_ns=2)
+
+
+def test_round_trip_and_filters(journal_target):
+    j = Journal.open(journal_target)
+    j.insert_trade(trade_row())
+    j.insert_trade(trade_row("T00002", state="closed", user="bob", symbol="BBB"))
+    j.insert_order(order_row())
+    j.insert_fill(dict(exec_id="e1", order_key="tg:T00001:entry", trade_id="T00001", qty=100.0, price=10.0,
+                       commission=1.0, ts_ns=3))
+    j.event("accepted", 1, {"x": 1}, "T00001", None, "alice", "DU1")
+    j.update_order("tg:T00001:entry", status="filled", filled=100.0)
+    j.close()
+    j = Journal.open(journal_target, create=False)
+    assert [t["trade_id"] for t in j.open_trades()] == ["T00001"]
+    assert [t["trade_id"] for t in j.list_trades(user="bob")] == ["T00002"]
+    assert [t["trade_id"] for t in j.list_trades(symbol="aaa", state="open")] == ["T00001"]
+    assert j.orders_of(["T00001"])[0]["status"] == "filled"
+    assert j.fills_of(["T00001"])[0]["exec_id"] == "e1"
+    assert j.events_of(["T00001"])[0]["data"] == {"x": 1}
+    assert j.known_refs() == {("alice", "r-T00001"), ("bob", "r-T00002")}
+    assert j.max_trade_number() == 2
+    j.close()
+
+
+def test_batch_commits_once_and_rolls_back_on_error(journal_target):
+    j = Journal.open(journal_target)
+    before = j.commits
+    with j.batch():
+        j.insert_trade(trade_row())
+        with j.batch():  # nested batches join the outer transaction
+            j.insert_order(order_row())
+    assert j.commits == before + 1
+    with pytest.raises(RuntimeError), j.batch():
+        j.insert_trade(trade_row("T00009"))
+        raise RuntimeError("crash inside a step")
+    assert [t["trade_id"] for t in j.list_trades()] == ["T00001"]  # nothing half-written
+    j.close()
+
+
+def test_missing_journal_is_an_error_when_not_creating(tmp_path):
+    with pytest.raises(JournalError, match="does not exist"):
+        Journal.open(tmp_path / "nope.db", create=False)
+    with pytest.raises(JournalError, match="directory .* does not exist"):
+        Journal.open(tmp_path / "no" / "such" / "dir.db")
+    assert not (tmp_path / "nope.db").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a database at all" * 100])
+def test_corrupt_or_foreign_file_is_refused_untouched(tmp_path, content):
+    path = tmp_path / "journal.db"
+    path.write_bytes(content)
+    with pytest.raises(JournalError, match="refusing to open or overwrite"):
+        Journal.open(path)
+    assert path.read_bytes() == content
+
+
+def test_damaged_sqlite_journal_fails_integrity_check(tmp_path):
+    path = tmp_path / "journal.db"
+    j = Journal.open(path)
+    for i in range(400):
+        j.insert_trade(trade_row(f"T{i:05d}"))
+    j.close()
+    data = bytearray(path.read_bytes())
+    data[5000:9000] = b"\xff" * 4000  # scribble over pages, keep the header
+    path.write_bytes(bytes(data))
+    snapshot = path.read_bytes()
+    with pytest.raises(JournalError, match="integrity check|unreadable|corrupt"):
+        Journal.open(path)
+    assert path.read_bytes() == snapshot
+
+
+def test_journal_from_a_newer_schema_is_refused(journal_target):
+    Journal.open(journal_target).close()
+    engine = sa.create_engine(journal_target if "://" in journal_target else f"sqlite:///{journal_target}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    with pytest.raises(JournalError, match=r"schema revision '9999', newer than this tickguard knows .*not touched"):
+        Journal.open(journal_target)
+    engine = sa.create_engine(journal_target if "://" in journal_target else f"sqlite:///{journal_target}")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "9999"
+    engine.dispose()
+
+
+def test_foreign_database_with_tables_is_refused(tmp_path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER)")
+    with pytest.raises(JournalError, match="not a tickguard journal"):
+        Journal.open(path)
+
+
+def test_postgresql_down_is_a_clear_error():
+    with pytest.raises(JournalError, match=r"cannot reach the journal database postgresql\+psycopg://u:\*\*\*@127"):
+        Journal.open("postgresql+psycopg://u:secret@127.0.0.1:1/nodb")
+
+
+def test_schema_is_at_head(journal_target):
+    Journal.open(journal_target).close()
+    engine = sa.create_engine(journal_target if "://" in journal_target else f"sqlite:///{journal_target}")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == head_revision()
+    engine.dispose()
+
+
+def test_sqlite_runs_in_wal_mode_with_the_chosen_durability(tmp_path):
+    j = Journal.open(tmp_path / "j.db", synchronous="FULL")
+    assert j._conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    assert j._conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    j.close()
+    with pytest.raises(JournalError, match="sqlite_synchronous"):
+        Journal.open(tmp_path / "k.db", synchronous="OFF")
