@@ -106,13 +106,16 @@ def fake_gateway(
     symbols: Annotated[str, typer.Option(help="A number of symbols, or a comma-separated list.")] = "5",
     speed: Annotated[float, typer.Option(help="Virtual seconds per wall second.")] = 1.0,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    fill_delay: Annotated[float, typer.Option(help="Fault: orders reach the exchange this many virtual "
+                                                   "seconds late.")] = 0.0,
 ) -> None:
     """A fake IB Gateway speaking the TWS wire protocol over a simulated market: try the IB path
     without an account (connect TWS API clients, or `tickguard run`, to it)."""
     from tickguard.fake_gateway.runner import run_forever
 
     names: int | list[str] = int(symbols) if symbols.isdigit() else [s.strip().upper() for s in symbols.split(",")]
-    run_forever(host=host, port=port, seed=seed, symbols=names, speed=speed)
+    run_forever(host=host, port=port, seed=seed, symbols=names, speed=speed,
+                on_ready=(lambda gw: gw.delay_fills(fill_delay)) if fill_delay > 0 else None)
 
 
 @app.command()

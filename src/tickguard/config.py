@@ -142,6 +142,8 @@ class IBConfig(_Section):
     stale_feed_s: float = Field(30.0, gt=0, description="A subscription silent this long after a recovery "
                                 "message (1102, 2104) is renewed.")
     symbols: list[str] = Field(default_factory=list, description="Symbols to watch besides the trades'.")
+    first_quote_timeout_s: float = Field(10.0, gt=0, description="At start, how long to wait for every "
+                                         "symbol's first quote before opening the config's trades.")
 
 
 class Settings(BaseSettings):

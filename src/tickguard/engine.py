@@ -107,9 +107,13 @@ class Engine:
                 except (BrokerError, ValueError, TimeoutError) as exc:
                     failed[symbol] = f"{exc} (attempt {attempt}/{attempts})"
             if symbol in failed:
-                self.contracts.pop(symbol, None)
                 self.vol.pop(symbol, None)
                 log.error("cannot trade %s: %s", symbol, failed[symbol])
+                if symbol in self.contracts and any(t.symbol == symbol for t in self.trades.live_trades()):
+                    # open trades hold journaled levels: keep watching their quotes so those exits fire
+                    await self._subscribe_anyway(symbol)
+                else:
+                    self.contracts.pop(symbol, None)
         if self.recovery is not None:
             book = await self.broker.order_book()
             with self._batch():
@@ -123,11 +127,31 @@ class Engine:
         return failed
 
     async def _prepare(self, symbol: str) -> None:
+        """Qualify, size the volatility and subscribe.  If the bars cannot be had (IB pacing after a quick
+        restart, an HMDS outage) the journaled volatility is used, loudly: a trade that is already open must
+        keep its exits armed and watched whatever the history farm says."""
         vcfg = self.settings.volatility
         self.contracts[symbol] = await self.broker.qualify(symbol)
-        bars = await self.broker.daily_bars(symbol, vcfg.history_days)
-        self.vol[symbol] = volatility.snapshot(symbol, bars, vcfg.atr_period, vcfg.adr_period, self.broker.now_ns())
+        try:
+            bars = await self.broker.daily_bars(symbol, vcfg.history_days)
+            snap = volatility.snapshot(symbol, bars, vcfg.atr_period, vcfg.adr_period, self.broker.now_ns())
+            if self.journal is not None:
+                self.journal.save_volatility(symbol, snap.atr, snap.adr, snap.ts_ns)
+        except (BrokerError, ValueError, TimeoutError) as exc:
+            saved = self.journal.load_volatility(symbol) if self.journal is not None else None
+            if saved is None:
+                raise
+            snap = VolSnapshot(symbol, saved["atr"], saved["adr"], saved["ts_ns"])
+            log.warning("%s: no fresh daily bars (%s); using the journaled ATR %.4f from %s", symbol, exc,
+                        snap.atr, dt.datetime.fromtimestamp(snap.ts_ns / 1e9, tz=dt.UTC).isoformat())
+        self.vol[symbol] = snap
         await self.broker.subscribe(symbol)
+
+    async def _subscribe_anyway(self, symbol: str) -> None:
+        try:
+            await self.broker.subscribe(symbol)
+        except (BrokerError, TimeoutError) as exc:
+            log.error("%s: cannot even subscribe to quotes for the open trades: %s", symbol, exc)
 
     def submit(self, request: TradeRequest) -> Trade:
         """Accept a trade (its entry goes out at once) or raise ``TradeRejected`` with the reason."""
@@ -147,6 +171,19 @@ class Engine:
         self._scheduled.sort(key=lambda item: item[0])
 
     # -------------------------------------------------------------------------------------------- loop
+
+    async def warm_up(self, symbols: list[str], timeout_s: float) -> list[str]:
+        """Run until every symbol has a quote (trades are checked against it), or the timeout; returns the
+        symbols still without one."""
+        end = self.broker.now_ns() + int(timeout_s * 1e9)
+        quotes = self.ticks.last_quote
+        while self.broker.now_ns() < end:
+            missing = [s for s in symbols if s not in quotes]
+            if not missing:
+                return []
+            events = await self.broker.next_events(min(end, self.broker.now_ns() + 100_000_000))
+            self.step(events)
+        return [s for s in symbols if s not in quotes]
 
     async def run_until(self, end_ns: int) -> None:
         broker = self.broker

@@ -37,6 +37,10 @@ async def run_ib(
         else:
             print(f"connected to {cfg.host}:{cfg.port} as client {cfg.client_id}; ready to trade "
                   f"{len(engine.contracts)} symbol(s): {', '.join(sorted(engine.contracts))}", file=out, flush=True)
+        silent = await engine.warm_up(sorted(engine.contracts), cfg.first_quote_timeout_s)
+        if silent:
+            print(f"WARNING: no quote yet for {', '.join(silent)} after {cfg.first_quote_timeout_s:g}s; "
+                  "their market entries will be refused", file=out, flush=True)
         for request in settings.trades:
             if request.ref is not None and engine.trades.knows_ref(request.user, request.ref):
                 continue  # already opened by an earlier run of this config

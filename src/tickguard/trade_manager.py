@@ -186,7 +186,8 @@ class TradeManager:
         stop = trade.stop
         assert stop is not None
         vol = self._vol(trade.symbol)
-        assert vol is not None
+        if vol is None:
+            return  # no volatility to size moves with: the journaled levels stand, and still fire
         was_trailing = trade.trail_x is not None
         # A pull-back inside the batch at least as deep as the trail distance touched the trailing stop.
         if was_trailing and trail is not None:
@@ -335,7 +336,6 @@ class TradeManager:
                 trade.entry_working = False
             self._emit(trade, "entry_fill", {"qty": qty, "price": price, "ts_ns": ts_ns})
             vol = self._vol(trade.symbol)
-            assert vol is not None
             if first:
                 trade.entry_ts_ns = ts_ns
                 trade.best_x = trade.sign * price
@@ -347,7 +347,7 @@ class TradeManager:
                 leg = trade.stop or trade.time_leg
                 assert leg is not None
                 self._fire_terminal(trade, leg, TriggerInfo(trade.close_reason, math.nan, price, -1, ts_ns))
-            else:
+            elif vol is not None:
                 self._size_levels(trade, vol, initial=first)
         else:
             leg = self._leg(trade, intent.leg)
@@ -517,6 +517,7 @@ class TradeManager:
             trade.state = TradeState.PENDING_ENTRY
         elif trade.open_qty <= QTY_EPS and not trade.entry_working and trade.inflight <= QTY_EPS:
             trade.state = TradeState.CLOSED
+            trade.close_reason = trade.close_reason or "take_profit"
             for leg in trade.legs():
                 self.book.remove(leg.level_id)
         elif trade.inflight > QTY_EPS or trade.closing:

@@ -21,7 +21,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from tickguard.store.schema import events, fills, orders, trades
+from tickguard.store.schema import events, fills, orders, trades, volatility
 
 FINAL_TRADE_STATES = ("closed", "rejected", "cancelled")
 FINAL_ORDER_STATES = ("filled", "cancelled", "rejected")
@@ -145,7 +145,16 @@ class Journal:
         self._write(events.insert().values(kind=kind, ts_ns=ts_ns, data=data, trade_id=trade_id,
                                            order_key=order_key, user_id=user, account=account))
 
+    def save_volatility(self, symbol: str, atr: float, adr: float, ts_ns: int) -> None:
+        with self.batch():
+            self._write(volatility.delete().where(volatility.c.symbol == symbol))
+            self._write(volatility.insert().values(symbol=symbol, atr=atr, adr=adr, ts_ns=ts_ns))
+
     # --------------------------------------------------------------------------------------- reading
+
+    def load_volatility(self, symbol: str) -> dict[str, Any] | None:
+        rows = self._rows(sa.select(volatility).where(volatility.c.symbol == symbol))
+        return rows[0] if rows else None
 
     def _rows(self, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in self._conn.execute(stmt)]

@@ -68,3 +68,11 @@ events = sa.Table(
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("data", JSON, nullable=False),
 )
+
+volatility = sa.Table(
+    "volatility", metadata,
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("atr", sa.Float, nullable=False),
+    sa.Column("adr", sa.Float, nullable=False),
+    sa.Column("ts_ns", sa.BigInteger, nullable=False),
+)
