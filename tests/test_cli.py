@@ -50,3 +50,47 @@ def test_config_command_prints_effective_settings():
     done = run("config", env={"TICKGUARD_SIM__SEED": "99", "PATH": ""})
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["sim"]["seed"] == 99
+
+
+def test_run_against_the_fake_gateway_reports_what_it_cannot_trade(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gateway = subprocess.Popen([*TG, "fake-gateway", "--port", str(port), "--symbols", "AAA,BBB", "--speed", "5"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "listening on 127.0.0.1:" in gateway.stdout.readline()
+        cfg = tmp_path / "run.toml"
+        cfg.write_text(f"""
+[ib]
+port = {port}
+client_id = 5
+account = "DU0000001"
+symbols = ["NOPE"]
+[journal]
+path = "{tmp_path / 'j.db'}"
+[[trades]]
+ref = "t1"
+symbol = "AAA"
+side = "long"
+qty = 100
+account = "DU0000001"
+rules = [{{kind = "stop_loss", distance = 1.0}}, {{kind = "time_stop", after_seconds = 1}}]
+""")
+        done = run("run", "--config", str(cfg), "--duration", "4", "--no-live")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "NOT READY" in done.stdout and "NOPE" in done.stdout and "no security definition" in done.stdout
+        assert "trade T00001 accepted: long 100 AAA" in done.stdout
+        again = run("run", "--config", str(cfg), "--duration", "1", "--no-live")  # a restart re-opens nothing
+        assert "accepted" not in again.stdout and "recovered" in again.stdout
+        listing = run("trades", "--journal", str(tmp_path / "j.db"), "--json")
+        [trade] = json.loads(listing.stdout)
+        assert trade["state"] == "closed" and trade["close_reason"] == "time_stop"
+        assert [o["leg"] for o in trade["orders"]] == ["entry", "time"]
+        assert [t["trade_id"] for t in json.loads(run("trades", "--journal", str(tmp_path / "j.db"), "--json",
+                                                       "--state", "open").stdout)] == []
+    finally:
+        gateway.terminate()
+        gateway.wait(10)

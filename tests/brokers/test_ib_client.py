@@ -212,3 +212,17 @@ def test_reconnect_delay_grows_with_jitter_and_is_capped():
 @pytest.fixture(autouse=True)
 def _tick_type_is_engine_tick():
     assert Tick.__slots__
+
+
+async def test_duplicate_client_id_is_a_clear_connection_error():
+    from tickguard.brokers.base import BrokerError
+
+    async with engine_on_gateway() as (gw, engine, errors):
+        errors.allow("Error 326")
+        settings = load(None, {"ib": {"port": gw.port, "client_id": 11, "connect_attempts": 1,
+                                      "connect_timeout_s": 3}})
+        second = IBBroker(settings.ib)
+        with pytest.raises(BrokerError, match=r"IB error 326: client id 11 is already in use"):
+            await asyncio.wait_for(second.connect(), 15)
+        await second.close()
+        assert engine.broker.state.connected  # the first connection is unaffected

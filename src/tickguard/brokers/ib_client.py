@@ -131,14 +131,16 @@ class IBBroker:
         session of this client id) should not stop an engine that was started a second too early."""
         cfg = self.cfg
         for attempt in range(cfg.connect_attempts):
+            self.state.last_error = ""
             try:
                 await self.ib.connectAsync(cfg.host, cfg.port, cfg.client_id, timeout=cfg.connect_timeout_s,
                                            account=cfg.account, raiseSyncErrors=True)
                 break
             except (TimeoutError, OSError, ConnectionError) as exc:
                 if attempt + 1 >= cfg.connect_attempts:
+                    why = self.state.last_error or repr(exc)
                     raise BrokerError(f"cannot connect to IB at {cfg.host}:{cfg.port} (client id "
-                                      f"{cfg.client_id}) after {attempt + 1} attempt(s): {exc!r}") from exc
+                                      f"{cfg.client_id}) after {attempt + 1} attempt(s): {why}") from exc
                 await asyncio.sleep(self.reconnect_delay(attempt))
         self.state.connected = True
         self.state.feed_trusted = True
@@ -468,6 +470,9 @@ class IBBroker:
             self.state.farm_ok = True
             self.state.broken_farms.discard(message.rsplit(":", 1)[-1].strip())
             self._spawn(self._renew_silent())
+        elif code == DUPLICATE_CLIENT_ID:
+            self.state.last_error = (f"IB error 326: client id {self.cfg.client_id} is already in use by another "
+                                     "connection - choose another ib.client_id")
         elif code == NO_SECURITY_DEFINITION and contract is not None and contract.symbol:
             self.contract_cache.invalidate(contract.symbol)
         if code in SYSTEM_CODES or code == NO_SECURITY_DEFINITION:
