@@ -31,17 +31,28 @@ def test_locked_quote_is_valid_and_nan_last_allowed():
     assert tick_problem(t(1.0, 1.1, last=math.nan), None) is None
 
 
-def test_dropped_ticks_are_counted_and_never_reach_a_batch():
-    th = TickHandler()
-    assert th.on_tick(t(10.0, 10.1, ts=5))
-    assert not th.on_tick(t(10.0, 10.1, ts=4))  # time going backwards
-    assert not th.on_tick(t(10.2, 10.1, ts=6))  # crossed
-    assert not th.on_tick(t(math.nan, 10.1, ts=7))
-    assert th.counters.accepted == 1
+def test_dropped_ticks_are_counted_and_never_evaluated():
+    seen = []
+
+    class Recorder:
+        def __init__(self):
+            self.guards = {}
+
+        def guard(self, symbol):
+            return (math.inf, -math.inf, math.inf, -math.inf, 0, 0, 0, 0, 0.0)  # everything crosses
+
+        def evaluate(self, batch):
+            seen.append(batch.last_tick)
+
+        def symbol_risk_at(self, symbol, tick):
+            return 0.0
+
+    th = TickHandler(Recorder())
+    good = t(10.0, 10.1, ts=5)
+    th.process([good, t(10.0, 10.1, ts=4), t(10.2, 10.1, ts=6), t(math.nan, 10.1, ts=7), t(1.0, 1.0, ts=8)])
+    assert th.counters.accepted == 2  # the good tick and a locked quote
     assert th.counters.dropped == {"time_backwards": 1, "crossed_quote": 1, "non_finite_price": 1}
-    [slot] = th.drain()
-    view = slot.view(TriggerSource.BID, 1)
-    assert (view.low_x, view.high_x, view.last_x) == (10.0, 10.0, 10.0)
+    assert [x.bid for x in seen] == [10.0, 1.0]
 
 
 def test_conflation_keeps_high_low_last_and_pullbacks():
@@ -58,18 +69,6 @@ def test_conflation_keeps_high_low_last_and_pullbacks():
     assert batch.view(TriggerSource.LAST, 1) is None  # quote-only feed: no trade prints
 
 
-def test_memory_is_one_slot_per_symbol():
-    th = TickHandler()
-    for i in range(10_000):
-        th.on_tick(t(10.0 + (i % 7) * 0.01, 10.2, ts=i, symbol=f"S{i % 3}"))
-    slots = th.drain()
-    assert len(slots) == 3 and sum(s.count for s in slots) == 10_000
-
-
-def test_drain_orders_by_smallest_distance_to_stop():
-    risk = {"A": 2.0, "B": 0.1, "C": 0.7}
-    th = TickHandler(priority=risk.__getitem__)
-    for i, sym in enumerate("ABC"):
-        th.on_tick(t(1.0, 1.1, ts=i, symbol=sym))
-    assert [s.symbol for s in th.drain()] == ["B", "C", "A"]
-    assert th.drain() == []
+def test_unknown_mode_refused():
+    with pytest.raises(ValueError, match="tick mode must be 'batch' or 'per_tick'"):
+        TickHandler(mode="sometimes")

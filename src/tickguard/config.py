@@ -35,6 +35,10 @@ class _Section(BaseModel):
 
 
 class EngineConfig(_Section):
+    tick_mode: str = Field("batch", pattern="^(batch|per_tick)$", description="batch: evaluate only ticks "
+                           "that cross a guard, most at-risk symbol first; per_tick: every tick (baseline).")
+    batch_window_ms: float = Field(100.0, gt=0, description="Upper bound of arrival time gathered into one "
+                                   "batch under load (an idle engine evaluates at once).")
     exit_order_type: OrderType = Field(OrderType.MARKET, description="Order type of exits: MKT or LMT.")
     exit_limit_offset: float = Field(
         0.0, ge=0, description="For LMT exits: price offset beyond the touch, making the limit marketable."

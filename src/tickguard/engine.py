@@ -55,17 +55,17 @@ class Engine:
         self.contracts: dict[str, ContractInfo] = {}
         self.vol: dict[str, VolSnapshot] = {}
         eng = settings.engine
-        self.ticks = TickHandler()
         self.trades = TradeManager(
             clock=broker.now_ns,
             volatility=self.vol.get,
-            quote=self.ticks.last_quote.get,
+            quote=self._quote,
             lot_size=lambda s: self.contracts[s].lot_size if s in self.contracts else 1.0,
             exit_order_type=eng.exit_order_type,
             exit_limit_offset=eng.exit_limit_offset,
             retry_backoff_ns=int(eng.exit_retry_backoff_ms * 1e6),
         )
-        self.ticks._priority = self.trades.symbol_risk
+        self.ticks = TickHandler(self.trades, mode=eng.tick_mode, window_ns=int(eng.batch_window_ms * 1e6),
+                                 after_symbol=self._flush)
         self.executor = OrderExecutor(
             broker, self.trades, broker.now_ns, max_attempts=eng.max_order_attempts,
             retry_backoff_ns=int(eng.order_retry_backoff_ms * 1e6), deferred=journal is not None,
@@ -215,13 +215,18 @@ class Engine:
             with self.journal.batch():
                 yield
 
+    def _quote(self, symbol: str) -> Tick | None:
+        return self.ticks.last_quote.get(symbol)
+
     def dispatch(self, events: list) -> None:
-        ticks = self.ticks
+        """Order events first (they happened no later than the ticks beside them), then the ticks."""
+        ticks: list[Tick] = []
+        sink = self._tick_sink
         for event in events:
             if isinstance(event, Tick):
-                if self._tick_sink is not None:
-                    self._tick_sink(event)
-                ticks.on_tick(event)
+                if sink is not None:
+                    sink(event)
+                ticks.append(event)
             elif isinstance(event, FillEvent):
                 self.executor.on_fill(event)
             elif isinstance(event, OrderStatusEvent):
@@ -232,17 +237,9 @@ class Engine:
                 self.stats.notices.append((event.ts_ns, event.code, event.message))
                 log.warning("broker notice %s: %s", event.code, event.message)
         self._flush()
-        if ticks.pending:
-            self.evaluate()
-
-    def evaluate(self) -> None:
-        """Evaluate every symbol with new ticks, most at-risk first, sending each symbol's exits at once."""
-        self.stats.batches += 1
-        for slot in self.ticks.drain():
-            self.trades.evaluate(slot)
-            slot.reset()
-            if self.trades.outbox or self.trades.cancels:
-                self._flush()
+        if ticks:
+            self.ticks.process(ticks)
+            self.stats.batches += 1
 
     def on_time(self, now_ns: int) -> None:
         while self._scheduled and self._scheduled[0][0] <= now_ns:

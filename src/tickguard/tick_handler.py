@@ -8,8 +8,10 @@ needs to see a touch *inside* the batch).  Memory is one slot per symbol, howeve
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from tickguard.model import Tick, TriggerSource
 
@@ -161,50 +163,181 @@ def tick_problem(tick: Tick, last_ts: int | None) -> str | None:
     return None
 
 
-class TickHandler:
-    """Validates ticks and conflates them into per-symbol slots until the engine evaluates them.
+class Evaluator(Protocol):
+    """What the tick handler needs from the trade manager."""
 
-    ``priority`` maps a symbol to its smallest distance to stop (in ATR): the batch is handed on in that
-    order so the trades most at risk are evaluated - and their exits sent - first.
+    guards: dict[str, tuple[float, ...]]
+
+    def guard(self, symbol: str) -> tuple[float, ...]: ...
+
+    def evaluate(self, batch: SymbolBatch) -> None: ...
+
+    def symbol_risk_at(self, symbol: str, tick: Tick) -> float: ...
+
+
+@dataclass(slots=True)
+class BatchStats:
+    """Figures for the metrics layer: how many batches, how big, how long they took, what was waiting."""
+
+    batches: int = 0
+    ticks: int = 0
+    evaluated: int = 0  # ticks that crossed a guard and were evaluated
+    last_size: int = 0
+    max_size: int = 0
+    last_eval_ns: int = 0
+    total_eval_ns: int = 0
+    last_backlog: int = 0  # ticks of the chunk left for later windows when a batch started
+
+
+class TickHandler:
+    """Validates ticks and decides which ones need evaluating, most at-risk symbol first.
+
+    ``batch`` mode: a chunk of ticks (whatever arrived since the last call) is split into windows of at most
+    ``window_ns`` of arrival time.  In a window, a tick whose prices stay strictly inside its symbol's guards
+    (see ``TradeManager.guard``) cannot cross a level or set a new best, so it only becomes the symbol's
+    last quote.  A tick that crosses a guard is evaluated exactly as in per-tick mode - before any later
+    tick of its symbol - and symbols with such ticks are evaluated in order of their distance to stop, each
+    symbol's exits handed on (``after_symbol``) before the next symbol is looked at.  Results are
+    therefore identical to per-tick evaluation while most ticks of a storm cost a few comparisons.
+
+    ``per_tick`` mode evaluates every tick through the trigger book: the classic engine, kept as baseline.
     """
 
-    def __init__(self, priority: Callable[[str], float] | None = None) -> None:
-        self._slots: dict[str, SymbolBatch] = {}
-        self._dirty: list[SymbolBatch] = []
+    def __init__(
+        self,
+        evaluator: Evaluator | None = None,
+        mode: str = "batch",
+        window_ns: int = 100_000_000,
+        after_symbol: Callable[[], None] | None = None,
+        on_batch: Callable[[BatchStats], None] | None = None,
+    ) -> None:
+        if mode not in ("batch", "per_tick"):
+            raise ValueError(f"tick mode must be 'batch' or 'per_tick', not {mode!r}")
+        self.evaluator = evaluator
+        self.mode = mode
+        self.window_ns = window_ns
+        self.after_symbol = after_symbol
+        self.on_batch = on_batch
         self._last_ts: dict[str, int] = {}
-        self._priority = priority
+        self._one: dict[str, SymbolBatch] = {}
         self.counters = TickCounters()
+        self.stats = BatchStats()
         self.last_quote: dict[str, Tick] = {}
 
+    # ---------------------------------------------------------------------------------------- intake
+
+    def process(self, ticks: list[Tick]) -> None:
+        """Handle a chunk of ticks in arrival order."""
+        n = len(ticks)
+        if n == 0:
+            return
+        start = 0
+        window = self.window_ns
+        while start < n:
+            end = n
+            if ticks[-1].recv_ns - ticks[start].recv_ns > window:
+                limit = ticks[start].recv_ns + window
+                end = start + 1
+                while end < n and ticks[end].recv_ns <= limit:
+                    end += 1
+            self.stats.last_backlog = n - end
+            self._window(ticks[start:end] if (start or end < n) else ticks)
+            start = end
+
     def on_tick(self, tick: Tick) -> bool:
-        """Accept or drop one tick; True when accepted."""
-        problem = tick_problem(tick, self._last_ts.get(tick.symbol))
-        if problem is not None:
-            self.counters.drop(problem)
-            return False
-        self._last_ts[tick.symbol] = tick.ts_ns
-        slot = self._slots.get(tick.symbol)
-        if slot is None:
-            slot = self._slots[tick.symbol] = SymbolBatch(tick.symbol)
-        if slot.count == 0:
-            self._dirty.append(slot)
-        slot.add(tick)
-        self.last_quote[tick.symbol] = tick
-        self.counters.accepted += 1
-        return True
+        """One tick on its own (a chunk of one); True when it was valid."""
+        dropped = self.counters.dropped_total
+        self.process([tick])
+        return self.counters.dropped_total == dropped
 
-    def on_ticks(self, ticks: Iterable[Tick]) -> None:
-        for tick in ticks:
-            self.on_tick(tick)
+    def _window(self, ticks: list[Tick]) -> None:
+        t0 = time.perf_counter_ns()
+        ev = self.evaluator
+        last_ts = self._last_ts
+        last_quote = self.last_quote
+        counters = self.counters
+        inf = math.inf
+        accepted = 0
+        if self.mode == "per_tick" or ev is None:
+            for tick in ticks:
+                sym, b, a, ts = tick.symbol, tick.bid, tick.ask, tick.ts_ns
+                if not (0.0 < b <= a < inf) or ts < last_ts.get(sym, 0) or not _last_ok(tick):
+                    counters.drop(tick_problem(tick, last_ts.get(sym)) or "invalid")
+                    continue
+                last_ts[sym] = ts
+                last_quote[sym] = tick
+                accepted += 1
+                if ev is not None:
+                    self._evaluate_one(ev, tick)
+                    if self.after_symbol is not None:
+                        self.after_symbol()
+            evaluated = accepted if ev is not None else 0
+        else:
+            guards = ev.guards
+            flagged: dict[str, list[Tick]] = {}
+            for tick in ticks:
+                sym, b, a, ts = tick.symbol, tick.bid, tick.ask, tick.ts_ns
+                if not (0.0 < b <= a < inf) or ts < last_ts.get(sym, 0) or not _last_ok(tick):
+                    counters.drop(tick_problem(tick, last_ts.get(sym)) or "invalid")
+                    continue
+                last_ts[sym] = ts
+                accepted += 1
+                pending = flagged.get(sym)
+                if pending is not None:
+                    pending.append(tick)
+                    continue
+                g = guards.get(sym) or ev.guard(sym)
+                if b <= g[0] or b >= g[1] or a <= g[2] or a >= g[3] or (g[8] and _other_crosses(tick, g)):
+                    flagged[sym] = [tick]
+                else:
+                    last_quote[sym] = tick
+            evaluated = 0
+            if flagged:
+                order = sorted(flagged, key=lambda s: ev.symbol_risk_at(s, flagged[s][0]))
+                for sym in order:
+                    g = None
+                    for tick in flagged[sym]:
+                        if g is None or _crosses(tick, g):
+                            self._evaluate_one(ev, tick)
+                            evaluated += 1
+                            g = guards.get(sym) or ev.guard(sym)
+                        last_quote[sym] = tick
+                    if self.after_symbol is not None:
+                        self.after_symbol()
+        counters.accepted += accepted
+        st = self.stats
+        st.batches += 1
+        st.ticks += accepted
+        st.evaluated += evaluated
+        st.last_size = accepted
+        if accepted > st.max_size:
+            st.max_size = accepted
+        st.last_eval_ns = time.perf_counter_ns() - t0
+        st.total_eval_ns += st.last_eval_ns
+        if self.on_batch is not None:
+            self.on_batch(st)
 
-    @property
-    def pending(self) -> int:
-        return len(self._dirty)
+    def _evaluate_one(self, ev: Evaluator, tick: Tick) -> None:
+        batch = self._one.get(tick.symbol)
+        if batch is None:
+            batch = self._one[tick.symbol] = SymbolBatch(tick.symbol)
+        else:
+            batch.reset()
+        batch.add(tick)
+        ev.evaluate(batch)
 
-    def drain(self) -> list[SymbolBatch]:
-        """The symbols with new ticks, most at-risk first.  Callers must ``reset()`` each slot after use."""
-        dirty = self._dirty
-        self._dirty = []
-        if self._priority is not None and len(dirty) > 1:
-            dirty.sort(key=lambda slot: self._priority(slot.symbol))  # type: ignore[misc]
-        return dirty
+
+def _last_ok(tick: Tick) -> bool:
+    last = tick.last
+    return (last != last or 0.0 < last < math.inf) and tick.size >= 0
+
+
+def _crosses(tick: Tick, g: tuple[float, ...]) -> bool:
+    b, a = tick.bid, tick.ask
+    return b <= g[0] or b >= g[1] or a <= g[2] or a >= g[3] or bool(g[8] and _other_crosses(tick, g))
+
+
+def _other_crosses(tick: Tick, g: tuple[float, ...]) -> bool:
+    last = tick.last
+    mid = (tick.bid + tick.ask) * 0.5
+    return (last == last and (last <= g[4] or last >= g[5])) or mid <= g[6] or mid >= g[7]

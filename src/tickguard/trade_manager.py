@@ -14,6 +14,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from sortedcontainers import SortedList
+
 from tickguard.exit_rules import (
     BreakEven,
     StopLoss,
@@ -64,7 +66,11 @@ class TradeManager:
         self._exit_offset = exit_limit_offset
         self._retry_ns = retry_backoff_ns
         self._on_event = on_event
-        self.book = TriggerBook()
+        self.book = TriggerBook(self._invalidate)
+        # Trades whose stop follows the best price (trailing, break-even not yet armed), per (symbol,
+        # source, sign), sorted by best: a new high visits only the trades it actually moves.
+        self._dyn: dict[str, dict[tuple[TriggerSource, int], SortedList]] = {}
+        self.guards: dict[str, tuple[float, ...]] = {}
         self.trades: dict[str, Trade] = {}
         self._by_symbol: dict[str, list[Trade]] = {}
         self._legs: dict[int, tuple[Trade, Leg]] = {}
@@ -171,11 +177,23 @@ class TradeManager:
                 else:
                     info = _info(leg, view.high_x, view.high_seq, view.high_ts, sign, "take_profit")
                     self._fire_target(trade, leg, info)
-        for trade in self._by_symbol.get(symbol, ()):
-            if trade.stop is not None and not trade.closing and trade.entry_filled > QTY_EPS:
-                view = batch.view(trade.stop.source, trade.sign)
-                if view is not None:
+        dyn_books = self._dyn.get(symbol)
+        if dyn_books:
+            for (source, sign), dyn in list(dyn_books.items()):
+                if not dyn:
+                    continue
+                view = batch.view(source, sign)
+                if view is None or dyn[0][0] >= view.high_x:
+                    continue
+                end = dyn.bisect_left((view.high_x, -1))
+                moved = dyn[:end]
+                del dyn[:end]
+                self._invalidate(symbol)
+                for _, level_id in moved:
+                    trade = self._legs[level_id][0]
                     self._advance_stop(trade, view)
+                    if self._is_dynamic(trade):
+                        dyn.add((trade.best_x, level_id))
 
     def _advance_stop(self, trade: Trade, view: SignedView) -> None:
         req = trade.request
@@ -212,6 +230,81 @@ class TradeManager:
             info = TriggerInfo(_stop_rule(trade), trade.sign * stop.level_x, trade.sign * view.last_x,
                                view.last_seq, view.last_ts)
             self._fire_terminal(trade, stop, info)
+
+    # ------------------------------------------------------------------------------------------- guards
+
+    def _invalidate(self, symbol: str) -> None:
+        self.guards.pop(symbol, None)
+
+    @staticmethod
+    def _is_dynamic(trade: Trade) -> bool:
+        if trade.closing or trade.state.is_final or trade.stop is None or trade.entry_filled <= QTY_EPS:
+            return False
+        req = trade.request
+        return req.rule(TrailingStop) is not None or (req.rule(BreakEven) is not None and trade.be_x is None)
+
+    def _track_dynamic(self, trade: Trade) -> None:
+        """(Re)index a trade among those whose stop moves with new best prices."""
+        stop = trade.stop
+        if stop is None:
+            return
+        books = self._dyn.setdefault(trade.symbol, {})
+        dyn = books.get((stop.source, trade.sign))
+        if dyn is None:
+            dyn = books[(stop.source, trade.sign)] = SortedList()
+        for entry in [e for e in dyn if e[1] == stop.level_id]:
+            dyn.remove(entry)
+        if self._is_dynamic(trade):
+            dyn.add((trade.best_x, stop.level_id))
+        self._invalidate(trade.symbol)
+
+    def guard(self, symbol: str) -> tuple[float, ...]:
+        """Raw prices beyond which a tick of ``symbol`` can change anything: (bid_lo, bid_hi, ask_lo,
+        ask_hi, last_lo, last_hi, mid_lo, mid_hi, other_sources).  A tick with lo < price < hi on every
+        source crosses no level and sets no new best, so it needs no evaluation - that is what lets the
+        tick handler skip most ticks of a storm without missing one that matters."""
+        g = self.guards.get(symbol)
+        if g is not None:
+            return g
+        lo = {s: -math.inf for s in _RAW_SOURCES}
+        hi = {s: math.inf for s in _RAW_SOURCES}
+        for (source, sign, kind), book in self.book.books(symbol).items():
+            if not book:
+                continue
+            if sign > 0:
+                if kind is LevelKind.STOP:
+                    lo[source] = max(lo[source], book[-1][0])
+                else:
+                    hi[source] = min(hi[source], book[0][0])
+            elif kind is LevelKind.STOP:
+                hi[source] = min(hi[source], -book[-1][0])
+            else:
+                lo[source] = max(lo[source], -book[0][0])
+        for (source, sign), dyn in self._dyn.get(symbol, {}).items():
+            if dyn:
+                if sign > 0:
+                    hi[source] = min(hi[source], dyn[0][0])
+                else:
+                    lo[source] = max(lo[source], -dyn[0][0])
+        other = any(math.isfinite(lo[s]) or math.isfinite(hi[s]) for s in (TriggerSource.LAST, TriggerSource.MID))
+        g = (lo[TriggerSource.BID], hi[TriggerSource.BID], lo[TriggerSource.ASK], hi[TriggerSource.ASK],
+             lo[TriggerSource.LAST], hi[TriggerSource.LAST], lo[TriggerSource.MID], hi[TriggerSource.MID],
+             float(other))
+        self.guards[symbol] = g
+        return g
+
+    def symbol_risk_at(self, symbol: str, tick: Tick) -> float:
+        """Distance to the nearest stop in ATR at ``tick`` (negative once through it): the batch priority,
+        from the book's ends in O(1) rather than from every trade."""
+        vol = self._vol(symbol)
+        atr = vol.atr if vol is not None else 1.0
+        best = math.inf
+        for (source, sign, kind), book in self.book.books(symbol).items():
+            if kind is LevelKind.STOP and book:
+                d = (sign * tick.price(source) - book[-1][0]) / atr
+                if d < best:
+                    best = d
+        return best
 
     def _rearm_stop(self, trade: Trade) -> None:
         """Effective stop = the tightest of its components; it is (re)placed in the book."""
@@ -266,6 +359,7 @@ class TradeManager:
             trade.close_reason = info.rule
             for other in trade.legs():
                 self.book.remove(other.level_id)
+            self._track_dynamic(trade)
             if trade.entry_working:
                 self.cancels.append(trade.entry_key)
             self._emit(trade, "closing", {"rule": info.rule, "level": info.level, "price": info.price,
@@ -349,6 +443,7 @@ class TradeManager:
                 self._fire_terminal(trade, leg, TriggerInfo(trade.close_reason, math.nan, price, -1, ts_ns))
             elif vol is not None:
                 self._size_levels(trade, vol, initial=first)
+            self._track_dynamic(trade)
         else:
             leg = self._leg(trade, intent.leg)
             leg.filled += qty
@@ -452,6 +547,7 @@ class TradeManager:
                 self.book.upsert(leg.level_id, trade.symbol, leg.source, trade.sign, kind, leg.level_x)
         if trade.time_deadline_ns is not None and not trade.closing:
             self._timer(trade.time_deadline_ns, trade_id, "time_stop")
+        self._track_dynamic(trade)
         if trade.entry_working and request.entry_timeout_s is not None:
             self._timer(created_ns + int(request.entry_timeout_s * 1e9), trade_id, "entry_timeout")
         number = "".join(ch for ch in trade_id if ch.isdigit())
@@ -520,6 +616,7 @@ class TradeManager:
             trade.close_reason = trade.close_reason or "take_profit"
             for leg in trade.legs():
                 self.book.remove(leg.level_id)
+            self._track_dynamic(trade)
         elif trade.inflight > QTY_EPS or trade.closing:
             trade.state = TradeState.EXITING
         else:
@@ -532,6 +629,9 @@ class TradeManager:
         trade.history.append(record)
         if self._on_event is not None:
             self._on_event(trade, kind, record)
+
+
+_RAW_SOURCES = (TriggerSource.BID, TriggerSource.ASK, TriggerSource.LAST, TriggerSource.MID)
 
 
 def _stop_source(request: TradeRequest) -> TriggerSource:

@@ -9,6 +9,7 @@ O(log n + k), independent of how many levels do *not* cross — the property the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from enum import IntEnum
 
 from sortedcontainers import SortedList
@@ -26,11 +27,12 @@ class LevelKind(IntEnum):
 class TriggerBook:
     """Holds live levels by id.  Crossed levels are removed as they are reported, so none is reported twice."""
 
-    __slots__ = ("_by_symbol", "_where")
+    __slots__ = ("_by_symbol", "_where", "on_change")
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[str], None] | None = None) -> None:
         self._by_symbol: dict[str, dict[BookKey, SortedList]] = {}
         self._where: dict[int, tuple[str, BookKey, float]] = {}
+        self.on_change = on_change  # told the symbol whenever its levels change (guards are cached on it)
 
     def __len__(self) -> int:
         return len(self._where)
@@ -56,6 +58,8 @@ class TriggerBook:
             book = books[key] = SortedList()
         book.add((level_x, level_id))
         self._where[level_id] = (symbol, key, level_x)
+        if self.on_change is not None:
+            self.on_change(symbol)
 
     def remove(self, level_id: int) -> bool:
         where = self._where.pop(level_id, None)
@@ -63,6 +67,8 @@ class TriggerBook:
             return False
         symbol, key, level_x = where
         self._by_symbol[symbol][key].remove((level_x, level_id))
+        if self.on_change is not None:
+            self.on_change(symbol)
         return True
 
     def sources(self, symbol: str) -> list[tuple[TriggerSource, int]]:
@@ -99,4 +105,10 @@ class TriggerBook:
             for _, level_id in crossed:
                 del self._where[level_id]
                 fired.append(level_id)
+        if fired and self.on_change is not None:
+            self.on_change(symbol)
         return fired
+
+    def books(self, symbol: str) -> dict[BookKey, SortedList]:
+        """The symbol's sorted books, for guard computation (read only)."""
+        return self._by_symbol.get(symbol, {})
