@@ -62,8 +62,15 @@ def _deadline(rule: dict, entry_ts: int) -> int:
     return int(target.timestamp() * 1e9)
 
 
-def first_exits(trade: dict, entry_fills: list[dict], ticks: list[RefTick], vol: dict) -> dict[str, tuple]:
-    """leg -> ("tick", seq) or ("time", ts_ns): where each leg must first fire, per the rules."""
+def first_exits(trade: dict, entry_fills: list[dict], ticks: list[RefTick], vol0: dict,
+                updates: list[tuple[int, float, float]] = ()) -> dict[str, tuple]:
+    """leg -> ("tick", seq) or ("time", ts_ns): where each leg must first fire, per the rules.
+
+    ``updates`` are the (ts_ns, atr, adr) refreshes of the symbol's volatility; one applies to the ticks
+    after it: a stop-loss re-sized only if tighter (unless allow_loosen), targets re-sized, a break-even
+    armed if the new unit says so, a trailing stop keeping its level (new extremes use the new unit)."""
+    vol = dict(vol0)
+    pending = sorted(updates)
     side = trade["side"]
     s = 1 if side == "long" else -1
     rules = trade["rules"]
@@ -88,6 +95,18 @@ def first_exits(trade: dict, entry_fills: list[dict], ticks: list[RefTick], vol:
         return len(tps) > 0 and all(f"tp{i + 1}" in fired for i in range(len(tps))) and filled >= trade["qty"]
 
     for tick in ticks:
+        while pending and pending[0][0] < tick.ts:
+            _, atr, adr = pending.pop(0)
+            vol = {"atr": atr, "adr": adr}
+            if filled > 0:
+                if sl is not None:
+                    lvl = s * sl["price"] if sl.get("price") is not None else s * avg - sl["distance"] * _unit(sl, vol)
+                    if sl.get("allow_loosen") or base is None or lvl > base:
+                        base = lvl
+                if be is not None and be_lvl is None and best - s * avg >= be["after"] * _unit(be, vol):
+                    be_lvl = s * avg + be["offset"]
+                tp_levels = [s * r["price"] if r.get("price") is not None
+                             else s * avg + r["distance"] * _unit(r, vol) for r in tps]
         while fi < len(fills) and fills[fi]["ts_ns"] <= tick.ts:
             f = fills[fi]
             fi += 1

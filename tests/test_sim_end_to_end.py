@@ -19,8 +19,8 @@ SEED = 20261124
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("sim") / "report.json"
-    cmd = [sys.executable, "-m", "tickguard", "sim", "--seed", str(SEED), "--duration", "2400", "--speed", "0",
-           "--symbols", "4", "--trades", "24", "--no-live", "--include-ticks", "--report", str(out)]
+    cmd = [sys.executable, "-m", "tickguard", "sim", "--seed", str(SEED), "--duration", "3600", "--speed", "0",
+           "--symbols", "4", "--trades", "40", "--no-live", "--include-ticks", "--report", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "tickguard sim - summary" in done.stdout
@@ -39,7 +39,8 @@ def engine_first_exits(report: dict) -> dict[str, dict[str, tuple]]:
 
 def test_run_exercises_every_rule_kind(report):
     s = report["summary"]
-    assert s["trades"] == 24 and s["ticks_accepted"] > 10_000
+    assert len(report["vol_updates"]) > 0  # the intraday volatility refresh re-sized levels during the run
+    assert s["trades"] == 40 and s["ticks_accepted"] > 10_000
     assert {"stop_loss", "take_profit", "trailing_stop"} <= set(s["exits_by_rule"])
     assert s["ticks_dropped"].get("crossed_quote", 0) > 0  # bad quotes were present and refused
     assert any(f["leg"] == "entry" for f in report["fills"])
@@ -77,7 +78,9 @@ def test_engine_exits_match_brute_force_reference(report):
         if trade["entry_filled"] == 0:
             assert trade["id"] not in got
             continue
-        want = first_exits(trade, fills[trade["id"]], ticks[trade["symbol"]], report["volatility"][trade["symbol"]])
+        sym = trade["symbol"]
+        updates = [(ts, atr, adr) for ts, s, atr, adr in report["vol_updates"] if s == sym]
+        want = first_exits(trade, fills[trade["id"]], ticks[sym], report["daily_volatility"][sym], updates)
         assert got.get(trade["id"], {}) == want, (trade["id"], trade["rules"])
         compared += 1
     assert compared >= 20
@@ -104,8 +107,8 @@ def test_closed_trades_are_flat_and_consistent(report):
 
 def test_same_seed_same_report(report, tmp_path):
     out = tmp_path / "again.json"
-    cmd = [sys.executable, "-m", "tickguard", "sim", "--seed", str(SEED), "--duration", "2400", "--speed", "0",
-           "--symbols", "4", "--trades", "24", "--no-live", "--report", str(out)]
+    cmd = [sys.executable, "-m", "tickguard", "sim", "--seed", str(SEED), "--duration", "3600", "--speed", "0",
+           "--symbols", "4", "--trades", "40", "--no-live", "--report", str(out)]
     subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
     again = json.loads(out.read_text())
     for key in ("trades", "orders", "fills", "exits", "summary"):

@@ -24,6 +24,7 @@ from tickguard.brokers.sim.exchange import ExchangeParams
 from tickguard.brokers.sim.market import MarketParams
 from tickguard.model import OrderType
 from tickguard.trades import TradeRequest
+from tickguard.volatility import IntradayRule
 
 
 class ConfigError(ValueError):
@@ -56,6 +57,18 @@ class VolatilityConfig(_Section):
     atr_period: int = Field(14, ge=1, description="ATR period in daily bars (Wilder's smoothing).")
     adr_period: int = Field(20, ge=1, description="ADR period in daily bars (simple mean of high - low).")
     history_days: int = Field(60, ge=2, description="Daily bars requested per symbol at start.")
+    intraday: bool = Field(True, description="Blend a rolling intraday ATR from 1-minute bars into the daily one.")
+    refresh_interval_s: float = Field(300.0, gt=0, description="How often the intraday blend is refreshed.")
+    intraday_period: int = Field(30, ge=2, description="1-minute bars in the rolling intraday ATR.")
+    intraday_weight: float = Field(0.5, ge=0, le=1, description="Largest weight of the intraday ATR in the blend.")
+    session_minutes: float = Field(390.0, gt=0, description="Minutes per session: scales a 1-minute ATR to a day.")
+    regime_bars: int = Field(5, ge=1, description="Bars whose range is checked for a regime change.")
+    regime_k: float = Field(0.5, gt=0, description="A range above k x the ATR in force is a regime change: "
+                            "refresh at once.")
+
+    def rule(self) -> IntradayRule:
+        return IntradayRule(self.intraday_period, self.intraday_weight, self.session_minutes, self.regime_bars,
+                            self.regime_k)
 
 
 class SimMarketConfig(_Section):

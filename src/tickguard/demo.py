@@ -9,12 +9,12 @@ from tickguard.model import OrderType, Side
 from tickguard.trades import TradeRequest
 
 _TEMPLATES = [
-    lambda: [StopLoss(distance=1.0), TakeProfit(fraction=0.5, distance=1.0), TakeProfit(fraction=0.5, distance=2.0)],
-    lambda: [StopLoss(distance=1.2), TrailingStop(distance=0.8, activate_after=0.5), TakeProfit(distance=3.0)],
-    lambda: [StopLoss(distance=0.8, unit="adr"), BreakEven(after=0.6, offset=0.0),
-             TakeProfit(fraction=0.5, distance=1.5), TakeProfit(fraction=0.5, distance=3.0)],
-    lambda: [StopLoss(distance=0.8), TimeStop(after_seconds=1800)],
-    lambda: [TrailingStop(distance=0.7), TakeProfit(distance=2.5)],
+    lambda: [StopLoss(distance=0.6), TakeProfit(fraction=0.5, distance=0.5), TakeProfit(fraction=0.5, distance=1.0)],
+    lambda: [StopLoss(distance=0.8), TrailingStop(distance=0.5, activate_after=0.3), TakeProfit(distance=1.5)],
+    lambda: [StopLoss(distance=0.5, unit="adr"), BreakEven(after=0.4, offset=0.0),
+             TakeProfit(fraction=0.5, distance=0.8), TakeProfit(fraction=0.5, distance=1.6)],
+    lambda: [StopLoss(distance=0.5), TimeStop(after_seconds=1800)],
+    lambda: [TrailingStop(distance=0.4), TakeProfit(distance=1.2)],
 ]
 
 

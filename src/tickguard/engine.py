@@ -34,6 +34,7 @@ from tickguard.store.recorder import JournalRecorder
 from tickguard.tick_handler import TickHandler
 from tickguard.trade_manager import TradeManager, TradeRejected
 from tickguard.trades import Trade, TradeRequest
+from tickguard.vol_refresh import VolatilityRefresher
 from tickguard.volatility import VolSnapshot
 
 log = logging.getLogger("tickguard.engine")
@@ -78,6 +79,10 @@ class Engine:
             self.executor._on_event = self.recorder.on_order_event
         self.recovery: RecoveryReport | None = None
         self.stats = EngineStats()
+        self.vol_history: list[tuple[int, str, float, float]] = []
+        vcfg = settings.volatility
+        self.refresher = VolatilityRefresher(vcfg.rule(), int(vcfg.refresh_interval_s * 1e9), self._apply_volatility,
+                                             self.vol.get) if vcfg.intraday else None
         self._tick_sink = tick_sink
         self._scheduled: list[tuple[int, TradeRequest]] = []
 
@@ -145,6 +150,8 @@ class Engine:
             log.warning("%s: no fresh daily bars (%s); using the journaled ATR %.4f from %s", symbol, exc,
                         snap.atr, dt.datetime.fromtimestamp(snap.ts_ns / 1e9, tz=dt.UTC).isoformat())
         self.vol[symbol] = snap
+        if self.refresher is not None:
+            self.refresher.set_daily(snap)
         await self.broker.subscribe(symbol)
 
     async def _subscribe_anyway(self, symbol: str) -> None:
@@ -189,7 +196,8 @@ class Engine:
         broker = self.broker
         while broker.now_ns() < end_ns:
             wake = end_ns
-            for due in (self.trades.next_deadline(), self.executor.next_deadline(),
+            vol_due = self.refresher.next_deadline(broker.now_ns()) if self.refresher is not None else None
+            for due in (self.trades.next_deadline(), self.executor.next_deadline(), vol_due,
                         self._scheduled[0][0] if self._scheduled else None):
                 if due is not None and due < wake:
                     wake = due
@@ -222,10 +230,13 @@ class Engine:
         """Order events first (they happened no later than the ticks beside them), then the ticks."""
         ticks: list[Tick] = []
         sink = self._tick_sink
+        bars = self.refresher
         for event in events:
             if isinstance(event, Tick):
                 if sink is not None:
                     sink(event)
+                if bars is not None:
+                    bars.on_tick(event)
                 ticks.append(event)
             elif isinstance(event, FillEvent):
                 self.executor.on_fill(event)
@@ -251,7 +262,17 @@ class Engine:
                 log.warning("trade refused: %s", exc)
         self.trades.on_time(now_ns)
         self.executor.on_time(now_ns)
+        if self.refresher is not None:
+            self.refresher.on_time(now_ns)
         self._flush()
+
+    def _apply_volatility(self, snap: VolSnapshot) -> None:
+        """A refreshed volatility: re-size levels (by each rule's policy), journal it, keep its history."""
+        self.vol[snap.symbol] = snap
+        self.vol_history.append((snap.ts_ns, snap.symbol, snap.atr, snap.adr))
+        self.trades.on_volatility(snap)
+        if self.journal is not None:
+            self.journal.save_volatility(snap.symbol, snap.atr, snap.adr, snap.ts_ns)
 
     def _flush(self) -> None:
         tm = self.trades

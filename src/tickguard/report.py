@@ -88,6 +88,9 @@ def build(engine: Engine, meta: dict[str, Any], recorder: TickRecorder | None) -
         "meta": meta,
         "summary": summary,
         "volatility": {s: {"atr": v.atr, "adr": v.adr} for s, v in engine.vol.items()},
+        "daily_volatility": ({s: {"atr": v.atr, "adr": v.adr} for s, v in engine.refresher.daily.items()}
+                             if engine.refresher is not None else None),
+        "vol_updates": [list(u) for u in engine.vol_history],
         "trades": trades, "orders": orders, "fills": fills, "exits": exits,
     }
     if recorder is not None and recorder.keep:

@@ -6,6 +6,7 @@ here are small, numpy-based and tested against hand-worked values.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -86,3 +87,77 @@ def snapshot(symbol: str, bars: Sequence[Bar], atr_period: int, adr_period: int,
     if not (atr_value > 0 and adr_value > 0):
         raise ValueError(f"{symbol}: volatility must be positive (ATR={atr_value}, ADR={adr_value})")
     return VolSnapshot(symbol, atr_value, adr_value, ts_ns)
+
+
+# ----------------------------------------------------------------------------------- intraday refresh
+
+
+class MinuteBars:
+    """1-minute mid-price bars of one symbol, built from ticks, keeping the last ``keep`` completed bars.
+
+    Cheap on the tick path: one comparison for the minute boundary and two for the extremes."""
+
+    __slots__ = ("bars", "close", "end_ns", "high", "keep", "low", "open", "start_ns")
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.bars: list[Bar] = []
+        self.start_ns = self.end_ns = -1
+        self.open = self.high = self.low = self.close = math.nan
+
+    def add(self, ts_ns: int, price: float) -> bool:
+        """Fold one price in; True when it completed a bar (the caller may then check for a regime change)."""
+        if ts_ns < self.end_ns:
+            if price > self.high:
+                self.high = price
+            elif price < self.low:
+                self.low = price
+            self.close = price
+            return False
+        done = self.end_ns > 0
+        if done:
+            self.bars.append(Bar(self.start_ns, self.open, self.high, self.low, self.close))
+            if len(self.bars) > self.keep:
+                del self.bars[0]
+        self.start_ns = ts_ns - ts_ns % 60_000_000_000
+        self.end_ns = self.start_ns + 60_000_000_000
+        self.open = self.high = self.low = self.close = price
+        return done
+
+
+@dataclass(slots=True, frozen=True)
+class IntradayRule:
+    """How intraday volatility is blended into the daily one (documented in the README).
+
+    * intraday ATR = Wilder ATR(``period``) of completed 1-minute bars, scaled to a day by
+      sqrt(``session_minutes``) (a random walk's range grows with the square root of time);
+    * weight w = ``weight`` x min(1, bars / ``period``): no intraday say before there are bars;
+    * ATR used = (1 - w) x daily ATR + w x scaled intraday ATR; the ADR is scaled by the same ratio;
+    * a regime change - the range of the last ``regime_bars`` bars above ``regime_k`` x the ATR in force -
+      triggers a refresh at once instead of at the next interval.
+    """
+
+    period: int = 30
+    weight: float = 0.5
+    session_minutes: float = 390.0
+    regime_bars: int = 5
+    regime_k: float = 0.5
+
+
+def blended(daily: VolSnapshot, bars: Sequence[Bar], rule: IntradayRule, ts_ns: int) -> VolSnapshot:
+    """The daily snapshot blended with the intraday bars (the daily one unchanged if there are too few)."""
+    n = len(bars)
+    if n < 2:
+        return daily
+    period = min(rule.period, n)
+    intraday = wilder_atr(bars[-period - 1:] if n > period else bars, period) * math.sqrt(rule.session_minutes)
+    w = rule.weight * min(1.0, n / rule.period)
+    atr = (1 - w) * daily.atr + w * intraday
+    return VolSnapshot(daily.symbol, atr, daily.adr * atr / daily.atr, ts_ns)
+
+
+def regime_changed(bars: Sequence[Bar], atr_in_force: float, rule: IntradayRule) -> bool:
+    if len(bars) < rule.regime_bars:
+        return False
+    recent = bars[-rule.regime_bars:]
+    return max(b.high for b in recent) - min(b.low for b in recent) > rule.regime_k * atr_in_force
