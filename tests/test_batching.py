@@ -50,8 +50,8 @@ def build(mode: str, trades: list[tuple[str, int, int]]):
         tm.outbox.clear()
 
     handler = TickHandler(tm, mode=mode, after_symbol=take)
-    handler.last_quote.update(quotes)
-    tm._quote = handler.last_quote.get  # type: ignore[attr-defined]
+    handler.seed_quotes(quotes)
+    tm._quote = handler.quote  # type: ignore[attr-defined]
     return handler, sent
 
 
@@ -115,4 +115,4 @@ def test_quiet_ticks_are_not_evaluated_and_memory_is_per_symbol():
              for i in range(1, 20_001)]
     handler.process(quiet)
     assert handler.stats.evaluated == 0 and handler.counters.accepted == 20_000
-    assert len(handler.last_quote) == 2 and len(handler._last_ts) == 2
+    assert len(handler.last_quote) == 2 and len(handler._states) == 2

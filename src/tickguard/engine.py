@@ -183,14 +183,14 @@ class Engine:
         """Run until every symbol has a quote (trades are checked against it), or the timeout; returns the
         symbols still without one."""
         end = self.broker.now_ns() + int(timeout_s * 1e9)
-        quotes = self.ticks.last_quote
+        quote = self.ticks.quote
         while self.broker.now_ns() < end:
-            missing = [s for s in symbols if s not in quotes]
+            missing = [s for s in symbols if quote(s) is None]
             if not missing:
                 return []
             events = await self.broker.next_events(min(end, self.broker.now_ns() + 100_000_000))
             self.step(events)
-        return [s for s in symbols if s not in quotes]
+        return [s for s in symbols if quote(s) is None]
 
     async def run_until(self, end_ns: int) -> None:
         broker = self.broker
@@ -224,7 +224,7 @@ class Engine:
                 yield
 
     def _quote(self, symbol: str) -> Tick | None:
-        return self.ticks.last_quote.get(symbol)
+        return self.ticks.quote(symbol)
 
     def dispatch(self, events: list) -> None:
         """Order events first (they happened no later than the ticks beside them), then the ticks."""

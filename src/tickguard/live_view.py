@@ -29,7 +29,7 @@ def trades_table(engine: Engine, limit: int = 40) -> Table:
         table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     trades = sorted(tm.trades.values(), key=lambda t: (t.state.is_final, tm.distance_to_stop(t)))
     for trade in trades[:limit]:
-        tick = engine.ticks.last_quote.get(trade.symbol)
+        tick = engine.ticks.quote(trade.symbol)
         mark = math.nan if tick is None else (tick.bid if trade.sign > 0 else tick.ask)
         dist = tm.distance_to_stop(trade)
         pnl = trade.realized + trade.unrealized(mark) - trade.commissions

@@ -189,6 +189,35 @@ class BatchStats:
     last_backlog: int = 0  # ticks of the chunk left for later windows when a batch started
 
 
+class SymState:
+    """Everything the handler keeps per symbol: the symbol's guards (copied from the trade manager and
+    invalidated in place when its levels change), the last timestamp and quote, and the ticks of a window
+    that still wait for evaluation.  One dict lookup per tick."""
+
+    __slots__ = ("ah", "al", "bh", "bl", "fresh", "g", "last_tick", "last_ts", "other", "pending", "symbol")
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        self.last_ts = 0
+        self.last_tick: Tick | None = None
+        self.pending: list[Tick] | None = None
+        self.stale()
+
+    def stale(self) -> None:
+        """Make every tick cross until the guards are fetched again."""
+        self.bl = self.al = math.inf
+        self.bh = self.ah = -math.inf
+        self.other = False
+        self.fresh = False
+        self.g: tuple[float, ...] = ()
+
+    def load(self, g: tuple[float, ...]) -> None:
+        self.bl, self.bh, self.al, self.ah = g[0], g[1], g[2], g[3]
+        self.other = bool(g[8])
+        self.g = g
+        self.fresh = True
+
+
 class TickHandler:
     """Validates ticks and decides which ones need evaluating, most at-risk symbol first.
 
@@ -218,11 +247,38 @@ class TickHandler:
         self.window_ns = window_ns
         self.after_symbol = after_symbol
         self.on_batch = on_batch
-        self._last_ts: dict[str, int] = {}
+        self._states: dict[str, SymState] = {}
         self._one: dict[str, SymbolBatch] = {}
         self.counters = TickCounters()
         self.stats = BatchStats()
-        self.last_quote: dict[str, Tick] = {}
+        if evaluator is not None and hasattr(evaluator, "guard_listener"):
+            evaluator.guard_listener = self._invalidate
+
+    def _invalidate(self, symbol: str) -> None:
+        st = self._states.get(symbol)
+        if st is not None and st.fresh:
+            st.stale()
+
+    def _state(self, symbol: str) -> SymState:
+        st = self._states.get(symbol)
+        if st is None:
+            st = self._states[symbol] = SymState(symbol)
+        return st
+
+    # ----------------------------------------------------------------------------------------- quotes
+
+    def quote(self, symbol: str) -> Tick | None:
+        st = self._states.get(symbol)
+        return None if st is None else st.last_tick
+
+    @property
+    def last_quote(self) -> dict[str, Tick]:
+        """Every symbol's last valid quote (a snapshot, for views and warm-up; not for the tick path)."""
+        return {s: st.last_tick for s, st in self._states.items() if st.last_tick is not None}
+
+    def seed_quotes(self, quotes: dict[str, Tick]) -> None:
+        for symbol, tick in quotes.items():
+            self._state(symbol).last_tick = tick
 
     # ---------------------------------------------------------------------------------------- intake
 
@@ -253,69 +309,76 @@ class TickHandler:
     def _window(self, ticks: list[Tick]) -> None:
         t0 = time.perf_counter_ns()
         ev = self.evaluator
-        last_ts = self._last_ts
-        last_quote = self.last_quote
-        counters = self.counters
+        states = self._states
         inf = math.inf
         accepted = 0
-        if self.mode == "per_tick" or ev is None:
-            for tick in ticks:
-                sym, b, a, ts = tick.symbol, tick.bid, tick.ask, tick.ts_ns
-                if not (0.0 < b <= a < inf) or ts < last_ts.get(sym, 0) or not _last_ok(tick):
-                    counters.drop(tick_problem(tick, last_ts.get(sym)) or "invalid")
-                    continue
-                last_ts[sym] = ts
-                last_quote[sym] = tick
-                accepted += 1
+        evaluated = 0
+        per_tick = self.mode == "per_tick" or ev is None
+        flagged: list[SymState] = []
+        for tick in ticks:
+            st = states.get(tick.symbol)
+            if st is None:
+                st = self._state(tick.symbol)
+            b, a, ts, last = tick.bid, tick.ask, tick.ts_ns, tick.last
+            if not (0.0 < b <= a < inf) or ts < st.last_ts or (last == last and not 0.0 < last < inf) \
+                    or not tick.size >= 0:
+                self.counters.drop(tick_problem(tick, st.last_ts) or "invalid")
+                continue
+            st.last_ts = ts
+            accepted += 1
+            if per_tick:
+                st.last_tick = tick
                 if ev is not None:
                     self._evaluate_one(ev, tick)
+                    evaluated += 1
                     if self.after_symbol is not None:
                         self.after_symbol()
-            evaluated = accepted if ev is not None else 0
-        else:
-            guards = ev.guards
-            flagged: dict[str, list[Tick]] = {}
-            for tick in ticks:
-                sym, b, a, ts = tick.symbol, tick.bid, tick.ask, tick.ts_ns
-                if not (0.0 < b <= a < inf) or ts < last_ts.get(sym, 0) or not _last_ok(tick):
-                    counters.drop(tick_problem(tick, last_ts.get(sym)) or "invalid")
-                    continue
-                last_ts[sym] = ts
-                accepted += 1
-                pending = flagged.get(sym)
-                if pending is not None:
-                    pending.append(tick)
-                    continue
-                g = guards.get(sym) or ev.guard(sym)
-                if b <= g[0] or b >= g[1] or a <= g[2] or a >= g[3] or (g[8] and _other_crosses(tick, g)):
-                    flagged[sym] = [tick]
-                else:
-                    last_quote[sym] = tick
-            evaluated = 0
-            if flagged:
-                order = sorted(flagged, key=lambda s: ev.symbol_risk_at(s, flagged[s][0]))
-                for sym in order:
-                    g = None
-                    for tick in flagged[sym]:
-                        if g is None or _crosses(tick, g):
-                            self._evaluate_one(ev, tick)
-                            evaluated += 1
-                            g = guards.get(sym) or ev.guard(sym)
-                        last_quote[sym] = tick
-                    if self.after_symbol is not None:
-                        self.after_symbol()
-        counters.accepted += accepted
-        st = self.stats
-        st.batches += 1
-        st.ticks += accepted
-        st.evaluated += evaluated
-        st.last_size = accepted
-        if accepted > st.max_size:
-            st.max_size = accepted
-        st.last_eval_ns = time.perf_counter_ns() - t0
-        st.total_eval_ns += st.last_eval_ns
+                continue
+            if st.pending is not None:
+                st.pending.append(tick)
+            elif b <= st.bl or b >= st.bh or a <= st.al or a >= st.ah or (st.other and _other_crosses(tick, st.g)):
+                if not st.fresh:
+                    st.load(ev.guard(st.symbol))  # type: ignore[union-attr]
+                    if not _crosses(tick, st.g):
+                        st.last_tick = tick
+                        continue
+                st.pending = [tick]
+                flagged.append(st)
+            else:
+                st.last_tick = tick
+        if flagged:
+            assert ev is not None
+            if len(flagged) > 1:
+                flagged.sort(key=lambda x: ev.symbol_risk_at(x.symbol, x.pending[0]))  # type: ignore[index]
+            for st in flagged:
+                pending, st.pending = st.pending, None
+                assert pending is not None
+                check = False
+                for tick in pending:
+                    if check:
+                        if not st.fresh:
+                            st.load(ev.guard(st.symbol))
+                        if not _crosses(tick, st.g):
+                            st.last_tick = tick
+                            continue
+                    self._evaluate_one(ev, tick)
+                    evaluated += 1
+                    check = True
+                    st.last_tick = tick
+                if self.after_symbol is not None:
+                    self.after_symbol()
+        self.counters.accepted += accepted
+        st_ = self.stats
+        st_.batches += 1
+        st_.ticks += accepted
+        st_.evaluated += evaluated
+        st_.last_size = accepted
+        if accepted > st_.max_size:
+            st_.max_size = accepted
+        st_.last_eval_ns = time.perf_counter_ns() - t0
+        st_.total_eval_ns += st_.last_eval_ns
         if self.on_batch is not None:
-            self.on_batch(st)
+            self.on_batch(st_)
 
     def _evaluate_one(self, ev: Evaluator, tick: Tick) -> None:
         batch = self._one.get(tick.symbol)
@@ -325,11 +388,6 @@ class TickHandler:
             batch.reset()
         batch.add(tick)
         ev.evaluate(batch)
-
-
-def _last_ok(tick: Tick) -> bool:
-    last = tick.last
-    return (last != last or 0.0 < last < math.inf) and tick.size >= 0
 
 
 def _crosses(tick: Tick, g: tuple[float, ...]) -> bool:

@@ -71,6 +71,7 @@ class TradeManager:
         # source, sign), sorted by best: a new high visits only the trades it actually moves.
         self._dyn: dict[str, dict[tuple[TriggerSource, int], SortedList]] = {}
         self.guards: dict[str, tuple[float, ...]] = {}
+        self.guard_listener: Callable[[str], None] | None = None  # the tick handler's cached copy
         self.trades: dict[str, Trade] = {}
         self._by_symbol: dict[str, list[Trade]] = {}
         self._legs: dict[int, tuple[Trade, Leg]] = {}
@@ -235,6 +236,8 @@ class TradeManager:
 
     def _invalidate(self, symbol: str) -> None:
         self.guards.pop(symbol, None)
+        if self.guard_listener is not None:
+            self.guard_listener(symbol)
 
     @staticmethod
     def _is_dynamic(trade: Trade) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -66,8 +67,13 @@ class TradeRequest(BaseModel):
             raise ValueError("break_even moves a stop: it needs a stop_loss or trailing_stop rule")
         return self
 
+    @cached_property
+    def rules_by_type(self) -> dict[type, Any]:
+        return {type(r): r for r in self.rules}
+
     def rule(self, cls: type) -> Any:
-        return next((r for r in self.rules if isinstance(r, cls)), None)
+        """The request's rule of one kind (looked up on every stop move, so cached)."""
+        return self.rules_by_type.get(cls)
 
 
 @dataclass(slots=True)

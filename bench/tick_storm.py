@@ -1,0 +1,386 @@
+"""Tick-storm benchmark: micro-batch mode against the per-tick baseline, in the same run.
+
+Loads S symbols and T open exit levels (STOP at a trigger price, or TRAIL at an offset from a mark that
+starts at the symbol's first quote) into the real engine core (TradeManager + TickHandler), feeds a storm
+of ticks pre-built in memory - as fast as possible, and at fixed offered rates - and prints throughput,
+tick -> exit-intent latency (p50 / p99 / max), backlog at the end of the feed, peak memory, and missed and
+duplicate triggers against a brute-force reference (numpy over every tick).
+
+    python bench/tick_storm.py                          # 500 symbols, 5,000 and 50,000 levels, 1M ticks
+    python bench/tick_storm.py --ticks FILE.csv.gz --levels LEVELS.csv --fired OUT.csv
+    python bench/tick_storm.py --quick --json out.json  # a small run (used by the tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import gzip
+import json
+import math
+import os
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from tickguard.exit_rules import StopLoss, TrailingStop
+from tickguard.model import OrderIntent, PriorityClass, Side, Tick
+from tickguard.tick_handler import TickHandler
+from tickguard.trade_manager import TradeManager
+from tickguard.trades import TradeRequest
+from tickguard.volatility import VolSnapshot
+
+T0 = 1_700_000_000_000_000_000
+
+
+@dataclass(slots=True)
+class Level:
+    idx: int
+    symbol: str
+    side: str  # the exit order's side: SELL (a long's exit, watches the bid) or BUY (watches the ask)
+    kind: str  # STOP or TRAIL
+    trigger: float
+    offset: float
+    qty: float
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def generate(symbols: int, levels: int, ticks: int, seed: int) -> tuple[list[Tick], list[Level]]:
+    """A storm: random walks with bursts, hot symbols, and levels 0.3-3 ATR away (30% trailing)."""
+    rng = np.random.default_rng(seed)
+    names = [f"S{i:04d}" for i in range(symbols)]
+    price0 = np.round(rng.uniform(20, 400, symbols), 2)
+    atr = price0 * rng.uniform(0.01, 0.03, symbols)
+    weights = rng.pareto(1.5, symbols) + 1
+    sym = rng.choice(symbols, ticks, p=weights / weights.sum()).astype(np.int64)
+    per = np.bincount(sym, minlength=symbols)
+    step = atr / np.sqrt(np.maximum(per, 1)) * 1.5  # each symbol wanders ~1.5 ATR over the storm
+    noise = rng.normal(0, 1, ticks) * step[sym]
+    order = np.argsort(sym, kind="stable")
+    mids = np.empty(ticks)
+    start = 0
+    for s in range(symbols):
+        n = per[s]
+        seg = order[start:start + n]
+        mids[seg] = price0[s] + np.cumsum(noise[seg])
+        start += n
+    mids = np.maximum(mids, 1.0)
+    half = np.maximum(0.01, np.round(mids * 0.0001, 2))
+    bid = np.round(mids - half, 2)
+    ask = np.round(mids + half, 2)
+    out = [Tick(names[s], float(b), float(a), math.nan, 100.0, T0 + i * 1000, 0, i + 1)
+           for i, (s, b, a) in enumerate(zip(sym.tolist(), bid.tolist(), ask.tolist(), strict=True))]
+    first = {}
+    for t in out:
+        first.setdefault(t.symbol, t)
+    lv = []
+    for i in range(levels):
+        s = int(rng.integers(symbols))
+        name = names[s]
+        if name not in first:
+            continue
+        side = "SELL" if rng.random() < 0.5 else "BUY"
+        dist = float(rng.uniform(0.3, 3.0) * atr[s])
+        if rng.random() < 0.3:
+            lv.append(Level(i, name, side, "TRAIL", math.nan, round(dist, 4), 100.0))
+        else:
+            ref = first[name].bid if side == "SELL" else first[name].ask
+            trig = round(ref - dist, 2) if side == "SELL" else round(ref + dist, 2)
+            lv.append(Level(i, name, side, "STOP", trig, math.nan, 100.0))
+    return out, lv
+
+
+def read_ticks(path: Path) -> list[Tick]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    out = []
+    with opener(path, "rt", newline="") as fh:
+        rows = csv.DictReader(fh)
+        for i, row in enumerate(rows, start=1):
+            last = float(row["last"]) if row.get("last") else math.nan
+            out.append(Tick(row["symbol"], float(row["bid"]), float(row["ask"]), last, 0.0, int(row["ts_ns"]), 0, i))
+    return out
+
+
+def read_levels(path: Path) -> list[Level]:
+    with path.open(newline="") as fh:
+        return [Level(int(r["order_idx"]), r["symbol"], r["side"].upper(), r["kind"].upper(),
+                      float(r["trigger"]) if r.get("trigger") else math.nan,
+                      float(r["trail_offset"]) if r.get("trail_offset") else math.nan, float(r.get("qty") or 1))
+                for r in csv.DictReader(fh)]
+
+
+# --------------------------------------------------------------------------------------- reference
+
+
+def reference(ticks: list[Tick], levels: list[Level]) -> dict[int, int]:
+    """order_idx -> seq of the first tick that fires it, brute force over every (valid) tick with numpy."""
+    by_sym: dict[str, list[Tick]] = {}
+    last_ts: dict[str, int] = {}
+    for t in ticks:
+        if not (0 < t.bid <= t.ask < math.inf) or t.ts_ns < last_ts.get(t.symbol, 0):
+            continue  # the engine drops these too: crossed, non-positive, non-finite, time going backwards
+        last_ts[t.symbol] = t.ts_ns
+        by_sym.setdefault(t.symbol, []).append(t)
+    arrays = {s: (np.array([t.bid for t in ts]), np.array([t.ask for t in ts]), np.array([t.seq for t in ts]))
+              for s, ts in by_sym.items()}
+    fired: dict[int, int] = {}
+    for lv in levels:
+        if lv.symbol not in arrays:
+            continue
+        bid, ask, seq = arrays[lv.symbol]
+        if lv.kind == "STOP":
+            hit = bid <= lv.trigger if lv.side == "SELL" else ask >= lv.trigger
+        elif lv.side == "SELL":
+            hit = bid <= np.maximum.accumulate(bid) - lv.offset
+        else:
+            hit = -ask <= -np.minimum.accumulate(ask) - lv.offset
+        if hit.any():
+            fired[lv.idx] = int(seq[int(np.argmax(hit))])
+    return fired
+
+
+# ------------------------------------------------------------------------------------------ engine
+
+
+class Harness:
+    """The engine core with the benchmark's levels loaded as open trades, ready for a storm."""
+
+    def __init__(self, ticks: list[Tick], levels: list[Level], mode: str, window_ns: int) -> None:
+        first: dict[str, Tick] = {}
+        for t in ticks:
+            if 0 < t.bid <= t.ask and t.symbol not in first:
+                first[t.symbol] = t
+        self.vol = {s: VolSnapshot(s, 1.0, 1.0, T0) for s in first}
+        self.tm = TradeManager(lambda: 0, self.vol.get, lambda s: None)
+        self.handler = TickHandler(self.tm, mode=mode, window_ns=window_ns, after_symbol=self._take)
+        self.tm._quote = self.handler.quote  # type: ignore[attr-defined]
+        self.handler.seed_quotes(first)
+        self.by_trade: dict[str, int] = {}
+        self.skipped = 0
+        for lv in levels:
+            q = first.get(lv.symbol)
+            if q is None:
+                self.skipped += 1
+                continue
+            side = Side.LONG if lv.side == "SELL" else Side.SHORT
+            mark = q.bid if lv.side == "SELL" else q.ask
+            rule = (StopLoss(price=lv.trigger) if lv.kind == "STOP" else
+                    TrailingStop(distance=lv.offset, unit="price"))
+            try:
+                trade = self.tm.submit(TradeRequest(symbol=lv.symbol, side=side, qty=max(1.0, round(lv.qty)),
+                                                    rules=[rule]))
+            except ValueError:
+                self.skipped += 1  # e.g. a stop already on the wrong side of the first quote
+                continue
+            entry = self.tm.outbox.pop()
+            self.tm.on_fill(OrderIntent(entry.key, trade.id, "entry", "u", "a", lv.symbol, entry.action, entry.qty,
+                                        entry.order_type, None, PriorityClass.ENTRY, 0), entry.qty, mark, T0, 0.0)
+            self.by_trade[trade.id] = lv.idx
+        self.tm.outbox.clear()
+        self.fired: list[tuple[int, int, int]] = []  # (order_idx, tick seq, emit time ns)
+        self.t0 = 0
+
+    def _take(self) -> None:
+        tm = self.tm
+        if tm.outbox:
+            now = time.perf_counter_ns() - self.t0
+            for intent in tm.outbox:
+                self.fired.append((self.by_trade[intent.trade_id], intent.trigger.tick_seq, now))
+            tm.outbox.clear()
+
+
+def run_max(h: Harness, ticks: list[Tick], chunk: int) -> dict:
+    """As fast as possible: the feed is handed over in socket-read-sized chunks."""
+    arrivals = np.zeros(len(ticks) + 2, dtype=np.int64)
+    gc.collect()
+    gc.disable()
+    h.t0 = time.perf_counter_ns()
+    for i in range(0, len(ticks), chunk):
+        now = time.perf_counter_ns() - h.t0
+        arrivals[ticks[i].seq:ticks[min(i + chunk, len(ticks)) - 1].seq + 1] = now
+        h.handler.process(ticks[i:i + chunk])
+    wall = (time.perf_counter_ns() - h.t0) / 1e9
+    gc.enable()
+    return {"wall_s": wall, "ticks_per_s": len(ticks) / wall, "backlog": 0, **latency(h, arrivals)}
+
+
+def run_rate(h: Harness, ticks: list[Tick], rate: float) -> dict:
+    """A fixed offered rate: tick i arrives at i / rate; each pass takes everything that has arrived."""
+    n = len(ticks)
+    arrivals = np.zeros(n + 2, dtype=np.int64)
+    for t in ticks:
+        arrivals[t.seq] = int((t.seq - 1) * 1e9 / rate)
+    end_arrival = (n - 1) * 1e9 / rate
+    backlog = None
+    max_backlog = 0
+    i = 0
+    gc.collect()
+    gc.disable()
+    h.t0 = time.perf_counter_ns()
+    while i < n:
+        now = time.perf_counter_ns() - h.t0
+        j = min(n, int(now * rate / 1e9) + 1)
+        if backlog is None and now >= end_arrival:
+            backlog = n - i
+        if j <= i:
+            continue  # idle until the next tick arrives
+        max_backlog = max(max_backlog, j - i)
+        h.handler.process(ticks[i:j])
+        i = j
+    wall = (time.perf_counter_ns() - h.t0) / 1e9
+    gc.enable()
+    return {"wall_s": wall, "ticks_per_s": n / wall, "offered_per_s": rate, "backlog": backlog or 0,
+            "max_backlog": max_backlog, **latency(h, arrivals)}
+
+
+def latency(h: Harness, arrivals: np.ndarray) -> dict:
+    lat = np.array([emit - arrivals[seq] for _, seq, emit in h.fired], dtype=np.float64) / 1e6
+    if len(lat) == 0:
+        return {"lat_p50_ms": None, "lat_p99_ms": None, "lat_max_ms": None}
+    return {"lat_p50_ms": float(np.percentile(lat, 50)), "lat_p99_ms": float(np.percentile(lat, 99)),
+            "lat_max_ms": float(lat.max())}
+
+
+def check(h: Harness, want: dict[int, int]) -> dict:
+    got: dict[int, int] = {}
+    dups = 0
+    for idx, seq, _ in h.fired:
+        if idx in got:
+            dups += 1
+        got.setdefault(idx, seq)
+    missed = sum(1 for idx, seq in want.items() if got.get(idx) != seq)
+    extra = sum(1 for idx in got if idx not in want)
+    return {"fired": len(got), "expected": len(want), "missed": missed, "extra": extra, "duplicates": dups}
+
+
+def rss_mb() -> tuple[float, float]:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open("/proc/self/statm") as fh:
+        current = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return current, peak
+
+
+# --------------------------------------------------------------------------------------------- main
+
+
+def scenario(ticks: list[Tick], levels: list[Level], rates: list[float], window_ms: float, chunk: int,
+             label: str) -> list[dict]:
+    want = reference(ticks, levels)
+    rows = []
+    for feed in ["max", *rates]:
+        for mode in ("per_tick", "batch"):
+            h = Harness(ticks, levels, mode, int(window_ms * 1e6))
+            before, _ = rss_mb()
+            res = run_max(h, ticks, chunk) if feed == "max" else run_rate(h, ticks, float(feed))
+            after, peak = rss_mb()
+            row = {"scenario": label, "levels": len(levels) - h.skipped, "mode": mode,
+                   "feed": "max" if feed == "max" else f"{int(feed):,}/s", **res, **check(h, want),
+                   "rss_mb": after, "rss_growth_mb": after - before, "peak_rss_mb": peak,
+                   "batches": h.handler.stats.batches, "evaluated": h.handler.stats.evaluated}
+            rows.append(row)
+            print_row(row)
+            if feed == "max" and mode == "batch":
+                base = next(r for r in rows if r["feed"] == "max" and r["mode"] == "per_tick")
+                print(f"  -> batch / per-tick throughput: {row['ticks_per_s'] / base['ticks_per_s']:.1f}x")
+            del h
+            gc.collect()
+    return rows
+
+
+def print_row(r: dict) -> None:
+    def ms(x: float | None) -> str:
+        return "-" if x is None else f"{x:8.2f}"
+    print(f"{r['scenario']:>14} {r['levels']:>7,} {r['mode']:>8} {r['feed']:>9} {r['ticks_per_s']:>12,.0f} "
+          f"{ms(r['lat_p50_ms'])} {ms(r['lat_p99_ms'])} {ms(r['lat_max_ms'])} {r['backlog']:>9,} "
+          f"{r['peak_rss_mb']:>8.0f} {r['fired']:>6} {r['missed']:>6} {r['duplicates']:>4}", flush=True)
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}, numpy {np.__version__}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--symbols", type=int, default=500)
+    ap.add_argument("--levels-count", type=int, nargs="+", default=[5_000, 50_000])
+    ap.add_argument("--n-ticks", type=int, default=1_000_000)
+    ap.add_argument("--rates", type=float, nargs="*", default=[50_000, 100_000, 200_000, 400_000])
+    ap.add_argument("--window-ms", type=float, default=100.0)
+    ap.add_argument("--chunk", type=int, default=1024, help="ticks per hand-over in the as-fast-as-possible feed")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--ticks", type=Path, help="replay ticks: CSV(.gz) with ts_ns,symbol,bid,ask")
+    ap.add_argument("--levels", type=Path, help="levels: CSV order_idx,symbol,side,kind,trigger,trail_offset,qty")
+    ap.add_argument("--fired", type=Path, help="write order_idx,ts_ns of the tick each level fired on")
+    ap.add_argument("--json", type=Path, help="write every figure as JSON")
+    ap.add_argument("--quick", action="store_true", help="a small run: 50 symbols, 500 levels, 50k ticks")
+    args = ap.parse_args()
+    if args.quick:
+        args.symbols, args.levels_count, args.n_ticks = 50, [500], 50_000
+        args.rates = [100_000]
+    print(f"machine: {machine()}")
+    print(f"{'scenario':>14} {'levels':>7} {'mode':>8} {'feed':>9} {'ticks/s':>12} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'max ms':>8} {'backlog':>9} {'peak MB':>8} {'fired':>6} {'missed':>6} {'dup':>4}")
+    rows: list[dict] = []
+    if args.ticks:
+        t_load = time.perf_counter()
+        ticks = read_ticks(args.ticks)
+        levels = read_levels(args.levels) if args.levels else generate_levels_for(ticks, args.seed)
+        print(f"loaded {len(ticks):,} ticks and {len(levels):,} levels in {time.perf_counter() - t_load:.1f}s")
+        rows += scenario(ticks, levels, args.rates, args.window_ms, args.chunk, args.ticks.name[:14])
+        if args.fired:
+            h = Harness(ticks, levels, "batch", int(args.window_ms * 1e6))
+            run_max(h, ticks, args.chunk)
+            ts_of = {t.seq: t.ts_ns for t in ticks}
+            with args.fired.open("w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(["order_idx", "ts_ns"])
+                for idx, seq, _ in sorted(h.fired):
+                    w.writerow([idx, ts_of[seq]])
+    else:
+        for count in args.levels_count:
+            ticks, levels = generate(args.symbols, count, args.n_ticks, args.seed)
+            rows += scenario(ticks, levels, args.rates, args.window_ms, args.chunk, f"{args.symbols} sym")
+            del ticks
+            gc.collect()
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=1))
+
+
+def generate_levels_for(ticks: list[Tick], seed: int, per_symbol: int = 200) -> list[Level]:
+    """Levels around a replayed file's symbols when no --levels file is given (0.1%-2% from the first quote)."""
+    rng = np.random.default_rng(seed)
+    first: dict[str, Tick] = {}
+    for t in ticks:
+        if 0 < t.bid <= t.ask:
+            first.setdefault(t.symbol, t)
+    out = []
+    for name, q in sorted(first.items()):
+        for _ in range(per_symbol):
+            side = "SELL" if rng.random() < 0.5 else "BUY"
+            dist = float(rng.uniform(0.001, 0.02)) * q.bid
+            if rng.random() < 0.3:
+                out.append(Level(len(out), name, side, "TRAIL", math.nan, round(dist, 5), 100.0))
+            else:
+                trig = round(q.bid - dist, 5) if side == "SELL" else round(q.ask + dist, 5)
+                out.append(Level(len(out), name, side, "STOP", trig, math.nan, 100.0))
+    return out
+
+
+if __name__ == "__main__":
+    main()
