@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from tickguard.model import Tick, TriggerSource
+from tickguard.trail_groups import Marks
 
 _SOURCES = (TriggerSource.BID, TriggerSource.ASK, TriggerSource.LAST, TriggerSource.MID)
 
@@ -194,10 +195,11 @@ class SymState:
     invalidated in place when its levels change), the last timestamp and quote, and the ticks of a window
     that still wait for evaluation.  One dict lookup per tick."""
 
-    __slots__ = ("ah", "al", "bh", "bl", "fresh", "g", "last_tick", "last_ts", "other", "pending", "symbol")
+    __slots__ = ("ah", "al", "bh", "bl", "fresh", "g", "last_tick", "last_ts", "m", "other", "pending", "symbol")
 
-    def __init__(self, symbol: str) -> None:
+    def __init__(self, symbol: str, marks: Marks) -> None:
         self.symbol = symbol
+        self.m = marks  # the trail-group marks, advanced here on every tick
         self.last_ts = 0
         self.last_tick: Tick | None = None
         self.pending: list[Tick] | None = None
@@ -262,7 +264,9 @@ class TickHandler:
     def _state(self, symbol: str) -> SymState:
         st = self._states.get(symbol)
         if st is None:
-            st = self._states[symbol] = SymState(symbol)
+            ev = self.evaluator
+            marks = ev.marks_for(symbol) if ev is not None and hasattr(ev, "marks_for") else Marks()
+            st = self._states[symbol] = SymState(symbol, marks)
         return st
 
     # ----------------------------------------------------------------------------------------- quotes
@@ -336,10 +340,17 @@ class TickHandler:
                 continue
             if st.pending is not None:
                 st.pending.append(tick)
-            elif b <= st.bl or b >= st.bh or a <= st.al or a >= st.ah or (st.other and _other_crosses(tick, st.g)):
+                continue
+            m = st.m
+            if b > m.bmark:
+                m.bmark = b
+            if a < m.amark:
+                m.amark = a
+            if b <= st.bl or b >= st.bh or a <= st.al or a >= st.ah or b <= m.bmark - m.bd \
+                    or a >= m.amark + m.ad or (st.other and _other_crosses(tick, st.g)):
                 if not st.fresh:
                     st.load(ev.guard(st.symbol))  # type: ignore[union-attr]
-                    if not _crosses(tick, st.g):
+                    if not _crosses(tick, st):
                         st.last_tick = tick
                         continue
                 st.pending = [tick]
@@ -358,7 +369,7 @@ class TickHandler:
                     if check:
                         if not st.fresh:
                             st.load(ev.guard(st.symbol))
-                        if not _crosses(tick, st.g):
+                        if not _crosses(tick, st):
                             st.last_tick = tick
                             continue
                     self._evaluate_one(ev, tick)
@@ -390,9 +401,16 @@ class TickHandler:
         ev.evaluate(batch)
 
 
-def _crosses(tick: Tick, g: tuple[float, ...]) -> bool:
+def _crosses(tick: Tick, st: SymState) -> bool:
+    """Advance the trail marks with the tick, then: does it cross any guard of its symbol?"""
     b, a = tick.bid, tick.ask
-    return b <= g[0] or b >= g[1] or a <= g[2] or a >= g[3] or bool(g[8] and _other_crosses(tick, g))
+    m = st.m
+    if b > m.bmark:
+        m.bmark = b
+    if a < m.amark:
+        m.amark = a
+    return (b <= st.bl or b >= st.bh or a <= st.al or a >= st.ah or b <= m.bmark - m.bd or a >= m.amark + m.ad
+            or bool(st.other and _other_crosses(tick, st.g)))
 
 
 def _other_crosses(tick: Tick, g: tuple[float, ...]) -> bool:

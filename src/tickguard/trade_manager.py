@@ -38,6 +38,7 @@ from tickguard.model import (
 )
 from tickguard.tick_handler import SignedView, SymbolBatch
 from tickguard.trades import QTY_EPS, Leg, Trade, TradeRequest
+from tickguard.trail_groups import Marks, TrailGroups
 from tickguard.trigger_book import LevelKind, TriggerBook
 from tickguard.volatility import VolSnapshot
 
@@ -71,6 +72,7 @@ class TradeManager:
         # source, sign), sorted by best: a new high visits only the trades it actually moves.
         self._dyn: dict[str, dict[tuple[TriggerSource, int], SortedList]] = {}
         self.guards: dict[str, tuple[float, ...]] = {}
+        self.trail_groups = TrailGroups(self._invalidate)
         self.guard_listener: Callable[[str], None] | None = None  # the tick handler's cached copy
         self.trades: dict[str, Trade] = {}
         self._by_symbol: dict[str, list[Trade]] = {}
@@ -166,6 +168,12 @@ class TradeManager:
         """Fire every leg whose level the batch crossed, then move trailing/break-even stops."""
         symbol = batch.symbol
         book = self.book
+        marks = self.trail_groups.marks.get(symbol)
+        if marks is not None:
+            bid = batch.tracks[TriggerSource.BID]
+            ask = batch.tracks[TriggerSource.ASK]
+            if bid.last_seq >= 0:
+                marks.observe(bid.high, ask.low)
         for source, sign in book.sources(symbol):
             view = batch.view(source, sign)
             if view is None:
@@ -178,6 +186,18 @@ class TradeManager:
                 else:
                     info = _info(leg, view.high_x, view.high_seq, view.high_ts, sign, "take_profit")
                     self._fire_target(trade, leg, info)
+        if marks is not None and (marks.bd != math.inf or marks.ad != math.inf):
+            for sign, source in ((1, TriggerSource.BID), (-1, TriggerSource.ASK)):
+                view = batch.view(source, sign)
+                if view is None:
+                    continue
+                for level_id, level in self.trail_groups.pop_fired(symbol, sign, view.low_x):
+                    trade, leg = self._legs[level_id]
+                    trade.grouped = False
+                    trade.trail_x = level
+                    info = TriggerInfo("trailing_stop", sign * level, sign * view.low_x, view.low_seq,
+                                       view.low_ts)
+                    self._fire_terminal(trade, leg, info)
         dyn_books = self._dyn.get(symbol)
         if dyn_books:
             for (source, sign), dyn in list(dyn_books.items()):
@@ -193,6 +213,8 @@ class TradeManager:
                 for _, level_id in moved:
                     trade = self._legs[level_id][0]
                     self._advance_stop(trade, view)
+                    if self._try_group(trade):
+                        continue
                     if self._is_dynamic(trade):
                         dyn.add((trade.best_x, level_id))
 
@@ -239,9 +261,55 @@ class TradeManager:
         if self.guard_listener is not None:
             self.guard_listener(symbol)
 
+    def _try_group(self, trade: Trade) -> bool:
+        """Move a trailing stop that is in step with its side's mark into the trail group."""
+        stop = trade.stop
+        if (trade.grouped or trade.closing or stop is None or trade.trail_x is None
+                or stop.source is not (TriggerSource.BID if trade.sign > 0 else TriggerSource.ASK)):
+            return False
+        req = trade.request
+        trail = req.rule(TrailingStop)
+        if trail is None or (req.rule(BreakEven) is not None and trade.be_x is None):
+            return False
+        vol = self._vol(trade.symbol)
+        if vol is None:
+            return False
+        d = trail.distance * _unit(trail.unit, vol)
+        if trade.trail_x != trade.best_x - d:
+            return False  # not in step (a volatility change loosened it): the per-trade path keeps it
+        if not self.trail_groups.join(stop.level_id, trade.symbol, trade.sign, trade.best_x, d):
+            return False
+        trade.grouped = True
+        level_id = stop.level_id
+        trade.group_level = lambda: self.trail_groups.level_x(level_id)
+        self._rearm_stop(trade)
+        return True
+
+    def _ungroup(self, trade: Trade) -> None:
+        """Back to the per-trade path with the level it has now (a volatility change, a close)."""
+        stop = trade.stop
+        if not trade.grouped or stop is None:
+            return
+        level = self.trail_groups.level_x(stop.level_id)
+        self.trail_groups.leave(stop.level_id)
+        trade.grouped = False
+        if level is not None:
+            trade.trail_x = level
+            trade.best_x = self.trail_groups.marks_for(trade.symbol).mark_x(trade.sign)
+
+    def effective_trail_x(self, trade: Trade) -> float | None:
+        if trade.grouped and trade.stop is not None:
+            return self.trail_groups.level_x(trade.stop.level_id)
+        return trade.trail_x
+
+    def marks_for(self, symbol: str) -> Marks:
+        return self.trail_groups.marks_for(symbol)
+
     @staticmethod
     def _is_dynamic(trade: Trade) -> bool:
         if trade.closing or trade.state.is_final or trade.stop is None or trade.entry_filled <= QTY_EPS:
+            return False
+        if trade.grouped:
             return False
         req = trade.request
         return req.rule(TrailingStop) is not None or (req.rule(BreakEven) is not None and trade.be_x is None)
@@ -314,8 +382,11 @@ class TradeManager:
         stop = trade.stop
         if stop is None or trade.closing:
             return
-        parts = [x for x in (trade.stop_base_x, trade.trail_x, trade.be_x) if x is not None]
+        trail = None if trade.grouped else trade.trail_x
+        parts = [x for x in (trade.stop_base_x, trail, trade.be_x) if x is not None]
         if not parts:
+            if self.book.remove(stop.level_id):
+                stop.level_x = None
             return
         level = max(parts)
         if stop.level_x != level or stop.level_id not in self.book:
@@ -329,6 +400,9 @@ class TradeManager:
         for trade in self._by_symbol.get(snap.symbol, ()):
             if trade.entry_filled <= QTY_EPS or trade.state.is_final:
                 continue
+            if trade.grouped:
+                self._ungroup(trade)
+                self._track_dynamic(trade)
             self._size_levels(trade, snap, initial=False)
 
     def _size_levels(self, trade: Trade, vol: VolSnapshot, initial: bool) -> None:
@@ -358,6 +432,8 @@ class TradeManager:
 
     def _fire_terminal(self, trade: Trade, leg: Leg, info: TriggerInfo) -> None:
         if not trade.closing:
+            if trade.grouped:
+                self._ungroup(trade)
             trade.closing = True
             trade.close_reason = info.rule
             for other in trade.legs():
@@ -446,6 +522,7 @@ class TradeManager:
                 self._fire_terminal(trade, leg, TriggerInfo(trade.close_reason, math.nan, price, -1, ts_ns))
             elif vol is not None:
                 self._size_levels(trade, vol, initial=first)
+                self._try_group(trade)
             self._track_dynamic(trade)
         else:
             leg = self._leg(trade, intent.leg)
@@ -520,8 +597,10 @@ class TradeManager:
         return {
             "state": trade.state.value, "entry_working": trade.entry_working, "entry_filled": trade.entry_filled,
             "entry_avg": trade.entry_avg, "entry_ts_ns": trade.entry_ts_ns, "exited": trade.exited,
-            "realized": trade.realized, "commissions": trade.commissions, "best_x": _num(trade.best_x),
-            "stop_base_x": trade.stop_base_x, "trail_x": trade.trail_x, "be_x": trade.be_x,
+            "realized": trade.realized, "commissions": trade.commissions,
+            "best_x": _num(self.trail_groups.marks_for(trade.symbol).mark_x(trade.sign) if trade.grouped
+                           else trade.best_x),
+            "stop_base_x": trade.stop_base_x, "trail_x": self.effective_trail_x(trade), "be_x": trade.be_x,
             "time_deadline_ns": trade.time_deadline_ns, "closing": trade.closing,
             "close_reason": trade.close_reason, "reason": trade.reason,
             "legs": {leg.name: {"fired": leg.fired, "filled": leg.filled, "inflight": leg.inflight,
@@ -617,6 +696,7 @@ class TradeManager:
         elif trade.open_qty <= QTY_EPS and not trade.entry_working and trade.inflight <= QTY_EPS:
             trade.state = TradeState.CLOSED
             trade.close_reason = trade.close_reason or "take_profit"
+            self._ungroup(trade)
             for leg in trade.legs():
                 self.book.remove(leg.level_id)
             self._track_dynamic(trade)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -121,6 +122,8 @@ class Trade:
     targets: list[Leg] = field(default_factory=list)
     time_deadline_ns: int | None = None
     closing: bool = False
+    grouped: bool = False  # its trailing stop is in a trail group (level = mark - distance)
+    group_level: Callable[[], float | None] | None = None  # the group's current level for this trade
     close_reason: str = ""
     reason: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -149,9 +152,14 @@ class Trade:
     @property
     def stop_price(self) -> float | None:
         """The effective protective stop in price terms (None: no stop armed)."""
-        if self.stop is None or self.stop.level_x is None:
+        if self.stop is None:
             return None
-        return self.sign * self.stop.level_x
+        levels = [x for x in (self.stop.level_x,) if x is not None]
+        if self.grouped and self.group_level is not None:
+            group = self.group_level()
+            if group is not None:
+                levels.append(group)
+        return self.sign * max(levels) if levels else None
 
     def legs(self) -> list[Leg]:
         legs = [leg for leg in (self.stop, self.time_leg) if leg is not None]

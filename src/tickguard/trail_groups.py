@@ -1,0 +1,117 @@
+"""Trail groups (pure core): trailing stops that move together, so a new high costs O(1), not O(trails).
+
+A trailing stop whose best price equals its symbol side's *mark* (the running best of the bid for long
+trades, of the ask for shorts) has level = mark - d in signed price space.  All such stops of one side form
+a group sorted by d: the mark advances with one comparison per tick (the tick handler does it), and a
+pull-back fires exactly the stops with x <= mark - d, smallest d first.  Stops that are not in step with the
+mark (not yet active, break-even pending, loosened by a volatility change, entered below an old high)
+stay on the trade manager's per-trade path until their best reaches the mark.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from sortedcontainers import SortedList
+
+
+class Marks:
+    """Per symbol: the group marks (raw prices) and the smallest distance in each group, shared with the
+    tick handler so the per-tick check is a subtraction and a comparison."""
+
+    __slots__ = ("ad", "amark", "bd", "bmark")
+
+    def __init__(self) -> None:
+        self.bmark = -math.inf  # running best bid of the long group
+        self.amark = math.inf  # running best (lowest) ask of the short group
+        self.bd = math.inf  # smallest trail distance in the long group (inf: empty)
+        self.ad = math.inf
+
+    def observe(self, bid: float, ask: float) -> None:
+        if bid > self.bmark:
+            self.bmark = bid
+        if ask < self.amark:
+            self.amark = ask
+
+    def mark_x(self, sign: int) -> float:
+        return self.bmark if sign > 0 else -self.amark
+
+
+class TrailGroups:
+    def __init__(self, on_change: Callable[[str], None]) -> None:
+        self.marks: dict[str, Marks] = {}
+        self._groups: dict[tuple[str, int], SortedList] = {}
+        self._where: dict[int, tuple[str, int, float]] = {}
+        self._on_change = on_change
+
+    def __contains__(self, level_id: int) -> bool:
+        return level_id in self._where
+
+    def marks_for(self, symbol: str) -> Marks:
+        m = self.marks.get(symbol)
+        if m is None:
+            m = self.marks[symbol] = Marks()
+        return m
+
+    def join(self, level_id: int, symbol: str, sign: int, best_x: float, d: float) -> bool:
+        """Add a trailing stop whose level is best_x - d; refused unless best_x is the group's mark (an
+        empty group takes the stop's best as its mark)."""
+        group = self._groups.get((symbol, sign))
+        m = self.marks_for(symbol)
+        if not group:
+            if sign > 0:
+                m.bmark = best_x
+            else:
+                m.amark = -best_x
+            group = self._groups[(symbol, sign)] = SortedList()
+        elif m.mark_x(sign) != best_x:
+            return False
+        group.add((d, level_id))
+        self._where[level_id] = (symbol, sign, d)
+        self._update(symbol, sign)
+        return True
+
+    def leave(self, level_id: int) -> bool:
+        where = self._where.pop(level_id, None)
+        if where is None:
+            return False
+        symbol, sign, d = where
+        self._groups[(symbol, sign)].remove((d, level_id))
+        self._update(symbol, sign)
+        return True
+
+    def level_x(self, level_id: int) -> float | None:
+        where = self._where.get(level_id)
+        if where is None:
+            return None
+        symbol, sign, d = where
+        return self.marks_for(symbol).mark_x(sign) - d
+
+    def members(self, symbol: str) -> list[int]:
+        return [lid for (s, _), g in self._groups.items() if s == symbol for _, lid in g]
+
+    def pop_fired(self, symbol: str, sign: int, x: float) -> list[tuple[int, float]]:
+        """Remove and return (level id, level) of every stop of the group with x <= mark - d."""
+        group = self._groups.get((symbol, sign))
+        if not group:
+            return []
+        mark = self.marks_for(symbol).mark_x(sign)
+        fired = []
+        while group and x <= mark - group[0][0]:
+            d, level_id = group.pop(0)
+            del self._where[level_id]
+            fired.append((level_id, mark - d))
+        if fired:
+            self._update(symbol, sign)
+        return fired
+
+    def _update(self, symbol: str, sign: int) -> None:
+        group = self._groups.get((symbol, sign))
+        m = self.marks_for(symbol)
+        d = group[0][0] if group else math.inf
+        if sign > 0:
+            m.bd = d
+        else:
+            m.ad = d
+        self._on_change(symbol)
