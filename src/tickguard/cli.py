@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,6 +33,20 @@ def _settings(config: Path | None, overrides: dict[str, Any]) -> config_mod.Sett
         raise  # unreachable
 
 
+def _terminal(live: bool | None) -> tuple[Console, Callable[[Any], Awaitable[None]] | None]:
+    """The console (wide when piped) and, when the view is live, the task that redraws it."""
+    from tickguard import live_view
+
+    show_live = sys.stdout.isatty() if live is None else live
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    async def watcher(engine: Any) -> None:
+        await live_view.watch(engine, console)
+
+    return console, watcher if show_live else None
+
+
 @app.command()
 def sim(
     seed: Annotated[int | None, typer.Option(help="Seed of the simulated market and demo trades.")] = None,
@@ -54,18 +69,12 @@ def sim(
     if journal is not None:
         overrides["journal"] = {"path": str(journal)}
     settings = _settings(config, overrides)
-    show_live = sys.stdout.isatty() if live is None else live
-    console = Console() if sys.stdout.isatty() else Console(width=160)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-
-    async def watcher(engine: Any) -> None:
-        await live_view.watch(engine, console)
-
+    console, watcher = _terminal(live)
     try:
-        engine, result = asyncio.run(run_session(settings, include_ticks, watcher if show_live else None))
+        engine, result = asyncio.run(run_session(settings, include_ticks, watcher))
     except JournalError as exc:
         _fail(str(exc))
-    if not show_live:
+    if watcher is None:
         console.print(live_view.trades_table(engine))
     console.print(live_view.summary_table(result))
     if report is not None:
@@ -85,15 +94,9 @@ def run(
     from tickguard.ib_session import run_ib
 
     settings = _settings(config, {})
-    show_live = sys.stdout.isatty() if live is None else live
-    console = Console() if sys.stdout.isatty() else Console(width=160)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-
-    async def watcher(engine: Any) -> None:
-        await live_view.watch(engine, console)
-
+    console, watcher = _terminal(live)
     try:
-        engine = asyncio.run(run_ib(settings, sys.stdout, duration, watcher if show_live else None))
+        engine = asyncio.run(run_ib(settings, sys.stdout, duration, watcher))
     except (BrokerError, JournalError) as exc:
         _fail(str(exc))
     console.print(live_view.trades_table(engine))
