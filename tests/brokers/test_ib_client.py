@@ -187,6 +187,9 @@ async def test_what_if_and_positions():
         await until(lambda: trade.state.value == "open", gw)
         await until(lambda: any(p.contract.symbol == "AAA" and p.position == 100 for p in broker.ib.positions()), gw)
         assert (await broker.positions(ACCOUNT)).get("AAA") == 100
+        values = await broker.account_values(ACCOUNT)
+        assert values["NetLiquidation"] > 0 and values["BuyingPower"] > 0
+        assert values["GrossPositionValue"] > 0  # the position is in the margin figures
 
 
 def test_ib_unset_double_is_unknown_not_a_number():

@@ -335,6 +335,21 @@ class IBBroker:
                 out[pos.contract.symbol] = out.get(pos.contract.symbol, 0.0) + float(pos.position)
         return out
 
+    ACCOUNT_TAGS = ("NetLiquidation", "BuyingPower", "AvailableFunds", "ExcessLiquidity", "InitMarginReq",
+                    "MaintMarginReq", "GrossPositionValue", "TotalCashValue")
+
+    async def account_values(self, account: str = "") -> dict[str, float]:
+        """Net liquidation, buying power and margin of an account, from IB's account updates (the risk
+        layer sizes and blocks entries with these)."""
+        account = account or self.cfg.account
+        out: dict[str, float] = {}
+        for value in self.ib.accountValues(account):
+            if value.tag in self.ACCOUNT_TAGS and value.currency in ("USD", "BASE", ""):
+                number = ib_number(value.value)
+                if not math.isnan(number):
+                    out[value.tag] = number
+        return out
+
     def _on_status(self, trade: Trade) -> None:
         placed = self._orders.get(trade.order.orderId)
         if placed is None or placed.final:
