@@ -18,6 +18,7 @@ def select(target: str, state: str | None = None, symbol: str | None = None,
         rows = journal.list_trades(state=state, symbol=symbol, user=user)
         ids = [r["trade_id"] for r in rows]
         orders, fills, events = journal.orders_of(ids), journal.fills_of(ids), journal.events_of(ids)
+        legs = journal.legs_of(ids)
     finally:
         journal.close()
     out = []
@@ -29,7 +30,8 @@ def select(target: str, state: str | None = None, symbol: str | None = None,
             "side": row["side"], "qty": row["qty"], "state": row["state"],
             "entry_filled": snap.get("entry_filled"), "entry_avg": snap.get("entry_avg"),
             "exited": snap.get("exited"), "realized": snap.get("realized"), "close_reason": snap.get("close_reason"),
-            "legs": snap.get("legs", {}), "request": row["request"],
+            "legs": [{k: v for k, v in leg.items() if k != "trade_id"} for leg in legs if leg["trade_id"] == tid],
+            "request": row["request"],
             "orders": [{k: o[k] for k in ("order_key", "leg", "action", "qty", "status", "attempts",
                                          "broker_order_id", "filled", "avg_price", "commission", "reason")}
                        for o in orders if o["trade_id"] == tid],
@@ -44,11 +46,13 @@ def select(target: str, state: str | None = None, symbol: str | None = None,
 def render(data: list[dict[str, Any]], console: Console) -> None:
     table = Table(title=f"{len(data)} trade(s)")
     for col in ("trade", "user", "account", "symbol", "side", "qty", "state", "entry", "exited", "realized",
-                "close", "orders"):
+                "close", "legs", "orders"):
         table.add_column(col)
     for t in data:
         orders = ", ".join(f"{o['leg']}:{o['status']}" for o in t["orders"])
         entry = f"{t['entry_filled'] or 0:g}@{t['entry_avg'] or 0:.2f}"
         table.add_row(t["trade_id"], t["user"], t["account"], t["symbol"], t["side"], f"{t['qty']:g}", t["state"],
-                      entry, f"{t['exited'] or 0:g}", f"{t['realized'] or 0:,.2f}", t["close_reason"] or "", orders)
+                      entry, f"{t['exited'] or 0:g}", f"{t['realized'] or 0:,.2f}", t["close_reason"] or "",
+                      " ".join(f"{leg['name']}@{leg['level']:.2f}" if leg["level"] is not None else leg["name"]
+                               for leg in t["legs"]), orders)
     console.print(table)

@@ -29,6 +29,10 @@ def test_round_trip_and_filters(journal_target):
                        commission=1.0, ts_ns=3))
     j.event("accepted", 1, {"x": 1}, "T00001", None, "alice", "DU1")
     j.update_order("tg:T00001:entry", status="filled", filled=100.0)
+    leg = dict(name="stop", kind="stop", fraction=1.0, level=98.5, armed=True, fired=0, filled=0.0, inflight=0.0,
+               updated_ns=4)
+    j.put_legs("T00001", [leg])
+    j.put_legs("T00001", [{**leg, "fired": 1, "armed": False}])  # replaced, not appended
     j.close()
     j = Journal.open(journal_target, create=False)
     assert [t["trade_id"] for t in j.open_trades()] == ["T00001"]
@@ -36,6 +40,8 @@ def test_round_trip_and_filters(journal_target):
     assert [t["trade_id"] for t in j.list_trades(symbol="aaa", state="open")] == ["T00001"]
     assert j.orders_of(["T00001"])[0]["status"] == "filled"
     assert j.fills_of(["T00001"])[0]["exec_id"] == "e1"
+    [stored] = j.legs_of(["T00001"])
+    assert (stored["name"], stored["fired"], stored["armed"], stored["level"]) == ("stop", 1, False, 98.5)
     assert j.events_of(["T00001"])[0]["data"] == {"x": 1}
     assert j.known_refs() == {("alice", "r-T00001"), ("bob", "r-T00002")}
     assert j.max_trade_number() == 2

@@ -21,7 +21,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from tickguard.store.schema import events, fills, orders, trades, volatility
+from tickguard.store.schema import events, fills, legs, orders, trades, volatility
 
 FINAL_TRADE_STATES = ("closed", "rejected", "cancelled")
 FINAL_ORDER_STATES = ("filled", "cancelled", "rejected")
@@ -130,6 +130,19 @@ class Journal:
 
     def update_trade(self, trade_id: str, **values: Any) -> None:
         self._write(trades.update().where(trades.c.trade_id == trade_id).values(**values))
+
+    def put_legs(self, trade_id: str, rows: list[dict[str, Any]]) -> None:
+        """Replace a trade's leg rows (a handful) with their current state."""
+        with self.batch():
+            self._write(legs.delete().where(legs.c.trade_id == trade_id))
+            if rows:
+                self._write(legs.insert().values([{"trade_id": trade_id, **r} for r in rows]))
+
+    def legs_of(self, trade_ids: Sequence[str]) -> list[dict[str, Any]]:
+        if not trade_ids:
+            return []
+        return self._rows(sa.select(legs).where(legs.c.trade_id.in_(list(trade_ids)))
+                          .order_by(legs.c.trade_id, legs.c.name))
 
     def insert_order(self, row: dict[str, Any]) -> None:
         self._write(orders.insert().values(**row))

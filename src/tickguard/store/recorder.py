@@ -38,6 +38,13 @@ def intent_dict(record: OrderRecord) -> dict[str, Any]:
     }
 
 
+def _leg_level(snap: dict[str, Any], name: str) -> float | None:
+    if name == "stop" and snap.get("trail_x") is not None:
+        parts = [x for x in (snap.get("stop_base_x"), snap.get("trail_x"), snap.get("be_x")) if x is not None]
+        return max(parts)
+    return snap["legs"][name]["level_x"]
+
+
 def _f(x: float) -> float | None:
     return x if x == x and abs(x) != float("inf") else None
 
@@ -55,6 +62,7 @@ class JournalRecorder:
         req = trade.request
         data = {k: v for k, v in record.items() if k not in ("ts_ns", "event")}
         if kind == "accepted":
+            self._last_snapshot.pop(trade.id, None)
             j.insert_trade({
                 "trade_id": trade.id, "user_id": req.user, "account": req.account, "symbol": trade.symbol,
                 "side": req.side.value, "qty": req.qty, "state": trade.state.value,
@@ -62,12 +70,18 @@ class JournalRecorder:
                 "created_ns": trade.created_ns, "updated_ns": now,
             })
         j.event(kind, now, _jsonable(data), trade.id, data.get("key"), req.user, req.account)
-        if kind != "accepted":
-            self._snapshot(trade, now)
+        self._snapshot(trade, now)
 
     def _snapshot(self, trade: Trade, now: int) -> None:
-        self.journal.update_trade(trade.id, state=trade.state.value, snapshot=self.trades.snapshot(trade),
-                                  updated_ns=now)
+        snap = self.trades.snapshot(trade)
+        self.journal.update_trade(trade.id, state=trade.state.value, snapshot=snap, updated_ns=now)
+        self.journal.put_legs(trade.id, [
+            {"name": leg.name, "kind": "take_profit" if leg.rule is not None else leg.name,
+             "fraction": leg.fraction, "level": _f(trade.sign * x) if (x := _leg_level(snap, leg.name)) is not None
+             else None, "armed": snap["legs"][leg.name]["armed"], "fired": leg.fired, "filled": leg.filled,
+             "inflight": leg.inflight, "updated_ns": now}
+            for leg in trade.legs()
+        ])
         self._last_snapshot[trade.id] = now
 
     def flush_moved(self, now: int) -> None:

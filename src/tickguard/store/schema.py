@@ -76,3 +76,17 @@ volatility = sa.Table(
     sa.Column("adr", sa.Float, nullable=False),
     sa.Column("ts_ns", sa.BigInteger, nullable=False),
 )
+
+legs = sa.Table(
+    "legs", metadata,
+    sa.Column("trade_id", sa.String(64), sa.ForeignKey("trades.trade_id"), primary_key=True),
+    sa.Column("name", sa.String(16), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("fraction", sa.Float, nullable=False),
+    sa.Column("level", sa.Float),
+    sa.Column("armed", sa.Boolean, nullable=False),
+    sa.Column("fired", sa.Integer, nullable=False),
+    sa.Column("filled", sa.Float, nullable=False),
+    sa.Column("inflight", sa.Float, nullable=False),
+    sa.Column("updated_ns", sa.BigInteger, nullable=False),
+)
