@@ -107,6 +107,7 @@ def test_window_splits_a_long_chunk_by_arrival_time():
     handler.process(chunk)
     assert handler.stats.batches == 3  # arrivals at 5, 10 ... 40 ns in 10 ns windows: 3 + 3 + 2
     assert (handler.stats.max_size, handler.stats.last_size) == (3, 2)
+    assert handler.stats.last_backlog == 0 and handler.stats.ticks == 8
 
 
 def test_quiet_ticks_are_not_evaluated_and_memory_is_per_symbol():

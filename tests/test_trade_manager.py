@@ -318,7 +318,9 @@ def test_distance_to_stop_in_atr(tm, clock, market):
     fill_entry(tm, clock, short, price=100.0)
     market.tick("AAA", 100.0, 101.0)
     assert tm.distance_to_stop(short) == pytest.approx(0.5)
-    assert tm.symbol_risk("AAA") == pytest.approx(min(tm.distance_to_stop(trade), 0.5))
+    tick = market.tick("AAA", 99.0, 101.0)
+    assert tm.symbol_risk_at("AAA", tick) == pytest.approx(min(tm.distance_to_stop(trade, tick),
+                                                             tm.distance_to_stop(short, tick)))
 
 
 def test_idempotency_keys_unique_across_trades_and_legs(tm, clock, market):

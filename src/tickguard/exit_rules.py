@@ -172,14 +172,3 @@ def break_even_x(rule: BreakEven, sign: int, entry: float, best_x: float, atr: f
     if best_x - sign * entry < rule.after * unit_size(rule.unit, atr, adr):
         return None
     return sign * entry + rule.offset
-
-
-def arm_threshold_x(
-    rule: TrailingStop | BreakEven, sign: int, entry: float, atr: float, adr: float
-) -> float | None:
-    """Signed best price at which a trailing/break-even rule becomes active (None: active from entry)."""
-    if isinstance(rule, TrailingStop):
-        if rule.activate_after is None:
-            return None
-        return sign * entry + rule.activate_after * unit_size(rule.unit, atr, adr)
-    return sign * entry + rule.after * unit_size(rule.unit, atr, adr)

@@ -207,9 +207,6 @@ class OrderExecutor:
         self._note(record, "commission", {"exec_id": event.exec_id, "commission": event.commission})
         self._listener.on_commission(record.intent, event.commission)
 
-    def record_for_order_id(self, order_id: int) -> OrderRecord | None:
-        return self._by_order_id.get(order_id)
-
     def _maybe_done(self, record: OrderRecord) -> None:
         if not record.final and record.filled >= record.intent.qty - 1e-9:
             self._close(record, "filled", "")
@@ -262,9 +259,6 @@ class OrderExecutor:
     def close_from_broker(self, record: OrderRecord, status: str, reason: str) -> None:
         self._note(record, status, {"reason": reason, "from": "reconciliation"})
         self._close(record, status, reason)
-
-    def in_flight(self) -> list[OrderRecord]:
-        return [r for r in self.orders.values() if not r.final]
 
     def _note(self, record: OrderRecord, kind: str, data: dict[str, Any]) -> None:
         entry = {"ts_ns": self._clock(), "event": kind, **data}

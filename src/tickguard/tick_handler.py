@@ -304,12 +304,6 @@ class TickHandler:
             self._window(ticks[start:end] if (start or end < n) else ticks)
             start = end
 
-    def on_tick(self, tick: Tick) -> bool:
-        """One tick on its own (a chunk of one); True when it was valid."""
-        dropped = self.counters.dropped_total
-        self.process([tick])
-        return self.counters.dropped_total == dropped
-
     def _window(self, ticks: list[Tick]) -> None:
         t0 = time.perf_counter_ns()
         ev = self.evaluator
