@@ -137,3 +137,18 @@ def test_sqlite_runs_in_wal_mode_with_the_chosen_durability(tmp_path):
     j.close()
     with pytest.raises(JournalError, match="sqlite_synchronous"):
         Journal.open(tmp_path / "k.db", synchronous="OFF")
+
+
+def test_migrations_build_exactly_the_declared_schema(journal_target):
+    """schema.py (what the code uses) and the migrations (what databases get) must never drift apart."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from tickguard.store.schema import metadata
+
+    Journal.open(journal_target).close()
+    engine = sa.create_engine(journal_target if "://" in journal_target else f"sqlite:///{journal_target}")
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    engine.dispose()
+    assert diff == []
