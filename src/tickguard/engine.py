@@ -43,7 +43,6 @@ log = logging.getLogger("tickguard.engine")
 
 @dataclass(slots=True)
 class EngineStats:
-    batches: int = 0
     notices: list[tuple[int, int, str]] = field(default_factory=list)
     rejected_requests: list[tuple[TradeRequest, str]] = field(default_factory=list)
 
@@ -256,7 +255,6 @@ class Engine:
         self._flush()
         if ticks:
             self.ticks.process(ticks)
-            self.stats.batches += 1
 
     def on_time(self, now_ns: int) -> None:
         while self._scheduled and self._scheduled[0][0] <= now_ns:

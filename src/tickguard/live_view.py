@@ -56,7 +56,8 @@ def _header(engine: Engine, wall0: float, ticks0: int) -> str:
     c = engine.ticks.counters
     rate = (c.accepted - ticks0) / max(1e-9, time.monotonic() - wall0)
     return (f"virtual time [bold]{fmt_ns(now)}[/]   ticks {c.accepted:,} ({rate:,.0f}/s wall)   "
-            f"dropped {c.dropped_total:,}   orders {len(engine.executor.orders)}   batches {engine.stats.batches:,}")
+            f"dropped {c.dropped_total:,}   orders {len(engine.executor.orders)}   "
+            f"batches {engine.ticks.stats.batches:,}")
 
 
 def _exits_panel(engine: Engine, n: int = 8) -> Panel:

@@ -146,9 +146,6 @@ class OrderExecutor:
         for order_id in cancels:
             self._broker.cancel_order(order_id)
 
-    @property
-    def pending_transmit(self) -> bool:
-        return bool(self._outgoing or self._cancels_out)
 
     # ---------------------------------------------------------------------------------------- events
 

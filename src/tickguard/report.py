@@ -22,10 +22,8 @@ class TickRecorder:
     def __init__(self, keep: bool) -> None:
         self.keep = keep
         self.rows: list[list[Any]] = []
-        self.last_seq = 0
 
     def __call__(self, tick: Tick) -> None:
-        self.last_seq = tick.seq
         if self.keep:
             self.rows.append([tick.seq, tick.symbol, tick.ts_ns, tick.bid, tick.ask, tick.last])
 
