@@ -37,8 +37,8 @@ import numpy as np
 import psycopg
 
 from tickguard import config
-from tickguard.demo import demo_trades
-from tickguard.engine import sim_engine
+from tickguard.interfaces.demo import demo_trades
+from tickguard.runtime.engine import sim_engine
 from tickguard.store.journal import Journal
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"

@@ -31,12 +31,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from tickguard.exit_rules import StopLoss, TrailingStop
-from tickguard.model import OrderIntent, PriorityClass, Side, Tick
-from tickguard.tick_handler import TickHandler
-from tickguard.trade_manager import TradeManager
-from tickguard.trades import TradeRequest
-from tickguard.volatility import VolSnapshot
+from tickguard.core.exit_rules import StopLoss, TrailingStop
+from tickguard.core.model import OrderIntent, PriorityClass, Side, Tick
+from tickguard.core.tick_handler import TickHandler
+from tickguard.core.trade_manager import TradeManager
+from tickguard.core.trades import TradeRequest
+from tickguard.core.volatility import VolSnapshot
 
 T0 = 1_700_000_000_000_000_000
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tickguard.model import Tick
-from tickguard.volatility import VolSnapshot
+from tickguard.core.model import Tick
+from tickguard.core.volatility import VolSnapshot
 
 T0 = 1_764_000_000_000_000_000
 
@@ -57,7 +57,7 @@ def market(clock: FakeClock) -> Market:
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent / "fake_gateway"))
+sys.path.insert(0, str(Path(__file__).parent / "ibfake"))
 
 
 # ----------------------------------------------------------------------------------------- PostgreSQL

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from tickguard.config import ConfigError, Settings, load
-from tickguard.exit_rules import StopLoss, TakeProfit
+from tickguard.core.exit_rules import StopLoss, TakeProfit
 
 
 def write(tmp_path: Path, text: str) -> Path:

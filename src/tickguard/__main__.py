@@ -1,5 +1,5 @@
 """``python -m tickguard`` is the ``tickguard`` command."""
 
-from tickguard.cli import app
+from tickguard.interfaces.cli import app
 
 app()

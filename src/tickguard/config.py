@@ -20,11 +20,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from tickguard.brokers.sim.exchange import ExchangeParams
-from tickguard.brokers.sim.market import MarketParams
-from tickguard.model import OrderType
-from tickguard.trades import TradeRequest
-from tickguard.volatility import IntradayRule
+from tickguard.adapters.sim.exchange import ExchangeParams
+from tickguard.adapters.sim.market import MarketParams
+from tickguard.core.model import OrderType
+from tickguard.core.trades import TradeRequest
+from tickguard.core.volatility import IntradayRule
 
 
 class ConfigError(ValueError):

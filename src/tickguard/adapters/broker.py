@@ -1,0 +1,155 @@
+"""The ``Broker`` protocol: what the engine needs from a market and an exchange, and the events it hears.
+
+Two implementations sit behind it: ``sim`` (an embedded simulated market) and ``ib_client`` (ib_async).
+Outcomes of orders come back as events from ``next_events`` rather than as return values, because at a
+real broker they arrive later, in pieces, and sometimes after a reconnect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from tickguard.core.model import Action, Bar, OrderType, Tick
+
+
+class BrokerError(RuntimeError):
+    """A broker-side failure the engine must report (connection, unknown symbol, ...)."""
+
+
+class UnknownSymbol(BrokerError):
+    pass
+
+
+@dataclass(slots=True, frozen=True)
+class ContractInfo:
+    symbol: str
+    con_id: int
+    exchange: str
+    currency: str
+    min_tick: float
+    lot_size: float
+
+
+@dataclass(slots=True, frozen=True)
+class BrokerOrder:
+    ref: str  # the idempotency key, carried in IB's orderRef
+    account: str
+    symbol: str
+    action: Action
+    qty: float
+    order_type: OrderType
+    limit_price: float | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class OrderStatusEvent:
+    """``status``: submitted | filled | cancelled | rejected.  ``code`` is the broker's error code, if any."""
+
+    order_id: int
+    ref: str
+    status: str
+    filled: float
+    remaining: float
+    ts_ns: int
+    reason: str = ""
+    code: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class FillEvent:
+    order_id: int
+    ref: str
+    exec_id: str
+    account: str
+    symbol: str
+    action: Action
+    qty: float
+    price: float
+    ts_ns: int
+    commission: float | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class CommissionEvent:
+    """IB reports commissions after the execution, in a message of their own."""
+
+    order_id: int
+    exec_id: str
+    commission: float
+    ts_ns: int
+
+
+@dataclass(slots=True, frozen=True)
+class NoticeEvent:
+    """A broker message that is not about one order: connectivity, data farms, pacing."""
+
+    code: int
+    message: str
+    ts_ns: int
+
+
+@dataclass(slots=True, frozen=True)
+class WhatIf:
+    """IB's what-if answer: what the order would do to margin, and whether it would be accepted."""
+
+    accepted: bool
+    init_margin_change: float
+    maint_margin_change: float
+    commission: float
+    warning: str
+    ts_ns: int
+
+
+@dataclass(slots=True)
+class OrderBook:
+    """What the broker knows, for reconciliation: working orders by idempotency key, orders that ended
+    (cancelled / rejected / filled) by key, every execution of the day, and positions per account."""
+
+    working: dict[str, tuple[int, float]]  # key -> (broker order id, filled so far)
+    ended: dict[str, tuple[int, str]]  # key -> (broker order id, status)
+    executions: list[FillEvent]
+    positions: dict[str, dict[str, float]]
+
+
+BrokerEvent = Tick | OrderStatusEvent | FillEvent | CommissionEvent | NoticeEvent
+
+
+class Broker(Protocol):
+    """What the engine needs from a broker connection."""
+
+    name: str
+
+    def now_ns(self) -> int:
+        """The broker's clock: virtual time for the simulator, wall time for a real connection."""
+        ...
+
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def qualify(self, symbol: str) -> ContractInfo:
+        """Resolve a symbol to a tradeable contract; raises ``UnknownSymbol``."""
+        ...
+
+    async def daily_bars(self, symbol: str, days: int) -> list[Bar]: ...
+
+    async def subscribe(self, symbol: str) -> None: ...
+
+    def place_order(self, order: BrokerOrder) -> int:
+        """Send an order without waiting; returns the broker's order id.  Outcomes arrive as events."""
+        ...
+
+    def cancel_order(self, order_id: int) -> None: ...
+
+    async def what_if(self, order: BrokerOrder) -> WhatIf: ...
+
+    async def positions(self, account: str) -> dict[str, float]: ...
+
+    async def order_book(self) -> OrderBook:
+        """Everything needed to reconcile the journal with the broker after a (re)start."""
+        ...
+
+    async def next_events(self, wake_at_ns: int | None) -> list[BrokerEvent]:
+        """Wait for events, returning what is ready (at least one), or an empty list at ``wake_at_ns``."""
+        ...

@@ -1,0 +1,1 @@
+"""The Interactive Brokers adapter on ib_async."""

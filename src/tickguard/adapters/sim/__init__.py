@@ -1,0 +1,1 @@
+"""The embedded simulated market and exchange, in virtual time."""

@@ -1,0 +1,102 @@
+"""``SimBroker``: the ``Broker`` protocol over an in-process ``SimVenue``.
+
+Virtual time advances only when the engine asks for events, and every outcome is a function of the seed,
+so a run is reproducible.  ``speed`` maps virtual to wall time for the live view (0 = as fast as possible).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tickguard.adapters.broker import BrokerEvent, BrokerOrder, ContractInfo, OrderBook, UnknownSymbol, WhatIf
+from tickguard.adapters.sim.venue import SimVenue
+from tickguard.core.model import Bar, Tick
+
+
+class SimBroker:
+    name = "sim"
+
+    def __init__(self, venue: SimVenue, speed: float = 0.0, yield_every: int = 2000) -> None:
+        self.venue = venue
+        self.speed = speed
+        self._subscribed: set[str] = set()
+        self._wall0 = 0.0
+        self._virt0 = 0
+        self._yield_every = yield_every
+        self._since_yield = 0
+        self.connected = False
+
+    def now_ns(self) -> int:
+        return self.venue.now_ns
+
+    async def connect(self) -> None:
+        self._wall0 = time.monotonic()
+        self._virt0 = self.venue.now_ns
+        self.connected = True
+
+    async def close(self) -> None:
+        self.connected = False
+
+    async def qualify(self, symbol: str) -> ContractInfo:
+        spec = self.venue.specs.get(symbol)
+        if spec is None:
+            raise UnknownSymbol(f"no security definition for {symbol!r} (error 200)")
+        return ContractInfo(spec.symbol, spec.con_id, spec.exchange, spec.currency, spec.min_tick, 1.0)
+
+    async def daily_bars(self, symbol: str, days: int) -> list[Bar]:
+        await self.qualify(symbol)
+        return self.venue.daily_bars(symbol, days)
+
+    async def subscribe(self, symbol: str) -> None:
+        await self.qualify(symbol)
+        self._subscribed.add(symbol)
+
+    def place_order(self, order: BrokerOrder) -> int:
+        return self.venue.place(order)
+
+    def cancel_order(self, order_id: int) -> None:
+        self.venue.cancel(order_id)
+
+    async def what_if(self, order: BrokerOrder) -> WhatIf:
+        return self.venue.what_if(order)
+
+    async def positions(self, account: str) -> dict[str, float]:
+        return self.venue.positions(account)
+
+    async def order_book(self) -> OrderBook:
+        ex = self.venue.exchange
+        working = {o.order.ref: (o.order_id, o.filled) for o in ex.orders.values()
+                   if o.status in ("pending", "working")}
+        ended = {o.order.ref: (o.order_id, o.status) for o in ex.orders.values()
+                 if o.status in ("filled", "cancelled", "rejected")}
+        positions = {a: self.venue.positions(a) for a in ex.accounts}
+        return OrderBook(working, ended, list(ex.executions), positions)
+
+    async def next_events(self, wake_at_ns: int | None) -> list[BrokerEvent]:
+        venue = self.venue
+        while True:
+            ts = venue.next_time()
+            if wake_at_ns is not None and wake_at_ns < ts:
+                await self._pace(wake_at_ns)
+                venue.now_ns = max(venue.now_ns, wake_at_ns)
+                return []
+            await self._pace(ts)
+            events = [
+                e for e in venue.step() if not isinstance(e, Tick) or e.symbol in self._subscribed
+            ]
+            if events:
+                return events  # type: ignore[return-value]
+
+    async def _pace(self, ts_ns: int) -> None:
+        """Hold virtual time to ``speed`` x wall time; at full speed, still let other tasks run."""
+        if self.speed > 0:
+            due = self._wall0 + (ts_ns - self._virt0) / 1e9 / self.speed
+            delay = due - time.monotonic()
+            if delay > 0.001:
+                await asyncio.sleep(delay)
+                return
+        self._since_yield += 1
+        if self._since_yield >= self._yield_every:
+            self._since_yield = 0
+            await asyncio.sleep(0)

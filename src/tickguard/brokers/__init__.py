@@ -1,1 +1,0 @@
-"""Broker adapters: the ``Broker`` protocol and its implementations (simulated market, IB)."""

@@ -1,1 +1,0 @@
-"""The embedded simulated market and exchange (no IB account needed)."""

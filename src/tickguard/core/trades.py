@@ -1,0 +1,171 @@
+"""Trades and their legs: the request a user submits (validated) and the live state the manager keeps."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tickguard.core.exit_rules import BreakEven, ExitRule, StopLoss, TakeProfit, TimeStop, TrailingStop
+from tickguard.core.model import OrderType, Side, TradeState, TriggerSource
+
+QTY_EPS = 1e-9
+
+
+class TradeRequest(BaseModel):
+    """What a user asks for.  Validation here covers everything knowable without market data."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    symbol: str = Field(min_length=1)
+    side: Side
+    qty: float = Field(gt=0)
+    entry_type: OrderType = OrderType.MARKET
+    limit_price: float | None = Field(default=None, gt=0)
+    entry_timeout_s: float | None = Field(default=None, gt=0)
+    rules: list[ExitRule] = Field(min_length=1)
+    user: str = Field(default="demo", min_length=1)
+    account: str = Field(default="DU000001", min_length=1)
+    ref: str | None = Field(default=None, min_length=1, max_length=64,
+                            description="The client's own reference: a second request with the same user "
+                                        "and ref is refused, so re-submitting after a restart is safe.")
+
+    @field_validator("symbol")
+    @classmethod
+    def _upper(cls, v: str) -> str:
+        return v.strip().upper()
+
+    @field_validator("qty")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("qty must be a finite number")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TradeRequest:
+        if self.entry_type is OrderType.LIMIT and self.limit_price is None:
+            raise ValueError("a limit entry needs limit_price")
+        if self.entry_type is OrderType.MARKET and self.limit_price is not None:
+            raise ValueError("a market entry takes no limit_price")
+        kinds = [r.kind for r in self.rules]
+        for single in ("stop_loss", "trailing_stop", "break_even", "time_stop"):
+            if kinds.count(single) > 1:
+                raise ValueError(f"at most one {single} rule per trade")
+        tps = [r for r in self.rules if isinstance(r, TakeProfit)]
+        if tps and abs(sum(r.fraction for r in tps) - 1.0) > 1e-9:
+            total = sum(r.fraction for r in tps)
+            raise ValueError(f"take_profit fractions must sum to 1, they sum to {total:g}")
+        if not any(isinstance(r, StopLoss | TrailingStop | TimeStop | TakeProfit) for r in self.rules):
+            raise ValueError("a trade needs at least one exit rule that closes it (break_even alone does not)")
+        if any(isinstance(r, BreakEven) for r in self.rules) and not any(
+            isinstance(r, StopLoss | TrailingStop) for r in self.rules
+        ):
+            raise ValueError("break_even moves a stop: it needs a stop_loss or trailing_stop rule")
+        return self
+
+    @cached_property
+    def rules_by_type(self) -> dict[type, Any]:
+        return {type(r): r for r in self.rules}
+
+    def rule(self, cls: type) -> Any:
+        """The request's rule of one kind (looked up on every stop move, so cached)."""
+        return self.rules_by_type.get(cls)
+
+
+@dataclass(slots=True)
+class Leg:
+    """One exit leg.  ``fired`` numbers the leg's firings: it is part of every exit's idempotency key."""
+
+    trade_id: str
+    name: str  # "stop", "time", "tp1", "tp2", ...
+    level_id: int
+    source: TriggerSource
+    fraction: float = 1.0  # of the filled entry; terminal legs take what is open
+    rule: TakeProfit | None = None
+    level_x: float | None = None
+    fired: int = 0
+    filled: float = 0.0
+    inflight: float = 0.0
+
+    @property
+    def terminal(self) -> bool:
+        """Stop and time legs close the whole trade; take-profit legs close a fraction."""
+        return self.rule is None
+
+
+@dataclass(slots=True)
+class Trade:
+    id: str
+    request: TradeRequest
+    sign: int
+    created_ns: int
+    state: TradeState = TradeState.PENDING_ENTRY
+    entry_key: str = ""
+    entry_working: bool = False
+    entry_filled: float = 0.0
+    entry_avg: float = 0.0
+    entry_ts_ns: int | None = None
+    exited: float = 0.0
+    realized: float = 0.0
+    commissions: float = 0.0
+    best_x: float = -math.inf
+    stop_base_x: float | None = None  # the stop_loss component, ratcheted unless allow_loosen
+    trail_x: float | None = None
+    be_x: float | None = None
+    stop: Leg | None = None
+    time_leg: Leg | None = None
+    targets: list[Leg] = field(default_factory=list)
+    time_deadline_ns: int | None = None
+    closing: bool = False
+    grouped: bool = False  # its trailing stop is in a trail group (level = mark - distance)
+    group_level: Callable[[], float | None] | None = None  # the group's current level for this trade
+    close_reason: str = ""
+    reason: str = ""
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def symbol(self) -> str:
+        return self.request.symbol
+
+    @property
+    def side(self) -> Side:
+        return self.request.side
+
+    @property
+    def open_qty(self) -> float:
+        return self.entry_filled - self.exited
+
+    @property
+    def inflight(self) -> float:
+        total = sum(leg.inflight for leg in self.targets)
+        if self.stop is not None:
+            total += self.stop.inflight
+        if self.time_leg is not None:
+            total += self.time_leg.inflight
+        return total
+
+    @property
+    def stop_price(self) -> float | None:
+        """The effective protective stop in price terms (None: no stop armed)."""
+        if self.stop is None:
+            return None
+        levels = [x for x in (self.stop.level_x,) if x is not None]
+        if self.grouped and self.group_level is not None:
+            group = self.group_level()
+            if group is not None:
+                levels.append(group)
+        return self.sign * max(levels) if levels else None
+
+    def legs(self) -> list[Leg]:
+        legs = [leg for leg in (self.stop, self.time_leg) if leg is not None]
+        return legs + self.targets
+
+    def unrealized(self, mark: float) -> float:
+        if self.entry_filled <= QTY_EPS or not math.isfinite(mark):
+            return 0.0
+        return self.sign * (mark - self.entry_avg) * self.open_qty

@@ -1,0 +1,163 @@
+"""The ``tickguard`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from tickguard import config as config_mod
+from tickguard.interfaces import report as report_mod
+from tickguard.store.journal import JournalError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="tickguard: dynamic contingent exits for IB.")
+
+
+def _fail(message: str) -> None:
+    Console(stderr=True).print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def _settings(config: Path | None, overrides: dict[str, Any]) -> config_mod.Settings:
+    try:
+        return config_mod.load(config, overrides)
+    except config_mod.ConfigError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+def _terminal(live: bool | None) -> tuple[Console, Callable[[Any], Awaitable[None]] | None]:
+    """The console (wide when piped) and, when the view is live, the task that redraws it."""
+    from tickguard.interfaces import live_view
+
+    show_live = sys.stdout.isatty() if live is None else live
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    async def watcher(engine: Any) -> None:
+        await live_view.watch(engine, console)
+
+    return console, watcher if show_live else None
+
+
+@app.command()
+def sim(
+    seed: Annotated[int | None, typer.Option(help="Seed of the simulated market and demo trades.")] = None,
+    duration: Annotated[float | None, typer.Option(help="Virtual seconds to simulate.")] = None,
+    speed: Annotated[float | None, typer.Option(help="Virtual seconds per wall second; 0 = max.")] = None,
+    symbols: Annotated[int | None, typer.Option(help="Number of simulated symbols.")] = None,
+    trades: Annotated[int | None, typer.Option(help="Demo trades (unless the config lists trades).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write trades, orders, fills and exits as JSON.")] = None,
+    include_ticks: Annotated[bool, typer.Option(help="Put every received tick in the report (for replay).")] = False,
+    journal: Annotated[Path | None, typer.Option(help="SQLite journal file (default: none in the sim).")] = None,
+    live: Annotated[bool | None, typer.Option(help="Live terminal view (default: when on a terminal).")] = None,
+) -> None:
+    """Run the engine on the built-in simulated market, with demo trades or the config's trades."""
+    from tickguard.interfaces import live_view
+    from tickguard.interfaces.simulation import run_session
+
+    given = {"seed": seed, "duration_s": duration, "speed": speed, "symbols": symbols, "trades": trades}
+    overrides: dict[str, Any] = {"sim": {k: v for k, v in given.items() if v is not None}}
+    if journal is not None:
+        overrides["journal"] = {"path": str(journal)}
+    settings = _settings(config, overrides)
+    console, watcher = _terminal(live)
+    try:
+        engine, result = asyncio.run(run_session(settings, include_ticks, watcher))
+    except JournalError as exc:
+        _fail(str(exc))
+    if watcher is None:
+        console.print(live_view.trades_table(engine))
+    console.print(live_view.summary_table(result))
+    if report is not None:
+        report_mod.write(result, report)
+        console.print(f"report written to {report}")
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="TOML config: [ib], [journal], [[trades]].")],
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: run).")] = None,
+    live: Annotated[bool | None, typer.Option(help="Live terminal view (default: when on a terminal).")] = None,
+) -> None:
+    """Run the engine against TWS / IB Gateway (paper or live), or tickguard's fake gateway."""
+    from tickguard.adapters.broker import BrokerError
+    from tickguard.interfaces import live_view
+    from tickguard.interfaces.ib_session import run_ib
+
+    settings = _settings(config, {})
+    console, watcher = _terminal(live)
+    try:
+        engine = asyncio.run(run_ib(settings, sys.stdout, duration, watcher))
+    except (BrokerError, JournalError) as exc:
+        _fail(str(exc))
+    console.print(live_view.trades_table(engine))
+
+
+@app.command("fake-gateway")
+def fake_gateway(
+    port: Annotated[int, typer.Option(help="TCP port to listen on (IB Gateway paper uses 4002).")] = 4002,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated market.")] = 0,
+    symbols: Annotated[str, typer.Option(help="A number of symbols, or a comma-separated list.")] = "5",
+    speed: Annotated[float, typer.Option(help="Virtual seconds per wall second.")] = 1.0,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    fill_delay: Annotated[float, typer.Option(help="Fault: orders reach the exchange this many virtual "
+                                                   "seconds late.")] = 0.0,
+) -> None:
+    """A fake IB Gateway speaking the TWS wire protocol over a simulated market: try the IB path
+    without an account (connect TWS API clients, or `tickguard run`, to it)."""
+    from ibfake.runner import run_forever
+
+    names: int | list[str] = int(symbols) if symbols.isdigit() else [s.strip().upper() for s in symbols.split(",")]
+    run_forever(host=host, port=port, seed=seed, symbols=names, speed=speed,
+                on_ready=(lambda gw: gw.delay_fills(fill_delay)) if fill_delay > 0 else None)
+
+
+@app.command()
+def trades(
+    journal: Annotated[str | None, typer.Option(help="Journal: SQLite file or database URL.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Take the journal from this config.")] = None,
+    state: Annotated[str | None, typer.Option(help="Only trades in this state.")] = None,
+    symbol: Annotated[str | None, typer.Option(help="Only trades of this symbol.")] = None,
+    user: Annotated[str | None, typer.Option(help="Only trades of this user.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List trades with their legs, orders and events from the journal."""
+    from tickguard.interfaces.journal_view import render, select
+
+    target = journal or _settings(config, {}).journal.target
+    if not target:
+        _fail("no journal given: use --journal FILE|URL or a --config with [journal]")
+    try:
+        data = select(str(target), state=state, symbol=symbol, user=user)
+    except JournalError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(data, indent=1))
+    else:
+        render(data, Console() if sys.stdout.isatty() else Console(width=160))
+
+
+@app.command("config")
+def show_config(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file to check.")] = None,
+    reference: Annotated[bool, typer.Option(help="Print the documented knobs as a markdown table.")] = False,
+) -> None:
+    """Check a config and print the effective settings (defaults, file and environment merged) as JSON."""
+    if reference:
+        typer.echo(config_mod.reference_markdown())
+        return
+    settings = _settings(config, {})
+    typer.echo(settings.model_dump_json(indent=2))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

@@ -1,0 +1,59 @@
+"""One ``tickguard sim`` session: build the engine on the simulated market, open the trades, run, report."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tickguard import __version__
+from tickguard.config import Settings
+from tickguard.core.trade_manager import TradeRejected
+from tickguard.interfaces import report
+from tickguard.interfaces.demo import demo_trades
+from tickguard.runtime.engine import Engine, open_journal, sim_engine
+
+
+async def run_session(
+    settings: Settings,
+    include_ticks: bool = False,
+    watcher: Callable[[Engine], Awaitable[None]] | None = None,
+) -> tuple[Engine, dict[str, Any]]:
+    sim = settings.sim
+    recorder = report.TickRecorder(keep=include_ticks)
+    engine, venue = sim_engine(settings, recorder, open_journal(settings))
+    symbols = sorted(venue.specs)
+    wanted = sorted({t.symbol for t in settings.trades}) if settings.trades else symbols
+    failed = await engine.start(wanted)
+    start_ns = engine.broker.now_ns()
+    end_ns = start_ns + int(sim.duration_s * 1e9)
+    warm_ns = start_ns + int(sim.warmup_s * 1e9)
+    requests = list(settings.trades) or demo_trades(sim.trades, symbols, sim.seed)
+    # Demo trades open over the first third of the run so entries and exits interleave on screen.
+    spread = max(0, (end_ns - warm_ns) // 3)
+    for i, request in enumerate(requests):
+        at = warm_ns + (spread * i // max(1, len(requests)) if not settings.trades else 0)
+        engine.schedule(at, request)
+    watch_task = asyncio.create_task(watcher(engine)) if watcher else None
+    try:
+        await engine.run_until(end_ns)
+    finally:
+        if watch_task is not None:
+            watch_task.cancel()
+            await asyncio.gather(watch_task, return_exceptions=True)
+        await engine.broker.close()
+        if engine.journal is not None:
+            engine.journal.close()
+    meta = {
+        "version": __version__, "seed": sim.seed, "symbols": symbols, "failed_symbols": sorted(failed),
+        "start": dt.datetime.fromtimestamp(start_ns / 1e9, tz=dt.UTC).isoformat(),
+        "start_ns": start_ns, "end_ns": end_ns, "duration_s": sim.duration_s,
+        "settings": settings.model_dump(mode="json"),
+        "venue": {"ticks_emitted": venue.ticks_emitted, "pacing_violations": venue.exchange.pacing_violations,
+                  "positions": {a: venue.positions(a) for a in venue.exchange.accounts}},
+    }
+    return engine, report.build(engine, meta, recorder)
+
+
+__all__ = ["TradeRejected", "run_session"]

@@ -1,0 +1,316 @@
+"""Composition root: builds every component from the settings and runs the event loop.
+
+One loop, one task: take what the broker has ready, conflate ticks, evaluate the dirty symbols most at
+risk first, hand intents to the executor, fire timers.  Nothing else constructs adapters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import gc
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from tickguard.adapters.broker import (
+    Broker,
+    BrokerError,
+    CommissionEvent,
+    ContractInfo,
+    FillEvent,
+    NoticeEvent,
+    OrderStatusEvent,
+    UnknownSymbol,
+)
+from tickguard.adapters.sim.broker import SimBroker
+from tickguard.adapters.sim.venue import SimVenue
+from tickguard.config import Settings
+from tickguard.core import volatility
+from tickguard.core.model import Tick
+from tickguard.core.tick_handler import TickHandler
+from tickguard.core.trade_manager import TradeManager, TradeRejected
+from tickguard.core.trades import Trade, TradeRequest
+from tickguard.core.volatility import VolSnapshot
+from tickguard.runtime.journal_recorder import JournalRecorder
+from tickguard.runtime.order_executor import OrderExecutor
+from tickguard.runtime.recovery import RecoveryReport, reconcile, restore
+from tickguard.runtime.vol_refresh import VolatilityRefresher
+from tickguard.store.journal import Journal
+
+log = logging.getLogger("tickguard.runtime.engine")
+
+
+@dataclass(slots=True)
+class EngineStats:
+    notices: list[tuple[int, int, str]] = field(default_factory=list)
+    rejected_requests: list[tuple[TradeRequest, str]] = field(default_factory=list)
+
+
+class Engine:
+    def __init__(self, settings: Settings, broker: Broker, tick_sink: Callable[[Tick], None] | None = None,
+                 journal: Journal | None = None):
+        self.settings = settings
+        self.broker = broker
+        self.journal = journal
+        self.contracts: dict[str, ContractInfo] = {}
+        self.vol: dict[str, VolSnapshot] = {}
+        eng = settings.engine
+        self.trades = TradeManager(
+            clock=broker.now_ns,
+            volatility=self.vol.get,
+            quote=self._quote,
+            lot_size=lambda s: self.contracts[s].lot_size if s in self.contracts else 1.0,
+            exit_order_type=eng.exit_order_type,
+            exit_limit_offset=eng.exit_limit_offset,
+            retry_backoff_ns=int(eng.exit_retry_backoff_ms * 1e6),
+        )
+        self.ticks = TickHandler(self.trades, mode=eng.tick_mode, window_ns=int(eng.batch_window_ms * 1e6),
+                                 after_symbol=self._flush)
+        self.executor = OrderExecutor(
+            broker, self.trades, broker.now_ns, max_attempts=eng.max_order_attempts,
+            retry_backoff_ns=int(eng.order_retry_backoff_ms * 1e6), deferred=journal is not None,
+        )
+        self.recorder: JournalRecorder | None = None
+        if journal is not None:
+            self.recorder = JournalRecorder(journal, self.trades,
+                                            int(settings.journal.snapshot_interval_ms * 1e6))
+            self.trades._on_event = self.recorder.on_trade_event
+            self.executor._on_event = self.recorder.on_order_event
+        self.recovery: RecoveryReport | None = None
+        self.stats = EngineStats()
+        self.vol_history: list[tuple[int, str, float, float]] = []
+        vcfg = settings.volatility
+        self.refresher = VolatilityRefresher(vcfg.rule(), int(vcfg.refresh_interval_s * 1e9), self._apply_volatility,
+                                             self.vol.get) if vcfg.intraday else None
+        self._tick_sink = tick_sink
+        self._scheduled: list[tuple[int, TradeRequest]] = []
+
+    # ------------------------------------------------------------------------------------------ set-up
+
+    async def start(self, symbols: list[str], attempts: int = 1) -> dict[str, str]:
+        """Connect, then qualify each symbol, size its volatility and subscribe, retrying ``attempts`` times.
+
+        Returns the symbols that cannot be traded with the reason: the caller must say so loudly and never
+        report itself ready while one of them is missing.
+        """
+        await self.broker.connect()
+        if self.journal is not None:
+            self.recovery = restore(self.journal, self.trades, self.executor)
+            restored = {t.symbol for t in self.trades.live_trades()}
+            symbols = list(dict.fromkeys([*symbols, *sorted(restored)]))
+        failed: dict[str, str] = {}
+        for symbol in symbols:
+            for attempt in range(1, attempts + 1):
+                try:
+                    await self._prepare(symbol)
+                    failed.pop(symbol, None)
+                    break
+                except UnknownSymbol as exc:
+                    failed[symbol] = str(exc)
+                    break  # retrying will not make an unknown symbol known
+                except (BrokerError, ValueError, TimeoutError) as exc:
+                    failed[symbol] = f"{exc} (attempt {attempt}/{attempts})"
+            if symbol in failed:
+                self.vol.pop(symbol, None)
+                log.error("cannot trade %s: %s", symbol, failed[symbol])
+                if symbol in self.contracts and any(t.symbol == symbol for t in self.trades.live_trades()):
+                    # open trades hold journaled levels: keep watching their quotes so those exits fire
+                    await self._subscribe_anyway(symbol)
+                else:
+                    self.contracts.pop(symbol, None)
+        if self.recovery is not None:
+            book = await self.broker.order_book()
+            with self._batch():
+                reconcile(book, self.trades, self.executor, self.recovery)
+                self._flush()
+            self.executor.transmit()
+            lines = self.recovery.lines()
+            log.info("%s", lines[0])
+            for line in lines[1:]:
+                log.warning("%s", line)
+        # Start-up objects (contracts, bars, restored trades, imported modules) live for the whole run: move
+        # them out of the collector's sight so its full passes - measured as the tick path's longest stalls
+        # (bench/journal_latency.py) - have less to walk.
+        gc.collect()
+        gc.freeze()
+        return failed
+
+    async def _prepare(self, symbol: str) -> None:
+        """Qualify, size the volatility and subscribe.  If the bars cannot be had (IB pacing after a quick
+        restart, an HMDS outage) the journaled volatility is used, loudly: a trade that is already open must
+        keep its exits armed and watched whatever the history farm says."""
+        vcfg = self.settings.volatility
+        self.contracts[symbol] = await self.broker.qualify(symbol)
+        try:
+            bars = await self.broker.daily_bars(symbol, vcfg.history_days)
+            snap = volatility.snapshot(symbol, bars, vcfg.atr_period, vcfg.adr_period, self.broker.now_ns())
+            if self.journal is not None:
+                self.journal.save_volatility(symbol, snap.atr, snap.adr, snap.ts_ns)
+        except (BrokerError, ValueError, TimeoutError) as exc:
+            saved = self.journal.load_volatility(symbol) if self.journal is not None else None
+            if saved is None:
+                raise
+            snap = VolSnapshot(symbol, saved["atr"], saved["adr"], saved["ts_ns"])
+            log.warning("%s: no fresh daily bars (%s); using the journaled ATR %.4f from %s", symbol, exc,
+                        snap.atr, dt.datetime.fromtimestamp(snap.ts_ns / 1e9, tz=dt.UTC).isoformat())
+        self.vol[symbol] = snap
+        if self.refresher is not None:
+            self.refresher.set_daily(snap)
+        await self.broker.subscribe(symbol)
+
+    async def _subscribe_anyway(self, symbol: str) -> None:
+        try:
+            await self.broker.subscribe(symbol)
+        except (BrokerError, TimeoutError) as exc:
+            log.error("%s: cannot even subscribe to quotes for the open trades: %s", symbol, exc)
+
+    def submit(self, request: TradeRequest) -> Trade:
+        """Accept a trade (its entry goes out at once) or raise ``TradeRejected`` with the reason."""
+        try:
+            with self._batch():
+                trade = self.trades.submit(request)
+                self._flush()
+        except TradeRejected as exc:
+            self.stats.rejected_requests.append((request, str(exc)))
+            raise
+        self.executor.transmit()
+        return trade
+
+    def schedule(self, at_ns: int, request: TradeRequest) -> None:
+        """Submit ``request`` when the broker clock reaches ``at_ns`` (demo trades open over time)."""
+        self._scheduled.append((at_ns, request))
+        self._scheduled.sort(key=lambda item: item[0])
+
+    # -------------------------------------------------------------------------------------------- loop
+
+    async def warm_up(self, symbols: list[str], timeout_s: float) -> list[str]:
+        """Run until every symbol has a quote (trades are checked against it), or the timeout; returns the
+        symbols still without one."""
+        end = self.broker.now_ns() + int(timeout_s * 1e9)
+        quote = self.ticks.quote
+        while self.broker.now_ns() < end:
+            missing = [s for s in symbols if quote(s) is None]
+            if not missing:
+                return []
+            events = await self.broker.next_events(min(end, self.broker.now_ns() + 100_000_000))
+            self.step(events)
+        return [s for s in symbols if quote(s) is None]
+
+    async def run_until(self, end_ns: int) -> None:
+        broker = self.broker
+        while broker.now_ns() < end_ns:
+            wake = end_ns
+            vol_due = self.refresher.next_deadline(broker.now_ns()) if self.refresher is not None else None
+            for due in (self.trades.next_deadline(), self.executor.next_deadline(), vol_due,
+                        self._scheduled[0][0] if self._scheduled else None):
+                if due is not None and due < wake:
+                    wake = due
+            events = await broker.next_events(wake)
+            self.step(events)
+
+    def step(self, events: list) -> None:
+        """One engine step: journal and apply the broker's events, evaluate, fire timers - then, with all
+        of it committed, send what was decided."""
+        with self._batch():
+            self.dispatch(events)
+            now = self.broker.now_ns()
+            self.on_time(now)
+            if self.recorder is not None:
+                self.recorder.flush_moved(now)
+        self.executor.transmit()
+
+    @contextlib.contextmanager
+    def _batch(self) -> Iterator[None]:
+        if self.journal is None:
+            yield
+        else:
+            with self.journal.batch():
+                yield
+
+    def _quote(self, symbol: str) -> Tick | None:
+        return self.ticks.quote(symbol)
+
+    def dispatch(self, events: list) -> None:
+        """Order events first (they happened no later than the ticks beside them), then the ticks."""
+        ticks: list[Tick] = []
+        sink = self._tick_sink
+        bars = self.refresher
+        for event in events:
+            if isinstance(event, Tick):
+                if sink is not None:
+                    sink(event)
+                if bars is not None:
+                    bars.on_tick(event)
+                ticks.append(event)
+            elif isinstance(event, FillEvent):
+                self.executor.on_fill(event)
+            elif isinstance(event, OrderStatusEvent):
+                self.executor.on_status(event)
+            elif isinstance(event, CommissionEvent):
+                self.executor.on_commission(event)
+            elif isinstance(event, NoticeEvent):
+                self.stats.notices.append((event.ts_ns, event.code, event.message))
+                log.warning("broker notice %s: %s", event.code, event.message)
+        self._flush()
+        if ticks:
+            self.ticks.process(ticks)
+
+    def on_time(self, now_ns: int) -> None:
+        while self._scheduled and self._scheduled[0][0] <= now_ns:
+            _, request = self._scheduled.pop(0)
+            try:
+                self.trades.submit(request)
+            except TradeRejected as exc:
+                self.stats.rejected_requests.append((request, str(exc)))
+                log.warning("trade refused: %s", exc)
+        self.trades.on_time(now_ns)
+        self.executor.on_time(now_ns)
+        if self.refresher is not None:
+            self.refresher.on_time(now_ns)
+        self._flush()
+
+    def _apply_volatility(self, snap: VolSnapshot) -> None:
+        """A refreshed volatility: re-size levels (by each rule's policy), journal it, keep its history."""
+        self.vol[snap.symbol] = snap
+        self.vol_history.append((snap.ts_ns, snap.symbol, snap.atr, snap.adr))
+        self.trades.on_volatility(snap)
+        if self.journal is not None:
+            self.journal.save_volatility(snap.symbol, snap.atr, snap.adr, snap.ts_ns)
+
+    def _flush(self) -> None:
+        tm = self.trades
+        while tm.outbox or tm.cancels:
+            intents, tm.outbox = tm.outbox, []
+            for intent in intents:
+                self.executor.submit(intent)
+            cancels, tm.cancels = tm.cancels, []
+            for key in cancels:
+                self.executor.cancel(key)
+
+
+def sim_engine(settings: Settings, tick_sink: Callable[[Tick], None] | None = None,
+               journal: Journal | None = None) -> tuple[Engine, SimVenue]:
+    """An engine on the embedded simulated market, as ``tickguard sim`` runs it."""
+    sim = settings.sim
+    start_ns = int(sim.start.astimezone(dt.UTC).timestamp() * 1e9)
+    venue = SimVenue(sim.seed, start_ns, sim.symbols, sim.market.params(), sim.exchange.params(),
+                     history_days=settings.volatility.history_days)
+    broker = SimBroker(venue, speed=sim.speed)
+    return Engine(settings, broker, tick_sink, journal), venue
+
+
+def ib_engine(settings: Settings, tick_sink: Callable[[Tick], None] | None = None,
+              journal: Journal | None = None) -> Engine:
+    """An engine on a TWS / IB Gateway connection (or the fake gateway), as ``tickguard run`` runs it."""
+    from tickguard.adapters.ib.ib_client import IBBroker
+
+    return Engine(settings, IBBroker(settings.ib), tick_sink, journal)
+
+
+def open_journal(settings: Settings, create: bool = True) -> Journal | None:
+    """The journal the settings name (None if they name none)."""
+    target = settings.journal.target
+    if not target:
+        return None
+    return Journal.open(target, create=create, synchronous=settings.journal.sqlite_synchronous)

@@ -1,0 +1,127 @@
+"""Writes the engine's state changes to the journal, from the hooks of the trade manager and the executor.
+
+Lifecycle events write at once (inside the engine step's batch); pure level moves of trailing and
+break-even stops are coalesced to at most one snapshot per trade per ``snapshot_interval_ns`` so a trending
+market does not turn every tick into a database write.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tickguard.core.trade_manager import TradeManager
+from tickguard.core.trades import Trade
+from tickguard.runtime.order_executor import OrderRecord
+from tickguard.store.journal import Journal
+
+
+def intent_row(record: OrderRecord, now: int) -> dict[str, Any]:
+    i = record.intent
+    return {
+        "order_key": i.key, "trade_id": i.trade_id, "leg": i.leg, "user_id": i.user, "account": i.account,
+        "symbol": i.symbol, "action": i.action.value, "qty": i.qty, "status": record.status,
+        "attempts": record.attempts, "broker_order_id": record.order_id, "filled": record.filled,
+        "avg_price": record.avg_price, "commission": record.commission, "reason": record.reason,
+        "intent": intent_dict(record), "created_ns": i.created_ns, "updated_ns": now,
+    }
+
+
+def intent_dict(record: OrderRecord) -> dict[str, Any]:
+    i = record.intent
+    trig = i.trigger
+    return {
+        "key": i.key, "trade_id": i.trade_id, "leg": i.leg, "user": i.user, "account": i.account,
+        "symbol": i.symbol, "action": i.action.value, "qty": i.qty, "order_type": i.order_type.value,
+        "limit_price": i.limit_price, "priority": int(i.priority), "created_ns": i.created_ns,
+        "trigger": None if trig is None else {"rule": trig.rule, "level": _f(trig.level), "price": _f(trig.price),
+                                              "tick_seq": trig.tick_seq, "tick_ts_ns": trig.tick_ts_ns},
+    }
+
+
+def _leg_level(snap: dict[str, Any], name: str) -> float | None:
+    if name == "stop" and snap.get("trail_x") is not None:
+        parts = [x for x in (snap.get("stop_base_x"), snap.get("trail_x"), snap.get("be_x")) if x is not None]
+        return max(parts)
+    return snap["legs"][name]["level_x"]
+
+
+def _f(x: float) -> float | None:
+    return x if x == x and abs(x) != float("inf") else None
+
+
+class JournalRecorder:
+    def __init__(self, journal: Journal, trades: TradeManager, snapshot_interval_ns: int = 250_000_000) -> None:
+        self.journal = journal
+        self.trades = trades
+        self._interval = snapshot_interval_ns
+        self._last_snapshot: dict[str, int] = {}
+
+    def on_trade_event(self, trade: Trade, kind: str, record: dict[str, Any]) -> None:
+        j = self.journal
+        now = record["ts_ns"]
+        req = trade.request
+        data = {k: v for k, v in record.items() if k not in ("ts_ns", "event")}
+        if kind == "accepted":
+            self._last_snapshot.pop(trade.id, None)
+            j.insert_trade({
+                "trade_id": trade.id, "user_id": req.user, "account": req.account, "symbol": trade.symbol,
+                "side": req.side.value, "qty": req.qty, "state": trade.state.value,
+                "request": req.model_dump(mode="json"), "snapshot": self.trades.snapshot(trade),
+                "created_ns": trade.created_ns, "updated_ns": now,
+            })
+        j.event(kind, now, _jsonable(data), trade.id, data.get("key"), req.user, req.account)
+        self._snapshot(trade, now)
+
+    def _snapshot(self, trade: Trade, now: int) -> None:
+        snap = self.trades.snapshot(trade)
+        self.journal.update_trade(trade.id, state=trade.state.value, snapshot=snap, updated_ns=now)
+        self.journal.put_legs(trade.id, [
+            {"name": leg.name, "kind": "take_profit" if leg.rule is not None else leg.name,
+             "fraction": leg.fraction, "level": _f(trade.sign * x) if (x := _leg_level(snap, leg.name)) is not None
+             else None, "armed": snap["legs"][leg.name]["armed"], "fired": leg.fired, "filled": leg.filled,
+             "inflight": leg.inflight, "updated_ns": now}
+            for leg in trade.legs()
+        ])
+        self._last_snapshot[trade.id] = now
+
+    def flush_moved(self, now: int) -> None:
+        """Snapshot trades whose stop moved, unless one was written within the interval."""
+        moved = self.trades.moved
+        if not moved:
+            return
+        keep = set()
+        for tid in moved:
+            if now - self._last_snapshot.get(tid, -self._interval) >= self._interval:
+                self._snapshot(self.trades.trades[tid], now)
+            else:
+                keep.add(tid)
+        self.trades.moved = keep
+
+    def on_order_event(self, record: OrderRecord, kind: str, entry: dict[str, Any]) -> None:
+        j = self.journal
+        now = entry["ts_ns"]
+        i = record.intent
+        if kind == "submitting" and record.attempts == 1 and not record.events[:-1]:
+            j.insert_order(intent_row(record, now))
+        else:
+            j.update_order(i.key, status=record.status, attempts=record.attempts, broker_order_id=record.order_id,
+                           filled=record.filled, avg_price=record.avg_price, commission=record.commission,
+                           reason=record.reason, updated_ns=now)
+        if kind == "fill":
+            j.insert_fill({"exec_id": entry["exec_id"], "order_key": i.key, "trade_id": i.trade_id,
+                           "qty": entry["qty"], "price": entry["price"], "commission": entry.get("commission"),
+                           "ts_ns": entry.get("fill_ts_ns", now)})
+        data = {k: v for k, v in entry.items() if k not in ("ts_ns", "event")}
+        j.event(f"order_{kind}", now, _jsonable(data), i.trade_id, i.key, i.user, i.account)
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, float):
+            out[k] = _f(v)
+        elif isinstance(v, dict):
+            out[k] = _jsonable(v)
+        else:
+            out[k] = v
+    return out

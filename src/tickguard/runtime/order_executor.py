@@ -1,0 +1,264 @@
+"""Turns intents into broker orders and broker events back into trade-manager calls.
+
+It tracks each order from ``submitting`` to a final status, retries what is worth retrying (pacing and
+connectivity refusals) with the same idempotency key, and refuses ever to submit a key twice: that refusal
+is the last line of defence against a duplicate exit.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tickguard.adapters.broker import BrokerOrder, CommissionEvent, FillEvent, OrderStatusEvent
+from tickguard.core.model import OrderIntent
+
+# Broker codes after which the same order may simply be sent again: pacing (100), connectivity (1100,
+# 1101, 1102 lost-and-restored, 2110 TWS-server connectivity) and the simulator's transient refusals (0).
+RETRYABLE_CODES = frozenset({100, 1100, 1101, 1102, 2110, 0})
+
+
+class DuplicateIntent(RuntimeError):
+    """An intent whose idempotency key was already submitted."""
+
+
+class OrderSink(Protocol):
+    def place_order(self, order: BrokerOrder) -> int: ...
+
+    def cancel_order(self, order_id: int) -> None: ...
+
+
+class IntentListener(Protocol):
+    def on_fill(self, intent: OrderIntent, qty: float, price: float, ts_ns: int, commission: float) -> None: ...
+
+    def on_intent_closed(self, intent: OrderIntent, status: str, remaining: float, reason: str) -> None: ...
+
+    def on_commission(self, intent: OrderIntent, commission: float) -> None: ...
+
+
+@dataclass(slots=True)
+class OrderRecord:
+    intent: OrderIntent
+    status: str = "submitting"  # submitting | working | retry_wait | filled | cancelled | rejected
+    attempts: int = 0
+    order_id: int | None = None
+    filled: float = 0.0
+    avg_price: float = 0.0
+    commission: float = 0.0
+    reason: str = ""
+    cancel_requested: bool = False
+    exec_ids: set[str] = field(default_factory=set)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def final(self) -> bool:
+        return self.status in ("filled", "cancelled", "rejected")
+
+
+class OrderExecutor:
+    def __init__(
+        self,
+        broker: OrderSink,
+        listener: IntentListener,
+        clock: Callable[[], int],
+        max_attempts: int = 5,
+        retry_backoff_ns: int = 250_000_000,
+        on_event: Callable[[OrderRecord, str, dict[str, Any]], None] | None = None,
+        deferred: bool = False,
+    ) -> None:
+        """``deferred``: orders and cancels wait for ``transmit()``, which the engine calls only once the
+        journal has committed them - the write-ahead rule.  Without a journal they go out at once."""
+        self._broker = broker
+        self._listener = listener
+        self._clock = clock
+        self._max_attempts = max_attempts
+        self._backoff_ns = retry_backoff_ns
+        self._on_event = on_event
+        self.orders: dict[str, OrderRecord] = {}
+        self._by_order_id: dict[int, OrderRecord] = {}
+        self._retries: list[tuple[int, int, str]] = []
+        self._seq = itertools.count()
+        self.duplicates_refused = 0
+        self.unknown_events = 0
+        self._deferred = deferred
+        self._outgoing: list[OrderRecord] = []
+        self._cancels_out: list[int] = []
+
+    # -------------------------------------------------------------------------------------- commands
+
+    def submit(self, intent: OrderIntent) -> OrderRecord:
+        if intent.key in self.orders:
+            self.duplicates_refused += 1
+            raise DuplicateIntent(f"order {intent.key} was already submitted; refusing to send it twice")
+        record = OrderRecord(intent)
+        self.orders[intent.key] = record
+        self._send(record)
+        return record
+
+    def cancel(self, key: str) -> None:
+        record = self.orders.get(key)
+        if record is None or record.final:
+            return
+        record.cancel_requested = True
+        self._note(record, "cancel_requested", {})
+        if record.status == "retry_wait" or record.order_id is None:
+            self._close(record, "cancelled", "cancelled before it reached the broker")
+        else:
+            self._cancels_out.append(record.order_id)
+            if not self._deferred:
+                self.transmit()
+
+    def _send(self, record: OrderRecord) -> None:
+        record.attempts += 1
+        record.status = "submitting"
+        record.order_id = None
+        self._note(record, "submitting", {"attempt": record.attempts, "qty": record.intent.qty - record.filled})
+        self._outgoing.append(record)
+        if not self._deferred:
+            self.transmit()
+
+    def transmit(self) -> None:
+        """Hand journaled orders and cancels to the broker, in the order they were decided."""
+        outgoing, self._outgoing = self._outgoing, []
+        for record in outgoing:
+            if record.status != "submitting":
+                continue  # cancelled before it went out
+            intent = record.intent
+            order = BrokerOrder(
+                ref=intent.key, account=intent.account, symbol=intent.symbol, action=intent.action,
+                qty=intent.qty - record.filled, order_type=intent.order_type, limit_price=intent.limit_price,
+            )
+            try:
+                order_id = self._broker.place_order(order)
+            except Exception as exc:  # the adapter could not even hand it over (no contract, socket gone)
+                self._note(record, "send_failed", {"reason": str(exc)})
+                self.on_status(OrderStatusEvent(-1, intent.key, "rejected", record.filled,
+                                                intent.qty - record.filled, self._clock(), str(exc), 0),
+                               record)
+                continue
+            record.order_id = order_id
+            self._by_order_id[order_id] = record
+            self._note(record, "sent", {"order_id": order_id})
+        cancels, self._cancels_out = self._cancels_out, []
+        for order_id in cancels:
+            self._broker.cancel_order(order_id)
+
+
+    # ---------------------------------------------------------------------------------------- events
+
+    def on_status(self, event: OrderStatusEvent, record: OrderRecord | None = None) -> None:
+        record = record or self._by_order_id.get(event.order_id)
+        if record is None or (record.order_id != event.order_id and event.order_id != -1) or record.final:
+            self.unknown_events += record is None
+            return
+        status = event.status
+        if status == "submitted":
+            if record.status == "submitting":
+                record.status = "working"
+                self._note(record, "working", {"order_id": event.order_id})
+        elif status == "filled":
+            self._maybe_done(record)
+        elif status in ("cancelled", "rejected"):
+            reason = event.reason or status
+            self._note(record, status, {"code": event.code, "reason": reason, "order_id": event.order_id})
+            retry = (
+                status == "rejected"
+                and event.code in RETRYABLE_CODES
+                and record.attempts < self._max_attempts
+                and not record.cancel_requested
+            )
+            if retry:
+                record.status = "retry_wait"
+                due = self._clock() + self._backoff_ns * (2 ** (record.attempts - 1))
+                heapq.heappush(self._retries, (due, next(self._seq), record.intent.key))
+            else:
+                self._close(record, status, reason)
+
+    def on_fill(self, event: FillEvent) -> None:
+        record = self._by_order_id.get(event.order_id)
+        if record is None:
+            self.unknown_events += 1
+            return
+        if event.exec_id in record.exec_ids:
+            return  # the same execution seen again (live, then in a reconciliation): apply it once
+        record.exec_ids.add(event.exec_id)
+        total = record.filled + event.qty
+        record.avg_price = (record.avg_price * record.filled + event.price * event.qty) / total
+        record.filled = total
+        commission = event.commission or 0.0
+        record.commission += commission
+        self._note(record, "fill", {"exec_id": event.exec_id, "qty": event.qty, "price": event.price,
+                                    "commission": event.commission, "fill_ts_ns": event.ts_ns})
+        self._listener.on_fill(record.intent, event.qty, event.price, event.ts_ns, commission)
+        self._maybe_done(record)
+
+    def on_commission(self, event: CommissionEvent) -> None:
+        record = self._by_order_id.get(event.order_id)
+        if record is None:
+            self.unknown_events += 1
+            return
+        record.commission += event.commission
+        self._note(record, "commission", {"exec_id": event.exec_id, "commission": event.commission})
+        self._listener.on_commission(record.intent, event.commission)
+
+    def _maybe_done(self, record: OrderRecord) -> None:
+        if not record.final and record.filled >= record.intent.qty - 1e-9:
+            self._close(record, "filled", "")
+
+    def _close(self, record: OrderRecord, status: str, reason: str) -> None:
+        record.status = status
+        record.reason = reason
+        self._note(record, "closed", {"status": status, "reason": reason})
+        self._listener.on_intent_closed(record.intent, status, record.intent.qty - record.filled, reason)
+
+    # ------------------------------------------------------------------------------------------ time
+
+    def next_deadline(self) -> int | None:
+        return self._retries[0][0] if self._retries else None
+
+    def on_time(self, now_ns: int) -> None:
+        while self._retries and self._retries[0][0] <= now_ns:
+            _, _, key = heapq.heappop(self._retries)
+            record = self.orders[key]
+            if record.status == "retry_wait":
+                self._send(record)
+
+    # ---------------------------------------------------------------------------------------- recovery
+
+    def restore(self, record: OrderRecord, exec_ids: set[str]) -> None:
+        """Take back an order from the journal.  Its key is known again, so it can never be sent twice."""
+        record.exec_ids = set(exec_ids)
+        self.orders[record.intent.key] = record
+        if record.order_id is not None and not record.final:
+            self._by_order_id[record.order_id] = record
+
+    def adopt(self, key: str, order_id: int) -> OrderRecord | None:
+        """The broker knows this key under ``order_id``: route its events to the journaled record."""
+        record = self.orders.get(key)
+        if record is None:
+            return None
+        if record.order_id is not None and record.order_id != order_id:
+            self._by_order_id.pop(record.order_id, None)
+        record.order_id = order_id
+        self._by_order_id[order_id] = record
+        if record.status in ("submitting", "retry_wait"):
+            record.status = "working"
+        self._note(record, "adopted", {"order_id": order_id})
+        return record
+
+    def resend(self, record: OrderRecord) -> None:
+        """Send again an order the broker never received (journaled as submitting, unknown at the broker)."""
+        self._send(record)
+
+    def close_from_broker(self, record: OrderRecord, status: str, reason: str) -> None:
+        self._note(record, status, {"reason": reason, "from": "reconciliation"})
+        self._close(record, status, reason)
+
+    def _note(self, record: OrderRecord, kind: str, data: dict[str, Any]) -> None:
+        entry = {"ts_ns": self._clock(), "event": kind, **data}
+        record.events.append(entry)
+        if self._on_event is not None:
+            self._on_event(record, kind, entry)

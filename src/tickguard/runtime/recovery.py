@@ -1,0 +1,150 @@
+"""Recovery on start: rebuild open trades and in-flight orders from the journal, then reconcile with the
+broker by idempotency key (IB's ``orderRef``).
+
+The rules, in order of how much money they protect:
+* an order the broker knows (working, ended or executed) is adopted, never sent again;
+* an execution the journal lacks (a fill while the engine was down) is applied once;
+* an order journaled as ``submitting`` that the broker has never seen did not leave: it is sent now;
+* a trade that was closing with nothing in flight gets its exit sent now, and a level crossed while the
+  engine was down fires on the first tick (every level compares against the whole price, not a move);
+* what cannot be reconciled - a position the journal does not explain - is reported and left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from tickguard.adapters.broker import FillEvent, OrderBook
+from tickguard.core.model import Action, OrderIntent, OrderType, PriorityClass, TriggerInfo
+from tickguard.core.trade_manager import TradeManager
+from tickguard.core.trades import TradeRequest
+from tickguard.runtime.order_executor import OrderExecutor, OrderRecord
+from tickguard.store.journal import Journal
+
+log = logging.getLogger("tickguard.runtime.recovery")
+
+
+@dataclass
+class RecoveryReport:
+    trades: int = 0
+    orders: int = 0
+    adopted: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
+    fills_applied: list[str] = field(default_factory=list)
+    closed_at_broker: list[str] = field(default_factory=list)
+    mismatches: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"recovered {self.trades} open trade(s), {self.orders} order(s)"]
+        if self.adopted:
+            out.append(f"adopted from the broker (not re-sent): {', '.join(self.adopted)}")
+        if self.fills_applied:
+            out.append(f"fills that happened while down, applied: {', '.join(self.fills_applied)}")
+        if self.resent:
+            out.append(f"never reached the broker, sent now: {', '.join(self.resent)}")
+        if self.closed_at_broker:
+            out.append(f"ended at the broker while down: {', '.join(self.closed_at_broker)}")
+        out += [f"UNRECONCILED: {m}" for m in self.mismatches]
+        return out
+
+
+def intent_from(data: dict[str, Any]) -> OrderIntent:
+    trig = data.get("trigger")
+    return OrderIntent(
+        key=data["key"], trade_id=data["trade_id"], leg=data["leg"], user=data["user"], account=data["account"],
+        symbol=data["symbol"], action=Action(data["action"]), qty=data["qty"],
+        order_type=OrderType(data["order_type"]), limit_price=data["limit_price"],
+        priority=PriorityClass(data["priority"]), created_ns=data["created_ns"],
+        trigger=None if trig is None else TriggerInfo(
+            trig["rule"], _nan(trig["level"]), _nan(trig["price"]), trig["tick_seq"], trig["tick_ts_ns"]),
+    )
+
+
+def _nan(x: float | None) -> float:
+    return math.nan if x is None else x
+
+
+def restore(journal: Journal, trades: TradeManager, executor: OrderExecutor) -> RecoveryReport:
+    """Load open trades and their orders from the journal into the engine (no broker contact yet)."""
+    report = RecoveryReport()
+    trades.reserve_ids(journal.max_trade_number())
+    trades.reserve_refs(journal.known_refs())
+    rows = journal.open_trades()
+    ids = [r["trade_id"] for r in rows]
+    for row in rows:
+        request = TradeRequest.model_validate(row["request"])
+        trades.restore(row["trade_id"], request, row["snapshot"], row["created_ns"])
+    exec_ids: dict[str, set[str]] = defaultdict(set)
+    for f in journal.fills_of(ids):
+        exec_ids[f["order_key"]].add(f["exec_id"])
+    for row in journal.orders_of(ids):
+        record = OrderRecord(intent_from(row["intent"]), status=row["status"], attempts=row["attempts"],
+                             order_id=row["broker_order_id"], filled=row["filled"], avg_price=row["avg_price"],
+                             commission=row["commission"], reason=row["reason"])
+        executor.restore(record, exec_ids[row["order_key"]])
+        report.orders += 1
+    report.trades = len(rows)
+    return report
+
+
+def reconcile(book: OrderBook, trades: TradeManager, executor: OrderExecutor, report: RecoveryReport) -> None:
+    """Bring the restored state in line with what the broker says happened."""
+    for key, (order_id, _filled) in book.working.items():
+        record = executor.orders.get(key)
+        if record is not None and not record.final:
+            executor.adopt(key, order_id)
+            report.adopted.append(key)
+    for key, (order_id, _status) in book.ended.items():
+        record = executor.orders.get(key)
+        if record is not None and not record.final and key not in book.working:
+            executor.adopt(key, order_id)
+    for fill in book.executions:
+        record = executor.orders.get(fill.ref)
+        if record is None or fill.exec_id in record.exec_ids:
+            continue
+        if record.order_id != fill.order_id:
+            executor.adopt(fill.ref, fill.order_id)
+        executor.on_fill(FillEvent(fill.order_id, fill.ref, fill.exec_id, fill.account, fill.symbol, fill.action,
+                                   fill.qty, fill.price, fill.ts_ns, fill.commission))
+        report.fills_applied.append(f"{fill.ref} {fill.qty:g}@{fill.price:g}")
+    for key, record in list(executor.orders.items()):
+        if record.final:
+            continue
+        if key in book.working:
+            continue
+        if key in book.ended:
+            _, status = book.ended[key]
+            if status == "filled" and record.filled >= record.intent.qty - 1e-9:
+                continue  # closed by the fills just applied
+            executor.close_from_broker(record, "rejected" if status == "rejected" else "cancelled",
+                                       f"{status} at the broker while the engine was down")
+            report.closed_at_broker.append(key)
+        elif record.status in ("submitting", "working", "retry_wait"):
+            executor.resend(record)
+            report.resent.append(key)
+    for trade in list(trades.trades.values()):
+        trades.resume_closing(trade)
+    _check_positions(book, trades, report)
+
+
+def _check_positions(book: OrderBook, trades: TradeManager, report: RecoveryReport) -> None:
+    ours: dict[tuple[str, str], float] = defaultdict(float)
+    for t in trades.trades.values():
+        if t.entry_filled > 0:
+            ours[(t.request.account, t.symbol)] += t.sign * t.open_qty
+    theirs = {(a, s): q for a, pos in book.positions.items() for s, q in pos.items()}
+    for key in sorted(set(ours) | set(theirs)):
+        mine, broker = ours.get(key, 0.0), theirs.get(key, 0.0)
+        if not math.isclose(mine, broker, abs_tol=1e-6):
+            account, symbol = key
+            what = ("a position at the broker that the journal does not know" if math.isclose(mine, 0.0)
+                    else "a journal trade with no position at the broker" if math.isclose(broker, 0.0)
+                    else "a position that differs from the journal")
+            report.mismatches.append(f"{account} {symbol}: broker {broker:g}, journal {mine:g} - {what}; "
+                                     "left for the user")
+    for line in report.mismatches:
+        log.error("reconciliation: %s", line)

@@ -1,0 +1,231 @@
+"""The IB adapter through the real ib_async client, over a real socket, against the fake IB Gateway.
+
+The gateway runs in virtual time driven by the test (speed 0); the engine runs its normal loop as a task.
+Every test fails on an unexpected ERROR logged by ib_async (its decoder otherwise hides malformed
+messages), and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from fg_support import IbErrorCapture
+from gateway_support import make_gateway
+
+from ibfake.server import FakeGateway
+from tickguard.adapters.ib.ib_client import IBBroker, ib_number
+from tickguard.config import load
+from tickguard.core.exit_rules import StopLoss, TakeProfit, TimeStop
+from tickguard.core.model import Side, Tick
+from tickguard.core.trades import TradeRequest
+from tickguard.runtime.engine import Engine
+
+ACCOUNT = "DU0000001"
+EXPECTED_ERRORS = ("Error 1100", "Error 1101", "Error 1102", "Peer closed connection", "Error 202",
+                   "Error 2103", "Error 2104", "Canceled order", "Error 201", "Error 200",
+                   "Error 10147", "Error 10148", "connection", "Connection")
+
+
+async def until(pred: Callable[[], Any], gw: FakeGateway | None = None, step: float = 0.2,
+                timeout: float = 15.0) -> None:
+    """Poll with a deadline, advancing the gateway's virtual time while waiting when one is given."""
+    async def loop() -> None:
+        while not pred():
+            if gw is not None:
+                await gw.advance(step)
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(loop(), timeout)
+
+
+@contextlib.asynccontextmanager
+async def engine_on_gateway(**ib: Any) -> AsyncIterator[tuple[FakeGateway, Engine, IbErrorCapture]]:
+    with IbErrorCapture.installed() as errors:
+        for text in EXPECTED_ERRORS:
+            errors.allow(text)
+        gw = await make_gateway().start()
+        await gw.advance(2.0)
+        settings = load(None, {"ib": {"port": gw.port, "client_id": 11, "account": ACCOUNT,
+                                      "reconnect_initial_s": 0.05, "reconnect_max_s": 0.5,
+                                      "connect_timeout_s": 5, "request_timeout_s": 5, **ib}})
+        broker = IBBroker(settings.ib)
+        engine = Engine(settings, broker)
+        failed = await asyncio.wait_for(engine.start(["AAA", "BBB", "NOPE"]), 20)
+        assert list(failed) == ["NOPE"] and "no security definition" in failed["NOPE"]
+        task = asyncio.create_task(engine.run_until(2**62))
+        try:
+            await until(lambda: engine.ticks.counters.accepted > 0, gw)
+            yield gw, engine, errors
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await broker.close()
+            await gw.close()
+        assert errors.unexpected() == []
+        assert gw.errors == []
+
+
+def gateway_position(gw: FakeGateway, symbol: str) -> float:
+    return gw.venue.positions(ACCOUNT).get(symbol, 0.0)
+
+
+def refs_sent(gw: FakeGateway) -> list[str]:
+    return [o.order.ref for o in gw.venue.exchange.orders.values() if o.status != "rejected"]
+
+
+def req(symbol: str = "AAA", side: Side = Side.LONG, rules: list | None = None, **kw: Any) -> TradeRequest:
+    return TradeRequest(symbol=symbol, side=side, qty=100, account=ACCOUNT,
+                        rules=rules or [StopLoss(distance=0.05), TakeProfit(distance=0.05)], **kw)
+
+
+async def test_enter_exit_fill_and_commissions_through_the_gateway():
+    async with engine_on_gateway() as (gw, engine, _):
+        trade = engine.submit(req())
+        await until(lambda: trade.state.value == "closed", gw)
+        assert trade.entry_filled == 100 and trade.exited == 100
+        await until(lambda: trade.commissions >= 2.0, gw)  # entry and exit commission reports
+        keys = [r.intent.key for r in engine.executor.orders.values()]
+        assert sorted(refs_sent(gw)) == sorted(keys)  # the idempotency key travelled in orderRef
+        assert gateway_position(gw, "AAA") == 0
+        assert engine.broker.state.connected
+
+
+async def test_short_trade_and_contract_cache_counts():
+    async with engine_on_gateway() as (gw, engine, _):
+        trade = engine.submit(req("BBB", Side.SHORT))
+        await until(lambda: trade.state.value == "closed", gw)
+        broker: IBBroker = engine.broker  # type: ignore[assignment]
+        stats = broker.contract_cache.stats
+        assert stats.misses >= 3 and stats.hits >= 2  # AAA/BBB/NOPE loaded once, then served from cache
+
+
+async def test_disconnect_with_a_fill_while_away_is_applied_once():
+    async with engine_on_gateway(reconnect_initial_s=0.3) as (gw, engine, _):
+        trade = engine.submit(req(rules=[StopLoss(distance=3.0)]))
+        await gw.wait_for(lambda: any(o.order.ref == trade.entry_key for o in gw.venue.exchange.orders.values()))
+        await gw.drop_connections()
+        await gw.advance(2.0)  # the entry fills at the exchange while the engine is away
+        assert gateway_position(gw, "AAA") == 100
+        broker: IBBroker = engine.broker  # type: ignore[assignment]
+        await until(lambda: broker.state.reconnects >= 1, gw, timeout=20)
+        await until(lambda: trade.entry_filled == 100, gw)
+        await gw.advance(5.0)
+        await asyncio.sleep(0.2)
+        assert trade.entry_filled == 100  # applied once, not again on later syncs
+        assert trade.state.value == "open" and refs_sent(gw).count(trade.entry_key) == 1
+
+
+async def test_exit_in_flight_across_a_disconnect_is_not_sent_twice():
+    async with engine_on_gateway(reconnect_initial_s=0.3) as (gw, engine, _):
+        trade = engine.submit(req(rules=[StopLoss(distance=3.0), TimeStop(after_seconds=0.3)]))
+        await until(lambda: trade.state.value == "open", gw)
+        await until(lambda: trade.closing, None, timeout=10)  # time stop fires (wall clock)
+        exit_key = next(k for k in engine.executor.orders if k.endswith(":time:1"))
+        await gw.wait_for(lambda: exit_key in refs_sent(gw))
+        await gw.drop_connections()
+        await gw.advance(2.0)
+        await until(lambda: trade.state.value == "closed", gw, timeout=20)
+        assert refs_sent(gw).count(exit_key) == 1 and gateway_position(gw, "AAA") == 0
+
+
+async def test_1101_resubscribes_and_quotes_flow_again():
+    async with engine_on_gateway() as (gw, engine, _):
+        before = engine.ticks.counters.accepted
+        gw.connectivity_restored(data_lost=True)  # 1101: the gateway dropped every subscription
+        await until(lambda: any(code == 1101 for _, code, _ in engine.stats.notices), gw)
+        mark = engine.ticks.counters.accepted
+        await until(lambda: engine.ticks.counters.accepted > mark + 5, gw)
+        assert engine.ticks.counters.accepted > before
+
+
+async def test_1100_stops_trusting_the_feed_until_restored():
+    async with engine_on_gateway() as (gw, engine, _):
+        broker: IBBroker = engine.broker  # type: ignore[assignment]
+        gw.connectivity_lost()
+        await until(lambda: not broker.state.feed_trusted, gw)
+        frozen = engine.ticks.counters.accepted
+        await gw.advance(3.0)
+        await asyncio.sleep(0.1)
+        assert engine.ticks.counters.accepted == frozen  # quotes during 1100 are not acted on
+        gw.connectivity_restored(data_lost=False)
+        await until(lambda: broker.state.feed_trusted, gw)
+        await until(lambda: engine.ticks.counters.accepted > frozen, gw)
+
+
+async def test_farm_outage_without_recovery_is_detected_and_exits_still_fill():
+    async with engine_on_gateway(stale_feed_s=0.3) as (gw, engine, _):
+        broker: IBBroker = engine.broker  # type: ignore[assignment]
+        trade = engine.submit(req(rules=[StopLoss(distance=3.0), TimeStop(after_seconds=0.5)]))
+        await until(lambda: trade.state.value == "open", gw)
+        gw.farm_outage()  # 2103 and no 2104: quotes silently stop
+        await until(lambda: not broker.state.farm_ok, gw)
+        await until(lambda: set(broker.silent_symbols(0.3)) >= {"AAA", "BBB"}, gw)
+        await until(lambda: trade.state.value == "closed", gw, timeout=20)  # the time stop still exits
+        assert gateway_position(gw, "AAA") == 0 and trade.exited == 100
+
+
+async def test_rejected_order_reaches_the_trade_with_its_reason():
+    async with engine_on_gateway() as (gw, engine, _):
+        gw.reject_next("no trading permissions")
+        trade = engine.submit(req())
+        await until(lambda: trade.state.value == "rejected", gw)
+        assert "no trading permissions" in trade.reason
+
+
+async def test_what_if_and_positions():
+    async with engine_on_gateway() as (gw, engine, _):
+        from tickguard.adapters.broker import BrokerOrder
+        from tickguard.core.model import Action, OrderType
+        broker: IBBroker = engine.broker  # type: ignore[assignment]
+        w = await asyncio.wait_for(broker.what_if(BrokerOrder("wi", ACCOUNT, "AAA", Action.BUY, 100,
+                                                              OrderType.MARKET)), 10)
+        assert w.accepted and w.init_margin_change > 0 and w.commission > 0
+        trade = engine.submit(req(rules=[StopLoss(distance=3.0)]))
+        await until(lambda: trade.state.value == "open", gw)
+        await until(lambda: any(p.contract.symbol == "AAA" and p.position == 100 for p in broker.ib.positions()), gw)
+        assert (await broker.positions(ACCOUNT)).get("AAA") == 100
+        values = await broker.account_values(ACCOUNT)
+        assert values["NetLiquidation"] > 0 and values["BuyingPower"] > 0
+        assert values["GrossPositionValue"] > 0  # the position is in the margin figures
+
+
+def test_ib_unset_double_is_unknown_not_a_number():
+    assert ib_number(1.7976931348623157e308) != ib_number(1.7976931348623157e308)  # NaN
+    assert ib_number("") != ib_number("")
+    assert ib_number("12.5") == 12.5
+
+
+def test_reconnect_delay_grows_with_jitter_and_is_capped():
+    import random
+
+    settings = load(None, {"ib": {"reconnect_initial_s": 1, "reconnect_max_s": 8, "reconnect_jitter": 0.2}})
+    broker = IBBroker.__new__(IBBroker)
+    broker.cfg = settings.ib
+    broker._rng = random.Random(1)
+    delays = [broker.reconnect_delay(n) for n in range(6)]
+    for n, d in enumerate(delays):
+        base = min(8, 2**n)
+        assert base * 0.8 <= d <= base * 1.2
+    assert delays[-1] <= 9.6
+
+
+@pytest.fixture(autouse=True)
+def _tick_type_is_engine_tick():
+    assert Tick.__slots__
+
+
+async def test_duplicate_client_id_is_a_clear_connection_error():
+    from tickguard.adapters.broker import BrokerError
+
+    async with engine_on_gateway() as (gw, engine, errors):
+        errors.allow("Error 326")
+        settings = load(None, {"ib": {"port": gw.port, "client_id": 11, "connect_attempts": 1,
+                                      "connect_timeout_s": 3}})
+        second = IBBroker(settings.ib)
+        with pytest.raises(BrokerError, match=r"IB error 326: client id 11 is already in use"):
+            await asyncio.wait_for(second.connect(), 15)
+        await second.close()
+        assert engine.broker.state.connected  # the first connection is unaffected

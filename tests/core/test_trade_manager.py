@@ -1,0 +1,348 @@
+"""Lifecycle and exit evaluation of the trade manager, with an injected clock and hand-fed ticks."""
+
+import datetime as dt
+import math
+
+import pytest
+from pydantic import ValidationError
+
+from tickguard.core.exit_rules import BreakEven, StopLoss, TakeProfit, TimeStop, TrailingStop
+from tickguard.core.model import Action, OrderType, PriorityClass, Side, TradeState
+from tickguard.core.tick_handler import SymbolBatch
+from tickguard.core.trade_manager import TradeManager, TradeRejected
+from tickguard.core.trades import TradeRequest
+from tickguard.core.volatility import VolSnapshot
+
+# ATR of AAA is 2.0, ADR 3.0 (conftest.Market)
+
+
+def make(clock, market, **kw):
+    return TradeManager(clock, market.vol.get, market.quotes.get, **kw)
+
+
+def feed(tm, market, *quotes, symbol="AAA"):
+    """Evaluate each (bid, ask) as its own batch; returns the intents sent."""
+    sent = []
+    for q in quotes:
+        bid, ask = q if isinstance(q, tuple) else (q, q + 0.02)
+        batch = SymbolBatch(symbol)
+        batch.add(market.tick(symbol, bid, ask))
+        tm.evaluate(batch)
+        sent += tm.outbox
+        tm.outbox = []
+    return sent
+
+
+def fill_entry(tm, clock, trade, qty=None, price=100.0):
+    intent = next(i for i in [*tm.outbox] if i.key == trade.entry_key) if tm.outbox else None
+    tm.outbox = []
+    intent = intent or _entry_intent(trade)
+    tm.on_fill(intent, trade.request.qty if qty is None else qty, price, clock(), 1.0)
+    return intent
+
+
+def _entry_intent(trade):
+    from tickguard.core.model import OrderIntent
+    r = trade.request
+    return OrderIntent(trade.entry_key, trade.id, "entry", r.user, r.account, r.symbol, r.side.entry_action, r.qty,
+                       r.entry_type, r.limit_price, PriorityClass.ENTRY, 0)
+
+
+def req(side=Side.LONG, qty=100.0, rules=None, **kw):
+    return TradeRequest(symbol="AAA", side=side, qty=qty, rules=rules or [StopLoss(distance=1.0)], **kw)
+
+
+@pytest.fixture
+def tm(clock, market):
+    market.tick("AAA", 100.0, 100.02)
+    return make(clock, market)
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+
+def test_invalid_requests_refused_with_reason(tm):
+    with pytest.raises(ValidationError, match="greater than 0"):
+        req(qty=0)
+    with pytest.raises(ValidationError, match="greater than 0"):
+        req(qty=-5)
+    with pytest.raises(ValidationError, match="fractions must sum to 1, they sum to 0.9"):
+        req(rules=[StopLoss(distance=1), TakeProfit(fraction=0.5, distance=1), TakeProfit(fraction=0.4, distance=2)])
+    with pytest.raises(ValidationError, match="needs a stop_loss or trailing_stop"):
+        req(rules=[BreakEven(after=1), TakeProfit(distance=1)])
+    with pytest.raises(ValidationError, match="at most one stop_loss"):
+        req(rules=[StopLoss(distance=1), StopLoss(distance=2)])
+    with pytest.raises(ValidationError, match="limit entry needs limit_price"):
+        req(entry_type=OrderType.LIMIT)
+    with pytest.raises(TradeRejected, match="unknown symbol 'ZZZ'"):
+        tm.submit(TradeRequest(symbol="ZZZ", side=Side.LONG, qty=1, rules=[StopLoss(distance=1)]))
+    with pytest.raises(TradeRejected, match="stop_loss price 101.0 is on the wrong side"):
+        tm.submit(req(rules=[StopLoss(price=101.0)]))
+    with pytest.raises(TradeRejected, match="stop_loss price 99.0 is on the wrong side"):
+        tm.submit(req(side=Side.SHORT, rules=[StopLoss(price=99.0)]))
+    with pytest.raises(TradeRejected, match="take_profit price 99.0 is on the wrong side"):
+        tm.submit(req(rules=[StopLoss(distance=1), TakeProfit(price=99.0)]))
+    with pytest.raises(TradeRejected, match="not a whole number of lots"):
+        tm.submit(req(qty=1.5))
+    assert tm.trades == {} and tm.outbox == []  # nothing half-accepted
+
+
+def test_refusal_does_not_touch_accepted_trades(tm):
+    ok = tm.submit(req())
+    with pytest.raises(TradeRejected):
+        tm.submit(req(rules=[StopLoss(price=150.0)]))
+    assert list(tm.trades) == [ok.id] and ok.state is TradeState.PENDING_ENTRY
+
+
+# ------------------------------------------------------------------------------------------ lifecycle
+
+
+def test_entry_intent_then_open_then_stop_closes(tm, clock, market):
+    trade = tm.submit(req())
+    [entry] = tm.outbox
+    assert (entry.action, entry.qty, entry.priority, entry.key) == (Action.BUY, 100, PriorityClass.ENTRY,
+                                                                       f"tg:{trade.id}:entry")
+    fill_entry(tm, clock, trade, price=100.0)
+    assert trade.state is TradeState.OPEN and trade.stop_price == pytest.approx(98.0)
+    assert feed(tm, market, 98.01) == []
+    [exit_] = feed(tm, market, 98.0)  # inclusive: bid == stop fires
+    assert (exit_.action, exit_.qty, exit_.leg, exit_.priority) == (Action.SELL, 100, "stop",
+                                                                      PriorityClass.EXIT_CRITICAL)
+    assert exit_.key == f"tg:{trade.id}:stop:1"
+    assert exit_.trigger.rule == "stop_loss" and exit_.trigger.price == 98.0 and exit_.trigger.level == 98.0
+    assert trade.state is TradeState.EXITING
+    assert feed(tm, market, 97.0, 96.0) == []  # never a second exit for the same leg
+    tm.on_fill(exit_, 100, 97.99, clock(), 1.0)
+    tm.on_intent_closed(exit_, "filled", 0, "")
+    assert trade.state is TradeState.CLOSED
+    assert trade.realized == pytest.approx(-201.0)
+
+
+def test_short_stop_watches_the_ask(tm, clock, market):
+    trade = tm.submit(req(side=Side.SHORT, rules=[StopLoss(distance=1.0), TakeProfit(distance=2.0)]))
+    fill_entry(tm, clock, trade, price=100.0)
+    assert trade.stop_price == pytest.approx(102.0)
+    assert feed(tm, market, (101.99, 101.99)) == []  # locked quote below the stop
+    [ex] = feed(tm, market, (101.9, 102.0))
+    assert ex.action is Action.BUY and ex.leg == "stop" and ex.trigger.price == 102.0
+
+
+def test_short_take_profit_on_ask(tm, clock, market):
+    trade = tm.submit(req(side=Side.SHORT, rules=[StopLoss(distance=1.0), TakeProfit(distance=2.0)]))
+    fill_entry(tm, clock, trade, price=100.0)
+    assert feed(tm, market, (95.9, 96.01)) == []
+    [ex] = feed(tm, market, (95.9, 96.0))
+    assert ex.leg == "tp1" and ex.qty == 100 and ex.priority is PriorityClass.EXIT
+
+
+def test_take_profit_legs_by_fraction_then_stop_takes_rest(tm, clock, market):
+    trade = tm.submit(req(qty=101, rules=[StopLoss(distance=1.0), TakeProfit(fraction=0.5, distance=2.0),
+                                          TakeProfit(fraction=0.5, distance=4.0)]))
+    fill_entry(tm, clock, trade, price=100.0)
+    [tp1] = feed(tm, market, 104.0)
+    assert (tp1.leg, tp1.qty) == ("tp1", 50)  # floor to lots; the last leg takes the odd share
+    tm.on_fill(tp1, 50, 104.0, clock(), 1.0)
+    tm.on_intent_closed(tp1, "filled", 0, "")
+    assert trade.state is TradeState.OPEN and trade.open_qty == 51
+    [stop] = feed(tm, market, 97.5)
+    assert (stop.leg, stop.qty) == ("stop", 51)
+
+
+def test_gap_through_both_targets_fires_both_legs(tm, clock, market):
+    trade = tm.submit(req(rules=[StopLoss(distance=1.0), TakeProfit(fraction=0.5, distance=1.0),
+                                 TakeProfit(fraction=0.5, distance=2.0)]))
+    fill_entry(tm, clock, trade)
+    sent = feed(tm, market, 110.0)
+    assert [(i.leg, i.qty) for i in sent] == [("tp1", 50), ("tp2", 50)]
+
+
+def test_trailing_stop_only_tightens(tm, clock, market):
+    trade = tm.submit(req(rules=[TrailingStop(distance=1.0)]))  # 1 ATR = 2.0
+    fill_entry(tm, clock, trade, price=100.0)
+    assert trade.stop_price == pytest.approx(98.0)
+    feed(tm, market, 103.0)
+    assert trade.stop_price == pytest.approx(101.0)
+    feed(tm, market, 102.0, 101.5)
+    assert trade.stop_price == pytest.approx(101.0)  # falling price never loosens it
+    [ex] = feed(tm, market, 101.0)
+    assert ex.trigger.rule == "trailing_stop" and ex.trigger.level == pytest.approx(101.0)
+
+
+def test_short_trailing_stop(tm, clock, market):
+    trade = tm.submit(req(side=Side.SHORT, rules=[TrailingStop(distance=1.0)]))
+    fill_entry(tm, clock, trade, price=100.0)
+    feed(tm, market, (95.0, 95.02))
+    assert trade.stop_price == pytest.approx(97.02)
+    feed(tm, market, (96.0, 96.02))
+    assert trade.stop_price == pytest.approx(97.02)
+    [ex] = feed(tm, market, (97.0, 97.02))
+    assert ex.action is Action.BUY and ex.leg == "stop"
+
+
+def test_trailing_activation_threshold(tm, clock, market):
+    trade = tm.submit(req(rules=[StopLoss(distance=2.0), TrailingStop(distance=0.5, activate_after=1.0)]))
+    fill_entry(tm, clock, trade, price=100.0)
+    assert trade.stop_price == pytest.approx(96.0)
+    feed(tm, market, 101.9)  # 0.95 ATR: not yet active
+    assert trade.trail_x is None and trade.stop_price == pytest.approx(96.0)
+    feed(tm, market, 102.0)  # 1 ATR: active, trail at 102 - 1
+    assert trade.stop_price == pytest.approx(101.0)
+
+
+def test_break_even_moves_stop_to_entry_plus_offset(tm, clock, market):
+    trade = tm.submit(req(rules=[StopLoss(distance=1.0), BreakEven(after=1.0, offset=0.05),
+                                 TakeProfit(distance=5.0)]))
+    fill_entry(tm, clock, trade, price=100.0)
+    feed(tm, market, 101.99)
+    assert trade.stop_price == pytest.approx(98.0)
+    feed(tm, market, 102.0)
+    assert trade.stop_price == pytest.approx(100.05)
+    [ex] = feed(tm, market, 100.05)
+    assert ex.trigger.rule == "break_even"
+
+
+def test_short_break_even(tm, clock, market):
+    trade = tm.submit(req(side=Side.SHORT, rules=[StopLoss(distance=1.0), BreakEven(after=1.0, offset=0.05)]))
+    fill_entry(tm, clock, trade, price=100.0)
+    feed(tm, market, (97.9, 98.0))
+    assert trade.stop_price == pytest.approx(99.95)
+
+
+def test_time_stop_after_duration(tm, clock, market):
+    trade = tm.submit(req(rules=[StopLoss(distance=3.0), TimeStop(after_seconds=60)]))
+    fill_entry(tm, clock, trade)
+    deadline = tm.next_deadline()
+    assert deadline == trade.entry_ts_ns + 60 * 10**9
+    tm.on_time(deadline - 1)
+    assert tm.outbox == []
+    tm.on_time(deadline)
+    [ex] = tm.outbox
+    assert ex.leg == "time" and ex.qty == 100 and ex.trigger.rule == "time_stop"
+
+
+def test_time_stop_at_clock_time(clock, market):
+    ny = dt.timezone(dt.timedelta(hours=-5))
+    clock.now = int(dt.datetime(2026, 11, 23, 15, 0, tzinfo=ny).timestamp() * 1e9)
+    market.tick("AAA", 100.0)
+    tm = make(clock, market)
+    trade = tm.submit(req(rules=[StopLoss(distance=3.0), TimeStop(at=dt.time(15, 55))]))
+    fill_entry(tm, clock, trade)
+    assert trade.time_deadline_ns == int(dt.datetime(2026, 11, 23, 15, 55, tzinfo=ny).timestamp() * 1e9)
+
+
+def test_partial_entry_fills_size_the_exits(tm, clock, market):
+    trade = tm.submit(req(qty=100, rules=[StopLoss(distance=1.0), TakeProfit(fraction=0.5, distance=1.0),
+                                          TakeProfit(fraction=0.5, distance=3.0)]))
+    entry = fill_entry(tm, clock, trade, qty=40, price=100.0)
+    assert trade.state is TradeState.OPEN and trade.entry_filled == 40
+    [tp1] = feed(tm, market, 102.0)
+    assert tp1.qty == 20  # half of what is filled
+    tm.on_fill(tp1, 20, 102.0, clock(), 1.0)
+    tm.on_intent_closed(tp1, "filled", 0, "")
+    tm.on_fill(entry, 60, 100.0, clock(), 1.0)  # rest of the entry fills
+    [tp1b] = feed(tm, market, 102.1)
+    assert (tp1b.leg, tp1b.qty, tp1b.key) == ("tp1", 30, f"tg:{trade.id}:tp1:2")
+    [stop] = feed(tm, market, 97.0)
+    assert stop.qty == 50  # 100 filled - 20 exited - 30 still in flight with tp1b
+
+
+def test_partial_exit_fill_then_cancel_is_retried(tm, clock, market):
+    trade = tm.submit(req(qty=100, rules=[StopLoss(distance=1.0)]))
+    fill_entry(tm, clock, trade)
+    [stop] = feed(tm, market, 97.0)
+    tm.on_fill(stop, 30, 97.0, clock(), 1.0)
+    tm.on_intent_closed(stop, "cancelled", 70, "exchange cancel")
+    assert trade.state is TradeState.EXITING and trade.open_qty == 70
+    clock.advance(1.0)
+    tm.on_time(clock())
+    [retry] = tm.outbox
+    assert (retry.leg, retry.qty, retry.key) == ("stop", 70, f"tg:{trade.id}:stop:2")
+
+
+def test_rejected_entry_rejects_trade(tm, clock, market):
+    trade = tm.submit(req())
+    [entry] = tm.outbox
+    tm.outbox = []
+    tm.on_intent_closed(entry, "rejected", 100, "insufficient buying power")
+    assert trade.state is TradeState.REJECTED and trade.reason == "insufficient buying power"
+    assert feed(tm, market, 50.0) == []
+
+
+def test_limit_entry_timeout_cancels(tm, clock, market):
+    trade = tm.submit(req(entry_type=OrderType.LIMIT, limit_price=99.0, entry_timeout_s=30))
+    tm.outbox = []
+    clock.advance(30)
+    tm.on_time(clock())
+    assert tm.cancels == [trade.entry_key]
+    tm.on_intent_closed(_entry_intent(trade), "cancelled", 100, "cancelled by client")
+    assert trade.state is TradeState.CANCELLED
+
+
+def test_stop_while_entry_working_cancels_entry_and_flattens_late_fill(tm, clock, market):
+    trade = tm.submit(req(entry_type=OrderType.LIMIT, limit_price=100.0))
+    entry = fill_entry(tm, clock, trade, qty=50)
+    [stop] = feed(tm, market, 97.0)
+    assert tm.cancels == [trade.entry_key] and stop.qty == 50
+    tm.on_fill(entry, 50, 100.0, clock(), 1.0)  # the rest filled before the cancel landed
+    [extra] = tm.outbox
+    assert extra.leg == "stop" and extra.qty == 50 and extra.key.endswith(":stop:2")
+
+
+def test_volatility_update_never_loosens_stop_by_default(tm, clock, market):
+    trade = tm.submit(req(rules=[StopLoss(distance=1.0), TakeProfit(distance=2.0)]))
+    fill_entry(tm, clock, trade, price=100.0)
+    market.vol["AAA"] = VolSnapshot("AAA", 4.0, 3.0, clock())
+    tm.on_volatility(market.vol["AAA"])
+    assert trade.stop_price == pytest.approx(98.0)  # would be 96 - refused
+    assert trade.targets[0].level_x == pytest.approx(108.0)  # targets follow
+    market.vol["AAA"] = VolSnapshot("AAA", 1.0, 3.0, clock())
+    tm.on_volatility(market.vol["AAA"])
+    assert trade.stop_price == pytest.approx(99.0)  # tightening is fine
+
+
+def test_volatility_update_may_loosen_when_rule_allows(tm, clock, market):
+    trade = tm.submit(req(rules=[StopLoss(distance=1.0, allow_loosen=True)]))
+    fill_entry(tm, clock, trade, price=100.0)
+    market.vol["AAA"] = VolSnapshot("AAA", 4.0, 3.0, clock())
+    tm.on_volatility(market.vol["AAA"])
+    assert trade.stop_price == pytest.approx(96.0)
+
+
+def test_distance_to_stop_in_atr(tm, clock, market):
+    trade = tm.submit(req(rules=[StopLoss(distance=1.0)]))
+    assert math.isinf(tm.distance_to_stop(trade))  # no stop armed before the fill
+    fill_entry(tm, clock, trade, price=100.0)
+    market.tick("AAA", 99.0)
+    assert tm.distance_to_stop(trade) == pytest.approx(0.5)
+    short = tm.submit(req(side=Side.SHORT, rules=[StopLoss(distance=1.0)]))
+    fill_entry(tm, clock, short, price=100.0)
+    market.tick("AAA", 100.0, 101.0)
+    assert tm.distance_to_stop(short) == pytest.approx(0.5)
+    tick = market.tick("AAA", 99.0, 101.0)
+    assert tm.symbol_risk_at("AAA", tick) == pytest.approx(min(tm.distance_to_stop(trade, tick),
+                                                             tm.distance_to_stop(short, tick)))
+
+
+def test_idempotency_keys_unique_across_trades_and_legs(tm, clock, market):
+    keys = set()
+    for _ in range(5):
+        t = tm.submit(req(rules=[StopLoss(distance=1.0), TakeProfit(fraction=0.5, distance=1.0),
+                                 TakeProfit(fraction=0.5, distance=2.0)]))
+        fill_entry(tm, clock, t)
+        keys.add(t.entry_key)
+    for i in feed(tm, market, 103.0, 90.0):
+        assert i.key not in keys
+        keys.add(i.key)
+    assert len(keys) == 5 + 5 * 2  # entry, tp1 at 103, then the stop for the rest at 90
+
+
+def test_intrabatch_pullback_fires_trailing_stop(tm, clock, market):
+    """Inside one batch the price rises then falls back by the trail distance: the touch must be seen."""
+    trade = tm.submit(req(rules=[TrailingStop(distance=1.0)]))
+    fill_entry(tm, clock, trade, price=100.0)
+    batch = SymbolBatch("AAA")
+    for bid in (101.0, 104.0, 102.0, 103.5):  # 104 -> 102 is a 2.0 (= 1 ATR) pull-back
+        batch.add(market.tick("AAA", bid))
+    tm.evaluate(batch)
+    [ex] = tm.outbox
+    assert ex.leg == "stop" and ex.trigger.rule == "trailing_stop"

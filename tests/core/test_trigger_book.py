@@ -1,0 +1,120 @@
+"""Property tests of the trigger book against a brute-force reference."""
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tickguard.core.model import TriggerSource
+from tickguard.core.trigger_book import LevelKind, TriggerBook
+
+SYMBOLS = ["A", "B"]
+SOURCES = [TriggerSource.BID, TriggerSource.ASK]
+prices = st.integers(min_value=90, max_value=110).map(lambda p: p / 1.0)  # coarse grid: many equal levels
+
+op = st.one_of(
+    st.tuples(st.just("upsert"), st.integers(0, 30), st.sampled_from(SYMBOLS), st.sampled_from(SOURCES),
+              st.sampled_from([1, -1]), st.sampled_from(list(LevelKind)), prices),
+    st.tuples(st.just("remove"), st.integers(0, 30)),
+    st.tuples(st.just("query"), st.sampled_from(SYMBOLS), st.sampled_from(SOURCES), st.sampled_from([1, -1]),
+              prices, prices),
+)
+
+
+class Reference:
+    def __init__(self):
+        self.levels = {}
+
+    def upsert(self, lid, sym, src, sign, kind, x):
+        self.levels[lid] = (sym, src, sign, kind, x)
+
+    def remove(self, lid):
+        self.levels.pop(lid, None)
+
+    def pop_crossed(self, sym, src, sign, lo, hi):
+        out = []
+        for lid, (s, so, sg, kind, x) in list(self.levels.items()):
+            if (s, so, sg) != (sym, src, sign):
+                continue
+            if (kind is LevelKind.STOP and lo <= x) or (kind is LevelKind.TARGET and hi >= x):
+                out.append(lid)
+                del self.levels[lid]
+        return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(op, max_size=80))
+def test_book_matches_brute_force(ops):
+    book, ref = TriggerBook(), Reference()
+    reported = set()
+    for o in ops:
+        if o[0] == "upsert":
+            book.upsert(*o[1:])
+            ref.upsert(*o[1:])
+            reported.discard(o[1])
+        elif o[0] == "remove":
+            assert book.remove(o[1]) == (o[1] in ref.levels)
+            ref.remove(o[1])
+        else:
+            _, sym, src, sign, a, b = o
+            lo, hi = min(a, b), max(a, b)
+            got = book.pop_crossed(sym, src, sign, lo, hi)
+            want = ref.pop_crossed(sym, src, sign, lo, hi)
+            assert sorted(got) == sorted(want)  # none missed, none extra
+            assert len(got) == len(set(got))  # none twice in one answer
+            assert not (set(got) & reported)  # none reported again without being re-armed
+            reported |= set(got)
+        assert len(book) == len(ref.levels)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(prices, min_size=1, max_size=20), st.lists(st.tuples(prices, prices), min_size=1, max_size=20))
+def test_gap_through_levels_fires_each_exactly_once(levels, ranges):
+    """A price path given as successive [low, high] ranges (gaps included) fires every stop it reaches."""
+    book = TriggerBook()
+    for i, x in enumerate(levels):
+        book.upsert(i, "A", TriggerSource.BID, 1, LevelKind.STOP, x)
+    fired: list[int] = []
+    lowest = math.inf
+    for a, b in ranges:
+        lo, hi = min(a, b), max(a, b)
+        lowest = min(lowest, lo)
+        fired += book.pop_crossed("A", TriggerSource.BID, 1, lo, hi)
+    assert sorted(fired) == [i for i, x in enumerate(levels) if x >= lowest]
+
+
+def test_order_of_report_stops_first_highest_first_then_targets():
+    book = TriggerBook()
+    book.upsert(1, "A", TriggerSource.BID, 1, LevelKind.STOP, 99.0)
+    book.upsert(2, "A", TriggerSource.BID, 1, LevelKind.STOP, 99.5)
+    book.upsert(3, "A", TriggerSource.BID, 1, LevelKind.TARGET, 101.0)
+    book.upsert(4, "A", TriggerSource.BID, 1, LevelKind.TARGET, 100.5)
+    assert book.pop_crossed("A", TriggerSource.BID, 1, 98.0, 102.0) == [2, 1, 4, 3]
+
+
+def test_inclusive_comparison_and_moving_levels():
+    book = TriggerBook()
+    book.upsert(1, "A", TriggerSource.BID, 1, LevelKind.STOP, 99.5)
+    assert book.pop_crossed("A", TriggerSource.BID, 1, 99.51, 100.0) == []
+    book.upsert(1, "A", TriggerSource.BID, 1, LevelKind.STOP, 99.6)  # tightened
+    assert book.level_of(1) == 99.6
+    assert book.pop_crossed("A", TriggerSource.BID, 1, 99.6, 100.0) == [1]  # touch is enough
+    assert 1 not in book
+
+
+def test_short_side_is_signed_space():
+    # A short's stop at 101 (price) is -101 in signed space; an ask of 101 is x = -101 -> fires.
+    book = TriggerBook()
+    book.upsert(7, "A", TriggerSource.ASK, -1, LevelKind.STOP, -101.0)
+    assert book.pop_crossed("A", TriggerSource.ASK, -1, -100.9, -100.0) == []
+    assert book.pop_crossed("A", TriggerSource.ASK, -1, -101.0, -100.0) == [7]
+
+
+def test_non_finite_level_refused_and_nan_range_ignored():
+    book = TriggerBook()
+    with pytest.raises(ValueError, match="not a finite price"):
+        book.upsert(1, "A", TriggerSource.BID, 1, LevelKind.STOP, math.nan)
+    book.upsert(1, "A", TriggerSource.BID, 1, LevelKind.STOP, 99.0)
+    assert book.pop_crossed("A", TriggerSource.BID, 1, math.nan, math.nan) == []
+    assert book.pop_crossed("Z", TriggerSource.BID, 1, 0.0, 1e9) == []
