@@ -2,8 +2,10 @@ import math
 
 import pytest
 
-from tickguard.core.model import Tick, TriggerSource
-from tickguard.core.tick_handler import SymbolBatch, TickHandler, tick_problem
+from tickguard.core.guards import Guard
+from tickguard.core.model import Tick
+from tickguard.core.tick_handler import TickHandler, tick_problem
+from tickguard.core.trail_groups import Marks
 
 
 def t(bid, ask, ts=1, last=math.nan, size=1.0, symbol="A", seq=0):
@@ -35,14 +37,17 @@ def test_dropped_ticks_are_counted_and_never_evaluated():
     seen = []
 
     class Recorder:
-        def __init__(self):
-            self.guards = {}
-
         def guard(self, symbol):
-            return (math.inf, -math.inf, math.inf, -math.inf, 0, 0, 0, 0, 0.0)  # everything crosses
+            return Guard(math.inf, -math.inf, math.inf, -math.inf)  # every tick crosses
 
-        def evaluate(self, batch):
-            seen.append(batch.last_tick)
+        def marks_for(self, symbol):
+            return Marks()
+
+        def watch_guards(self, listener):
+            pass
+
+        def evaluate(self, tick):
+            seen.append(tick)
 
         def symbol_risk_at(self, symbol, tick):
             return 0.0
@@ -53,20 +58,6 @@ def test_dropped_ticks_are_counted_and_never_evaluated():
     assert th.counters.accepted == 2  # the good tick and a locked quote
     assert th.counters.dropped == {"time_backwards": 1, "crossed_quote": 1, "non_finite_price": 1}
     assert [x.bid for x in seen] == [10.0, 1.0]
-
-
-def test_conflation_keeps_high_low_last_and_pullbacks():
-    batch = SymbolBatch("A")
-    for i, bid in enumerate([10.0, 12.0, 9.0, 11.0, 10.5]):
-        batch.add(t(bid, bid + 0.1, ts=i, seq=i))
-    v = batch.view(TriggerSource.BID, 1)
-    assert (v.low_x, v.high_x, v.last_x) == (9.0, 12.0, 10.5)
-    assert v.pullback_x == pytest.approx(3.0) and v.pullback_seq == 2  # 12 -> 9
-    assert (v.low_seq, v.high_seq) == (2, 1)
-    s = batch.view(TriggerSource.ASK, -1)  # a short watches the ask; signed space flips it
-    assert (s.low_x, s.high_x) == (-12.1, -9.1)
-    assert s.pullback_x == pytest.approx(2.0)  # biggest bounce off a running low: 9.1 -> 11.1
-    assert batch.view(TriggerSource.LAST, 1) is None  # quote-only feed: no trade prints
 
 
 def test_unknown_mode_refused():

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from tickguard.core.exit_rules import BreakEven, StopLoss, TakeProfit, TimeStop, TrailingStop
 from tickguard.core.model import Action, OrderType, PriorityClass, Side, TradeState
-from tickguard.core.tick_handler import SymbolBatch
+from tickguard.core.tick_handler import TickHandler
 from tickguard.core.trade_manager import TradeManager, TradeRejected
 from tickguard.core.trades import TradeRequest
 from tickguard.core.volatility import VolSnapshot
@@ -21,13 +21,11 @@ def make(clock, market, **kw):
 
 
 def feed(tm, market, *quotes, symbol="AAA"):
-    """Evaluate each (bid, ask) as its own batch; returns the intents sent."""
+    """Evaluate each (bid, ask) as a tick; returns the intents sent."""
     sent = []
     for q in quotes:
         bid, ask = q if isinstance(q, tuple) else (q, q + 0.02)
-        batch = SymbolBatch(symbol)
-        batch.add(market.tick(symbol, bid, ask))
-        tm.evaluate(batch)
+        tm.evaluate(market.tick(symbol, bid, ask))
         sent += tm.outbox
         tm.outbox = []
     return sent
@@ -103,7 +101,7 @@ def test_entry_intent_then_open_then_stop_closes(tm, clock, market):
     assert (entry.action, entry.qty, entry.priority, entry.key) == (Action.BUY, 100, PriorityClass.ENTRY,
                                                                        f"tg:{trade.id}:entry")
     fill_entry(tm, clock, trade, price=100.0)
-    assert trade.state is TradeState.OPEN and trade.stop_price == pytest.approx(98.0)
+    assert trade.state is TradeState.OPEN and tm.stop_price(trade) == pytest.approx(98.0)
     assert feed(tm, market, 98.01) == []
     [exit_] = feed(tm, market, 98.0)  # inclusive: bid == stop fires
     assert (exit_.action, exit_.qty, exit_.leg, exit_.priority) == (Action.SELL, 100, "stop",
@@ -121,7 +119,7 @@ def test_entry_intent_then_open_then_stop_closes(tm, clock, market):
 def test_short_stop_watches_the_ask(tm, clock, market):
     trade = tm.submit(req(side=Side.SHORT, rules=[StopLoss(distance=1.0), TakeProfit(distance=2.0)]))
     fill_entry(tm, clock, trade, price=100.0)
-    assert trade.stop_price == pytest.approx(102.0)
+    assert tm.stop_price(trade) == pytest.approx(102.0)
     assert feed(tm, market, (101.99, 101.99)) == []  # locked quote below the stop
     [ex] = feed(tm, market, (101.9, 102.0))
     assert ex.action is Action.BUY and ex.leg == "stop" and ex.trigger.price == 102.0
@@ -159,11 +157,11 @@ def test_gap_through_both_targets_fires_both_legs(tm, clock, market):
 def test_trailing_stop_only_tightens(tm, clock, market):
     trade = tm.submit(req(rules=[TrailingStop(distance=1.0)]))  # 1 ATR = 2.0
     fill_entry(tm, clock, trade, price=100.0)
-    assert trade.stop_price == pytest.approx(98.0)
+    assert tm.stop_price(trade) == pytest.approx(98.0)
     feed(tm, market, 103.0)
-    assert trade.stop_price == pytest.approx(101.0)
+    assert tm.stop_price(trade) == pytest.approx(101.0)
     feed(tm, market, 102.0, 101.5)
-    assert trade.stop_price == pytest.approx(101.0)  # falling price never loosens it
+    assert tm.stop_price(trade) == pytest.approx(101.0)  # falling price never loosens it
     [ex] = feed(tm, market, 101.0)
     assert ex.trigger.rule == "trailing_stop" and ex.trigger.level == pytest.approx(101.0)
 
@@ -172,9 +170,9 @@ def test_short_trailing_stop(tm, clock, market):
     trade = tm.submit(req(side=Side.SHORT, rules=[TrailingStop(distance=1.0)]))
     fill_entry(tm, clock, trade, price=100.0)
     feed(tm, market, (95.0, 95.02))
-    assert trade.stop_price == pytest.approx(97.02)
+    assert tm.stop_price(trade) == pytest.approx(97.02)
     feed(tm, market, (96.0, 96.02))
-    assert trade.stop_price == pytest.approx(97.02)
+    assert tm.stop_price(trade) == pytest.approx(97.02)
     [ex] = feed(tm, market, (97.0, 97.02))
     assert ex.action is Action.BUY and ex.leg == "stop"
 
@@ -182,11 +180,11 @@ def test_short_trailing_stop(tm, clock, market):
 def test_trailing_activation_threshold(tm, clock, market):
     trade = tm.submit(req(rules=[StopLoss(distance=2.0), TrailingStop(distance=0.5, activate_after=1.0)]))
     fill_entry(tm, clock, trade, price=100.0)
-    assert trade.stop_price == pytest.approx(96.0)
+    assert tm.stop_price(trade) == pytest.approx(96.0)
     feed(tm, market, 101.9)  # 0.95 ATR: not yet active
-    assert trade.trail_x is None and trade.stop_price == pytest.approx(96.0)
+    assert trade.trail_x is None and tm.stop_price(trade) == pytest.approx(96.0)
     feed(tm, market, 102.0)  # 1 ATR: active, trail at 102 - 1
-    assert trade.stop_price == pytest.approx(101.0)
+    assert tm.stop_price(trade) == pytest.approx(101.0)
 
 
 def test_break_even_moves_stop_to_entry_plus_offset(tm, clock, market):
@@ -194,9 +192,9 @@ def test_break_even_moves_stop_to_entry_plus_offset(tm, clock, market):
                                  TakeProfit(distance=5.0)]))
     fill_entry(tm, clock, trade, price=100.0)
     feed(tm, market, 101.99)
-    assert trade.stop_price == pytest.approx(98.0)
+    assert tm.stop_price(trade) == pytest.approx(98.0)
     feed(tm, market, 102.0)
-    assert trade.stop_price == pytest.approx(100.05)
+    assert tm.stop_price(trade) == pytest.approx(100.05)
     [ex] = feed(tm, market, 100.05)
     assert ex.trigger.rule == "break_even"
 
@@ -205,7 +203,7 @@ def test_short_break_even(tm, clock, market):
     trade = tm.submit(req(side=Side.SHORT, rules=[StopLoss(distance=1.0), BreakEven(after=1.0, offset=0.05)]))
     fill_entry(tm, clock, trade, price=100.0)
     feed(tm, market, (97.9, 98.0))
-    assert trade.stop_price == pytest.approx(99.95)
+    assert tm.stop_price(trade) == pytest.approx(99.95)
 
 
 def test_time_stop_after_duration(tm, clock, market):
@@ -293,11 +291,11 @@ def test_volatility_update_never_loosens_stop_by_default(tm, clock, market):
     fill_entry(tm, clock, trade, price=100.0)
     market.vol["AAA"] = VolSnapshot("AAA", 4.0, 3.0, clock())
     tm.on_volatility(market.vol["AAA"])
-    assert trade.stop_price == pytest.approx(98.0)  # would be 96 - refused
+    assert tm.stop_price(trade) == pytest.approx(98.0)  # would be 96 - refused
     assert trade.targets[0].level_x == pytest.approx(108.0)  # targets follow
     market.vol["AAA"] = VolSnapshot("AAA", 1.0, 3.0, clock())
     tm.on_volatility(market.vol["AAA"])
-    assert trade.stop_price == pytest.approx(99.0)  # tightening is fine
+    assert tm.stop_price(trade) == pytest.approx(99.0)  # tightening is fine
 
 
 def test_volatility_update_may_loosen_when_rule_allows(tm, clock, market):
@@ -305,7 +303,7 @@ def test_volatility_update_may_loosen_when_rule_allows(tm, clock, market):
     fill_entry(tm, clock, trade, price=100.0)
     market.vol["AAA"] = VolSnapshot("AAA", 4.0, 3.0, clock())
     tm.on_volatility(market.vol["AAA"])
-    assert trade.stop_price == pytest.approx(96.0)
+    assert tm.stop_price(trade) == pytest.approx(96.0)
 
 
 def test_distance_to_stop_in_atr(tm, clock, market):
@@ -336,13 +334,11 @@ def test_idempotency_keys_unique_across_trades_and_legs(tm, clock, market):
     assert len(keys) == 5 + 5 * 2  # entry, tp1 at 103, then the stop for the rest at 90
 
 
-def test_intrabatch_pullback_fires_trailing_stop(tm, clock, market):
-    """Inside one batch the price rises then falls back by the trail distance: the touch must be seen."""
+def test_pullback_inside_one_chunk_fires_trailing_stop(tm, clock, market):
+    """In one chunk of ticks the price rises then falls back by the trail distance: the touch must be seen."""
     trade = tm.submit(req(rules=[TrailingStop(distance=1.0)]))
     fill_entry(tm, clock, trade, price=100.0)
-    batch = SymbolBatch("AAA")
-    for bid in (101.0, 104.0, 102.0, 103.5):  # 104 -> 102 is a 2.0 (= 1 ATR) pull-back
-        batch.add(market.tick("AAA", bid))
-    tm.evaluate(batch)
+    handler = TickHandler(tm)
+    handler.process([market.tick("AAA", bid) for bid in (101.0, 104.0, 102.0, 103.5)])  # 104 -> 102 = 1 ATR
     [ex] = tm.outbox
-    assert ex.leg == "stop" and ex.trigger.rule == "trailing_stop"
+    assert ex.leg == "stop" and ex.trigger.rule == "trailing_stop" and ex.trigger.price == 102.0

@@ -6,8 +6,10 @@ times are integer nanoseconds since the epoch (UTC) so that ordering and arithme
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
+from typing import Any
 
 
 class Side(StrEnum):
@@ -116,6 +118,16 @@ class TriggerInfo:
     tick_seq: int
     tick_ts_ns: int
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (NaN, i.e. "no such price", becomes None): the one serialisation of a trigger."""
+        return {"rule": self.rule, "level": _json_float(self.level), "price": _json_float(self.price),
+                "tick_seq": self.tick_seq, "tick_ts_ns": self.tick_ts_ns}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TriggerInfo:
+        return cls(data["rule"], _nan_if_none(data["level"]), _nan_if_none(data["price"]), data["tick_seq"],
+                   data["tick_ts_ns"])
+
 
 @dataclass(slots=True, frozen=True)
 class OrderIntent:
@@ -139,6 +151,27 @@ class OrderIntent:
     def is_exit(self) -> bool:
         return self.leg != "entry"
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as the journal stores it: the one serialisation of an intent (``from_dict``
+        reads it back after a restart, so the two live side by side)."""
+        return {
+            "key": self.key, "trade_id": self.trade_id, "leg": self.leg, "user": self.user,
+            "account": self.account, "symbol": self.symbol, "action": self.action.value, "qty": self.qty,
+            "order_type": self.order_type.value, "limit_price": self.limit_price, "priority": int(self.priority),
+            "created_ns": self.created_ns, "trigger": None if self.trigger is None else self.trigger.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OrderIntent:
+        trigger = data.get("trigger")
+        return cls(
+            key=data["key"], trade_id=data["trade_id"], leg=data["leg"], user=data["user"],
+            account=data["account"], symbol=data["symbol"], action=Action(data["action"]), qty=data["qty"],
+            order_type=OrderType(data["order_type"]), limit_price=data["limit_price"],
+            priority=PriorityClass(data["priority"]), created_ns=data["created_ns"],
+            trigger=None if trigger is None else TriggerInfo.from_dict(trigger),
+        )
+
 
 @dataclass(slots=True, frozen=True)
 class Bar:
@@ -150,3 +183,11 @@ class Bar:
     low: float
     close: float
     volume: float = 0.0
+
+
+def _json_float(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _nan_if_none(x: float | None) -> float:
+    return math.nan if x is None else x

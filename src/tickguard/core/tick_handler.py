@@ -1,8 +1,17 @@
-"""Tick intake: validation, per-symbol conflation into batch slots, and the order symbols are evaluated in.
+"""Tick intake: validation, and which ticks are evaluated against the trades, most at-risk symbol first.
 
-A slot keeps, per price source, the last price and the high and low since the previous evaluation (plus
-the largest pull-back from a running high and bounce from a running low, which is what a trailing stop
-needs to see a touch *inside* the batch).  Memory is one slot per symbol, however many ticks arrive.
+Two modes, identical in what they decide:
+
+* ``batch``: a chunk of ticks (whatever arrived since the last call) is split into windows of at most
+  ``window_ns`` of arrival time.  In a window, a tick whose prices stay strictly inside its symbol's guard
+  (see ``guards``) cannot cross a level, set a new best or touch a trail group, so it only becomes the
+  symbol's last quote.  A tick at or beyond a guard *flags* its symbol; flagged symbols are then evaluated
+  in order of their distance to stop, each symbol's ticks in arrival order from its first crossing tick
+  on (a later tick is evaluated if it still crosses the guard as it is then), and each symbol's exits are
+  handed on (``after_symbol``) before the next symbol is looked at.  Nothing is conflated: every tick
+  that may matter is evaluated on its own, so results equal per-tick evaluation while most ticks of a storm
+  cost a few comparisons.
+* ``per_tick``: every valid tick goes through the trade manager - the classic engine, kept as baseline.
 """
 
 from __future__ import annotations
@@ -13,123 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tickguard.core.model import Tick, TriggerSource
+from tickguard.core.guards import Guard
+from tickguard.core.model import Tick
 from tickguard.core.trail_groups import Marks
 
-_SOURCES = (TriggerSource.BID, TriggerSource.ASK, TriggerSource.LAST, TriggerSource.MID)
-
-
-class _Track:
-    """Running extremes of one price series within a batch."""
-
-    __slots__ = (
-        "dd",
-        "dd_seq",
-        "du",
-        "du_seq",
-        "high",
-        "high_seq",
-        "high_ts",
-        "last",
-        "last_seq",
-        "last_ts",
-        "low",
-        "low_seq",
-        "low_ts",
-        "run_high",
-        "run_low",
-    )
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.last = math.nan
-        self.high = -math.inf
-        self.low = math.inf
-        self.run_high = -math.inf
-        self.run_low = math.inf
-        self.dd = 0.0
-        self.du = 0.0
-        self.high_seq = self.low_seq = self.last_seq = self.dd_seq = self.du_seq = -1
-        self.high_ts = self.low_ts = self.last_ts = 0
-
-    def update(self, price: float, seq: int, ts: int) -> None:
-        if price != price:  # NaN: this source is absent from the tick (e.g. no trade print)
-            return
-        self.last = price
-        self.last_seq = seq
-        self.last_ts = ts
-        if price > self.high:
-            self.high, self.high_seq, self.high_ts = price, seq, ts
-        if price < self.low:
-            self.low, self.low_seq, self.low_ts = price, seq, ts
-        if price > self.run_high:
-            self.run_high = price
-        elif self.run_high - price > self.dd:
-            self.dd, self.dd_seq = self.run_high - price, seq
-        if price < self.run_low:
-            self.run_low = price
-        elif price - self.run_low > self.du:
-            self.du, self.du_seq = price - self.run_low, seq
-
-
-@dataclass(slots=True, frozen=True)
-class SignedView:
-    """A batch of one price source seen in signed space (x = sign * price; see exit_rules)."""
-
-    low_x: float
-    high_x: float
-    last_x: float
-    pullback_x: float  # largest fall from a running high within the batch
-    low_seq: int
-    low_ts: int
-    high_seq: int
-    high_ts: int
-    pullback_seq: int
-    last_seq: int
-    last_ts: int
-
-
-class SymbolBatch:
-    """Everything that arrived for one symbol since its last evaluation, conflated."""
-
-    __slots__ = ("count", "last_tick", "symbol", "tracks")
-
-    def __init__(self, symbol: str) -> None:
-        self.symbol = symbol
-        self.tracks = {s: _Track() for s in _SOURCES}
-        self.count = 0
-        self.last_tick: Tick | None = None
-
-    def add(self, tick: Tick) -> None:
-        seq, ts = tick.seq, tick.ts_ns
-        tracks = self.tracks
-        tracks[TriggerSource.BID].update(tick.bid, seq, ts)
-        tracks[TriggerSource.ASK].update(tick.ask, seq, ts)
-        tracks[TriggerSource.LAST].update(tick.last, seq, ts)
-        tracks[TriggerSource.MID].update((tick.bid + tick.ask) * 0.5, seq, ts)
-        self.count += 1
-        self.last_tick = tick
-
-    def reset(self) -> None:
-        for track in self.tracks.values():
-            track.reset()
-        self.count = 0
-
-    def view(self, source: TriggerSource, sign: int) -> SignedView | None:
-        t = self.tracks[source]
-        if t.last_seq < 0:
-            return None
-        if sign > 0:
-            return SignedView(
-                t.low, t.high, t.last, t.dd, t.low_seq, t.low_ts, t.high_seq, t.high_ts, t.dd_seq,
-                t.last_seq, t.last_ts,
-            )
-        return SignedView(
-            -t.high, -t.low, -t.last, t.du, t.high_seq, t.high_ts, t.low_seq, t.low_ts, t.du_seq,
-            t.last_seq, t.last_ts,
-        )
+_INF = math.inf
 
 
 @dataclass(slots=True)
@@ -167,11 +64,13 @@ def tick_problem(tick: Tick, last_ts: int | None) -> str | None:
 class Evaluator(Protocol):
     """What the tick handler needs from the trade manager."""
 
-    guards: dict[str, tuple[float, ...]]
+    def guard(self, symbol: str) -> Guard: ...
 
-    def guard(self, symbol: str) -> tuple[float, ...]: ...
+    def marks_for(self, symbol: str) -> Marks: ...
 
-    def evaluate(self, batch: SymbolBatch) -> None: ...
+    def watch_guards(self, listener: Callable[[str], None]) -> None: ...
+
+    def evaluate(self, tick: Tick) -> None: ...
 
     def symbol_risk_at(self, symbol: str, tick: Tick) -> float: ...
 
@@ -190,50 +89,53 @@ class BatchStats:
     last_backlog: int = 0  # ticks of the chunk left for later windows when a batch started
 
 
-class SymState:
-    """Everything the handler keeps per symbol: the symbol's guards (copied from the trade manager and
-    invalidated in place when its levels change), the last timestamp and quote, and the ticks of a window
-    that still wait for evaluation.  One dict lookup per tick."""
+class SymbolState:
+    """Everything the handler keeps per symbol, reached with one dict lookup per tick: the symbol's guard
+    (copied from the trade manager, dropped in place when its levels change), the trail-group marks it
+    advances, the last timestamp and quote, and the ticks of a window still waiting for evaluation."""
 
-    __slots__ = ("ah", "al", "bh", "bl", "fresh", "g", "last_tick", "last_ts", "m", "other", "pending", "symbol")
+    __slots__ = ("ask_high", "ask_low", "bid_high", "bid_low", "fresh", "guard", "last_tick", "last_ts", "marks",
+                 "pending", "symbol", "watches_other")
 
     def __init__(self, symbol: str, marks: Marks) -> None:
         self.symbol = symbol
-        self.m = marks  # the trail-group marks, advanced here on every tick
+        self.marks = marks
         self.last_ts = 0
         self.last_tick: Tick | None = None
         self.pending: list[Tick] | None = None
-        self.stale()
+        self.drop_guard()
 
-    def stale(self) -> None:
-        """Make every tick cross until the guards are fetched again."""
-        self.bl = self.al = math.inf
-        self.bh = self.ah = -math.inf
-        self.other = False
+    def drop_guard(self) -> None:
+        """Make every tick cross until the guard is fetched again."""
+        self.bid_low = self.ask_low = _INF
+        self.bid_high = self.ask_high = -_INF
+        self.watches_other = False
         self.fresh = False
-        self.g: tuple[float, ...] = ()
+        self.guard = Guard()
 
-    def load(self, g: tuple[float, ...]) -> None:
-        self.bl, self.bh, self.al, self.ah = g[0], g[1], g[2], g[3]
-        self.other = bool(g[8])
-        self.g = g
+    def load(self, guard: Guard) -> None:
+        self.bid_low, self.bid_high, self.ask_low, self.ask_high = (guard.bid_low, guard.bid_high, guard.ask_low,
+                                                                    guard.ask_high)
+        self.watches_other = guard.watches_last_or_mid
+        self.guard = guard
         self.fresh = True
+
+    def crosses(self, tick: Tick) -> bool:
+        """Advance the trail marks with the tick, then: is it at or beyond the guard on any source?
+
+        The batch loop (``TickHandler._scan``) runs an inlined copy of this test - one call per tick is a
+        fifth of the hot path's cost - so a change here must be made there too."""
+        bid, ask, marks = tick.bid, tick.ask, self.marks
+        if bid > marks.bmark:
+            marks.bmark = bid
+        if ask < marks.amark:
+            marks.amark = ask
+        return (bid <= self.bid_low or bid >= self.bid_high or ask <= self.ask_low or ask >= self.ask_high
+                or bid <= marks.bmark - marks.bd or ask >= marks.amark + marks.ad
+                or (self.watches_other and self.guard.last_or_mid_crosses(tick)))
 
 
 class TickHandler:
-    """Validates ticks and decides which ones need evaluating, most at-risk symbol first.
-
-    ``batch`` mode: a chunk of ticks (whatever arrived since the last call) is split into windows of at most
-    ``window_ns`` of arrival time.  In a window, a tick whose prices stay strictly inside its symbol's guards
-    (see ``TradeManager.guard``) cannot cross a level or set a new best, so it only becomes the symbol's
-    last quote.  A tick that crosses a guard is evaluated exactly as in per-tick mode - before any later
-    tick of its symbol - and symbols with such ticks are evaluated in order of their distance to stop, each
-    symbol's exits handed on (``after_symbol``) before the next symbol is looked at.  Results are
-    therefore identical to per-tick evaluation while most ticks of a storm cost a few comparisons.
-
-    ``per_tick`` mode evaluates every tick through the trigger book: the classic engine, kept as baseline.
-    """
-
     def __init__(
         self,
         evaluator: Evaluator | None = None,
@@ -249,31 +151,29 @@ class TickHandler:
         self.window_ns = window_ns
         self.after_symbol = after_symbol
         self.on_batch = on_batch
-        self._states: dict[str, SymState] = {}
-        self._one: dict[str, SymbolBatch] = {}
+        self._states: dict[str, SymbolState] = {}
         self.counters = TickCounters()
         self.stats = BatchStats()
-        if evaluator is not None and hasattr(evaluator, "guard_listener"):
-            evaluator.guard_listener = self._invalidate
+        if evaluator is not None:
+            evaluator.watch_guards(self._drop_guard)
 
-    def _invalidate(self, symbol: str) -> None:
-        st = self._states.get(symbol)
-        if st is not None and st.fresh:
-            st.stale()
+    def _drop_guard(self, symbol: str) -> None:
+        state = self._states.get(symbol)
+        if state is not None and state.fresh:
+            state.drop_guard()
 
-    def _state(self, symbol: str) -> SymState:
-        st = self._states.get(symbol)
-        if st is None:
-            ev = self.evaluator
-            marks = ev.marks_for(symbol) if ev is not None and hasattr(ev, "marks_for") else Marks()
-            st = self._states[symbol] = SymState(symbol, marks)
-        return st
+    def _state(self, symbol: str) -> SymbolState:
+        state = self._states.get(symbol)
+        if state is None:
+            marks = self.evaluator.marks_for(symbol) if self.evaluator is not None else Marks()
+            state = self._states[symbol] = SymbolState(symbol, marks)
+        return state
 
     # ----------------------------------------------------------------------------------------- quotes
 
     def quote(self, symbol: str) -> Tick | None:
-        st = self._states.get(symbol)
-        return None if st is None else st.last_tick
+        state = self._states.get(symbol)
+        return None if state is None else state.last_tick
 
     @property
     def last_quote(self) -> dict[str, Tick]:
@@ -287,127 +187,133 @@ class TickHandler:
     # ---------------------------------------------------------------------------------------- intake
 
     def process(self, ticks: list[Tick]) -> None:
-        """Handle a chunk of ticks in arrival order."""
+        """Handle a chunk of ticks in arrival order, one arrival-time window at a time."""
         n = len(ticks)
-        if n == 0:
-            return
         start = 0
-        window = self.window_ns
         while start < n:
-            end = n
-            if ticks[-1].recv_ns - ticks[start].recv_ns > window:
-                limit = ticks[start].recv_ns + window
-                end = start + 1
-                while end < n and ticks[end].recv_ns <= limit:
-                    end += 1
+            end = _window_end(ticks, start, self.window_ns)
             self.stats.last_backlog = n - end
-            self._window(ticks[start:end] if (start or end < n) else ticks)
+            self._window(ticks if (start == 0 and end == n) else ticks[start:end])
             start = end
 
     def _window(self, ticks: list[Tick]) -> None:
         t0 = time.perf_counter_ns()
-        ev = self.evaluator
+        if self.mode == "per_tick" or self.evaluator is None:
+            accepted, evaluated = self._per_tick(ticks)
+        else:
+            flagged: list[SymbolState] = []
+            accepted = self._scan(ticks, flagged)
+            evaluated = self._evaluate_flagged(flagged) if flagged else 0
+        self._count(accepted, evaluated, time.perf_counter_ns() - t0)
+
+    def _accept(self, state: SymbolState, tick: Tick) -> bool:
+        """Validate a tick against its symbol; an invalid one is counted under the name of its problem."""
+        problem = tick_problem(tick, state.last_ts)
+        if problem is not None:
+            self.counters.drop(problem)
+            return False
+        state.last_ts = tick.ts_ns
+        return True
+
+    def _scan(self, ticks: list[Tick], flagged: list[SymbolState]) -> int:
+        """The hot loop of batch mode: validate each tick, flag its symbol if it may cross, else keep it as
+        the symbol's last quote.  Returns the number of valid ticks."""
         states = self._states
-        inf = math.inf
         accepted = 0
-        evaluated = 0
-        per_tick = self.mode == "per_tick" or ev is None
-        flagged: list[SymState] = []
         for tick in ticks:
-            st = states.get(tick.symbol)
-            if st is None:
-                st = self._state(tick.symbol)
-            b, a, ts, last = tick.bid, tick.ask, tick.ts_ns, tick.last
-            if not (0.0 < b <= a < inf) or ts < st.last_ts or (last == last and not 0.0 < last < inf) \
-                    or not tick.size >= 0:
-                self.counters.drop(tick_problem(tick, st.last_ts) or "invalid")
+            state = states.get(tick.symbol) or self._state(tick.symbol)
+            bid, ask, last = tick.bid, tick.ask, tick.last
+            # a valid tick: 0 < bid <= ask, finite; last absent (NaN) or positive; size >= 0; time forwards
+            if (not (0.0 < bid <= ask < _INF) or tick.ts_ns < state.last_ts or (last == last and not 0.0 < last < _INF)
+                    or not tick.size >= 0):
+                self.counters.drop(tick_problem(tick, state.last_ts) or "invalid")
                 continue
-            st.last_ts = ts
+            state.last_ts = tick.ts_ns
             accepted += 1
-            if per_tick:
-                st.last_tick = tick
-                if ev is not None:
-                    self._evaluate_one(ev, tick)
-                    evaluated += 1
-                    if self.after_symbol is not None:
-                        self.after_symbol()
+            if state.pending is not None:  # flagged earlier in this window: evaluated later, in arrival order
+                state.pending.append(tick)
                 continue
-            if st.pending is not None:
-                st.pending.append(tick)
-                continue
-            m = st.m
-            if b > m.bmark:
-                m.bmark = b
-            if a < m.amark:
-                m.amark = a
-            if b <= st.bl or b >= st.bh or a <= st.al or a >= st.ah or b <= m.bmark - m.bd \
-                    or a >= m.amark + m.ad or (st.other and _other_crosses(tick, st.g)):
-                if not st.fresh:
-                    st.load(ev.guard(st.symbol))  # type: ignore[union-attr]
-                    if not _crosses(tick, st):
-                        st.last_tick = tick
-                        continue
-                st.pending = [tick]
-                flagged.append(st)
+            marks = state.marks  # inlined SymbolState.crosses (keep the two identical)
+            if bid > marks.bmark:
+                marks.bmark = bid
+            if ask < marks.amark:
+                marks.amark = ask
+            if ((bid <= state.bid_low or bid >= state.bid_high or ask <= state.ask_low or ask >= state.ask_high
+                    or bid <= marks.bmark - marks.bd or ask >= marks.amark + marks.ad
+                    or (state.watches_other and state.guard.last_or_mid_crosses(tick)))
+                    and (state.fresh or self._crosses_refreshed(state, tick))):
+                state.pending = [tick]
+                flagged.append(state)
             else:
-                st.last_tick = tick
-        if flagged:
-            assert ev is not None
-            if len(flagged) > 1:
-                flagged.sort(key=lambda x: ev.symbol_risk_at(x.symbol, x.pending[0]))  # type: ignore[index]
-            for st in flagged:
-                pending, st.pending = st.pending, None
-                assert pending is not None
-                check = False
-                for tick in pending:
-                    if check:
-                        if not st.fresh:
-                            st.load(ev.guard(st.symbol))
-                        if not _crosses(tick, st):
-                            st.last_tick = tick
-                            continue
-                    self._evaluate_one(ev, tick)
+                state.last_tick = tick
+        return accepted
+
+    def _crosses_refreshed(self, state: SymbolState, tick: Tick) -> bool:
+        """The guard was stale: fetch it, and test the tick again."""
+        assert self.evaluator is not None
+        state.load(self.evaluator.guard(state.symbol))
+        return state.crosses(tick)
+
+    def _still_crosses(self, state: SymbolState, tick: Tick) -> bool:
+        return state.crosses(tick) if state.fresh else self._crosses_refreshed(state, tick)
+
+    def _evaluate_flagged(self, flagged: list[SymbolState]) -> int:
+        """Evaluate the flagged symbols, nearest to its stop first; returns how many ticks were evaluated."""
+        evaluator = self.evaluator
+        assert evaluator is not None
+        if len(flagged) > 1:
+            flagged.sort(key=lambda s: evaluator.symbol_risk_at(s.symbol, s.pending[0]))  # type: ignore[index]
+        evaluated = 0
+        for state in flagged:
+            pending, state.pending = state.pending or [], None
+            for i, tick in enumerate(pending):
+                state.last_tick = tick
+                # the first tick crossed; a later one only matters if it crosses the guard as it is now
+                if i == 0 or self._still_crosses(state, tick):
+                    evaluator.evaluate(tick)
                     evaluated += 1
-                    check = True
-                    st.last_tick = tick
+            if self.after_symbol is not None:
+                self.after_symbol()
+        return evaluated
+
+    def _per_tick(self, ticks: list[Tick]) -> tuple[int, int]:
+        """Baseline mode: every valid tick is evaluated, and its exits handed on, one by one."""
+        evaluator = self.evaluator
+        accepted = evaluated = 0
+        for tick in ticks:
+            state = self._states.get(tick.symbol) or self._state(tick.symbol)
+            if not self._accept(state, tick):
+                continue
+            accepted += 1
+            state.last_tick = tick
+            if evaluator is not None:
+                evaluator.evaluate(tick)
+                evaluated += 1
                 if self.after_symbol is not None:
                     self.after_symbol()
+        return accepted, evaluated
+
+    def _count(self, accepted: int, evaluated: int, elapsed_ns: int) -> None:
         self.counters.accepted += accepted
-        st_ = self.stats
-        st_.batches += 1
-        st_.ticks += accepted
-        st_.evaluated += evaluated
-        st_.last_size = accepted
-        if accepted > st_.max_size:
-            st_.max_size = accepted
-        st_.last_eval_ns = time.perf_counter_ns() - t0
-        st_.total_eval_ns += st_.last_eval_ns
+        stats = self.stats
+        stats.batches += 1
+        stats.ticks += accepted
+        stats.evaluated += evaluated
+        stats.last_size = accepted
+        stats.max_size = max(stats.max_size, accepted)
+        stats.last_eval_ns = elapsed_ns
+        stats.total_eval_ns += elapsed_ns
         if self.on_batch is not None:
-            self.on_batch(st_)
-
-    def _evaluate_one(self, ev: Evaluator, tick: Tick) -> None:
-        batch = self._one.get(tick.symbol)
-        if batch is None:
-            batch = self._one[tick.symbol] = SymbolBatch(tick.symbol)
-        else:
-            batch.reset()
-        batch.add(tick)
-        ev.evaluate(batch)
+            self.on_batch(stats)
 
 
-def _crosses(tick: Tick, st: SymState) -> bool:
-    """Advance the trail marks with the tick, then: does it cross any guard of its symbol?"""
-    b, a = tick.bid, tick.ask
-    m = st.m
-    if b > m.bmark:
-        m.bmark = b
-    if a < m.amark:
-        m.amark = a
-    return (b <= st.bl or b >= st.bh or a <= st.al or a >= st.ah or b <= m.bmark - m.bd or a >= m.amark + m.ad
-            or bool(st.other and _other_crosses(tick, st.g)))
-
-
-def _other_crosses(tick: Tick, g: tuple[float, ...]) -> bool:
-    last = tick.last
-    mid = (tick.bid + tick.ask) * 0.5
-    return (last == last and (last <= g[4] or last >= g[5])) or mid <= g[6] or mid >= g[7]
+def _window_end(ticks: list[Tick], start: int, window_ns: int) -> int:
+    """End (exclusive) of the window that starts at ``start``: ticks received within ``window_ns`` of it."""
+    n = len(ticks)
+    if ticks[-1].recv_ns - ticks[start].recv_ns <= window_ns:
+        return n
+    limit = ticks[start].recv_ns + window_ns
+    end = start + 1
+    while end < n and ticks[end].recv_ns <= limit:
+        end += 1
+    return end

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -123,7 +122,6 @@ class Trade:
     time_deadline_ns: int | None = None
     closing: bool = False
     grouped: bool = False  # its trailing stop is in a trail group (level = mark - distance)
-    group_level: Callable[[], float | None] | None = None  # the group's current level for this trade
     close_reason: str = ""
     reason: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -149,21 +147,15 @@ class Trade:
             total += self.time_leg.inflight
         return total
 
-    @property
-    def stop_price(self) -> float | None:
-        """The effective protective stop in price terms (None: no stop armed)."""
-        if self.stop is None:
-            return None
-        levels = [x for x in (self.stop.level_x,) if x is not None]
-        if self.grouped and self.group_level is not None:
-            group = self.group_level()
-            if group is not None:
-                levels.append(group)
-        return self.sign * max(levels) if levels else None
-
     def legs(self) -> list[Leg]:
         legs = [leg for leg in (self.stop, self.time_leg) if leg is not None]
         return legs + self.targets
+
+    def leg(self, name: str) -> Leg:
+        for leg in self.legs():
+            if leg.name == name:
+                return leg
+        raise KeyError(f"trade {self.id} has no leg {name!r}")
 
     def unrealized(self, mark: float) -> float:
         if self.entry_filled <= QTY_EPS or not math.isfinite(mark):

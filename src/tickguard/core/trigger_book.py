@@ -76,7 +76,7 @@ class TriggerBook:
         books = self._by_symbol.get(symbol)
         if not books:
             return []
-        return list({(k[0], k[1]) for k, b in books.items() if b})
+        return list(dict.fromkeys((k[0], k[1]) for k, b in books.items() if b))  # in a stable order
 
     def pop_crossed(
         self, symbol: str, source: TriggerSource, sign: int, low_x: float, high_x: float

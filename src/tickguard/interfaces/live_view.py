@@ -40,8 +40,7 @@ def trades_table(engine: Engine, limit: int = 40) -> Table:
             f"[{_STATE_STYLE[trade.state.value]}]{trade.state.value}[/]",
             f"{trade.entry_avg:.2f}" if trade.entry_filled else "-",
             f"{tick.bid:.2f}/{tick.ask:.2f}" if tick else "-",
-            f"{trade.stop_price:.2f}" if trade.stop_price is not None and not trade.closing
-            and not trade.state.is_final else "-",
+            f"{stop:.2f}" if (stop := tm.stop_price(trade)) is not None else "-",
             targets or "-",
             f"[{'red' if dist < 0.3 else 'yellow' if dist < 1 else 'green'}]{dist:.2f}[/]"
             if math.isfinite(dist) else "-",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tickguard.core.model import Tick
+from tickguard.core.trades import Trade
 from tickguard.runtime.engine import Engine
 
 
@@ -38,6 +39,12 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _stop_level(engine: Engine, trade: Trade) -> float | None:
+    """The trade's effective stop in price terms (its last one, for a trade that is over)."""
+    stop = engine.trades.stops.effective(trade)
+    return None if stop is None else trade.sign * stop.level_x
+
+
 def build(engine: Engine, meta: dict[str, Any], recorder: TickRecorder | None) -> dict[str, Any]:
     trades = []
     exits = []
@@ -48,7 +55,7 @@ def build(engine: Engine, meta: dict[str, Any], recorder: TickRecorder | None) -
             "side": req.side.value, "qty": req.qty, "state": trade.state.value,
             "entry_filled": trade.entry_filled, "entry_avg": trade.entry_avg, "entry_ts_ns": trade.entry_ts_ns,
             "exited": trade.exited, "realized": trade.realized, "commissions": trade.commissions,
-            "close_reason": trade.close_reason, "reason": trade.reason, "stop": trade.stop_price,
+            "close_reason": trade.close_reason, "reason": trade.reason, "stop": _stop_level(engine, trade),
             "rules": [r.model_dump(mode="json") for r in req.rules],
             "legs": [{"name": leg.name, "fired": leg.fired, "filled": leg.filled,
                       "level": None if leg.level_x is None else trade.sign * leg.level_x}

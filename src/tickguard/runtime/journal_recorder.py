@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from tickguard.core.trade_manager import TradeManager
-from tickguard.core.trades import Trade
+from tickguard.core.trades import Leg, Trade
 from tickguard.runtime.order_executor import OrderRecord
 from tickguard.store.journal import Journal
 
@@ -22,27 +22,8 @@ def intent_row(record: OrderRecord, now: int) -> dict[str, Any]:
         "symbol": i.symbol, "action": i.action.value, "qty": i.qty, "status": record.status,
         "attempts": record.attempts, "broker_order_id": record.order_id, "filled": record.filled,
         "avg_price": record.avg_price, "commission": record.commission, "reason": record.reason,
-        "intent": intent_dict(record), "created_ns": i.created_ns, "updated_ns": now,
+        "intent": i.to_dict(), "created_ns": i.created_ns, "updated_ns": now,
     }
-
-
-def intent_dict(record: OrderRecord) -> dict[str, Any]:
-    i = record.intent
-    trig = i.trigger
-    return {
-        "key": i.key, "trade_id": i.trade_id, "leg": i.leg, "user": i.user, "account": i.account,
-        "symbol": i.symbol, "action": i.action.value, "qty": i.qty, "order_type": i.order_type.value,
-        "limit_price": i.limit_price, "priority": int(i.priority), "created_ns": i.created_ns,
-        "trigger": None if trig is None else {"rule": trig.rule, "level": _f(trig.level), "price": _f(trig.price),
-                                              "tick_seq": trig.tick_seq, "tick_ts_ns": trig.tick_ts_ns},
-    }
-
-
-def _leg_level(snap: dict[str, Any], name: str) -> float | None:
-    if name == "stop" and snap.get("trail_x") is not None:
-        parts = [x for x in (snap.get("stop_base_x"), snap.get("trail_x"), snap.get("be_x")) if x is not None]
-        return max(parts)
-    return snap["legs"][name]["level_x"]
 
 
 def _f(x: float) -> float | None:
@@ -75,18 +56,24 @@ class JournalRecorder:
     def _snapshot(self, trade: Trade, now: int) -> None:
         snap = self.trades.snapshot(trade)
         self.journal.update_trade(trade.id, state=trade.state.value, snapshot=snap, updated_ns=now)
-        self.journal.put_legs(trade.id, [
-            {"name": leg.name, "kind": "take_profit" if leg.rule is not None else leg.name,
-             "fraction": leg.fraction, "level": _f(trade.sign * x) if (x := _leg_level(snap, leg.name)) is not None
-             else None, "armed": snap["legs"][leg.name]["armed"], "fired": leg.fired, "filled": leg.filled,
-             "inflight": leg.inflight, "updated_ns": now}
-            for leg in trade.legs()
-        ])
+        self.journal.put_legs(trade.id, [self._leg_row(trade, leg, snap, now) for leg in trade.legs()])
         self._last_snapshot[trade.id] = now
+
+    def _leg_row(self, trade: Trade, leg: Leg, snap: dict[str, Any], now: int) -> dict[str, Any]:
+        """A leg as the ``legs`` table shows it; the stop leg's level is the trade's effective stop."""
+        if leg is trade.stop:
+            stop = self.trades.stops.effective(trade)
+            level_x = None if stop is None else stop.level_x
+        else:
+            level_x = leg.level_x
+        return {"name": leg.name, "kind": "take_profit" if leg.rule is not None else leg.name,
+                "fraction": leg.fraction, "level": None if level_x is None else _f(trade.sign * level_x),
+                "armed": snap["legs"][leg.name]["armed"], "fired": leg.fired, "filled": leg.filled,
+                "inflight": leg.inflight, "updated_ns": now}
 
     def flush_moved(self, now: int) -> None:
         """Snapshot trades whose stop moved, unless one was written within the interval."""
-        moved = self.trades.moved
+        moved = self.trades.stops.moved
         if not moved:
             return
         keep = set()
@@ -95,7 +82,7 @@ class JournalRecorder:
                 self._snapshot(self.trades.trades[tid], now)
             else:
                 keep.add(tid)
-        self.trades.moved = keep
+        self.trades.stops.moved = keep
 
     def on_order_event(self, record: OrderRecord, kind: str, entry: dict[str, Any]) -> None:
         j = self.journal

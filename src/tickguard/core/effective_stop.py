@@ -1,0 +1,44 @@
+"""The effective protective stop of a trade: the one place it is computed.
+
+A trade's stop has up to three components in signed price space (see ``exit_rules``): the stop-loss level
+(ratcheted unless the rule allows loosening), the trailing level and the break-even level.  The effective
+stop is the tightest of them - the highest in signed space.  The tick path (which level goes into the
+trigger book), the priority sort (distance to stop), the live view, reports and the journal snapshot all
+ask this module, so they can never disagree about where a trade is protected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STOP_LOSS = "stop_loss"
+TRAILING_STOP = "trailing_stop"
+BREAK_EVEN = "break_even"
+
+
+@dataclass(slots=True, frozen=True)
+class EffectiveStop:
+    """Where the trade is protected now (signed space) and which rule put the stop there."""
+
+    level_x: float
+    rule: str
+
+
+def effective_stop(base_x: float | None, trail_x: float | None, be_x: float | None) -> EffectiveStop | None:
+    """The tightest component, or None when no component is armed.
+
+    On a tie the rule reported is the one that moved the stop last in a trade's life: break-even over
+    trailing over the initial stop-loss - what a trader reading the exit reason expects.
+    """
+    level: float | None = None
+    rule = STOP_LOSS
+    for x, name in ((base_x, STOP_LOSS), (trail_x, TRAILING_STOP), (be_x, BREAK_EVEN)):
+        if x is not None and (level is None or x >= level):
+            level, rule = x, name
+    return None if level is None else EffectiveStop(level, rule)
+
+
+def stop_distance(price_x: float, stop_x: float, atr: float) -> float:
+    """Distance to stop in ATR: (signed price - stop) / ATR.  Small means about to be stopped out; negative
+    means through it.  The batch priority and the live view's column are both this number."""
+    return (price_x - stop_x) / atr
