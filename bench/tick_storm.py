@@ -163,7 +163,7 @@ class Harness:
         self.vol = {s: VolSnapshot(s, 1.0, 1.0, T0) for s in first}
         self.tm = TradeManager(lambda: 0, self.vol.get, lambda s: None)
         self.handler = TickHandler(self.tm, mode=mode, window_ns=window_ns, after_symbol=self._take)
-        self.tm._quote = self.handler.quote  # type: ignore[attr-defined]
+        self.tm.read_quotes_from(self.handler.quote)
         self.handler.seed_quotes(first)
         self.by_trade: dict[str, int] = {}
         self.skipped = 0

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tickguard.adapters.sim.market import NY
 from tickguard.core.model import Tick
@@ -33,7 +33,11 @@ from .wire import (
 )
 
 if TYPE_CHECKING:
-    from .server import FakeGateway
+    from tickguard.adapters.sim.venue import SimVenue
+
+    from .clock import HistoryPacer, PacingLimits, WallClock
+    from .history import HistoryBook
+    from .orders import OrderBook
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +49,40 @@ HMDS_PACING = "Historical Market Data Service error message:Pacing violation"
 _PRICE_TICKS = {1: (1, 2, 4), 2: (1, 2, 4), 3: (66, 67, 68), 4: (66, 67, 68)}
 
 
+class GatewayPort(Protocol):
+    """What a session needs from the gateway that accepted it (:class:`~.server.FakeGateway` is one).
+
+    Why a protocol: the gateway creates sessions, so a session naming the gateway's class would make
+    the two modules import each other; the session depends on this description instead.
+    """
+
+    venue: SimVenue
+    book: OrderBook
+    history: HistoryBook
+    history_pacer: HistoryPacer
+    pacing: PacingLimits
+    wall: WallClock
+    accounts: list[str]
+    errors: list[BaseException]
+    unsupported: list[str]
+    pacing_drops: int
+    stalled: bool
+    hmds_down: bool
+
+    def register_client(self, session: ClientSession, client_id: int) -> bool: ...
+
+    def unregister(self, session: ClientSession) -> None: ...
+
+    def muted_symbols(self) -> set[str]: ...
+
+    def notify(self) -> None: ...
+
+
 class ClientSession:
     """Serves one socket until it closes; sends are queued while the gateway is stalled."""
 
     def __init__(
-        self, gateway: FakeGateway, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn_id: int
+        self, gateway: GatewayPort, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn_id: int
     ) -> None:
         self.gateway = gateway
         self.reader = reader

@@ -51,7 +51,7 @@ def build(mode: str, trades: list[tuple[str, int, int]]):
 
     handler = TickHandler(tm, mode=mode, after_symbol=take)
     handler.seed_quotes(quotes)
-    tm._quote = handler.quote  # type: ignore[attr-defined]
+    tm.read_quotes_from(handler.quote)
     return handler, sent
 
 

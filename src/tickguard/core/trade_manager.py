@@ -53,7 +53,7 @@ class TradeManager:
         self._exit_type = exit_order_type
         self._exit_offset = exit_limit_offset
         self._retry_ns = retry_backoff_ns
-        self._on_event = on_event
+        self.on_event = on_event  # the journal recorder listens here
         self.book = TriggerBook()
         self.stops = StopTracker(self.book, volatility, self._trade_of_level, self._changed)
         self.guards = GuardCache(self.book, self.stops.following_ends)
@@ -67,6 +67,10 @@ class TradeManager:
         self.outbox: list[OrderIntent] = []
         self.cancels: list[str] = []
         self._refs: set[tuple[str, str]] = set()
+
+    def read_quotes_from(self, quote: Callable[[str], Tick | None]) -> None:
+        """Where the last quote of a symbol comes from (the tick handler, once it exists)."""
+        self._quote = quote
 
     def _changed(self, symbol: str) -> None:
         self.guards.invalidate(symbol)
@@ -461,8 +465,8 @@ class TradeManager:
     def _emit(self, trade: Trade, kind: str, data: dict[str, Any]) -> None:
         record = {"ts_ns": self._clock(), "event": kind, **data}
         trade.history.append(record)
-        if self._on_event is not None:
-            self._on_event(trade, kind, record)
+        if self.on_event is not None:
+            self.on_event(trade, kind, record)
 
 
 def _crossing(trade: Trade, leg: Leg, rule: str, tick: Tick, price: float) -> TriggerInfo:
