@@ -43,7 +43,7 @@ from tickguard.store.journal import Journal
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 BACKENDS = ("sqlite-normal", "sqlite-full", "postgresql")
-STAGES = ("submitting", "sent", "working", "fill", "closed")  # an order's journaled life in the sim
+STAGES = ("submitting", "sent", "submitted", "fill", "closed")  # an order's journaled life in the sim
 FULL = {"symbols": 20, "trades": 200, "duration_s": 600.0, "rounds": 2, "rates": (200, 1000), "micro_s": 2.0}
 QUICK = {"symbols": 5, "trades": 20, "duration_s": 60.0, "rounds": 1, "rates": (200, 1000), "micro_s": 0.3}
 STEP_S = 0.002  # engine wake-up cadence of the microbench: the sim delivers ~270 ticks/s, a step every few ms

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tickguard.adapters.broker import BrokerOrder, FillEvent, NoticeEvent, OrderStatusEvent
+from tickguard.adapters.broker import BrokerOrder, FillEvent, NoticeEvent, OrderStatus, OrderStatusEvent
 from tickguard.adapters.sim.venue import SimVenue
 from tickguard.core.model import Action, OrderType
 
@@ -339,13 +339,13 @@ class OrderBook:
         order = self._by_venue.get(event.order_id)
         if order is None or event.order_id != order.venue_id or not order.working:
             return
-        if event.status == "submitted":
+        if event.status is OrderStatus.SUBMITTED:
             if order.status == "PreSubmitted":
                 order.status = "Submitted"
                 self._emit(order.client_id, self._status(order))
-        elif event.status == "rejected":
+        elif event.status is OrderStatus.REJECTED:
             self._reject(order, event.code or 201, event.reason)
-        elif event.status == "cancelled":
+        elif event.status is OrderStatus.CANCELLED:
             replacement = order.pending_replace
             if replacement is None:
                 self._finish_cancel(order)

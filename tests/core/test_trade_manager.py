@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from tickguard.core.exit_rules import BreakEven, StopLoss, TakeProfit, TimeStop, TrailingStop
 from tickguard.core.model import Action, OrderType, PriorityClass, Side, TradeState
+from tickguard.core.order_state import OrderStatus
 from tickguard.core.tick_handler import TickHandler
 from tickguard.core.trade_manager import TradeManager, TradeRejected
 from tickguard.core.trades import TradeRequest
@@ -111,7 +112,7 @@ def test_entry_intent_then_open_then_stop_closes(tm, clock, market):
     assert trade.state is TradeState.EXITING
     assert feed(tm, market, 97.0, 96.0) == []  # never a second exit for the same leg
     tm.on_fill(exit_, 100, 97.99, clock(), 1.0)
-    tm.on_intent_closed(exit_, "filled", 0, "")
+    tm.on_intent_closed(exit_, OrderStatus.FILLED, 0, "")
     assert trade.state is TradeState.CLOSED
     assert trade.realized == pytest.approx(-201.0)
 
@@ -140,7 +141,7 @@ def test_take_profit_legs_by_fraction_then_stop_takes_rest(tm, clock, market):
     [tp1] = feed(tm, market, 104.0)
     assert (tp1.leg, tp1.qty) == ("tp1", 50)  # floor to lots; the last leg takes the odd share
     tm.on_fill(tp1, 50, 104.0, clock(), 1.0)
-    tm.on_intent_closed(tp1, "filled", 0, "")
+    tm.on_intent_closed(tp1, OrderStatus.FILLED, 0, "")
     assert trade.state is TradeState.OPEN and trade.open_qty == 51
     [stop] = feed(tm, market, 97.5)
     assert (stop.leg, stop.qty) == ("stop", 51)
@@ -236,7 +237,7 @@ def test_partial_entry_fills_size_the_exits(tm, clock, market):
     [tp1] = feed(tm, market, 102.0)
     assert tp1.qty == 20  # half of what is filled
     tm.on_fill(tp1, 20, 102.0, clock(), 1.0)
-    tm.on_intent_closed(tp1, "filled", 0, "")
+    tm.on_intent_closed(tp1, OrderStatus.FILLED, 0, "")
     tm.on_fill(entry, 60, 100.0, clock(), 1.0)  # rest of the entry fills
     [tp1b] = feed(tm, market, 102.1)
     assert (tp1b.leg, tp1b.qty, tp1b.key) == ("tp1", 30, f"tg:{trade.id}:tp1:2")
@@ -249,7 +250,7 @@ def test_partial_exit_fill_then_cancel_is_retried(tm, clock, market):
     fill_entry(tm, clock, trade)
     [stop] = feed(tm, market, 97.0)
     tm.on_fill(stop, 30, 97.0, clock(), 1.0)
-    tm.on_intent_closed(stop, "cancelled", 70, "exchange cancel")
+    tm.on_intent_closed(stop, OrderStatus.CANCELLED, 70, "exchange cancel")
     assert trade.state is TradeState.EXITING and trade.open_qty == 70
     clock.advance(1.0)
     tm.on_time(clock())
@@ -261,7 +262,7 @@ def test_rejected_entry_rejects_trade(tm, clock, market):
     trade = tm.submit(req())
     [entry] = tm.outbox
     tm.outbox = []
-    tm.on_intent_closed(entry, "rejected", 100, "insufficient buying power")
+    tm.on_intent_closed(entry, OrderStatus.REJECTED, 100, "insufficient buying power")
     assert trade.state is TradeState.REJECTED and trade.reason == "insufficient buying power"
     assert feed(tm, market, 50.0) == []
 
@@ -272,7 +273,7 @@ def test_limit_entry_timeout_cancels(tm, clock, market):
     clock.advance(30)
     tm.on_time(clock())
     assert tm.cancels == [trade.entry_key]
-    tm.on_intent_closed(_entry_intent(trade), "cancelled", 100, "cancelled by client")
+    tm.on_intent_closed(_entry_intent(trade), OrderStatus.CANCELLED, 100, "cancelled by client")
     assert trade.state is TradeState.CANCELLED
 
 

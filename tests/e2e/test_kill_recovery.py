@@ -97,7 +97,7 @@ class JournalProbe:
 
     def exits_in_flight(self) -> int:
         rows = self._query("SELECT count(*) FROM orders WHERE leg <> 'entry' AND status IN "
-                           "('submitting', 'working')")
+                           "('submitting', 'submitted', 'partially_filled', 'cancelling')")
         return rows[0][0] if rows else 0
 
     def states(self) -> dict[str, int]:

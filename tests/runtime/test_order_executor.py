@@ -4,7 +4,8 @@ import pytest
 
 from tickguard.adapters.broker import FillEvent, OrderStatusEvent
 from tickguard.core.model import Action, OrderIntent, OrderType, PriorityClass
-from tickguard.runtime.order_executor import DuplicateIntent, OrderExecutor
+from tickguard.core.order_state import OrderStatus
+from tickguard.runtime.order_executor import DuplicateIntent, OrderExecutor, OrderRecord
 
 
 class Sink:
@@ -60,11 +61,11 @@ def test_partial_fills_then_filled(parts):
     _, listener, ex = parts
     rec = ex.submit(intent())
     ex.on_status(status(1, "submitted"))
-    assert rec.status == "working"
+    assert rec.status is OrderStatus.SUBMITTED
     ex.on_fill(FillEvent(1, "tg:T1:stop:1", "e1", "DU1", "AAA", Action.SELL, 40, 99.0, 0, 1.0))
     ex.on_fill(FillEvent(1, "tg:T1:stop:1", "e2", "DU1", "AAA", Action.SELL, 60, 98.0, 0, 1.0))
     assert listener.fills == [("tg:T1:stop:1", 40, 99.0, 1.0), ("tg:T1:stop:1", 60, 98.0, 1.0)]
-    assert rec.status == "filled" and rec.avg_price == pytest.approx(98.4)
+    assert rec.status is OrderStatus.FILLED and rec.avg_price == pytest.approx(98.4)
     assert listener.closed == [("tg:T1:stop:1", "filled", 0.0, "")]
     ex.on_status(status(1, "filled", 100, 0))  # a late duplicate status changes nothing
     assert len(listener.closed) == 1
@@ -122,3 +123,132 @@ def test_events_for_unknown_orders_are_counted_not_applied(parts):
     _, listener, ex = parts
     ex.on_fill(FillEvent(99, "x", "e", "DU1", "AAA", Action.BUY, 1, 1.0, 0))
     assert ex.unknown_events == 1 and listener.fills == []
+
+
+# ------------------------------------------------------------------------------------ the state machine
+
+def fill(oid, exec_id, qty, price=99.0):
+    return FillEvent(oid, "tg:T1:stop:1", exec_id, "DU1", "AAA", Action.SELL, qty, price, 0)
+
+
+def anomaly_logs(caplog):
+    return [r for r in caplog.records if r.name == "tickguard.runtime.order_executor" and r.levelname == "ERROR"]
+
+
+def test_normal_life_goes_through_the_states_without_anomaly(parts):
+    _, listener, ex = parts
+    rec = ex.submit(intent())
+    assert rec.status is OrderStatus.SUBMITTING
+    ex.on_status(status(1, "submitted"))
+    assert rec.status is OrderStatus.SUBMITTED
+    ex.on_fill(fill(1, "e1", 40))
+    assert rec.status is OrderStatus.PARTIALLY_FILLED
+    ex.on_status(status(1, "submitted", 40, 60))  # IB still says Submitted for a partially filled order
+    assert rec.status is OrderStatus.PARTIALLY_FILLED
+    ex.on_fill(fill(1, "e2", 60))
+    ex.on_status(status(1, "filled", 100, 0))  # a repeat of the final state is no news
+    assert rec.status is OrderStatus.FILLED and ex.anomalies == 0
+    assert listener.closed == [("tg:T1:stop:1", "filled", 0.0, "")]
+
+
+def test_a_status_after_filled_is_an_anomaly_logged_with_the_history_and_not_applied(parts, caplog):
+    _, listener, ex = parts
+    rec = ex.submit(intent())
+    ex.on_status(status(1, "submitted"))
+    ex.on_fill(fill(1, "e1", 100))
+    assert rec.status is OrderStatus.FILLED
+    with caplog.at_level("ERROR"):
+        ex.on_status(status(1, "submitted"))
+        ex.on_status(status(1, "cancelled", 100, 0, reason="too late"))
+    assert rec.status is OrderStatus.FILLED and ex.anomalies == 2
+    assert listener.closed == [("tg:T1:stop:1", "filled", 0.0, "")]  # closed once, as filled
+    [first, second] = anomaly_logs(caplog)
+    message = first.getMessage()
+    assert "tg:T1:stop:1" in message and "filled -> submitted" in message and "refused" in message
+    assert "'event': 'fill'" in message and "'exec_id': 'e1'" in message  # the order's history
+    assert "filled -> cancelled" in second.getMessage()
+    assert [e["event"] for e in rec.events][-2:] == ["anomaly", "anomaly"]
+    assert rec.events[-2] | {"ts_ns": 0} == {"ts_ns": 0, "event": "anomaly", "from": "filled", "to": "submitted",
+                                            "cause": "broker reported submitted after the order was filled"}
+
+
+def test_a_backwards_report_on_a_live_order_is_refused(parts, caplog, clock):
+    """An order waiting for its retry (nothing at the broker) cannot be 'cancel pending' at the broker."""
+    sink, _, ex = parts
+    rec = ex.submit(intent())
+    ex.on_status(status(1, "rejected", code=100, reason="pacing"))
+    assert rec.status is OrderStatus.RETRY_WAIT
+    with caplog.at_level("ERROR"):
+        ex.on_status(status(1, "cancelling"))
+    assert rec.status is OrderStatus.RETRY_WAIT and ex.anomalies == 1
+    assert "retry_wait -> cancelling" in anomaly_logs(caplog)[0].getMessage()
+    ex.on_time(clock() + 10**9)
+    assert len(sink.placed) == 2  # still retried, as if the report had never come
+
+
+def test_an_engine_only_state_reported_by_a_broker_is_refused(parts, caplog):
+    _, _, ex = parts
+    rec = ex.submit(intent())
+    ex.on_status(status(1, "submitted"))
+    with caplog.at_level("ERROR"):
+        ex.on_status(status(1, "retry_wait"))
+    assert rec.status is OrderStatus.SUBMITTED and ex.anomalies == 1 and len(anomaly_logs(caplog)) == 1
+
+
+def test_a_fill_after_cancelled_is_applied_and_the_state_stays_cancelled(parts, caplog):
+    """The IB race: the cancel is confirmed, then an execution that was on its way arrives.  A fill is money."""
+    sink, listener, ex = parts
+    rec = ex.submit(intent("k1"))
+    ex.on_status(OrderStatusEvent(1, "k1", "submitted", 0, 100, 0))
+    ex.cancel("k1")
+    assert rec.status is OrderStatus.CANCELLING and sink.cancelled == [1]
+    ex.on_status(OrderStatusEvent(1, "k1", "cancelled", 0, 100, 0, "cancelled by client"))
+    with caplog.at_level("WARNING"):
+        ex.on_fill(FillEvent(1, "k1", "late", "DU1", "AAA", Action.SELL, 100, 99.0, 0))
+        ex.on_fill(FillEvent(1, "k1", "late", "DU1", "AAA", Action.SELL, 100, 99.0, 0))  # once per exec id
+    assert listener.fills == [("k1", 100, 99.0, 0.0)] and rec.filled == 100
+    assert rec.status is OrderStatus.CANCELLED and ex.late_fills == 1 and ex.anomalies == 0
+    assert listener.closed == [("k1", "cancelled", 100.0, "cancelled by client")]  # the trade hears one close
+    assert any("after the order was cancelled" in r.getMessage() for r in caplog.records)
+
+
+def test_the_cancel_can_lose_the_race_to_the_fill(parts):
+    _, listener, ex = parts
+    rec = ex.submit(intent("k1"))
+    ex.on_status(OrderStatusEvent(1, "k1", "submitted", 0, 100, 0))
+    ex.cancel("k1")
+    ex.on_fill(FillEvent(1, "k1", "e1", "DU1", "AAA", Action.SELL, 30, 99.0, 0))
+    assert rec.status is OrderStatus.CANCELLING  # still being cancelled, 30 filled
+    ex.on_fill(FillEvent(1, "k1", "e2", "DU1", "AAA", Action.SELL, 70, 99.0, 0))
+    assert rec.status is OrderStatus.FILLED and listener.closed == [("k1", "filled", 0.0, "")]
+
+
+def test_an_order_being_cancelled_is_never_retried_even_without_the_flag(parts):
+    """The table has no cancelling -> retry_wait: a record restored as cancelling (the in-memory flag lost with
+    the restart) that meets a pacing refusal is closed, not sent again."""
+    sink, listener, ex = parts
+    rec = OrderRecord(intent(), status=OrderStatus.CANCELLING, attempts=1, order_id=7)
+    ex.restore(rec, set())
+    ex.on_status(status(7, "rejected", code=100, reason="pacing"))
+    assert rec.status is OrderStatus.REJECTED and ex.next_deadline() is None and sink.placed == []
+    assert listener.closed == [("tg:T1:stop:1", "rejected", 100.0, "pacing")] and ex.anomalies == 0
+
+
+def test_a_repeated_retryable_refusal_does_not_schedule_a_second_retry(parts, clock):
+    sink, _, ex = parts
+    rec = ex.submit(intent())
+    ex.on_status(status(1, "rejected", code=100))
+    ex.on_status(status(1, "rejected", code=100))
+    assert rec.status is OrderStatus.RETRY_WAIT and len(ex._retries) == 1
+    ex.on_time(clock() + 10**9)
+    assert len(sink.placed) == 2 and rec.status is OrderStatus.SUBMITTING
+
+
+def test_recovery_moves_a_journaled_live_order_through_unknown_before_sending_it_again(parts):
+    sink, _, ex = parts
+    rec = OrderRecord(intent(), status=OrderStatus.SUBMITTED, attempts=1, order_id=7)
+    ex.restore(rec, set())
+    ex.resend(rec)
+    assert [e["event"] for e in rec.events] == ["unknown", "submitting", "sent"]
+    assert rec.status is OrderStatus.SUBMITTING and rec.attempts == 2 and len(sink.placed) == 1
+    assert ex.anomalies == 0

@@ -11,6 +11,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tickguard.core.model import Action, Bar, OrderType, Tick
+from tickguard.core.order_state import OrderStatus
+
+__all__ = [
+    "Broker", "BrokerError", "BrokerEvent", "BrokerOrder", "CommissionEvent", "ContractInfo", "FillEvent",
+    "NoticeEvent", "OrderBook", "OrderStatus", "OrderStatusEvent", "UnknownSymbol", "WhatIf",
+]
 
 
 class BrokerError(RuntimeError):
@@ -44,11 +50,14 @@ class BrokerOrder:
 
 @dataclass(slots=True, frozen=True)
 class OrderStatusEvent:
-    """``status``: submitted | filled | cancelled | rejected.  ``code`` is the broker's error code, if any."""
+    """What the broker says of one order, as a state of ``core.order_state``.  Adapters report ``submitted``
+    (acknowledged; ``partially_filled`` is read the same way), ``filled``, ``cancelling``, ``cancelled`` and
+    ``rejected``; the executor decides what the report means for its record (see ``OrderExecutor.on_status``).
+    ``code`` is the broker's error code, if any."""
 
     order_id: int
     ref: str
-    status: str
+    status: OrderStatus
     filled: float
     remaining: float
     ts_ns: int
@@ -107,7 +116,7 @@ class OrderBook:
     (cancelled / rejected / filled) by key, every execution of the day, and positions per account."""
 
     working: dict[str, tuple[int, float]]  # key -> (broker order id, filled so far)
-    ended: dict[str, tuple[int, str]]  # key -> (broker order id, status)
+    ended: dict[str, tuple[int, OrderStatus]]  # key -> (broker order id, filled | cancelled | rejected)
     executions: list[FillEvent]
     positions: dict[str, dict[str, float]]
 

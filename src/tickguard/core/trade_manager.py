@@ -21,6 +21,7 @@ from tickguard.core.exit_rules import StopLoss, TakeProfit, TimeStop, TrailingSt
 from tickguard.core.exit_sizing import target_wants, whole_lots
 from tickguard.core.guards import Guard, GuardCache
 from tickguard.core.model import OrderIntent, OrderType, PriorityClass, Tick, TradeState, TriggerInfo, TriggerSource
+from tickguard.core.order_state import OrderStatus
 from tickguard.core.stop_motion import StopTracker, stop_source
 from tickguard.core.trade_snapshots import apply_snapshot, snapshot
 from tickguard.core.trade_timers import TradeTimers
@@ -303,20 +304,20 @@ class TradeManager:
     def on_commission(self, intent: OrderIntent, commission: float) -> None:
         self.trades[intent.trade_id].commissions += commission
 
-    def on_intent_closed(self, intent: OrderIntent, status: str, remaining: float, reason: str) -> None:
+    def on_intent_closed(self, intent: OrderIntent, status: OrderStatus, remaining: float, reason: str) -> None:
         """The order for ``intent`` is over: filled, cancelled or rejected (after the executor's retries)."""
         trade = self.trades[intent.trade_id]
         if intent.leg == "entry":
             trade.entry_working = False
             if trade.entry_filled <= QTY_EPS and not trade.state.is_final:
-                trade.state = TradeState.REJECTED if status == "rejected" else TradeState.CANCELLED
+                trade.state = TradeState.REJECTED if status is OrderStatus.REJECTED else TradeState.CANCELLED
                 trade.reason = reason or status
                 for leg in trade.legs():
                     self.book.remove(leg.level_id)
                 self._emit(trade, trade.state.value, {"reason": trade.reason})
                 return
-            if status != "filled":
-                self._emit(trade, "entry_done", {"status": status, "filled": trade.entry_filled,
+            if status is not OrderStatus.FILLED:
+                self._emit(trade, "entry_done", {"status": str(status), "filled": trade.entry_filled,
                                                  "reason": reason})
         elif remaining > QTY_EPS:
             leg = trade.leg(intent.leg)

@@ -75,8 +75,8 @@ class Engine:
         if journal is not None:
             self.recorder = JournalRecorder(journal, self.trades,
                                             int(settings.journal.snapshot_interval_ms * 1e6))
-            self.trades._on_event = self.recorder.on_trade_event
-            self.executor._on_event = self.recorder.on_order_event
+            self.trades.on_event = self.recorder.on_trade_event
+            self.executor.on_event = self.recorder.on_order_event
         self.recovery: RecoveryReport | None = None
         self.stats = EngineStats()
         self.vol_history: list[tuple[int, str, float, float]] = []

@@ -19,7 +19,7 @@ def intent_row(record: OrderRecord, now: int) -> dict[str, Any]:
     i = record.intent
     return {
         "order_key": i.key, "trade_id": i.trade_id, "leg": i.leg, "user_id": i.user, "account": i.account,
-        "symbol": i.symbol, "action": i.action.value, "qty": i.qty, "status": record.status,
+        "symbol": i.symbol, "action": i.action.value, "qty": i.qty, "status": record.status.value,
         "attempts": record.attempts, "broker_order_id": record.order_id, "filled": record.filled,
         "avg_price": record.avg_price, "commission": record.commission, "reason": record.reason,
         "intent": i.to_dict(), "created_ns": i.created_ns, "updated_ns": now,
@@ -91,7 +91,7 @@ class JournalRecorder:
         if kind == "submitting" and record.attempts == 1 and not record.events[:-1]:
             j.insert_order(intent_row(record, now))
         else:
-            j.update_order(i.key, status=record.status, attempts=record.attempts, broker_order_id=record.order_id,
+            j.update_order(i.key, status=record.status.value, attempts=record.attempts, broker_order_id=record.order_id,
                            filled=record.filled, avg_price=record.avg_price, commission=record.commission,
                            reason=record.reason, updated_ns=now)
         if kind == "fill":

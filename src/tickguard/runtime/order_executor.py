@@ -1,20 +1,31 @@
 """Turns intents into broker orders and broker events back into trade-manager calls.
 
-It tracks each order from ``submitting`` to a final status, retries what is worth retrying (pacing and
-connectivity refusals) with the same idempotency key, and refuses ever to submit a key twice: that refusal
-is the last line of defence against a duplicate exit.
+It tracks each order through the state machine of ``core.order_state`` (``new → submitting → submitted →
+partially_filled → filled``, or ``cancelling → cancelled``, ``rejected``, ``retry_wait``, ``unknown``), retries
+what is worth retrying (pacing and connectivity refusals) with the same idempotency key, and refuses ever to
+submit a key twice: that refusal is the last line of defence against a duplicate exit.
+
+Every state change goes through ``advance``: a move the table does not allow (a broker report that goes
+backwards, a status after a final one) is an *anomaly* - logged with the order's key and its event history,
+counted in ``anomalies``, noted in the order's history (and so journaled), and never applied.  Fills are not
+state changes: they are money and are applied once per execution id whatever the state; one after a final
+state (a fill racing a cancel) is applied, logged and counted in ``late_fills``, and the state stays final.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tickguard.adapters.broker import BrokerOrder, CommissionEvent, FillEvent, OrderStatusEvent
 from tickguard.core.model import OrderIntent
+from tickguard.core.order_state import OrderStatus, Transition, acknowledged, advance, after_fill
+
+log = logging.getLogger("tickguard.runtime.order_executor")
 
 # Broker codes after which the same order may simply be sent again: pacing (100), connectivity (1100,
 # 1101, 1102 lost-and-restored, 2110 TWS-server connectivity) and the simulator's transient refusals (0).
@@ -34,7 +45,7 @@ class OrderSink(Protocol):
 class IntentListener(Protocol):
     def on_fill(self, intent: OrderIntent, qty: float, price: float, ts_ns: int, commission: float) -> None: ...
 
-    def on_intent_closed(self, intent: OrderIntent, status: str, remaining: float, reason: str) -> None: ...
+    def on_intent_closed(self, intent: OrderIntent, status: OrderStatus, remaining: float, reason: str) -> None: ...
 
     def on_commission(self, intent: OrderIntent, commission: float) -> None: ...
 
@@ -42,7 +53,7 @@ class IntentListener(Protocol):
 @dataclass(slots=True)
 class OrderRecord:
     intent: OrderIntent
-    status: str = "submitting"  # submitting | working | retry_wait | filled | cancelled | rejected
+    status: OrderStatus = OrderStatus.NEW
     attempts: int = 0
     order_id: int | None = None
     filled: float = 0.0
@@ -55,7 +66,7 @@ class OrderRecord:
 
     @property
     def final(self) -> bool:
-        return self.status in ("filled", "cancelled", "rejected")
+        return self.status.is_final
 
 
 class OrderExecutor:
@@ -76,13 +87,15 @@ class OrderExecutor:
         self._clock = clock
         self._max_attempts = max_attempts
         self._backoff_ns = retry_backoff_ns
-        self._on_event = on_event
+        self.on_event = on_event  # the journal recorder listens here
         self.orders: dict[str, OrderRecord] = {}
         self._by_order_id: dict[int, OrderRecord] = {}
         self._retries: list[tuple[int, int, str]] = []
         self._seq = itertools.count()
         self.duplicates_refused = 0
         self.unknown_events = 0
+        self.anomalies = 0  # illegal state changes refused (each logged with the order's history)
+        self.late_fills = 0  # fills applied to an order already in a final state
         self._deferred = deferred
         self._outgoing: list[OrderRecord] = []
         self._cancels_out: list[int] = []
@@ -103,17 +116,22 @@ class OrderExecutor:
         if record is None or record.final:
             return
         record.cancel_requested = True
+        at_broker = record.order_id is not None and record.status is not OrderStatus.RETRY_WAIT
+        if at_broker and self._move(record, OrderStatus.CANCELLING, "cancel requested").illegal:
+            return
         self._note(record, "cancel_requested", {})
-        if record.status == "retry_wait" or record.order_id is None:
-            self._close(record, "cancelled", "cancelled before it reached the broker")
+        if not at_broker:
+            self._close(record, OrderStatus.CANCELLED, "cancelled before it reached the broker")
         else:
+            assert record.order_id is not None
             self._cancels_out.append(record.order_id)
             if not self._deferred:
                 self.transmit()
 
     def _send(self, record: OrderRecord) -> None:
+        if self._move(record, OrderStatus.SUBMITTING, "send").illegal:
+            return
         record.attempts += 1
-        record.status = "submitting"
         record.order_id = None
         self._note(record, "submitting", {"attempt": record.attempts, "qty": record.intent.qty - record.filled})
         self._outgoing.append(record)
@@ -124,7 +142,7 @@ class OrderExecutor:
         """Hand journaled orders and cancels to the broker, in the order they were decided."""
         outgoing, self._outgoing = self._outgoing, []
         for record in outgoing:
-            if record.status != "submitting":
+            if record.status is not OrderStatus.SUBMITTING:
                 continue  # cancelled before it went out
             intent = record.intent
             order = BrokerOrder(
@@ -135,7 +153,7 @@ class OrderExecutor:
                 order_id = self._broker.place_order(order)
             except Exception as exc:  # the adapter could not even hand it over (no contract, socket gone)
                 self._note(record, "send_failed", {"reason": str(exc)})
-                self.on_status(OrderStatusEvent(-1, intent.key, "rejected", record.filled,
+                self.on_status(OrderStatusEvent(-1, intent.key, OrderStatus.REJECTED, record.filled,
                                                 intent.qty - record.filled, self._clock(), str(exc), 0),
                                record)
                 continue
@@ -151,31 +169,44 @@ class OrderExecutor:
 
     def on_status(self, event: OrderStatusEvent, record: OrderRecord | None = None) -> None:
         record = record or self._by_order_id.get(event.order_id)
-        if record is None or (record.order_id != event.order_id and event.order_id != -1) or record.final:
+        if record is None or (record.order_id != event.order_id and event.order_id != -1):
             self.unknown_events += record is None
             return
-        status = event.status
-        if status == "submitted":
-            if record.status == "submitting":
-                record.status = "working"
-                self._note(record, "working", {"order_id": event.order_id})
-        elif status == "filled":
-            self._maybe_done(record)
-        elif status in ("cancelled", "rejected"):
-            reason = event.reason or status
-            self._note(record, status, {"code": event.code, "reason": reason, "order_id": event.order_id})
-            retry = (
-                status == "rejected"
-                and event.code in RETRYABLE_CODES
-                and record.attempts < self._max_attempts
-                and not record.cancel_requested
-            )
-            if retry:
-                record.status = "retry_wait"
-                due = self._clock() + self._backoff_ns * (2 ** (record.attempts - 1))
-                heapq.heappush(self._retries, (due, next(self._seq), record.intent.key))
-            else:
-                self._close(record, status, reason)
+        status = OrderStatus(event.status)
+        if record.final:  # a repeat of the final status is no news; anything else is refused (finals are final)
+            self._move(record, status, f"broker reported {status} after the order was {record.status}")
+        elif status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED):
+            if self._move(record, acknowledged(record.status, record.filled > 0), "acknowledged").moved:
+                self._note(record, "submitted", {"order_id": event.order_id})
+        elif status is OrderStatus.FILLED:
+            self._maybe_done(record)  # the fills close it, once every execution has been applied
+        elif status is OrderStatus.CANCELLING:
+            if self._move(record, status, "cancel pending at the broker").moved:
+                self._note(record, "cancelling", {"order_id": event.order_id})
+        elif status in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
+            self._on_ended(record, status, event)
+        else:  # new, submitting, retry_wait, unknown: the engine's own states, never the broker's word
+            self._anomaly(record, status, f"{status} is not a state a broker reports")
+
+    def _on_ended(self, record: OrderRecord, status: OrderStatus, event: OrderStatusEvent) -> None:
+        reason = event.reason or status.value
+        self._note(record, status.value, {"code": event.code, "reason": reason, "order_id": event.order_id})
+        if not self._retryable(record, status, event.code):
+            self._close(record, status, reason)
+        elif self._move(record, OrderStatus.RETRY_WAIT, reason).moved:
+            due = self._clock() + self._backoff_ns * (2 ** (record.attempts - 1))
+            heapq.heappush(self._retries, (due, next(self._seq), record.intent.key))
+
+    def _retryable(self, record: OrderRecord, status: OrderStatus, code: int | None) -> bool:
+        """A refusal for a reason that passes, attempts left, no cancel asked - and a state that may wait
+        for a retry (the table has no ``cancelling → retry_wait``: an order being cancelled is not resent)."""
+        return (
+            status is OrderStatus.REJECTED
+            and code in RETRYABLE_CODES
+            and record.attempts < self._max_attempts
+            and not record.cancel_requested
+            and not advance(record.status, OrderStatus.RETRY_WAIT).illegal
+        )
 
     def on_fill(self, event: FillEvent) -> None:
         record = self._by_order_id.get(event.order_id)
@@ -190,10 +221,18 @@ class OrderExecutor:
         record.filled = total
         commission = event.commission or 0.0
         record.commission += commission
+        after = after_fill(record.status, complete=total >= record.intent.qty - 1e-9)
+        if after is not OrderStatus.FILLED:
+            self._move(record, after, "partial fill")
         self._note(record, "fill", {"exec_id": event.exec_id, "qty": event.qty, "price": event.price,
                                     "commission": event.commission, "fill_ts_ns": event.ts_ns})
         self._listener.on_fill(record.intent, event.qty, event.price, event.ts_ns, commission)
-        self._maybe_done(record)
+        if record.final:  # it was final before this fill: the money is applied, the state stays
+            self.late_fills += 1
+            log.warning("order %s: fill %s (%g @ %g) after the order was %s - applied, state kept",
+                        record.intent.key, event.exec_id, event.qty, event.price, record.status)
+        elif after is OrderStatus.FILLED:
+            self._close(record, OrderStatus.FILLED, "")
 
     def on_commission(self, event: CommissionEvent) -> None:
         record = self._by_order_id.get(event.order_id)
@@ -206,13 +245,30 @@ class OrderExecutor:
 
     def _maybe_done(self, record: OrderRecord) -> None:
         if not record.final and record.filled >= record.intent.qty - 1e-9:
-            self._close(record, "filled", "")
+            self._close(record, OrderStatus.FILLED, "")
 
-    def _close(self, record: OrderRecord, status: str, reason: str) -> None:
-        record.status = status
+    def _close(self, record: OrderRecord, status: OrderStatus, reason: str) -> None:
+        if not self._move(record, status, reason or "closed").moved:
+            return
         record.reason = reason
-        self._note(record, "closed", {"status": status, "reason": reason})
+        self._note(record, "closed", {"status": status.value, "reason": reason})
         self._listener.on_intent_closed(record.intent, status, record.intent.qty - record.filled, reason)
+
+    def _move(self, record: OrderRecord, new: OrderStatus, cause: str) -> Transition:
+        """Apply ``record.status → new`` if the state machine allows it; report it as an anomaly if not."""
+        transition = advance(record.status, new)
+        if transition.moved:
+            record.status = new
+        elif transition.illegal:
+            self._anomaly(record, new, cause)
+        return transition
+
+    def _anomaly(self, record: OrderRecord, new: OrderStatus, cause: str) -> None:
+        """A state change refused: logged with the order's key and history, counted, noted - never applied."""
+        self.anomalies += 1
+        log.error("order %s: transition %s -> %s refused (%s); history: %s", record.intent.key, record.status,
+                  new, cause, record.events)
+        self._note(record, "anomaly", {"from": record.status.value, "to": new.value, "cause": cause})
 
     # ------------------------------------------------------------------------------------------ time
 
@@ -223,7 +279,7 @@ class OrderExecutor:
         while self._retries and self._retries[0][0] <= now_ns:
             _, _, key = heapq.heappop(self._retries)
             record = self.orders[key]
-            if record.status == "retry_wait":
+            if record.status is OrderStatus.RETRY_WAIT:
                 self._send(record)
 
     # ---------------------------------------------------------------------------------------- recovery
@@ -244,21 +300,26 @@ class OrderExecutor:
             self._by_order_id.pop(record.order_id, None)
         record.order_id = order_id
         self._by_order_id[order_id] = record
-        if record.status in ("submitting", "retry_wait"):
-            record.status = "working"
+        if not record.final:
+            self._move(record, acknowledged(record.status, record.filled > 0), "adopted from the broker")
         self._note(record, "adopted", {"order_id": order_id})
         return record
 
     def resend(self, record: OrderRecord) -> None:
-        """Send again an order the broker never received (journaled as submitting, unknown at the broker)."""
+        """Send again an order the broker never received (journaled in flight, unknown at the broker).
+
+        One the journal says the broker held goes through ``unknown`` first: its state could not be
+        established, and the history shows it."""
+        if record.status.at_broker and self._move(record, OrderStatus.UNKNOWN, "the broker does not know it").moved:
+            self._note(record, "unknown", {"reason": "journaled as at the broker, unknown there"})
         self._send(record)
 
-    def close_from_broker(self, record: OrderRecord, status: str, reason: str) -> None:
-        self._note(record, status, {"reason": reason, "from": "reconciliation"})
+    def close_from_broker(self, record: OrderRecord, status: OrderStatus, reason: str) -> None:
+        self._note(record, status.value, {"reason": reason, "from": "reconciliation"})
         self._close(record, status, reason)
 
     def _note(self, record: OrderRecord, kind: str, data: dict[str, Any]) -> None:
         entry = {"ts_ns": self._clock(), "event": kind, **data}
         record.events.append(entry)
-        if self._on_event is not None:
-            self._on_event(record, kind, entry)
+        if self.on_event is not None:
+            self.on_event(record, kind, entry)

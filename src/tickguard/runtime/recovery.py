@@ -4,7 +4,10 @@ broker by idempotency key (IB's ``orderRef``).
 The rules, in order of how much money they protect:
 * an order the broker knows (working, ended or executed) is adopted, never sent again;
 * an execution the journal lacks (a fill while the engine was down) is applied once;
-* an order journaled as ``submitting`` that the broker has never seen did not leave: it is sent now;
+* an order journaled as in flight (``submitting``, ``submitted``, ``partially_filled``, ``retry_wait``,
+  ``unknown``) that the broker has never seen did not leave: it is sent now, with the same key;
+* an order journaled as ``cancelling`` that the broker has never seen is closed as cancelled (what the
+  cancel wanted), never sent;
 * a trade that was closing with nothing in flight gets its exit sent now, and a level crossed while the
   engine was down fires on the first tick (every level compares against the whole price, not a move);
 * what cannot be reconciled - a position the journal does not explain - is reported and left alone.
@@ -19,13 +22,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tickguard.adapters.broker import FillEvent, OrderBook
-from tickguard.core.model import Action, OrderIntent, OrderType, PriorityClass, TriggerInfo
+from tickguard.core.model import OrderIntent
+from tickguard.core.order_state import OrderStatus
 from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import TradeRequest
 from tickguard.runtime.order_executor import OrderExecutor, OrderRecord
 from tickguard.store.journal import Journal
 
 log = logging.getLogger("tickguard.runtime.recovery")
+
+# Journaled states of an order that, unknown at the broker, never left: send it again (same key).
+RESEND = frozenset({OrderStatus.SUBMITTING, OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED,
+                    OrderStatus.RETRY_WAIT, OrderStatus.UNKNOWN})
 
 
 @dataclass
@@ -52,22 +60,6 @@ class RecoveryReport:
         return out
 
 
-def intent_from(data: dict[str, Any]) -> OrderIntent:
-    trig = data.get("trigger")
-    return OrderIntent(
-        key=data["key"], trade_id=data["trade_id"], leg=data["leg"], user=data["user"], account=data["account"],
-        symbol=data["symbol"], action=Action(data["action"]), qty=data["qty"],
-        order_type=OrderType(data["order_type"]), limit_price=data["limit_price"],
-        priority=PriorityClass(data["priority"]), created_ns=data["created_ns"],
-        trigger=None if trig is None else TriggerInfo(
-            trig["rule"], _nan(trig["level"]), _nan(trig["price"]), trig["tick_seq"], trig["tick_ts_ns"]),
-    )
-
-
-def _nan(x: float | None) -> float:
-    return math.nan if x is None else x
-
-
 def restore(journal: Journal, trades: TradeManager, executor: OrderExecutor) -> RecoveryReport:
     """Load open trades and their orders from the journal into the engine (no broker contact yet)."""
     report = RecoveryReport()
@@ -82,13 +74,22 @@ def restore(journal: Journal, trades: TradeManager, executor: OrderExecutor) -> 
     for f in journal.fills_of(ids):
         exec_ids[f["order_key"]].add(f["exec_id"])
     for row in journal.orders_of(ids):
-        record = OrderRecord(intent_from(row["intent"]), status=row["status"], attempts=row["attempts"],
+        record = OrderRecord(OrderIntent.from_dict(row["intent"]), status=_status(row), attempts=row["attempts"],
                              order_id=row["broker_order_id"], filled=row["filled"], avg_price=row["avg_price"],
                              commission=row["commission"], reason=row["reason"])
         executor.restore(record, exec_ids[row["order_key"]])
         report.orders += 1
     report.trades = len(rows)
     return report
+
+
+def _status(row: dict[str, Any]) -> OrderStatus:
+    try:
+        return OrderStatus(row["status"])
+    except ValueError:
+        log.error("order %s: journaled status %r is not an order state; treated as unknown", row["order_key"],
+                  row["status"])
+        return OrderStatus.UNKNOWN
 
 
 def reconcile(book: OrderBook, trades: TradeManager, executor: OrderExecutor, report: RecoveryReport) -> None:
@@ -112,23 +113,29 @@ def reconcile(book: OrderBook, trades: TradeManager, executor: OrderExecutor, re
                                    fill.qty, fill.price, fill.ts_ns, fill.commission))
         report.fills_applied.append(f"{fill.ref} {fill.qty:g}@{fill.price:g}")
     for key, record in list(executor.orders.items()):
-        if record.final:
-            continue
-        if key in book.working:
-            continue
-        if key in book.ended:
-            _, status = book.ended[key]
-            if status == "filled" and record.filled >= record.intent.qty - 1e-9:
-                continue  # closed by the fills just applied
-            executor.close_from_broker(record, "rejected" if status == "rejected" else "cancelled",
-                                       f"{status} at the broker while the engine was down")
-            report.closed_at_broker.append(key)
-        elif record.status in ("submitting", "working", "retry_wait"):
-            executor.resend(record)
-            report.resent.append(key)
+        if not record.final and key not in book.working:
+            _settle(key, record, book, executor, report)
     for trade in list(trades.trades.values()):
         trades.resume_closing(trade)
     _check_positions(book, trades, report)
+
+
+def _settle(key: str, record: OrderRecord, book: OrderBook, executor: OrderExecutor, report: RecoveryReport) -> None:
+    """An open order the broker does not hold working: ended there, or never seen there."""
+    if key in book.ended:
+        status = OrderStatus(book.ended[key][1])
+        if status is OrderStatus.FILLED and record.filled >= record.intent.qty - 1e-9:
+            return  # closed by the fills just applied
+        executor.close_from_broker(record, OrderStatus.REJECTED if status is OrderStatus.REJECTED
+                                   else OrderStatus.CANCELLED, f"{status} at the broker while the engine was down")
+        report.closed_at_broker.append(key)
+    elif record.status is OrderStatus.CANCELLING:
+        executor.close_from_broker(record, OrderStatus.CANCELLED,
+                                   "cancel requested before the restart; the broker does not know the order")
+        report.closed_at_broker.append(key)
+    elif record.status in RESEND:
+        executor.resend(record)
+        report.resent.append(key)
 
 
 def _check_positions(book: OrderBook, trades: TradeManager, report: RecoveryReport) -> None:

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 from ib_async import IB, Contract, ContractDetails, LimitOrder, MarketOrder, Order, Stock, Ticker, Trade
 from ib_async.objects import CommissionReport, Fill
-from ib_async.util import UNSET_DOUBLE
 
 from tickguard.adapters.broker import (
     BrokerError,
@@ -28,37 +27,28 @@ from tickguard.adapters.broker import (
     BrokerOrder,
     CommissionEvent,
     ContractInfo,
-    FillEvent,
     NoticeEvent,
     OrderBook,
     OrderStatusEvent,
     UnknownSymbol,
     WhatIf,
 )
+from tickguard.adapters.ib.order_status import ib_closing_status, ib_ended_status, ib_order_status, last_error
+from tickguard.adapters.ib.values import account_numbers, fill_event, ib_number
 from tickguard.adapters.ttl_cache import TTLCache
 from tickguard.config import IBConfig
-from tickguard.core.model import Action, Bar, OrderType, Tick
+from tickguard.core.model import Bar, OrderType, Tick
+from tickguard.core.order_state import OrderStatus
 
 log = logging.getLogger("tickguard.ib")
 
 CONNECTIVITY_LOST, RESTORED_DATA_LOST, RESTORED_DATA_KEPT = 1100, 1101, 1102
 FARM_BROKEN, FARM_OK, HMDS_BROKEN, HMDS_OK = 2103, 2104, 2105, 2106
-NO_SECURITY_DEFINITION, ORDER_REJECTED, ORDER_CANCELLED = 200, 201, 202
+NO_SECURITY_DEFINITION = 200
 PACING, HISTORICAL_PACING, DUPLICATE_CLIENT_ID = 100, 162, 326
 # Codes reported to the engine as notices (not tied to one order).
 SYSTEM_CODES = frozenset({CONNECTIVITY_LOST, RESTORED_DATA_LOST, RESTORED_DATA_KEPT, FARM_BROKEN, FARM_OK,
                           HMDS_BROKEN, HMDS_OK, PACING, HISTORICAL_PACING, DUPLICATE_CLIENT_ID, 1300, 2110})
-_WORKING = {"PendingSubmit", "ApiPending", "PreSubmitted", "Submitted"}
-_DONE = {"Cancelled", "ApiCancelled", "Inactive"}
-
-
-def ib_number(value: object) -> float:
-    """A float from IB, with its unset double and empty strings mapped to NaN."""
-    try:
-        x = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
-    return math.nan if x == UNSET_DOUBLE or not math.isfinite(x) else x
 
 
 @dataclass(slots=True)
@@ -335,40 +325,34 @@ class IBBroker:
                 out[pos.contract.symbol] = out.get(pos.contract.symbol, 0.0) + float(pos.position)
         return out
 
-    ACCOUNT_TAGS = ("NetLiquidation", "BuyingPower", "AvailableFunds", "ExcessLiquidity", "InitMarginReq",
-                    "MaintMarginReq", "GrossPositionValue", "TotalCashValue")
-
     async def account_values(self, account: str = "") -> dict[str, float]:
         """Net liquidation, buying power and margin of an account, from IB's account updates (the risk
         layer sizes and blocks entries with these)."""
-        account = account or self.cfg.account
-        out: dict[str, float] = {}
-        for value in self.ib.accountValues(account):
-            if value.tag in self.ACCOUNT_TAGS and value.currency in ("USD", "BASE", ""):
-                number = ib_number(value.value)
-                if not math.isnan(number):
-                    out[value.tag] = number
-        return out
+        return account_numbers(self.ib.accountValues(account or self.cfg.account))
 
     def _on_status(self, trade: Trade) -> None:
         placed = self._orders.get(trade.order.orderId)
         if placed is None or placed.final:
             return
-        status = trade.orderStatus.status
+        ib_status = trade.orderStatus.status
+        try:
+            status = ib_order_status(ib_status, placed.filled)
+        except KeyError:
+            log.warning("order %s: IB status %r is not in the status table; ignored", placed.ref, ib_status)
+            return
         now = self.now_ns()
-        if status in _WORKING:
+        # Reported: the first acknowledgement, and the end of an order that did not fill.  Not reported:
+        # submitting (not acknowledged yet), cancelling, filled (the executions close it), None (a warning).
+        if status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED):
             if not placed.submitted:
                 placed.submitted = True
-                self._emit(OrderStatusEvent(trade.order.orderId, placed.ref, "submitted", placed.filled,
+                self._emit(OrderStatusEvent(trade.order.orderId, placed.ref, status, placed.filled,
                                             placed.qty - placed.filled, now))
-        elif status == "Filled":
-            pass  # fills close the order in the executor, once every execution has been applied
-        elif status in _DONE:
-            code, reason = _last_error(trade)
-            kind = "rejected" if code not in (None, ORDER_CANCELLED) or status == "Inactive" else "cancelled"
+        elif status is OrderStatus.CANCELLED or status is OrderStatus.REJECTED:
+            code, reason = last_error(trade)
             placed.final = True
-            self._emit(OrderStatusEvent(trade.order.orderId, placed.ref, kind, placed.filled,
-                                        placed.qty - placed.filled, now, reason or status, code))
+            self._emit(OrderStatusEvent(trade.order.orderId, placed.ref, ib_closing_status(status, code),
+                                        placed.filled, placed.qty - placed.filled, now, reason or ib_status, code))
 
     def _on_exec(self, trade: Trade, fill: Fill) -> None:
         self._apply_fill(fill)
@@ -385,17 +369,9 @@ class IBBroker:
         self._seen_execs.add(ex.execId)
         placed.filled += float(ex.shares)
         order_id = next(oid for oid, p in self._orders.items() if p is placed)
-        self._emit(self._fill_event(order_id, placed.ref, fill))
+        self._emit(fill_event(order_id, placed.ref, fill, self.now_ns()))
         if placed.filled >= placed.qty - 1e-9:
             placed.final = True
-
-    def _fill_event(self, order_id: int, ref: str, fill: Fill) -> FillEvent:
-        ex = fill.execution
-        ts = int(fill.time.timestamp() * 1e9) if fill.time else self.now_ns()
-        action = Action.BUY if ex.side.upper() in ("BOT", "BUY") else Action.SELL
-        commission = ib_number(fill.commissionReport.commission) if fill.commissionReport.execId else None
-        return FillEvent(order_id, ref, ex.execId, ex.acctNumber, fill.contract.symbol, action, float(ex.shares),
-                         float(ex.price), ts, None if commission is not None and math.isnan(commission) else commission)
 
     def _on_commission(self, trade: Trade, fill: Fill, report: CommissionReport) -> None:
         order_id = fill.execution.orderId
@@ -414,22 +390,20 @@ class IBBroker:
                 continue
             working[ref] = (trade.order.orderId, float(trade.orderStatus.filled))
             self._adopt(trade.order, trade.contract, float(trade.orderStatus.filled))
-        ended: dict[str, tuple[int, str]] = {}
+        ended: dict[str, tuple[int, OrderStatus]] = {}
         with contextlib.suppress(Exception):
             done = await asyncio.wait_for(self.ib.reqCompletedOrdersAsync(True), self.cfg.request_timeout_s)
             for trade in done:
                 ref = trade.order.orderRef
                 if ref and ref not in working:
-                    status = trade.orderStatus.status
-                    ended[ref] = (trade.order.orderId, "filled" if status == "Filled" else
-                                  "rejected" if status == "Inactive" else "cancelled")
+                    ended[ref] = (trade.order.orderId, ib_ended_status(trade.orderStatus.status))
         executions = []
         for fill in self.ib.fills():
             ex = fill.execution
             if not ex.orderRef or not ex.orderRef.startswith("tg:"):
                 continue
             self._adopt_exec(fill)
-            executions.append(self._fill_event(ex.orderId, ex.orderRef, fill))
+            executions.append(fill_event(ex.orderId, ex.orderRef, fill, self.now_ns()))
             self._seen_execs.add(ex.execId)
         positions: dict[str, dict[str, float]] = {}
         for pos in self.ib.positions():
@@ -466,8 +440,9 @@ class IBBroker:
                 placed.final = True
                 continue
             placed.final = True
-            self._emit(OrderStatusEvent(order_id, placed.ref, "cancelled", placed.filled, placed.qty - placed.filled,
-                                        now, "not working at IB after reconnect (cancelled or expired while away)"))
+            self._emit(OrderStatusEvent(order_id, placed.ref, OrderStatus.CANCELLED, placed.filled,
+                                        placed.qty - placed.filled, now,
+                                        "not working at IB after reconnect (cancelled or expired while away)"))
 
     # ---------------------------------------------------------------------------------------- errors
 
@@ -515,9 +490,3 @@ class IBBroker:
         events, self._events = self._events, []
         return events
 
-
-def _last_error(trade: Trade) -> tuple[int | None, str]:
-    for entry in reversed(trade.log):
-        if entry.errorCode:
-            return entry.errorCode, entry.message
-    return None, ""

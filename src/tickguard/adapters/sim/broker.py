@@ -12,6 +12,7 @@ import time
 from tickguard.adapters.broker import BrokerEvent, BrokerOrder, ContractInfo, OrderBook, UnknownSymbol, WhatIf
 from tickguard.adapters.sim.venue import SimVenue
 from tickguard.core.model import Bar, Tick
+from tickguard.core.order_state import OrderStatus
 
 
 class SimBroker:
@@ -68,7 +69,7 @@ class SimBroker:
         ex = self.venue.exchange
         working = {o.order.ref: (o.order_id, o.filled) for o in ex.orders.values()
                    if o.status in ("pending", "working")}
-        ended = {o.order.ref: (o.order_id, o.status) for o in ex.orders.values()
+        ended = {o.order.ref: (o.order_id, OrderStatus(o.status)) for o in ex.orders.values()
                  if o.status in ("filled", "cancelled", "rejected")}
         positions = {a: self.venue.positions(a) for a in ex.accounts}
         return OrderBook(working, ended, list(ex.executions), positions)

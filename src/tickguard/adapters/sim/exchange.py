@@ -18,6 +18,7 @@ import numpy as np
 from tickguard.adapters.broker import BrokerOrder, FillEvent, NoticeEvent, OrderStatusEvent, WhatIf
 from tickguard.adapters.sim.market import NS, SymbolSpec
 from tickguard.core.model import Action, OrderType
+from tickguard.core.order_state import OrderStatus
 
 PACING_CODE = 100
 UNKNOWN_SYMBOL_CODE = 200
@@ -44,7 +45,9 @@ class SimOrder:
     order_id: int
     order: BrokerOrder
     submit_ns: int
-    status: str = "pending"  # pending | working | filled | cancelled | rejected
+    # The exchange's own view (pending | working | filled | cancelled | rejected), like IB's order statuses;
+    # what it reports to the engine is an ``OrderStatus`` in an ``OrderStatusEvent``.
+    status: str = "pending"
     filled: float = 0.0
     avg_price: float = 0.0
     pieces: list[float] = field(default_factory=list)
@@ -182,7 +185,7 @@ class SimExchange:
             sim.pieces = self._split(order.qty, self.contracts[order.symbol])
         else:
             sim.pieces = [order.qty]
-        self._emit(OrderStatusEvent(sim.order_id, order.ref, "submitted", 0.0, order.qty, now))
+        self._emit(OrderStatusEvent(sim.order_id, order.ref, OrderStatus.SUBMITTED, 0.0, order.qty, now))
         self._resting[order.symbol].append(sim)
         self._try_fill(sim)
 
@@ -194,7 +197,7 @@ class SimExchange:
 
     def _reject(self, sim: SimOrder, code: int, reason: str) -> None:
         sim.status = "rejected"
-        self._emit(OrderStatusEvent(sim.order_id, sim.order.ref, "rejected", sim.filled, sim.remaining,
+        self._emit(OrderStatusEvent(sim.order_id, sim.order.ref, OrderStatus.REJECTED, sim.filled, sim.remaining,
                                     self._now(), reason, code))
 
     def cancel(self, order_id: int, now_ns: int) -> None:
@@ -216,7 +219,7 @@ class SimExchange:
         resting = self._resting[sim.order.symbol]
         if sim in resting:
             resting.remove(sim)
-        self._emit(OrderStatusEvent(order_id, sim.order.ref, "cancelled", sim.filled, sim.remaining, now,
+        self._emit(OrderStatusEvent(order_id, sim.order.ref, OrderStatus.CANCELLED, sim.filled, sim.remaining, now,
                                     "cancelled by client"))
 
     # ---------------------------------------------------------------------------------------- matching
@@ -276,7 +279,7 @@ class SimExchange:
         if sim.remaining <= 1e-9:
             sim.status = "filled"
             self._resting[order.symbol].remove(sim)
-            self._emit(OrderStatusEvent(sim.order_id, order.ref, "filled", sim.filled, 0.0, now))
+            self._emit(OrderStatusEvent(sim.order_id, order.ref, OrderStatus.FILLED, sim.filled, 0.0, now))
 
     # ----------------------------------------------------------------------------------------- what-if
 

@@ -1,0 +1,49 @@
+"""IB's values as the engine's: numbers (with IB's unset sentinel), executions, account values.
+
+Pure conversions, kept out of ``ib_client`` so the adapter module holds the connection and its callbacks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from ib_async.objects import AccountValue, Fill
+from ib_async.util import UNSET_DOUBLE
+
+from tickguard.adapters.broker import FillEvent
+from tickguard.core.model import Action
+
+# What the risk layer reads from IB's account updates.
+ACCOUNT_TAGS = ("NetLiquidation", "BuyingPower", "AvailableFunds", "ExcessLiquidity", "InitMarginReq",
+                "MaintMarginReq", "GrossPositionValue", "TotalCashValue")
+
+
+def ib_number(value: object) -> float:
+    """A float from IB, with its unset double and empty strings mapped to NaN."""
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+    return math.nan if x == UNSET_DOUBLE or not math.isfinite(x) else x
+
+
+def fill_event(order_id: int, ref: str, fill: Fill, now_ns: int) -> FillEvent:
+    """An ib_async execution as the engine's fill (its commission, when IB already sent it)."""
+    ex = fill.execution
+    ts = int(fill.time.timestamp() * 1e9) if fill.time else now_ns
+    action = Action.BUY if ex.side.upper() in ("BOT", "BUY") else Action.SELL
+    commission = ib_number(fill.commissionReport.commission) if fill.commissionReport.execId else None
+    return FillEvent(order_id, ref, ex.execId, ex.acctNumber, fill.contract.symbol, action, float(ex.shares),
+                     float(ex.price), ts, None if commission is not None and math.isnan(commission) else commission)
+
+
+def account_numbers(values: Iterable[AccountValue]) -> dict[str, float]:
+    """The ``ACCOUNT_TAGS`` of an account, in dollars (USD or the base currency), unset ones left out."""
+    out: dict[str, float] = {}
+    for value in values:
+        if value.tag in ACCOUNT_TAGS and value.currency in ("USD", "BASE", ""):
+            number = ib_number(value.value)
+            if not math.isnan(number):
+                out[value.tag] = number
+    return out
