@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tickguard.core.exit_rules import BreakEven, StopLoss, TakeProfit, TrailingStop
-from tickguard.core.model import OrderIntent, PriorityClass, Side, Tick
+from tickguard.core.model import OrderIntent, OrderType, PriorityClass, Side, Tick
 from tickguard.core.tick_handler import TickHandler
 from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import TradeRequest
@@ -32,7 +32,8 @@ def build(mode: str, trades: list[tuple[str, int, int]]):
     now = [T0]
     quotes: dict[str, Tick] = {s: Tick(s, 100.0, 100.02, math.nan, 1, T0, T0, 0) for s in SYMBOLS}
     vol = {s: VolSnapshot(s, 1.0, 1.5, T0) for s in SYMBOLS}
-    tm = TradeManager(lambda: now[0], vol.get, quotes.get)
+    # limit exits priced off the last quote: batch mode must price them off the same tick as per-tick mode
+    tm = TradeManager(lambda: now[0], vol.get, quotes.get, exit_order_type=OrderType.LIMIT, exit_limit_offset=0.05)
     sent: list[tuple] = []
     for sym, side, kind in trades:
         s = Side.LONG if side else Side.SHORT
@@ -46,7 +47,7 @@ def build(mode: str, trades: list[tuple[str, int, int]]):
 
     def take():
         for i in tm.outbox:
-            sent.append((i.key, i.qty, i.trigger.rule, i.trigger.tick_seq))
+            sent.append((i.key, i.qty, i.trigger.rule, i.trigger.tick_seq, i.limit_price))
         tm.outbox.clear()
 
     handler = TickHandler(tm, mode=mode, after_symbol=take)
