@@ -189,11 +189,15 @@ class TickHandler:
     def process(self, ticks: list[Tick]) -> None:
         """Handle a chunk of ticks in arrival order, one arrival-time window at a time."""
         n = len(ticks)
+        if n and ticks[-1].recv_ns - ticks[0].recv_ns <= self.window_ns:  # the usual case: one window
+            self.stats.last_backlog = 0
+            self._window(ticks)
+            return
         start = 0
         while start < n:
             end = _window_end(ticks, start, self.window_ns)
             self.stats.last_backlog = n - end
-            self._window(ticks if (start == 0 and end == n) else ticks[start:end])
+            self._window(ticks[start:end])
             start = end
 
     def _window(self, ticks: list[Tick]) -> None:
@@ -204,7 +208,19 @@ class TickHandler:
             flagged: list[SymbolState] = []
             accepted = self._scan(ticks, flagged)
             evaluated = self._evaluate_flagged(flagged) if flagged else 0
-        self._count(accepted, evaluated, time.perf_counter_ns() - t0)
+        elapsed = time.perf_counter_ns() - t0
+        self.counters.accepted += accepted
+        stats = self.stats
+        stats.batches += 1
+        stats.ticks += accepted
+        stats.evaluated += evaluated
+        stats.last_size = accepted
+        if accepted > stats.max_size:
+            stats.max_size = accepted
+        stats.last_eval_ns = elapsed
+        stats.total_eval_ns += elapsed
+        if self.on_batch is not None:
+            self.on_batch(stats)
 
     def _accept(self, state: SymbolState, tick: Tick) -> bool:
         """Validate a tick against its symbol; an invalid one is counted under the name of its problem."""
@@ -292,19 +308,6 @@ class TickHandler:
                 if self.after_symbol is not None:
                     self.after_symbol()
         return accepted, evaluated
-
-    def _count(self, accepted: int, evaluated: int, elapsed_ns: int) -> None:
-        self.counters.accepted += accepted
-        stats = self.stats
-        stats.batches += 1
-        stats.ticks += accepted
-        stats.evaluated += evaluated
-        stats.last_size = accepted
-        stats.max_size = max(stats.max_size, accepted)
-        stats.last_eval_ns = elapsed_ns
-        stats.total_eval_ns += elapsed_ns
-        if self.on_batch is not None:
-            self.on_batch(stats)
 
 
 def _window_end(ticks: list[Tick], start: int, window_ns: int) -> int:
