@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
+
+from tickguard.core.model import Tick
 
 from . import outgoing as out
 
@@ -143,6 +146,35 @@ class FaultsMixin:
                 if tick is not None:
                     session.on_tick(tick)
         self.notify()
+
+    # ------------------------------------------------------------------------------------ quotes
+
+    def burst(self, symbol: str, quotes: Sequence[tuple[float, ...]], size: float = 100.0) -> int:
+        """Send several quotes of ``symbol`` - ``(bid, ask)`` or ``(bid, ask, last)`` each - to every client
+        subscribed to it, all in ONE socket write per connection, as TWS does under load: ib_async then
+        decodes them in one read and raises one ``pendingTickersEvent``, whose ticker holds only the last
+        quote (the earlier ones are in ``ticker.ticks``).  The wire messages are ordinary tickPrice messages
+        (``1,6,reqId,tickType,price,size,attrMask``).  The venue's own market is not moved.  Returns how many
+        connections were written to.
+        """
+        ticks = []
+        for quote in quotes:
+            if len(quote) not in (2, 3):
+                raise ValueError(f"a burst quote is (bid, ask) or (bid, ask, last), got {quote!r}")
+            bid, ask, last = (*quote, math.nan) if len(quote) == 2 else quote
+            if not 0 < bid <= ask:
+                raise ValueError(f"burst quote {quote!r}: bid must be positive and not above the ask")
+            ticks.append(Tick(symbol, float(bid), float(ask), float(last), size, 0, 0))
+        current = self.book.venue.last_ticks.get(symbol)
+        prev_ask = current.ask if current is not None else math.inf
+        written = 0
+        for session in self.sessions:
+            messages = session.burst_messages(symbol, ticks, prev_ask) if session.client_id is not None else []
+            if messages:
+                session.send_together(messages)
+                written += 1
+        self.notify()
+        return written
 
     def muted_symbols(self) -> set[str]:
         return set(self.all_symbols()) if self._muted is None else self._muted

@@ -115,6 +115,17 @@ class ClientSession:
         for fields in messages:
             self.send(fields)
 
+    def send_together(self, messages: list[list[Field]]) -> None:
+        """Frame every message and hand them to the socket in ONE write (one chunk of a stall's backlog), so
+        the client finds them in one read - as TWS batches messages under load."""
+        if self.closed or not messages:
+            return
+        data = b"".join(encode_message(fields) for fields in messages)
+        if self.gateway.stalled:
+            self._backlog.append(data)
+        else:
+            self.writer.write(data)
+
     def flush_backlog(self) -> None:
         if self.closed:
             self._backlog.clear()
@@ -293,6 +304,24 @@ class ClientSession:
         self.send(out.tick_price(req_id, ask_type, tick.ask, tick.size, 1))
         if tick.last == tick.last:  # not NaN
             self.send(out.tick_price(req_id, last_type, tick.last, tick.size, 0))
+
+    def burst_messages(self, symbol: str, quotes: list[Tick], prev_ask: float) -> list[list[Field]]:
+        """The tickPrice messages of ``quotes``, in order, for every subscription of ``symbol``.
+
+        Each quote is its bid then its ask (then its last, if any) - the ask first when the new bid would
+        cross the previous ask, so that no half-applied quote is crossed."""
+        bid_type, ask_type, last_type = _PRICE_TICKS[self.market_data_type]
+        messages: list[list[Field]] = []
+        for req_id in [r for r, s in self.mkt_subs.items() if s == symbol]:
+            ask_before = prev_ask
+            for q in quotes:
+                bid = out.tick_price(req_id, bid_type, q.bid, q.size, 1)
+                ask = out.tick_price(req_id, ask_type, q.ask, q.size, 1)
+                messages += [ask, bid] if q.bid >= ask_before else [bid, ask]
+                if q.last == q.last:  # not NaN
+                    messages.append(out.tick_price(req_id, last_type, q.last, q.size, 0))
+                ask_before = q.ask
+        return messages
 
     def _on_ReqHistoricalData(self, msg: inc.ReqHistoricalData) -> None:
         gw = self.gateway

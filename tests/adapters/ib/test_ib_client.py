@@ -192,6 +192,94 @@ async def test_what_if_and_positions():
         assert values["GrossPositionValue"] > 0  # the position is in the margin figures
 
 
+# ------------------------------------------------------------------------------------------------ bursts
+# Several quotes of one symbol in ONE socket write (TWS does this under load): ib_async decodes them in one read
+# and its ticker keeps only the last; the adapter must replay ``ticker.ticks`` to see the others.
+
+
+@contextlib.asynccontextmanager
+async def broker_on_gateway(symbol: str = "AAA") -> AsyncIterator[tuple[FakeGateway, IBBroker, list[int]]]:
+    """A connected IBBroker subscribed to ``symbol``; also yields, per pendingTickersEvent, how many price
+    ticks ib_async held for ``symbol`` (to show a burst came in one read)."""
+    with IbErrorCapture.installed() as errors:
+        gw = await make_gateway().start()
+        await gw.advance(2.0)
+        settings = load(None, {"ib": {"port": gw.port, "client_id": 12, "account": ACCOUNT,
+                                      "connect_timeout_s": 5, "request_timeout_s": 5}})
+        broker = IBBroker(settings.ib)
+        per_read: list[int] = []
+
+        def count(tickers: set[Any]) -> None:
+            per_read.extend(sum(1 for t in tk.ticks if t.tickType in (1, 2, 4)) for tk in tickers
+                            if tk.contract.symbol == symbol)
+
+        broker.ib.pendingTickersEvent += count
+        try:
+            await asyncio.wait_for(broker.connect(), 15)
+            await asyncio.wait_for(broker.subscribe(symbol), 10)
+            yield gw, broker, per_read
+        finally:
+            await broker.close()
+            await gw.close()
+        assert errors.unexpected() == []
+        assert gw.errors == []
+
+
+async def broker_ticks(broker: IBBroker, until_quote: tuple[float, float], timeout: float = 5.0) -> list[Tick]:
+    """Engine Ticks from the broker until one carries ``until_quote`` (bid, ask)."""
+    got: list[Tick] = []
+
+    async def loop() -> None:
+        while not got or (got[-1].bid, got[-1].ask) != until_quote:
+            got.extend(e for e in await broker.next_events(broker.now_ns() + 1_000_000_000) if isinstance(e, Tick))
+
+    await asyncio.wait_for(loop(), timeout)
+    return got
+
+
+def burst_quotes(gw: FakeGateway, symbol: str, dip_bid: float) -> list[tuple[float, float]]:
+    """[normal, dip, recovery]: a cent above the current quote, a dip to ``dip_bid``, back to the quote."""
+    cur = gw.venue.last_ticks[symbol]
+    return [(round(cur.bid + 0.01, 2), round(cur.ask + 0.01, 2)), (dip_bid, round(dip_bid + 0.02, 2)),
+            (cur.bid, cur.ask)]
+
+
+async def test_a_burst_in_one_read_yields_a_tick_for_every_quote_in_order():
+    async with broker_on_gateway() as (gw, broker, per_read):
+        cur = gw.venue.last_ticks["AAA"]
+        before = await broker_ticks(broker, (cur.bid, cur.ask))  # the quote sent on subscription
+        normal, dip, recovery = quotes = burst_quotes(gw, "AAA", round(cur.bid - 1.0, 2))
+        per_read.clear()
+        assert gw.burst("AAA", quotes) == 1
+        ticks = await broker_ticks(broker, recovery)
+        assert per_read == [6]  # bid + ask of three quotes, decoded in a single read
+        pairs = [(t.bid, t.ask) for t in ticks]
+        assert len(ticks) == 6 and pairs[1] == normal and pairs[3] == dip and pairs[5] == recovery
+        assert min(t.bid for t in ticks) == dip[0]  # the dip is seen although the ticker ends recovered
+        assert all(t.bid <= t.ask for t in ticks)  # no half-applied quote is crossed
+        seqs = [t.seq for t in before + ticks]
+        assert seqs == sorted(set(seqs))  # one sequence number each, in arrival order
+        assert len({t.ts_ns for t in ticks}) == 1 and ticks[0].ts_ns <= ticks[0].recv_ns  # one read, its time
+
+
+async def test_a_stop_touched_only_inside_a_burst_fires():
+    """Real money: a dip below the stop and its recovery arrive in one read; the exit must still go out."""
+    async with engine_on_gateway() as (gw, engine, _):
+        level = round(gw.venue.last_ticks["AAA"].bid * 0.97, 2)
+        trade = engine.submit(req(rules=[StopLoss(price=level)]))
+        await until(lambda: trade.state.value == "open", gw)
+        quotes = burst_quotes(gw, "AAA", round(level - 0.05, 2))
+        assert quotes[0][0] > level and quotes[2][0] > level  # only the dip crosses
+        gw.burst("AAA", quotes)
+        await until(lambda: trade.closing, None, timeout=5)  # no virtual time passes: only the burst can do it
+        exit_keys = [k for k in engine.executor.orders if k != trade.entry_key]
+        await gw.wait_for(lambda: any(k in refs_sent(gw) for k in exit_keys), timeout=5)
+        closing = next(h for h in trade.history if h["event"] == "closing")
+        assert closing["rule"] == "stop_loss" and closing["price"] == quotes[1][0]
+        await until(lambda: trade.state.value == "closed", gw)
+        assert gateway_position(gw, "AAA") == 0
+
+
 def test_ib_unset_double_is_unknown_not_a_number():
     assert ib_number(1.7976931348623157e308) != ib_number(1.7976931348623157e308)  # NaN
     assert ib_number("") != ib_number("")

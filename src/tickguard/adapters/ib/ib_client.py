@@ -34,10 +34,11 @@ from tickguard.adapters.broker import (
     WhatIf,
 )
 from tickguard.adapters.ib.order_status import ib_closing_status, ib_ended_status, ib_order_status, last_error
+from tickguard.adapters.ib.quotes import QuoteAssembler
 from tickguard.adapters.ib.values import account_numbers, fill_event, ib_number
 from tickguard.adapters.ttl_cache import TTLCache
 from tickguard.config import IBConfig
-from tickguard.core.model import Bar, OrderType, Tick
+from tickguard.core.model import Bar, OrderType
 from tickguard.core.order_state import OrderStatus
 
 log = logging.getLogger("tickguard.ib")
@@ -91,7 +92,7 @@ class IBBroker:
         self._tickers: dict[str, Ticker] = {}
         self._last_tick_wall: dict[str, float] = {}
         self._by_ticker: dict[int, str] = {}
-        self._seq = 0
+        self._quotes = QuoteAssembler()
         self._closing = False
         self._reconnect_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -230,6 +231,7 @@ class IBBroker:
     async def subscribe(self, symbol: str) -> None:
         contract = await self._contract(symbol)
         ticker = self.ib.reqMktData(contract, "", False, False)
+        self._quotes.reset(symbol, ticker.bid, ticker.ask)
         self._tickers[symbol] = ticker
         self._by_ticker[id(ticker)] = symbol
         self._last_tick_wall[symbol] = time.monotonic()
@@ -261,24 +263,21 @@ class IBBroker:
         return [s for s in self._tickers if now - self._last_tick_wall.get(s, 0.0) >= older_than_s]
 
     def _on_tickers(self, tickers: set[Ticker]) -> None:
-        if not self.state.feed_trusted:
-            return
+        """One socket read: every bid / ask / last change in it becomes a Tick, in arrival order (see quotes.py).
+        While the feed is not trusted the quotes are still followed, but not emitted."""
+        trusted = self.state.feed_trusted
         now = time.time_ns()
         wall = time.monotonic()
         for ticker in tickers:
             symbol = self._by_ticker.get(id(ticker))
             if symbol is None:
                 continue
-            bid, ask = ticker.bid, ticker.ask
-            if not (bid == bid and ask == ask) or bid <= 0 or ask <= 0:
-                continue  # one side not known yet (IB sends -1 / NaN until it is)
-            last = ticker.last if ticker.last == ticker.last and ticker.last > 0 else math.nan
-            ts = int(ticker.time.timestamp() * 1e9) if ticker.time else now
-            self._seq += 1
-            self._last_tick_wall[symbol] = wall
-            self._events.append(Tick(symbol, float(bid), float(ask), float(last),
-                                     float(ticker.lastSize or 0.0), ts, now, self._seq))
-        self._wake.set()
+            ticks = self._quotes.assemble(symbol, ticker.ticks, ticker.bid, ticker.ask, ticker.time, now, trusted)
+            if trusted and (ticks or self._quotes.known(symbol)):
+                self._last_tick_wall[symbol] = wall
+                self._events.extend(ticks)
+        if trusted:
+            self._wake.set()
 
     # ---------------------------------------------------------------------------------------- orders
 
