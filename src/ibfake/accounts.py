@@ -8,6 +8,7 @@ in one place keeps them consistent with each other and with the venue's bookkeep
 from __future__ import annotations
 
 import math
+from decimal import Decimal, InvalidOperation
 
 from tickguard.adapters.sim.market import SymbolSpec
 from tickguard.adapters.sim.venue import SimVenue
@@ -18,6 +19,8 @@ from .wire import Field
 
 CURRENCY = "USD"
 PRIMARY_EXCHANGE = "NASDAQ"
+OFF_TICK = "The price does not conform to the minimum price variation for this contract."
+"""IB's text for error 110, sent for an order whose price is not a whole number of the contract's minTick."""
 
 
 def contract_spec(spec: SymbolSpec) -> out.ContractSpec:
@@ -60,6 +63,26 @@ def resolve(venue: SimVenue, contract: RequestContract) -> SymbolSpec | None:
     if contract.sec_type not in ("", "STK") or contract.currency not in ("", spec.currency):
         return None
     return spec
+
+
+def price_on_tick(text: str, min_tick: float) -> bool:
+    """Is the price, as the client wrote it on the wire, a whole multiple of ``min_tick``?
+
+    Why exact: IB checks the price it received, not a float near it, and refuses ``169.39000000000001``
+    on a 0.01 tick although a float tolerance would call it 169.39. The client writes the price as
+    Python's ``str(float)`` (the shortest text that round-trips), so the text is parsed as a Decimal and
+    divided by ``Decimal(str(min_tick))`` with no tolerance. Deliberately independent of the engine's own
+    rounding (``tickguard.core.price_grid``): a fake that shared the engine's code could not catch its bugs.
+    An empty field (unset price) is on the grid; a non-finite or unparsable one is not.
+    """
+    if text == "":
+        return True
+    try:
+        price = Decimal(text)
+        tick = Decimal(str(min_tick))
+        return price.is_finite() and tick > 0 and price % tick == 0
+    except InvalidOperation:
+        return False
 
 
 def _money(value: float) -> str:

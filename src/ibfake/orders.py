@@ -10,6 +10,11 @@ Modification is cancel-and-replace inside the venue: the working venue order is 
 the venue confirms, a new one for the new quantity minus what was already filled is submitted under
 the same IB order id. Fills that race the cancel still count toward the IB order. The client sees a
 single order throughout (openOrder with the new values, status Submitted).
+
+Prices must be on the contract's tick grid, as at IB: a limit or aux price that is not a whole number of
+minTicks (checked exactly on the wire text) is refused with error 110 and nothing else. A new order never
+exists (no openOrder, no permId; ib_async, still at PendingSubmit, marks it Cancelled); a modification is
+refused and the working order keeps its previous values (ib_async records ValidationError on the trade).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from tickguard.core.model import Action, OrderType
 
 from . import outgoing as out
 from . import outgoing_orders as oo
-from .accounts import CURRENCY, contract_spec, resolve
+from .accounts import CURRENCY, OFF_TICK, contract_spec, price_on_tick, resolve
 from .incoming_orders import PlaceOrder
 from .wire import Field
 
@@ -101,6 +106,7 @@ class OrderBookStats:
     modified: int = 0
     cancelled: int = 0
     rejected: int = 0
+    refused_price: int = 0  # error 110: a price off the contract's tick grid
     what_ifs: int = 0
 
 
@@ -168,6 +174,8 @@ class OrderBook:
             self._emit(client_id, out.error(req.order_id, 321,
                                             f"Error validating request: account {account} is not managed"))  # fmt: skip
             return
+        if self._refuse_off_tick(client_id, req, spec.min_tick):
+            return
         order = GatewayOrder(req.order_id, client_id, next(self._perm_ids), account, spec.symbol, req)
         self.orders[order.key] = order
         self.stats.placed += 1
@@ -232,7 +240,17 @@ class OrderBook:
         else:
             send()
 
+    def _refuse_off_tick(self, client_id: int, req: PlaceOrder, min_tick: float) -> bool:
+        """Answer error 110 (and nothing else) if a price of the request is off the tick grid."""
+        if not _off_tick(req, min_tick):
+            return False
+        self.stats.refused_price += 1
+        self._emit(client_id, out.error(req.order_id, 110, OFF_TICK))
+        return True
+
     def _modify(self, order: GatewayOrder, req: PlaceOrder) -> None:
+        if self._refuse_off_tick(order.client_id, req, self.venue.specs[order.symbol].min_tick):
+            return  # IB refuses the modification; the working order is unchanged
         current = order.pending_replace or order.request
         if (req.action, req.order_type, req.contract.symbol or current.contract.symbol) != (
             current.action,
@@ -265,6 +283,8 @@ class OrderBook:
         if spec is None:
             self._emit(client_id, out.error(req.order_id, 200, UNKNOWN_CONTRACT))
             return
+        if self._refuse_off_tick(client_id, req, spec.min_tick):
+            return  # ib_async ends the what-if request on 110
         problem = _unsupported(req)
         if problem:
             self._emit(client_id, out.error(req.order_id, 201, f"Order rejected - reason:{problem}"))
@@ -388,6 +408,14 @@ class OrderBook:
             self._emit(order.client_id, out.error(order.order_id, 10148, f"OrderId {order.order_id} that needs "
                                                   "to be cancelled cannot be cancelled, state: Filled."))  # fmt: skip
         self._on_fill(order.account, order.symbol)
+
+
+def _off_tick(req: PlaceOrder, min_tick: float) -> bool:
+    """Is the limit or aux price of the request (when set) off the tick grid? Judged on the wire text."""
+    prices = (("lmtPrice", req.lmt_price), ("auxPrice", req.aux_price))
+    return any(
+        value is not None and not price_on_tick(req.raw.get(name, repr(value)), min_tick) for name, value in prices
+    )
 
 
 def _unsupported(req: PlaceOrder) -> str:

@@ -22,6 +22,7 @@ from tickguard.core.exit_sizing import target_wants, whole_lots
 from tickguard.core.guards import Guard, GuardCache
 from tickguard.core.model import OrderIntent, OrderType, PriorityClass, Tick, TradeState, TriggerInfo, TriggerSource
 from tickguard.core.order_state import OrderStatus
+from tickguard.core.price_grid import marketable_limit, on_grid
 from tickguard.core.stop_motion import StopTracker, stop_source
 from tickguard.core.trade_snapshots import apply_snapshot, snapshot
 from tickguard.core.trade_timers import TradeTimers
@@ -42,6 +43,7 @@ class TradeManager:
         volatility: Callable[[str], VolSnapshot | None],
         quote: Callable[[str], Tick | None],
         lot_size: Callable[[str], float] = lambda _s: 1.0,
+        min_tick: Callable[[str], float] = lambda _s: 0.01,
         exit_order_type: OrderType = OrderType.MARKET,
         exit_limit_offset: float = 0.0,
         retry_backoff_ns: int = 500_000_000,
@@ -51,6 +53,7 @@ class TradeManager:
         self._vol = volatility
         self._quote = quote
         self._lot = lot_size
+        self._min_tick = min_tick  # limit prices must be whole ticks (IB error 110 otherwise)
         self._exit_type = exit_order_type
         self._exit_offset = exit_limit_offset
         self._retry_ns = retry_backoff_ns
@@ -106,10 +109,14 @@ class TradeManager:
 
     def _check(self, request: TradeRequest) -> None:
         """What a request can only be checked against with market data: levels on the right side of the
-        entry, whole lots, a ref not used before."""
+        entry, whole lots, a limit price on the tick grid (refused, never moved: it is the user's price), a ref
+        not used before."""
         symbol = request.symbol
         if self._vol(symbol) is None:
             raise TradeRejected(f"unknown symbol {symbol!r}: no contract or volatility for it")
+        if request.limit_price is not None and not on_grid(request.limit_price, self._min_tick(symbol)):
+            raise TradeRejected(f"limit price {request.limit_price} is not on the tick grid of {symbol}: "
+                                f"it must be a whole multiple of the minimum tick {self._min_tick(symbol)}")
         sign = request.side.sign
         ref = request.limit_price
         if ref is None:
@@ -246,9 +253,9 @@ class TradeManager:
         limit = None
         if self._exit_type is OrderType.LIMIT:
             tick = self._quote(trade.symbol)
-            if tick is not None:
+            if tick is not None:  # offset beyond the touch, snapped away from it (sell down, buy up): exact
                 base = tick.bid if trade.sign > 0 else tick.ask
-                limit = base - trade.sign * self._exit_offset
+                limit = marketable_limit(base, self._exit_offset, self._min_tick(trade.symbol), buy=trade.sign < 0)
         intent = OrderIntent(
             key=f"tg:{trade.id}:{leg.name}:{leg.fired}", trade_id=trade.id, leg=leg.name, user=req.user,
             account=req.account, symbol=trade.symbol, action=req.side.exit_action, qty=qty,

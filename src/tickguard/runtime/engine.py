@@ -61,6 +61,7 @@ class Engine:
             volatility=self.vol.get,
             quote=self._quote,
             lot_size=lambda s: self.contracts[s].lot_size if s in self.contracts else 1.0,
+            min_tick=lambda s: self.contracts[s].min_tick if s in self.contracts else 0.01,
             exit_order_type=eng.exit_order_type,
             exit_limit_offset=eng.exit_limit_offset,
             retry_backoff_ns=int(eng.exit_retry_backoff_ms * 1e6),
