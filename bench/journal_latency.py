@@ -30,6 +30,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from tickguard.store.journal import Journal
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 BACKENDS = ("sqlite-normal", "sqlite-full", "postgresql")
 STAGES = ("submitting", "sent", "submitted", "fill", "closed")  # an order's journaled life in the sim
+QTY, PRICE, FEE, ZERO = Decimal(300), Decimal("99.48"), Decimal("1.5"), Decimal(0)  # the journal's exact amounts
 FULL = {"symbols": 20, "trades": 200, "duration_s": 600.0, "rounds": 2, "rates": (200, 1000), "micro_s": 2.0}
 QUICK = {"symbols": 5, "trades": 20, "duration_s": 60.0, "rounds": 1, "rates": (200, 1000), "micro_s": 0.3}
 STEP_S = 0.002  # engine wake-up cadence of the microbench: the sim delivers ~270 ticks/s, a step every few ms
@@ -259,7 +261,7 @@ class OrderFlow:
         with journal.batch():  # set-up, not measured: orders reference their trade
             for t in range(self.TRADES):
                 journal.insert_trade({"trade_id": self.trade(t), "user_id": "alice", "account": "DU1000",
-                                      "symbol": "SIM001", "side": "long", "qty": 300.0, "state": "open",
+                                      "symbol": "SIM001", "side": "long", "qty": QTY, "state": "open",
                                       "request": request, "snapshot": {"stop": 99.5, "legs": []},
                                       "created_ns": now, "updated_ns": now})
 
@@ -275,22 +277,22 @@ class OrderFlow:
         if stage == "submitting":
             self.j.insert_order({
                 "order_key": key, "trade_id": trade, "leg": "stop", "user_id": "alice", "account": "DU1000",
-                "symbol": "SIM001", "action": "SELL", "qty": 300.0, "status": "submitting", "attempts": 1,
-                "broker_order_id": None, "filled": 0.0, "avg_price": 0.0, "commission": 0.0, "reason": "",
+                "symbol": "SIM001", "action": "SELL", "qty": QTY, "status": "submitting", "attempts": 1,
+                "broker_order_id": None, "filled": ZERO, "avg_price": ZERO, "commission": ZERO, "reason": "",
                 "intent": {"key": key, "trade_id": trade, "leg": "stop", "symbol": "SIM001", "action": "SELL",
                            "qty": 300.0, "order_type": "MKT", "priority": 2, "created_ns": now,
                            "trigger": {"rule": "stop_loss", "level": 99.5, "price": 99.49, "tick_seq": j}},
                 "created_ns": now, "updated_ns": now})
         else:
-            filled = 300.0 if stage in ("fill", "closed") else 0.0
+            filled = QTY if stage in ("fill", "closed") else ZERO
             self.j.update_order(key, status=stage, attempts=1, broker_order_id=order + 1, filled=filled,
-                                avg_price=99.48 if filled else 0.0, commission=1.5 if filled else 0.0,
+                                avg_price=PRICE if filled else ZERO, commission=FEE if filled else ZERO,
                                 reason="", updated_ns=now)
             if stage == "fill":
                 data = {"exec_id": f"x{self.tag}.{order}", "qty": 300.0, "price": 99.48, "commission": 1.5,
                         "fill_ts_ns": now}
                 self.j.insert_fill({"exec_id": data["exec_id"], "order_key": key, "trade_id": trade,
-                                    "qty": 300.0, "price": 99.48, "commission": 1.5, "ts_ns": now})
+                                    "qty": QTY, "price": PRICE, "commission": FEE, "ts_ns": now})
         self.j.event(f"order_{stage}", now, data, trade, key, "alice", "DU1000")
 
 

@@ -24,6 +24,7 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 from tickguard.adapters.broker import BrokerOrder, FillEvent, NoticeEvent, OrderStatus, OrderStatusEvent
 from tickguard.adapters.sim.venue import SimVenue
@@ -228,7 +229,7 @@ class OrderBook:
                 return
             req = order.request
             broker_order = BrokerOrder(
-                req.order_ref, order.account, order.symbol, Action(req.action), order.remaining,
+                req.order_ref, order.account, order.symbol, Action(req.action), Decimal(repr(order.remaining)),
                 OrderType(req.order_type), req.lmt_price if req.order_type == "LMT" else None,
             )  # fmt: skip
             order.venue_id = self.venue.place(broker_order)
@@ -291,8 +292,8 @@ class OrderBook:
             return
         account = req.account or self.accounts[0]
         ex = self.venue.exchange
-        broker_order = BrokerOrder(req.order_ref, account, spec.symbol, Action(req.action), req.total_qty,
-                                   OrderType(req.order_type), req.lmt_price)  # fmt: skip
+        broker_order = BrokerOrder(req.order_ref, account, spec.symbol, Action(req.action),
+                                   Decimal(repr(req.total_qty)), OrderType(req.order_type), req.lmt_price)  # fmt: skip
         answer = self.venue.what_if(broker_order)
         equity = ex.equity(account)
         init_before = ex.gross(account) * ex.p.margin_rate
@@ -382,17 +383,18 @@ class OrderBook:
         order = self._by_venue.get(event.order_id)
         if order is None:
             return
-        order.avg_price = (order.avg_price * order.filled + event.price * event.qty) / (order.filled + event.qty)
-        order.filled += event.qty
-        order.last_fill_price = event.price
+        qty, price = float(event.qty), float(event.price)  # the wire speaks doubles; the venue's values are exact
+        order.avg_price = (order.avg_price * order.filled + price * qty) / (order.filled + qty)
+        order.filled += qty
+        order.last_fill_price = price
         contract = contract_spec(self.venue.specs[order.symbol])
         execution = oo.ExecutionSpec(
             exec_id=event.exec_id, order_id=order.order_id, client_id=order.client_id, perm_id=order.perm_id,
             time=dt.datetime.fromtimestamp(event.ts_ns / NS, tz=dt.UTC), account=order.account,
-            exchange="SIMX", side="BOT" if event.action is Action.BUY else "SLD", shares=event.qty,
-            price=event.price, cum_qty=order.filled, avg_price=order.avg_price, order_ref=order.request.order_ref,
+            exchange="SIMX", side="BOT" if event.action is Action.BUY else "SLD", shares=qty,
+            price=price, cum_qty=order.filled, avg_price=order.avg_price, order_ref=order.request.order_ref,
         )  # fmt: skip
-        commission = event.commission or 0.0
+        commission = float(event.commission or 0.0)
         self.executions.append(ExecutionRecord(execution, contract, order.symbol, commission, event.ts_ns))
         done = order.remaining <= 1e-9
         if done:

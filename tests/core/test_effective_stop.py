@@ -74,3 +74,34 @@ def test_the_rule_reported_at_the_fire_is_the_effective_one(tm, market):
     [exit_] = tm.outbox
     assert exit_.trigger.rule == BREAK_EVEN and exit_.trigger.level == pytest.approx(100.5)
     assert tm.stop_price(trade) is None and math.isinf(tm.distance_to_stop(trade))  # closing: nothing armed
+
+
+def test_a_restart_keeps_a_grouped_trailing_stop_at_its_level(tm, clock, market):
+    """The trail lived in a trail group (not in the book): after a restore from the snapshot the stop must
+    still sit at the trailing level, not fall back to the stop-loss below it."""
+    trade = _open(tm, Side.LONG, [StopLoss(distance=2.5), TrailingStop(distance=0.25)], 100.0)  # 95, trail 99.5
+    assert trade.grouped
+    tm.evaluate(market.tick("AAA", 101.0, 101.02))  # trail 100.5, held by the group
+    snap, request = tm.snapshot(trade), trade.request
+    fresh = TradeManager(clock, market.vol.get, market.quotes.get)
+    restored = fresh.restore(trade.id, request, snap, trade.created_ns)
+    assert fresh.stop_price(restored) == pytest.approx(100.5)
+    fresh.evaluate(market.tick("AAA", 100.8, 100.82))
+    assert fresh.outbox == []
+    fresh.evaluate(market.tick("AAA", 100.3, 100.32))
+    [exit_] = fresh.outbox
+    assert exit_.trigger.rule == TRAILING_STOP and exit_.trigger.level == pytest.approx(100.5)
+
+
+def test_a_stop_fires_before_a_target_on_another_source(tm, market):
+    """One tick reaches the stop (on the bid) and a target that watches the last price: the whole position
+    goes out through the stop; the target does not take a slice first."""
+    from tickguard.core.exit_rules import TakeProfit, TimeStop
+    from tickguard.core.model import TriggerSource
+
+    # another trade books a last-price target first, so the book meets the last-price source first
+    _open(tm, Side.LONG, [TakeProfit(price=150.0, trigger=TriggerSource.LAST), TimeStop(after_seconds=3600)], 100.0)
+    trade = _open(tm, Side.LONG, [StopLoss(price=99.0), TakeProfit(price=101.0, trigger=TriggerSource.LAST)], 100.0)
+    tm.evaluate(market.tick("AAA", 98.9, 98.92, last=101.5))  # a stale last print with a crashed quote
+    [exit_] = tm.outbox
+    assert exit_.leg == "stop" and exit_.qty == 100 and trade.closing

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 
@@ -79,7 +80,8 @@ def first_exits(trade: dict, entry_fills: list[dict], ticks: list[RefTick], vol0
     sl, tr, be, ts_rule = by.get("stop_loss"), by.get("trailing_stop"), by.get("break_even"), by.get("time_stop")
     stop_src = (sl or tr or {"trigger": "auto"}).get("trigger", "auto")
     fills = sorted(entry_fills, key=lambda f: f["ts_ns"])
-    filled = avg = 0.0
+    filled = cost = Decimal(0)
+    avg = 0.0
     base = trail = be_lvl = None
     best = -math.inf
     deadline = None
@@ -92,7 +94,7 @@ def first_exits(trade: dict, entry_fills: list[dict], ticks: list[RefTick], vol0
         return max(parts) if parts else None
 
     def tp_cover_all() -> bool:
-        return len(tps) > 0 and all(f"tp{i + 1}" in fired for i in range(len(tps))) and filled >= trade["qty"]
+        return len(tps) > 0 and all(f"tp{i + 1}" in fired for i in range(len(tps))) and filled >= Decimal(trade["qty"])
 
     for tick in ticks:
         while pending and pending[0][0] < tick.ts:
@@ -111,11 +113,12 @@ def first_exits(trade: dict, entry_fills: list[dict], ticks: list[RefTick], vol0
             f = fills[fi]
             fi += 1
             first = filled == 0
-            total = filled + f["qty"]
-            avg = (avg * filled + f["price"] * f["qty"]) / total
-            filled = total
+            qty, price = Decimal(f["qty"]), Decimal(f["price"])  # the report's exact decimals
+            filled += qty
+            cost += price * qty
+            avg = float(cost / filled)  # the average entry, correctly rounded to a price
             if first:
-                best = s * f["price"]
+                best = s * float(price)
                 if ts_rule is not None:
                     deadline = _deadline(ts_rule, f["ts_ns"])
             if sl is not None:

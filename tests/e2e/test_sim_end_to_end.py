@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 from collections import defaultdict
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -89,19 +89,21 @@ def test_no_leg_sent_twice_and_positions_match_the_exchange(report):
     keys = [o["key"] for o in report["orders"]]
     assert len(keys) == len(set(keys))
     assert report["summary"]["duplicate_intents_refused"] == 0
-    ours: dict[tuple[str, str], float] = defaultdict(float)
+    ours: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     for t in report["trades"]:
         s = 1 if t["side"] == "long" else -1
-        ours[(t["account"], t["symbol"])] += s * (t["entry_filled"] - t["exited"])
-    theirs = {(a, sym): q for a, pos in report["meta"]["venue"]["positions"].items() for sym, q in pos.items()}
-    assert {k: v for k, v in ours.items() if not math.isclose(v, 0.0, abs_tol=1e-9)} == theirs
+        ours[(t["account"], t["symbol"])] += s * (Decimal(t["entry_filled"]) - Decimal(t["exited"]))
+    theirs = {(a, sym): Decimal(repr(q)) for a, pos in report["meta"]["venue"]["positions"].items()
+              for sym, q in pos.items()}
+    assert {k: v for k, v in ours.items() if v != 0} == theirs  # exact: quantities are decimals
 
 
 def test_closed_trades_are_flat_and_consistent(report):
     for t in report["trades"]:
         if t["state"] == "closed":
-            assert t["exited"] == pytest.approx(t["entry_filled"])
-            assert t["close_reason"] or all(leg["filled"] > 0 for leg in t["legs"] if leg["name"].startswith("tp"))
+            assert Decimal(t["exited"]) == Decimal(t["entry_filled"])
+            targets = [leg for leg in t["legs"] if leg["name"].startswith("tp")]
+            assert t["close_reason"] or all(Decimal(leg["filled"]) > 0 for leg in targets)
 
 
 def test_same_seed_same_report(report, tmp_path):

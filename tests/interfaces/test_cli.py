@@ -90,7 +90,7 @@ rules = [{{kind = "stop_loss", distance = 1.0}}, {{kind = "time_stop", after_sec
         assert trade["state"] == "closed" and trade["close_reason"] == "time_stop"
         assert [o["leg"] for o in trade["orders"]] == ["entry", "time"]
         legs = {leg["name"]: leg for leg in trade["legs"]}
-        assert set(legs) == {"stop", "time"} and legs["time"]["fired"] == 1 and legs["time"]["filled"] == 100
+        assert set(legs) == {"stop", "time"} and legs["time"]["fired"] == 1 and legs["time"]["filled"] == "100"
         assert legs["stop"]["fired"] == 0 and legs["stop"]["armed"] is False
         assert [t["trade_id"] for t in json.loads(run("trades", "--journal", str(tmp_path / "j.db"), "--json",
                                                        "--state", "open").stdout)] == []

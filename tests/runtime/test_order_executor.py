@@ -1,5 +1,7 @@
 """The executor against a recording order sink (our own protocol, not the IB client)."""
 
+from decimal import Decimal
+
 import pytest
 
 from tickguard.adapters.broker import FillEvent, OrderStatusEvent
@@ -65,7 +67,7 @@ def test_partial_fills_then_filled(parts):
     ex.on_fill(FillEvent(1, "tg:T1:stop:1", "e1", "DU1", "AAA", Action.SELL, 40, 99.0, 0, 1.0))
     ex.on_fill(FillEvent(1, "tg:T1:stop:1", "e2", "DU1", "AAA", Action.SELL, 60, 98.0, 0, 1.0))
     assert listener.fills == [("tg:T1:stop:1", 40, 99.0, 1.0), ("tg:T1:stop:1", 60, 98.0, 1.0)]
-    assert rec.status is OrderStatus.FILLED and rec.avg_price == pytest.approx(98.4)
+    assert rec.status is OrderStatus.FILLED and rec.avg_price == Decimal("98.4")
     assert listener.closed == [("tg:T1:stop:1", "filled", 0.0, "")]
     ex.on_status(status(1, "filled", 100, 0))  # a late duplicate status changes nothing
     assert len(listener.closed) == 1
@@ -252,3 +254,15 @@ def test_recovery_moves_a_journaled_live_order_through_unknown_before_sending_it
     assert [e["event"] for e in rec.events] == ["unknown", "submitting", "sent"]
     assert rec.status is OrderStatus.SUBMITTING and rec.attempts == 2 and len(sink.placed) == 1
     assert ex.anomalies == 0
+
+
+def test_an_over_fill_is_seen_by_equality_and_flagged(parts, caplog):
+    """One share past the order's quantity is an over-fill - no tolerance hides it; the money is still applied."""
+    _, listener, ex = parts
+    rec = ex.submit(intent())
+    ex.on_status(status(1, "submitted"))
+    ex.on_fill(FillEvent(1, "tg:T1:stop:1", "e1", "DU1", "AAA", Action.SELL, 100, 99.0, 0))
+    assert ex.overfills == 0 and rec.filled == 100
+    ex.on_fill(FillEvent(1, "tg:T1:stop:1", "e2", "DU1", "AAA", Action.SELL, "0.000001", 99.0, 0))
+    assert ex.overfills == 1 and rec.filled == Decimal("100.000001")
+    assert "over-filled" in caplog.text and len(listener.fills) == 2

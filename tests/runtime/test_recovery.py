@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
+from decimal import Decimal
 
 import pytest
 
@@ -67,9 +68,9 @@ def assert_consistent(engine: Engine, venue) -> None:
     ours: Counter = Counter()
     for t in engine.trades.trades.values():
         ours[(t.request.account, t.symbol)] += t.sign * t.open_qty
-        assert t.exited <= t.entry_filled + 1e-9
-    theirs = {(a, s): q for a in venue.exchange.accounts for s, q in venue.positions(a).items()}
-    assert {k: v for k, v in ours.items() if abs(v) > 1e-9} == theirs
+        assert t.exited <= t.entry_filled  # exact: an over-exit is never "close enough"
+    theirs = {(a, s): Decimal(repr(q)) for a in venue.exchange.accounts for s, q in venue.positions(a).items()}
+    assert {k: v for k, v in ours.items() if v != 0} == theirs
 
 
 def req(symbol: str, side=Side.LONG) -> TradeRequest:

@@ -1,6 +1,7 @@
 """The journal on SQLite and PostgreSQL: writes, batches, reads, and refusals that never overwrite."""
 
 import sqlite3
+from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
@@ -9,15 +10,16 @@ from tickguard.store.journal import Journal, JournalError, head_revision
 
 
 def trade_row(tid="T00001", state="open", user="alice", symbol="AAA"):
-    return dict(trade_id=tid, user_id=user, account="DU1", symbol=symbol, side="long", qty=100.0, state=state,
-                request={"symbol": symbol, "ref": f"r-{tid}"}, snapshot={"entry_filled": 0.0}, created_ns=1,
-                updated_ns=1)
+    return dict(trade_id=tid, user_id=user, account="DU1", symbol=symbol, side="long", qty=Decimal(100),
+                state=state, request={"symbol": symbol, "ref": f"r-{tid}"}, snapshot={"entry_filled": "0"},
+                created_ns=1, updated_ns=1)
 
 
 def order_row(key="tg:T00001:entry", tid="T00001", status="submitting"):
     return dict(order_key=key, trade_id=tid, leg="entry", user_id="alice", account="DU1", symbol="AAA",
-                action="BUY", qty=100.0, status=status, attempts=1, broker_order_id=None, filled=0.0,
-                avg_price=0.0, commission=0.0, reason="", intent={"key": key}, created_ns=2, updated_ns=2)
+                action="BUY", qty=Decimal(100), status=status, attempts=1, broker_order_id=None,
+                filled=Decimal(0), avg_price=Decimal(0), commission=Decimal(0), reason="", intent={"key": key},
+                created_ns=2, updated_ns=2)
 
 
 def test_round_trip_and_filters(journal_target):
@@ -25,12 +27,12 @@ def test_round_trip_and_filters(journal_target):
     j.insert_trade(trade_row())
     j.insert_trade(trade_row("T00002", state="closed", user="bob", symbol="BBB"))
     j.insert_order(order_row())
-    j.insert_fill(dict(exec_id="e1", order_key="tg:T00001:entry", trade_id="T00001", qty=100.0, price=10.0,
-                       commission=1.0, ts_ns=3))
+    j.insert_fill(dict(exec_id="e1", order_key="tg:T00001:entry", trade_id="T00001", qty=Decimal(100),
+                       price=Decimal("10.01"), commission=Decimal("1.00"), ts_ns=3))
     j.event("accepted", 1, {"x": 1}, "T00001", None, "alice", "DU1")
-    j.update_order("tg:T00001:entry", status="filled", filled=100.0)
-    leg = dict(name="stop", kind="stop", fraction=1.0, level=98.5, armed=True, fired=0, filled=0.0, inflight=0.0,
-               updated_ns=4)
+    j.update_order("tg:T00001:entry", status="filled", filled=Decimal(100))
+    leg = dict(name="stop", kind="stop", fraction=Decimal(1), level=98.5, armed=True, fired=0, filled=Decimal(0),
+               inflight=Decimal(0), updated_ns=4)
     j.put_legs("T00001", [leg])
     j.put_legs("T00001", [{**leg, "fired": 1, "armed": False}])  # replaced, not appended
     j.close()
@@ -38,8 +40,10 @@ def test_round_trip_and_filters(journal_target):
     assert [t["trade_id"] for t in j.open_trades()] == ["T00001"]
     assert [t["trade_id"] for t in j.list_trades(user="bob")] == ["T00002"]
     assert [t["trade_id"] for t in j.list_trades(symbol="aaa", state="open")] == ["T00001"]
-    assert j.orders_of(["T00001"])[0]["status"] == "filled"
-    assert j.fills_of(["T00001"])[0]["exec_id"] == "e1"
+    [order] = j.orders_of(["T00001"])
+    assert (order["status"], order["filled"]) == ("filled", Decimal(100))
+    [fill] = j.fills_of(["T00001"])
+    assert (fill["exec_id"], str(fill["price"]), str(fill["commission"])) == ("e1", "10.01", "1.00")
     [stored] = j.legs_of(["T00001"])
     assert (stored["name"], stored["fired"], stored["armed"], stored["level"]) == ("stop", 1, False, 98.5)
     assert j.events_of(["T00001"])[0]["data"] == {"x": 1}

@@ -8,15 +8,26 @@ real broker they arrive later, in pieces, and sometimes after a reconnect.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Protocol
 
 from tickguard.core.model import Action, Bar, OrderType, Tick
+from tickguard.core.money import exact
 from tickguard.core.order_state import OrderStatus
 
 __all__ = [
     "Broker", "BrokerError", "BrokerEvent", "BrokerOrder", "CommissionEvent", "ContractInfo", "FillEvent",
     "NoticeEvent", "OrderBook", "OrderStatus", "OrderStatusEvent", "UnknownSymbol", "WhatIf",
 ]
+
+
+def _exact_fields(event: object, names: tuple[str, ...]) -> None:
+    """Quantities and money cross into the engine as exact decimals, whatever number type the broker used
+    (IB sends decimals, the simulated exchange counts in doubles): converted here, once (see core.money)."""
+    for name in names:
+        value = getattr(event, name)
+        if value is not None and not isinstance(value, Decimal):
+            object.__setattr__(event, name, exact(value))
 
 
 class BrokerError(RuntimeError):
@@ -34,7 +45,10 @@ class ContractInfo:
     exchange: str
     currency: str
     min_tick: float
-    lot_size: float
+    lot_size: Decimal
+
+    def __post_init__(self) -> None:
+        _exact_fields(self, ('lot_size',))
 
 
 @dataclass(slots=True, frozen=True)
@@ -43,9 +57,12 @@ class BrokerOrder:
     account: str
     symbol: str
     action: Action
-    qty: float
+    qty: Decimal
     order_type: OrderType
     limit_price: float | None = None
+
+    def __post_init__(self) -> None:
+        _exact_fields(self, ('qty',))
 
 
 @dataclass(slots=True, frozen=True)
@@ -58,11 +75,14 @@ class OrderStatusEvent:
     order_id: int
     ref: str
     status: OrderStatus
-    filled: float
-    remaining: float
+    filled: Decimal
+    remaining: Decimal
     ts_ns: int
     reason: str = ""
     code: int | None = None
+
+    def __post_init__(self) -> None:
+        _exact_fields(self, ('filled', 'remaining'))
 
 
 @dataclass(slots=True, frozen=True)
@@ -73,10 +93,13 @@ class FillEvent:
     account: str
     symbol: str
     action: Action
-    qty: float
-    price: float
+    qty: Decimal
+    price: Decimal
     ts_ns: int
-    commission: float | None = None
+    commission: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        _exact_fields(self, ('qty', 'price', 'commission'))
 
 
 @dataclass(slots=True, frozen=True)
@@ -85,8 +108,11 @@ class CommissionEvent:
 
     order_id: int
     exec_id: str
-    commission: float
+    commission: Decimal
     ts_ns: int
+
+    def __post_init__(self) -> None:
+        _exact_fields(self, ('commission',))
 
 
 @dataclass(slots=True, frozen=True)
@@ -115,10 +141,10 @@ class OrderBook:
     """What the broker knows, for reconciliation: working orders by idempotency key, orders that ended
     (cancelled / rejected / filled) by key, every execution of the day, and positions per account."""
 
-    working: dict[str, tuple[int, float]]  # key -> (broker order id, filled so far)
+    working: dict[str, tuple[int, Decimal]]  # key -> (broker order id, filled so far)
     ended: dict[str, tuple[int, OrderStatus]]  # key -> (broker order id, filled | cancelled | rejected)
     executions: list[FillEvent]
-    positions: dict[str, dict[str, float]]
+    positions: dict[str, dict[str, Decimal]]
 
 
 BrokerEvent = Tick | OrderStatusEvent | FillEvent | CommissionEvent | NoticeEvent
@@ -153,7 +179,7 @@ class Broker(Protocol):
 
     async def what_if(self, order: BrokerOrder) -> WhatIf: ...
 
-    async def positions(self, account: str) -> dict[str, float]: ...
+    async def positions(self, account: str) -> dict[str, Decimal]: ...
 
     async def order_book(self) -> OrderBook:
         """Everything needed to reconcile the journal with the broker after a (re)start."""

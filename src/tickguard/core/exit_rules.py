@@ -8,6 +8,7 @@ to it.  Keeping long and short in one code path is deliberate: a mirrored copy i
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -46,7 +47,7 @@ class TakeProfit(_Rule):
     """One take-profit leg exiting ``fraction`` of the filled position at a price or a distance."""
 
     kind: Literal["take_profit"] = "take_profit"
-    fraction: float = Field(default=1.0, gt=0, le=1)
+    fraction: Decimal = Field(default=Decimal(1), gt=0, le=1, allow_inf_nan=False)
     price: float | None = Field(default=None, gt=0)
     distance: float | None = Field(default=None, gt=0)
     unit: Unit = "atr"

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import IntEnum, StrEnum
 from typing import Any
+
+from tickguard.core.money import exact
 
 
 class Side(StrEnum):
@@ -140,12 +143,16 @@ class OrderIntent:
     account: str
     symbol: str
     action: Action
-    qty: float
+    qty: Decimal
     order_type: OrderType
     limit_price: float | None
     priority: PriorityClass
     created_ns: int
     trigger: TriggerInfo | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.qty, Decimal):  # a quantity is exact from the moment an intent exists
+            object.__setattr__(self, "qty", exact(self.qty))
 
     @property
     def is_exit(self) -> bool:
@@ -156,7 +163,7 @@ class OrderIntent:
         reads it back after a restart, so the two live side by side)."""
         return {
             "key": self.key, "trade_id": self.trade_id, "leg": self.leg, "user": self.user,
-            "account": self.account, "symbol": self.symbol, "action": self.action.value, "qty": self.qty,
+            "account": self.account, "symbol": self.symbol, "action": self.action.value, "qty": str(self.qty),
             "order_type": self.order_type.value, "limit_price": self.limit_price, "priority": int(self.priority),
             "created_ns": self.created_ns, "trigger": None if self.trigger is None else self.trigger.to_dict(),
         }
@@ -166,7 +173,7 @@ class OrderIntent:
         trigger = data.get("trigger")
         return cls(
             key=data["key"], trade_id=data["trade_id"], leg=data["leg"], user=data["user"],
-            account=data["account"], symbol=data["symbol"], action=Action(data["action"]), qty=data["qty"],
+            account=data["account"], symbol=data["symbol"], action=Action(data["action"]), qty=exact(data["qty"]),
             order_type=OrderType(data["order_type"]), limit_price=data["limit_price"],
             priority=PriorityClass(data["priority"]), created_ns=data["created_ns"],
             trigger=None if trigger is None else TriggerInfo.from_dict(trigger),

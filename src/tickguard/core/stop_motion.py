@@ -21,12 +21,13 @@ from sortedcontainers import SortedList
 from tickguard.core.effective_stop import STOP_LOSS, TRAILING_STOP, EffectiveStop, effective_stop
 from tickguard.core.exit_rules import BreakEven, StopLoss, TrailingStop, break_even_x, stop_x, trail_x, unit_size
 from tickguard.core.model import Tick, TriggerInfo, TriggerSource
-from tickguard.core.trades import QTY_EPS, Trade, TradeRequest
+from tickguard.core.trades import Trade, TradeRequest
 from tickguard.core.trail_groups import Marks, TrailGroups
 from tickguard.core.trigger_book import LevelKind, TriggerBook
 from tickguard.core.volatility import VolSnapshot
 
 FollowKey = tuple[TriggerSource, int]  # (price source, sign)
+_NONE: frozenset[str] = frozenset()
 
 
 class StopTracker:
@@ -67,10 +68,22 @@ class StopTracker:
             return None
         return effective_stop(trade.stop_base_x, self.trail_x(trade), trade.be_x)
 
-    def book_rule(self, trade: Trade) -> str:
-        """The rule behind the stop level held in the trigger book (a group holds a grouped trade's trail)."""
-        stop = self._book_stop(trade)
-        return STOP_LOSS if stop is None else stop.rule
+    def fired_rule(self, trade: Trade) -> str:
+        """The rule to report when the stop level held in the trigger book fires: the effective stop's rule
+        when the book holds the effective level (a tie with a trail group's level included), else the rule
+        of the book's own components (a grouped trade's trail lives in its group)."""
+        book = self._book_stop(trade)
+        if book is None:
+            return STOP_LOSS
+        current = self.effective(trade)
+        return current.rule if current is not None and current.level_x == book.level_x else book.rule
+
+    def take_moved(self) -> set[str] | frozenset[str]:
+        """The trades whose stop moved since the last call (for the journal's coalesced snapshots)."""
+        if not self.moved:
+            return _NONE  # called every engine step: no allocation when nothing moved
+        moved, self.moved = self.moved, set()
+        return moved
 
     def _book_stop(self, trade: Trade) -> EffectiveStop | None:
         return effective_stop(trade.stop_base_x, None if trade.grouped else trade.trail_x, trade.be_x)
@@ -224,7 +237,7 @@ class StopTracker:
     @staticmethod
     def is_following(trade: Trade) -> bool:
         """Does the trade's stop move with new best prices on the per-trade path?"""
-        if (trade.closing or trade.state.is_final or trade.stop is None or trade.entry_filled <= QTY_EPS
+        if (trade.closing or trade.state.is_final or trade.stop is None or trade.entry_filled <= 0
                 or trade.grouped):
             return False
         req = trade.request

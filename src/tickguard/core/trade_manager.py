@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from tickguard.core.effective_stop import EffectiveStop, stop_distance
@@ -21,12 +22,13 @@ from tickguard.core.exit_rules import StopLoss, TakeProfit, TimeStop, TrailingSt
 from tickguard.core.exit_sizing import target_wants, whole_lots
 from tickguard.core.guards import Guard, GuardCache
 from tickguard.core.model import OrderIntent, OrderType, PriorityClass, Tick, TradeState, TriggerInfo, TriggerSource
+from tickguard.core.money import ZERO, exact, ratio
 from tickguard.core.order_state import OrderStatus
 from tickguard.core.price_grid import marketable_limit, on_grid
 from tickguard.core.stop_motion import StopTracker, stop_source
 from tickguard.core.trade_snapshots import apply_snapshot, snapshot
 from tickguard.core.trade_timers import TradeTimers
-from tickguard.core.trades import QTY_EPS, Leg, Trade, TradeRequest
+from tickguard.core.trades import Leg, Trade, TradeRequest
 from tickguard.core.trail_groups import Marks
 from tickguard.core.trigger_book import LevelKind, TriggerBook
 from tickguard.core.volatility import VolSnapshot
@@ -42,7 +44,7 @@ class TradeManager:
         clock: Callable[[], int],
         volatility: Callable[[str], VolSnapshot | None],
         quote: Callable[[str], Tick | None],
-        lot_size: Callable[[str], float] = lambda _s: 1.0,
+        lot_size: Callable[[str], Decimal] = lambda _s: Decimal(1),
         min_tick: Callable[[str], float] = lambda _s: 0.01,
         exit_order_type: OrderType = OrderType.MARKET,
         exit_limit_offset: float = 0.0,
@@ -134,7 +136,7 @@ class TradeManager:
         if request.ref is not None and (request.user, request.ref) in self._refs:
             raise TradeRejected(f"user {request.user!r} already has a trade with ref {request.ref!r}")
         lot = self._lot(symbol)
-        if request.qty + QTY_EPS < lot or abs(request.qty / lot - round(request.qty / lot)) > 1e-6:
+        if request.qty % lot != 0:  # exact: 100.0000001 shares is not 100
             raise TradeRejected(f"qty {request.qty} is not a whole number of lots of {lot} for {symbol}")
 
     def _new_trade(self, tid: str, request: TradeRequest, created_ns: int) -> Trade:
@@ -170,11 +172,15 @@ class TradeManager:
     # ------------------------------------------------------------------------------------- evaluation
 
     def evaluate(self, tick: Tick) -> None:
-        """Fire every leg whose level ``tick`` reached, then move trailing/break-even stops it improves."""
+        """Fire every leg whose level ``tick`` reached, then move trailing/break-even stops it improves.
+
+        Stops fire before targets whatever price source each watches: when one tick reaches a trade's stop
+        (on the bid, say) and its target (on the last), the position is protected first and whole."""
         symbol = tick.symbol
         marks = self.stops.groups.marks.get(symbol)
         if marks is not None:
             marks.observe(tick.bid, tick.ask)
+        targets: list[tuple[Trade, Leg, float]] = []
         for source, sign in self.book.sources(symbol):
             price = tick.price(source)
             if price != price:  # no such price in this tick (a quote-only feed has no last)
@@ -183,12 +189,14 @@ class TradeManager:
             for level_id in self.book.pop_crossed(symbol, source, sign, x, x):
                 trade, leg = self._legs[level_id]
                 if leg.terminal:
-                    self._fire_terminal(trade, leg, _crossing(trade, leg, self.stops.book_rule(trade), tick, price))
+                    self._fire_terminal(trade, leg, _crossing(trade, leg, self.stops.fired_rule(trade), tick, price))
                 else:
-                    self._fire_target(trade, leg, _crossing(trade, leg, "take_profit", tick, price))
+                    targets.append((trade, leg, price))
         for level_id, info in self.stops.pop_group_fired(tick):
             trade, leg = self._legs[level_id]
             self._fire_terminal(trade, leg, info)
+        for trade, leg, price in targets:
+            self._fire_target(trade, leg, _crossing(trade, leg, "take_profit", tick, price))
         for trade, info in self.stops.advance_symbol(tick):
             assert trade.stop is not None
             self._fire_terminal(trade, trade.stop, info)
@@ -197,7 +205,7 @@ class TradeManager:
         """Re-size ATR/ADR levels: stops by their rule's policy (see ``StopTracker.size``); targets follow
         the volatility both ways."""
         for trade in self._by_symbol.get(snap.symbol, ()):
-            if trade.entry_filled <= QTY_EPS or trade.state.is_final:
+            if trade.entry_filled == 0 or trade.state.is_final:
                 continue
             if trade.grouped:
                 self.stops.ungroup(trade)
@@ -211,7 +219,7 @@ class TradeManager:
         for leg in trade.targets:
             assert leg.rule is not None
             leg.level_x = target_x(leg.rule, trade.sign, trade.entry_avg, vol.atr, vol.adr)
-            if leg.level_id in self.book or self._target_wants(trade, leg) > QTY_EPS:
+            if leg.level_id in self.book or self._target_wants(trade, leg) > 0:
                 self.book.upsert(leg.level_id, trade.symbol, leg.source, trade.sign, LevelKind.TARGET, leg.level_x)
 
     # ------------------------------------------------------------------------------------------ firing
@@ -226,10 +234,9 @@ class TradeManager:
             self.stops.track(trade)
             if trade.entry_working:
                 self.cancels.append(trade.entry_key)
-            self._emit(trade, "closing", {"rule": info.rule, "level": info.level, "price": info.price,
-                                          "tick_seq": info.tick_seq})
+            self._emit(trade, "closing", info.to_dict())
         qty = whole_lots(trade.open_qty - trade.inflight, self._lot(trade.symbol))
-        if qty > QTY_EPS:
+        if qty > 0:
             self._send_exit(trade, leg, qty, PriorityClass.EXIT_CRITICAL, info)
         self._refresh_state(trade)
 
@@ -237,15 +244,15 @@ class TradeManager:
         if trade.closing:
             return
         qty = self._target_wants(trade, leg)
-        if qty > QTY_EPS:
+        if qty > 0:
             self._send_exit(trade, leg, qty, PriorityClass.EXIT, info)
         self._refresh_state(trade)
 
-    def _target_wants(self, trade: Trade, leg: Leg) -> float:
+    def _target_wants(self, trade: Trade, leg: Leg) -> Decimal:
         return target_wants(trade, leg, self._lot(trade.symbol))
 
     def _send_exit(
-        self, trade: Trade, leg: Leg, qty: float, priority: PriorityClass, info: TriggerInfo | None
+        self, trade: Trade, leg: Leg, qty: Decimal, priority: PriorityClass, info: TriggerInfo | None
     ) -> None:
         leg.fired += 1
         leg.inflight += qty
@@ -268,7 +275,9 @@ class TradeManager:
 
     # ---------------------------------------------------------------------------------- order outcomes
 
-    def on_fill(self, intent: OrderIntent, qty: float, price: float, ts_ns: int, commission: float) -> None:
+    def on_fill(self, intent: OrderIntent, qty: Decimal, price: Decimal, ts_ns: int, commission: Decimal) -> None:
+        """One execution of ``intent``'s order: ``qty`` at ``price`` (exact, as the broker reported it)."""
+        qty, price, commission = exact(qty), exact(price), exact(commission)
         trade = self.trades[intent.trade_id]
         trade.commissions += commission
         if intent.leg == "entry":
@@ -276,25 +285,25 @@ class TradeManager:
         else:
             leg = trade.leg(intent.leg)
             leg.filled += qty
-            leg.inflight = max(0.0, leg.inflight - qty)
+            leg.inflight = max(ZERO, leg.inflight - qty)
             trade.exited += qty
-            trade.realized += trade.sign * (price - trade.entry_avg) * qty
+            trade.exit_proceeds += price * qty
             self._emit(trade, "exit_fill", {"leg": leg.name, "key": intent.key, "qty": qty, "price": price,
                                             "ts_ns": ts_ns})
         self._refresh_state(trade)
 
-    def _entry_fill(self, trade: Trade, qty: float, price: float, ts_ns: int) -> None:
-        first = trade.entry_filled <= QTY_EPS
-        total = trade.entry_filled + qty
-        trade.entry_avg = (trade.entry_avg * trade.entry_filled + price * qty) / total
-        trade.entry_filled = total
-        if total >= trade.request.qty - QTY_EPS:
+    def _entry_fill(self, trade: Trade, qty: Decimal, price: Decimal, ts_ns: int) -> None:
+        first = trade.entry_filled == 0
+        trade.entry_filled += qty
+        trade.entry_cost += price * qty
+        trade.entry_avg = float(ratio(trade.entry_cost, trade.entry_filled))
+        if trade.entry_filled >= trade.request.qty:
             trade.entry_working = False
         self._emit(trade, "entry_fill", {"qty": qty, "price": price, "ts_ns": ts_ns})
         vol = self._vol(trade.symbol)
         if first:
             trade.entry_ts_ns = ts_ns
-            trade.best_x = trade.sign * price
+            trade.best_x = trade.sign * float(price)
             time_rule = trade.request.rule(TimeStop)
             if time_rule is not None:
                 trade.time_deadline_ns = time_rule.deadline_ns(ts_ns)
@@ -302,21 +311,22 @@ class TradeManager:
         if trade.closing:  # a late entry fill after the trade was stopped: flatten it too
             leg = trade.stop or trade.time_leg
             assert leg is not None
-            self._fire_terminal(trade, leg, TriggerInfo(trade.close_reason, math.nan, price, -1, ts_ns))
+            self._fire_terminal(trade, leg, TriggerInfo(trade.close_reason, math.nan, float(price), -1, ts_ns))
         elif vol is not None:
             self._size_levels(trade, vol, initial=first)
             self.stops.try_group(trade)
         self.stops.track(trade)
 
-    def on_commission(self, intent: OrderIntent, commission: float) -> None:
-        self.trades[intent.trade_id].commissions += commission
+    def on_commission(self, intent: OrderIntent, commission: Decimal) -> None:
+        self.trades[intent.trade_id].commissions += exact(commission)
 
-    def on_intent_closed(self, intent: OrderIntent, status: OrderStatus, remaining: float, reason: str) -> None:
+    def on_intent_closed(self, intent: OrderIntent, status: OrderStatus, remaining: Decimal, reason: str) -> None:
         """The order for ``intent`` is over: filled, cancelled or rejected (after the executor's retries)."""
         trade = self.trades[intent.trade_id]
+        remaining = exact(remaining)
         if intent.leg == "entry":
             trade.entry_working = False
-            if trade.entry_filled <= QTY_EPS and not trade.state.is_final:
+            if trade.entry_filled == 0 and not trade.state.is_final:
                 trade.state = TradeState.REJECTED if status is OrderStatus.REJECTED else TradeState.CANCELLED
                 trade.reason = reason or status
                 for leg in trade.legs():
@@ -326,9 +336,9 @@ class TradeManager:
             if status is not OrderStatus.FILLED:
                 self._emit(trade, "entry_done", {"status": str(status), "filled": trade.entry_filled,
                                                  "reason": reason})
-        elif remaining > QTY_EPS:
+        elif remaining > 0:
             leg = trade.leg(intent.leg)
-            leg.inflight = max(0.0, leg.inflight - remaining)
+            leg.inflight = max(ZERO, leg.inflight - remaining)
             self._emit(trade, "exit_failed", {"key": intent.key, "leg": leg.name, "remaining": remaining,
                                               "status": status, "reason": reason})
             # Never leave a position unprotected: retry a closing exit, re-arm a target, after a pause that
@@ -347,7 +357,7 @@ class TradeManager:
             trade = self.trades[tid]
             if trade.state.is_final:
                 continue
-            if what == "time_stop" and trade.time_leg is not None and trade.open_qty > QTY_EPS:
+            if what == "time_stop" and trade.time_leg is not None and trade.open_qty > 0:
                 self._fire_terminal(trade, trade.time_leg, TriggerInfo("time_stop", math.nan, math.nan, -1, now_ns))
             elif what == "entry_timeout" and trade.entry_working:
                 self.cancels.append(trade.entry_key)
@@ -378,6 +388,8 @@ class TradeManager:
                 if leg.name in armed and leg.level_x is not None:
                     kind = LevelKind.STOP if leg.terminal else LevelKind.TARGET
                     self.book.upsert(leg.level_id, trade.symbol, leg.source, trade.sign, kind, leg.level_x)
+            # the stop from its components: a trailing part that a trail group held is not in the leg's level
+            self.stops.rearm(trade)
             if trade.time_deadline_ns is not None:
                 self.timers.set(trade.time_deadline_ns, trade_id, "time_stop")
         self.stops.track(trade)
@@ -390,7 +402,7 @@ class TradeManager:
 
     def resume_closing(self, trade: Trade) -> None:
         """After a restart: a trade that was closing with nothing in flight gets its exit sent again."""
-        if trade.closing and not trade.state.is_final and trade.inflight <= QTY_EPS and trade.open_qty > QTY_EPS:
+        if trade.closing and not trade.state.is_final and trade.inflight <= 0 and trade.open_qty > 0:
             leg = trade.stop or trade.time_leg or (trade.targets[0] if trade.targets else None)
             if leg is not None:
                 self._fire_terminal(trade, leg, TriggerInfo(trade.close_reason, math.nan, math.nan, -1,
@@ -454,16 +466,16 @@ class TradeManager:
         if trade.state.is_final:
             return
         before = trade.state
-        if trade.entry_filled <= QTY_EPS:
+        if trade.entry_filled <= 0:
             trade.state = TradeState.PENDING_ENTRY
-        elif trade.open_qty <= QTY_EPS and not trade.entry_working and trade.inflight <= QTY_EPS:
+        elif trade.open_qty <= 0 and not trade.entry_working and trade.inflight <= 0:
             trade.state = TradeState.CLOSED
             trade.close_reason = trade.close_reason or "take_profit"
             self.stops.ungroup(trade)
             for leg in trade.legs():
                 self.book.remove(leg.level_id)
             self.stops.track(trade)
-        elif trade.inflight > QTY_EPS or trade.closing:
+        elif trade.inflight > 0 or trade.closing:
             trade.state = TradeState.EXITING
         else:
             trade.state = TradeState.OPEN

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
@@ -11,8 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tickguard.core.exit_rules import BreakEven, ExitRule, StopLoss, TakeProfit, TimeStop, TrailingStop
 from tickguard.core.model import OrderType, Side, TradeState, TriggerSource
-
-QTY_EPS = 1e-9
+from tickguard.core.money import ZERO, ratio
 
 
 class TradeRequest(BaseModel):
@@ -22,7 +22,7 @@ class TradeRequest(BaseModel):
 
     symbol: str = Field(min_length=1)
     side: Side
-    qty: float = Field(gt=0)
+    qty: Decimal = Field(gt=0, allow_inf_nan=False)
     entry_type: OrderType = OrderType.MARKET
     limit_price: float | None = Field(default=None, gt=0)
     entry_timeout_s: float | None = Field(default=None, gt=0)
@@ -38,13 +38,6 @@ class TradeRequest(BaseModel):
     def _upper(cls, v: str) -> str:
         return v.strip().upper()
 
-    @field_validator("qty")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("qty must be a finite number")
-        return v
-
     @model_validator(mode="after")
     def _consistent(self) -> TradeRequest:
         if self.entry_type is OrderType.LIMIT and self.limit_price is None:
@@ -56,9 +49,9 @@ class TradeRequest(BaseModel):
             if kinds.count(single) > 1:
                 raise ValueError(f"at most one {single} rule per trade")
         tps = [r for r in self.rules if isinstance(r, TakeProfit)]
-        if tps and abs(sum(r.fraction for r in tps) - 1.0) > 1e-9:
-            total = sum(r.fraction for r in tps)
-            raise ValueError(f"take_profit fractions must sum to 1, they sum to {total:g}")
+        total = sum((r.fraction for r in tps), ZERO)
+        if tps and total != 1:  # exact: 0.5 + 0.3 + 0.2 is 1, and 0.33 * 3 is not
+            raise ValueError(f"take_profit fractions must sum to 1, they sum to {total}")
         if not any(isinstance(r, StopLoss | TrailingStop | TimeStop | TakeProfit) for r in self.rules):
             raise ValueError("a trade needs at least one exit rule that closes it (break_even alone does not)")
         if any(isinstance(r, BreakEven) for r in self.rules) and not any(
@@ -84,12 +77,12 @@ class Leg:
     name: str  # "stop", "time", "tp1", "tp2", ...
     level_id: int
     source: TriggerSource
-    fraction: float = 1.0  # of the filled entry; terminal legs take what is open
+    fraction: Decimal = Decimal(1)  # of the filled entry; terminal legs take what is open
     rule: TakeProfit | None = None
     level_x: float | None = None
     fired: int = 0
-    filled: float = 0.0
-    inflight: float = 0.0
+    filled: Decimal = ZERO
+    inflight: Decimal = ZERO
 
     @property
     def terminal(self) -> bool:
@@ -106,12 +99,13 @@ class Trade:
     state: TradeState = TradeState.PENDING_ENTRY
     entry_key: str = ""
     entry_working: bool = False
-    entry_filled: float = 0.0
-    entry_avg: float = 0.0
+    entry_filled: Decimal = ZERO
+    entry_cost: Decimal = ZERO  # sum of entry fill price x qty: the exact basis of the average entry
+    entry_avg: float = 0.0  # the average entry as a price, for level arithmetic
     entry_ts_ns: int | None = None
-    exited: float = 0.0
-    realized: float = 0.0
-    commissions: float = 0.0
+    exited: Decimal = ZERO
+    exit_proceeds: Decimal = ZERO  # sum of exit fill price x qty
+    commissions: Decimal = ZERO
     best_x: float = -math.inf
     stop_base_x: float | None = None  # the stop_loss component, ratcheted unless allow_loosen
     trail_x: float | None = None
@@ -135,17 +129,28 @@ class Trade:
         return self.request.side
 
     @property
-    def open_qty(self) -> float:
+    def open_qty(self) -> Decimal:
         return self.entry_filled - self.exited
 
     @property
-    def inflight(self) -> float:
-        total = sum(leg.inflight for leg in self.targets)
+    def inflight(self) -> Decimal:
+        total = sum((leg.inflight for leg in self.targets), ZERO)
         if self.stop is not None:
             total += self.stop.inflight
         if self.time_leg is not None:
             total += self.time_leg.inflight
         return total
+
+    def cost_of(self, qty: Decimal) -> Decimal:
+        """The entry cost of ``qty`` of the position, at the average entry (exact when ``qty`` is all of it)."""
+        if self.entry_filled == 0:
+            return ZERO
+        return self.entry_cost if qty == self.entry_filled else ratio(self.entry_cost * qty, self.entry_filled)
+
+    @property
+    def realized(self) -> Decimal:
+        """Realized P&L before commissions: exit proceeds less the entry cost of what was exited."""
+        return self.sign * (self.exit_proceeds - self.cost_of(self.exited))
 
     def legs(self) -> list[Leg]:
         legs = [leg for leg in (self.stop, self.time_leg) if leg is not None]
@@ -157,7 +162,9 @@ class Trade:
                 return leg
         raise KeyError(f"trade {self.id} has no leg {name!r}")
 
-    def unrealized(self, mark: float) -> float:
-        if self.entry_filled <= QTY_EPS or not math.isfinite(mark):
-            return 0.0
-        return self.sign * (mark - self.entry_avg) * self.open_qty
+    def unrealized(self, mark: Decimal | None) -> Decimal:
+        """P&L of the open quantity at ``mark`` (zero without a mark or a position)."""
+        if mark is None or self.entry_filled == 0:
+            return ZERO
+        open_qty = self.open_qty
+        return self.sign * (mark * open_qty - self.cost_of(open_qty))

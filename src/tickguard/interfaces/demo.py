@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import numpy as np
 
 from tickguard.core.exit_rules import BreakEven, StopLoss, TakeProfit, TimeStop, TrailingStop
@@ -26,6 +28,6 @@ def demo_trades(n: int, symbols: list[str], seed: int, users: tuple[str, ...] = 
         rules = _TEMPLATES[i % len(_TEMPLATES)]()
         user = users[i % len(users)]
         out.append(TradeRequest(symbol=symbols[int(rng.integers(len(symbols)))], side=side,
-                                qty=float(100 * rng.integers(1, 6)), entry_type=OrderType.MARKET, rules=rules,
+                                qty=Decimal(100 * int(rng.integers(1, 6))), entry_type=OrderType.MARKET, rules=rules,
                                 user=user, account=f"DU{1000 + users.index(user)}"))
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from decimal import Decimal
 from typing import Any
 
 from rich.console import Console, Group
@@ -12,6 +13,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from tickguard.core.money import exact
 from tickguard.interfaces.market_time import fmt_ns
 from tickguard.runtime.engine import Engine
 
@@ -30,7 +32,7 @@ def trades_table(engine: Engine, limit: int = 40) -> Table:
     trades = sorted(tm.trades.values(), key=lambda t: (t.state.is_final, tm.distance_to_stop(t)))
     for trade in trades[:limit]:
         tick = engine.ticks.quote(trade.symbol)
-        mark = math.nan if tick is None else (tick.bid if trade.sign > 0 else tick.ask)
+        mark = None if tick is None else exact(tick.bid if trade.sign > 0 else tick.ask)
         dist = tm.distance_to_stop(trade)
         pnl = trade.realized + trade.unrealized(mark) - trade.commissions
         targets = " ".join(f"{trade.sign * leg.level_x:.2f}" for leg in trade.targets
@@ -107,8 +109,8 @@ def summary_table(report: dict[str, Any]) -> Table:
     for rule, n in sorted(s["exits_by_rule"].items()):
         table.add_row(f"exits: {rule}", str(n))
     table.add_row("orders", str(s["orders"]))
-    table.add_row("realized P&L", f"{s['realized']:,.2f}")
-    table.add_row("commissions", f"{s['commissions']:,.2f}")
+    table.add_row("realized P&L", f"{Decimal(s['realized']):,.2f}")
+    table.add_row("commissions", f"{Decimal(s['commissions']):,.2f}")
     table.add_row("ticks processed", f"{s['ticks_accepted']:,}")
     table.add_row("ticks dropped", ", ".join(f"{k}: {v}" for k, v in s["ticks_dropped"].items()) or "0")
     for r in s["rejected_requests"]:

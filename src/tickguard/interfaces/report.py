@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,11 @@ class TickRecorder:
 
 
 def _clean(value: Any) -> Any:
+    """JSON-ready: no NaN or infinities; quantities and money (exact decimals) as decimal strings."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, Decimal):
+        return str(value)
     if isinstance(value, dict):
         return {k: _clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -58,7 +62,8 @@ def build(engine: Engine, meta: dict[str, Any], recorder: TickRecorder | None) -
             "close_reason": trade.close_reason, "reason": trade.reason, "stop": _stop_level(engine, trade),
             "rules": [r.model_dump(mode="json") for r in req.rules],
             "legs": [{"name": leg.name, "fired": leg.fired, "filled": leg.filled,
-                      "level": None if leg.level_x is None else trade.sign * leg.level_x}
+                      "level": _stop_level(engine, trade) if leg is trade.stop
+                      else None if leg.level_x is None else trade.sign * leg.level_x}
                      for leg in trade.legs()],
             "history": trade.history,
         })
@@ -70,12 +75,9 @@ def build(engine: Engine, meta: dict[str, Any], recorder: TickRecorder | None) -
     fills = []
     for rec in engine.executor.orders.values():
         intent = rec.intent
-        orders.append({
-            "key": intent.key, "trade_id": intent.trade_id, "leg": intent.leg, "action": intent.action.value,
-            "qty": intent.qty, "type": intent.order_type.value, "limit": intent.limit_price,
-            "priority": intent.priority.name, "status": rec.status, "attempts": rec.attempts,
-            "filled": rec.filled, "avg_price": rec.avg_price, "commission": rec.commission,
-            "reason": rec.reason, "events": rec.events,
+        orders.append({  # the intent as the journal keeps it, and what became of its order
+            **intent.to_dict(), "status": rec.status.value, "attempts": rec.attempts, "filled": rec.filled,
+            "avg_price": rec.avg_price, "commission": rec.commission, "reason": rec.reason, "events": rec.events,
         })
         for ev in rec.events:
             if ev["event"] == "fill":

@@ -12,6 +12,7 @@ import gc
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from tickguard.adapters.broker import (
     Broker,
@@ -60,7 +61,7 @@ class Engine:
             clock=broker.now_ns,
             volatility=self.vol.get,
             quote=self._quote,
-            lot_size=lambda s: self.contracts[s].lot_size if s in self.contracts else 1.0,
+            lot_size=lambda s: self.contracts[s].lot_size if s in self.contracts else Decimal(1),
             min_tick=lambda s: self.contracts[s].min_tick if s in self.contracts else 0.01,
             exit_order_type=eng.exit_order_type,
             exit_limit_offset=eng.exit_limit_offset,

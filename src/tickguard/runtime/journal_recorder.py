@@ -36,6 +36,7 @@ class JournalRecorder:
         self.trades = trades
         self._interval = snapshot_interval_ns
         self._last_snapshot: dict[str, int] = {}
+        self._moved: set[str] = set()  # trades whose stop moved, waiting for their snapshot interval
 
     def on_trade_event(self, trade: Trade, kind: str, record: dict[str, Any]) -> None:
         j = self.journal
@@ -72,17 +73,19 @@ class JournalRecorder:
                 "inflight": leg.inflight, "updated_ns": now}
 
     def flush_moved(self, now: int) -> None:
-        """Snapshot trades whose stop moved, unless one was written within the interval."""
-        moved = self.trades.stops.moved
-        if not moved:
+        """Snapshot trades whose stop moved, unless one was written within the interval (those wait)."""
+        moved = self.trades.stops.take_moved()
+        if moved:
+            self._moved |= moved
+        if not self._moved:
             return
         keep = set()
-        for tid in moved:
+        for tid in self._moved:
             if now - self._last_snapshot.get(tid, -self._interval) >= self._interval:
                 self._snapshot(self.trades.trades[tid], now)
             else:
                 keep.add(tid)
-        self.trades.stops.moved = keep
+        self._moved = keep
 
     def on_order_event(self, record: OrderRecord, kind: str, entry: dict[str, Any]) -> None:
         j = self.journal

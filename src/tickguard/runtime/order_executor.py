@@ -19,10 +19,12 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 
 from tickguard.adapters.broker import BrokerOrder, CommissionEvent, FillEvent, OrderStatusEvent
 from tickguard.core.model import OrderIntent
+from tickguard.core.money import ZERO, ratio
 from tickguard.core.order_state import OrderStatus, Transition, acknowledged, advance, after_fill
 
 log = logging.getLogger("tickguard.runtime.order_executor")
@@ -43,11 +45,11 @@ class OrderSink(Protocol):
 
 
 class IntentListener(Protocol):
-    def on_fill(self, intent: OrderIntent, qty: float, price: float, ts_ns: int, commission: float) -> None: ...
+    def on_fill(self, intent: OrderIntent, qty: Decimal, price: Decimal, ts_ns: int, commission: Decimal) -> None: ...
 
-    def on_intent_closed(self, intent: OrderIntent, status: OrderStatus, remaining: float, reason: str) -> None: ...
+    def on_intent_closed(self, intent: OrderIntent, status: OrderStatus, remaining: Decimal, reason: str) -> None: ...
 
-    def on_commission(self, intent: OrderIntent, commission: float) -> None: ...
+    def on_commission(self, intent: OrderIntent, commission: Decimal) -> None: ...
 
 
 @dataclass(slots=True)
@@ -56,9 +58,9 @@ class OrderRecord:
     status: OrderStatus = OrderStatus.NEW
     attempts: int = 0
     order_id: int | None = None
-    filled: float = 0.0
-    avg_price: float = 0.0
-    commission: float = 0.0
+    filled: Decimal = ZERO
+    notional: Decimal = ZERO  # sum of fill price x qty, exact
+    commission: Decimal = ZERO
     reason: str = ""
     cancel_requested: bool = False
     exec_ids: set[str] = field(default_factory=set)
@@ -67,6 +69,11 @@ class OrderRecord:
     @property
     def final(self) -> bool:
         return self.status.is_final
+
+    @property
+    def avg_price(self) -> Decimal:
+        """Average fill price (zero before the first fill), from the exact sums."""
+        return ratio(self.notional, self.filled) if self.filled else ZERO
 
 
 class OrderExecutor:
@@ -96,6 +103,7 @@ class OrderExecutor:
         self.unknown_events = 0
         self.anomalies = 0  # illegal state changes refused (each logged with the order's history)
         self.late_fills = 0  # fills applied to an order already in a final state
+        self.overfills = 0  # executions that took an order past its quantity
         self._deferred = deferred
         self._outgoing: list[OrderRecord] = []
         self._cancels_out: list[int] = []
@@ -217,11 +225,15 @@ class OrderExecutor:
             return  # the same execution seen again (live, then in a reconciliation): apply it once
         record.exec_ids.add(event.exec_id)
         total = record.filled + event.qty
-        record.avg_price = (record.avg_price * record.filled + event.price * event.qty) / total
+        record.notional += event.price * event.qty
         record.filled = total
-        commission = event.commission or 0.0
+        commission = event.commission if event.commission is not None else ZERO
         record.commission += commission
-        after = after_fill(record.status, complete=total >= record.intent.qty - 1e-9)
+        if total > record.intent.qty:  # exact: one share too many is an over-fill, never "close enough"
+            self.overfills += 1
+            log.error("order %s: over-filled, %s of %s after execution %s - applied (it happened), flagged",
+                      record.intent.key, total, record.intent.qty, event.exec_id)
+        after = after_fill(record.status, complete=total >= record.intent.qty)
         if after is not OrderStatus.FILLED:
             self._move(record, after, "partial fill")
         self._note(record, "fill", {"exec_id": event.exec_id, "qty": event.qty, "price": event.price,
@@ -244,7 +256,7 @@ class OrderExecutor:
         self._listener.on_commission(record.intent, event.commission)
 
     def _maybe_done(self, record: OrderRecord) -> None:
-        if not record.final and record.filled >= record.intent.qty - 1e-9:
+        if not record.final and record.filled >= record.intent.qty:
             self._close(record, OrderStatus.FILLED, "")
 
     def _close(self, record: OrderRecord, status: OrderStatus, reason: str) -> None:

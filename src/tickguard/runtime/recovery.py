@@ -16,13 +16,14 @@ The rules, in order of how much money they protect:
 from __future__ import annotations
 
 import logging
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from tickguard.adapters.broker import FillEvent, OrderBook
 from tickguard.core.model import OrderIntent
+from tickguard.core.money import ZERO, exact
 from tickguard.core.order_state import OrderStatus
 from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import TradeRequest
@@ -71,12 +72,15 @@ def restore(journal: Journal, trades: TradeManager, executor: OrderExecutor) -> 
         request = TradeRequest.model_validate(row["request"])
         trades.restore(row["trade_id"], request, row["snapshot"], row["created_ns"])
     exec_ids: dict[str, set[str]] = defaultdict(set)
+    notional: dict[str, Decimal] = defaultdict(Decimal)
     for f in journal.fills_of(ids):
         exec_ids[f["order_key"]].add(f["exec_id"])
+        notional[f["order_key"]] += exact(f["price"]) * exact(f["qty"])  # exact, unlike the stored average
     for row in journal.orders_of(ids):
         record = OrderRecord(OrderIntent.from_dict(row["intent"]), status=_status(row), attempts=row["attempts"],
-                             order_id=row["broker_order_id"], filled=row["filled"], avg_price=row["avg_price"],
-                             commission=row["commission"], reason=row["reason"])
+                             order_id=row["broker_order_id"], filled=exact(row["filled"]),
+                             notional=notional[row["order_key"]], commission=exact(row["commission"]),
+                             reason=row["reason"])
         executor.restore(record, exec_ids[row["order_key"]])
         report.orders += 1
     report.trades = len(rows)
@@ -111,7 +115,7 @@ def reconcile(book: OrderBook, trades: TradeManager, executor: OrderExecutor, re
             executor.adopt(fill.ref, fill.order_id)
         executor.on_fill(FillEvent(fill.order_id, fill.ref, fill.exec_id, fill.account, fill.symbol, fill.action,
                                    fill.qty, fill.price, fill.ts_ns, fill.commission))
-        report.fills_applied.append(f"{fill.ref} {fill.qty:g}@{fill.price:g}")
+        report.fills_applied.append(f"{fill.ref} {fill.qty}@{fill.price}")
     for key, record in list(executor.orders.items()):
         if not record.final and key not in book.working:
             _settle(key, record, book, executor, report)
@@ -124,7 +128,7 @@ def _settle(key: str, record: OrderRecord, book: OrderBook, executor: OrderExecu
     """An open order the broker does not hold working: ended there, or never seen there."""
     if key in book.ended:
         status = OrderStatus(book.ended[key][1])
-        if status is OrderStatus.FILLED and record.filled >= record.intent.qty - 1e-9:
+        if status is OrderStatus.FILLED and record.filled >= record.intent.qty:
             return  # closed by the fills just applied
         executor.close_from_broker(record, OrderStatus.REJECTED if status is OrderStatus.REJECTED
                                    else OrderStatus.CANCELLED, f"{status} at the broker while the engine was down")
@@ -139,19 +143,20 @@ def _settle(key: str, record: OrderRecord, book: OrderBook, executor: OrderExecu
 
 
 def _check_positions(book: OrderBook, trades: TradeManager, report: RecoveryReport) -> None:
-    ours: dict[tuple[str, str], float] = defaultdict(float)
+    """Every (account, symbol) position must equal what the journal's open trades explain - exactly."""
+    ours: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     for t in trades.trades.values():
         if t.entry_filled > 0:
             ours[(t.request.account, t.symbol)] += t.sign * t.open_qty
-    theirs = {(a, s): q for a, pos in book.positions.items() for s, q in pos.items()}
+    theirs = {(a, s): exact(q) for a, pos in book.positions.items() for s, q in pos.items()}
     for key in sorted(set(ours) | set(theirs)):
-        mine, broker = ours.get(key, 0.0), theirs.get(key, 0.0)
-        if not math.isclose(mine, broker, abs_tol=1e-6):
+        mine, broker = ours.get(key, ZERO), theirs.get(key, ZERO)
+        if mine != broker:
             account, symbol = key
-            what = ("a position at the broker that the journal does not know" if math.isclose(mine, 0.0)
-                    else "a journal trade with no position at the broker" if math.isclose(broker, 0.0)
+            what = ("a position at the broker that the journal does not know" if mine == 0
+                    else "a journal trade with no position at the broker" if broker == 0
                     else "a position that differs from the journal")
-            report.mismatches.append(f"{account} {symbol}: broker {broker:g}, journal {mine:g} - {what}; "
+            report.mismatches.append(f"{account} {symbol}: broker {broker}, journal {mine} - {what}; "
                                      "left for the user")
     for line in report.mismatches:
         log.error("reconciliation: %s", line)

@@ -5,6 +5,10 @@ writes of one engine step (say, every exit a batch of ticks fired) commit togeth
 sent - one commit instead of many, and write-ahead is kept.  Opening is deliberately paranoid: a file that
 is not a SQLite database, a journal from a newer tickguard, or an unreachable PostgreSQL is refused with a
 clear error and is never written to.
+
+Money and quantities are ``Decimal`` (columns of type ``tickguard.store.exact.Exact``): a float handed to one is
+refused with a ``TypeError`` naming the column, and a Decimal inside a JSON column (a snapshot, an event) is
+written as its exact string.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from tickguard.core.order_state import FINAL
+from tickguard.store.exact import NotExactError, NotFiniteError, json_dumps
 from tickguard.store.schema import events, fills, legs, orders, trades, volatility
 
 FINAL_TRADE_STATES = ("closed", "rejected", "cancelled")
-FINAL_ORDER_STATES = ("filled", "cancelled", "rejected")
+FINAL_ORDER_STATES = tuple(sorted(status.value for status in FINAL))  # the order state machine's finals
 SQLITE_MAGIC = b"SQLite format 3\x00"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -75,7 +81,7 @@ class Journal:
         """Open (and, if ``create``, create or migrate) the journal at a SQLite path or a database URL."""
         where = describe(target)
         if is_url(target):
-            engine = sa.create_engine(str(target), pool_pre_ping=True)
+            engine = sa.create_engine(str(target), pool_pre_ping=True, json_serializer=json_dumps)
             try:
                 with engine.connect() as conn:
                     conn.execute(sa.text("select 1"))
@@ -116,7 +122,12 @@ class Journal:
             self._commit()
 
     def _write(self, stmt: sa.Executable) -> None:
-        self._conn.execute(stmt)
+        try:
+            self._conn.execute(stmt)
+        except sa.exc.StatementError as exc:
+            if isinstance(exc.orig, (NotExactError, NotFiniteError)):  # refused while binding: nothing was sent
+                raise exc.orig from None
+            raise
         if self._depth == 0:
             self._commit()
 
@@ -238,7 +249,7 @@ def _sqlite_engine(path: Path, create: bool, synchronous: str) -> sa.Engine:
         raise JournalError(f"journal file {path} does not exist")
     elif not path.parent.exists():
         raise JournalError(f"journal directory {path.parent} does not exist")
-    engine = sa.create_engine(f"sqlite:///{path}")
+    engine = sa.create_engine(f"sqlite:///{path}", json_serializer=json_dumps)
 
     @sa.event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
@@ -276,7 +287,40 @@ def _check_and_migrate(engine: sa.Engine, where: str, create: bool) -> None:
         raise JournalError(f"journal {where} has schema revision {current!r}, newer than this tickguard knows "
                            f"(up to {head_revision()!r}); upgrade tickguard - the journal was not touched")
     if current != head_revision():
-        cfg = _alembic_config()
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        _migrate(engine, where)
+
+
+def _migrate(engine: sa.Engine, where: str) -> None:
+    """Upgrade to head in one transaction.  On SQLite, with foreign keys off: batch mode rebuilds a table by
+    copying it and dropping the original, which the keys of tables referring to it would refuse.  That the
+    migration left no row without its parent is checked before the commit; the keys are switched back on after."""
+    cfg = _alembic_config()
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction, hence before it
+            conn.commit()
+        try:
+            with conn.begin():
+                before = _orphans(conn) if sqlite else []
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                after = _orphans(conn) if sqlite else []
+                if len(after) > len(before):
+                    raise JournalError(f"migrating journal {where} would leave rows without their parent "
+                                       f"({after[:5]}); nothing was committed")
+        finally:
+            if sqlite:
+                _foreign_keys_on(conn)
+
+
+def _orphans(conn: sa.Connection) -> list[Any]:
+    return list(conn.exec_driver_sql("PRAGMA foreign_key_check").all())
+
+
+def _foreign_keys_on(conn: sa.Connection) -> None:
+    try:
+        conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+        conn.commit()
+    except sa.exc.DBAPIError:
+        conn.invalidate()  # a connection without foreign keys never goes back to the pool

@@ -1,10 +1,18 @@
 """Journal tables.  ``events`` is the append-only log; the other tables are the current state, kept in the
-same transactions, so recovery reads state directly and ``tickguard trades`` can filter it."""
+same transactions, so recovery reads state directly and ``tickguard trades`` can filter it.
+
+Money and quantities are :class:`~tickguard.store.exact.Exact` (``NUMERIC`` on PostgreSQL, ``TEXT`` on SQLite,
+``Decimal`` in Python; a float is refused).  Trigger levels (``legs.level``) and volatility are still floats in
+the engine and stay ``Float`` here until they move to exact ticks."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
+
+from tickguard.store.exact import Exact
 
 JSON = sa.JSON().with_variant(JSONB(), "postgresql")
 metadata = sa.MetaData()
@@ -16,7 +24,7 @@ trades = sa.Table(
     sa.Column("account", sa.String(64), nullable=False),
     sa.Column("symbol", sa.String(32), nullable=False, index=True),
     sa.Column("side", sa.String(8), nullable=False),
-    sa.Column("qty", sa.Float, nullable=False),
+    sa.Column("qty", Exact("trades.qty"), nullable=False),
     sa.Column("state", sa.String(16), nullable=False, index=True),
     sa.Column("request", JSON, nullable=False),
     sa.Column("snapshot", JSON, nullable=False),
@@ -33,13 +41,13 @@ orders = sa.Table(
     sa.Column("account", sa.String(64), nullable=False),
     sa.Column("symbol", sa.String(32), nullable=False),
     sa.Column("action", sa.String(4), nullable=False),
-    sa.Column("qty", sa.Float, nullable=False),
+    sa.Column("qty", Exact("orders.qty"), nullable=False),
     sa.Column("status", sa.String(16), nullable=False, index=True),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("broker_order_id", sa.BigInteger),
-    sa.Column("filled", sa.Float, nullable=False, default=0.0),
-    sa.Column("avg_price", sa.Float, nullable=False, default=0.0),
-    sa.Column("commission", sa.Float, nullable=False, default=0.0),
+    sa.Column("filled", Exact("orders.filled"), nullable=False, default=Decimal(0)),
+    sa.Column("avg_price", Exact("orders.avg_price"), nullable=False, default=Decimal(0)),
+    sa.Column("commission", Exact("orders.commission"), nullable=False, default=Decimal(0)),
     sa.Column("reason", sa.Text, nullable=False, default=""),
     sa.Column("intent", JSON, nullable=False),
     sa.Column("created_ns", sa.BigInteger, nullable=False),
@@ -51,9 +59,9 @@ fills = sa.Table(
     sa.Column("exec_id", sa.String(64), primary_key=True),
     sa.Column("order_key", sa.String(128), sa.ForeignKey("orders.order_key"), nullable=False, index=True),
     sa.Column("trade_id", sa.String(64), nullable=False, index=True),
-    sa.Column("qty", sa.Float, nullable=False),
-    sa.Column("price", sa.Float, nullable=False),
-    sa.Column("commission", sa.Float),
+    sa.Column("qty", Exact("fills.qty"), nullable=False),
+    sa.Column("price", Exact("fills.price"), nullable=False),
+    sa.Column("commission", Exact("fills.commission")),
     sa.Column("ts_ns", sa.BigInteger, nullable=False),
 )
 
@@ -82,11 +90,11 @@ legs = sa.Table(
     sa.Column("trade_id", sa.String(64), sa.ForeignKey("trades.trade_id"), primary_key=True),
     sa.Column("name", sa.String(16), primary_key=True),
     sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("fraction", sa.Float, nullable=False),
+    sa.Column("fraction", Exact("legs.fraction"), nullable=False),
     sa.Column("level", sa.Float),
     sa.Column("armed", sa.Boolean, nullable=False),
     sa.Column("fired", sa.Integer, nullable=False),
-    sa.Column("filled", sa.Float, nullable=False),
-    sa.Column("inflight", sa.Float, nullable=False),
+    sa.Column("filled", Exact("legs.filled"), nullable=False),
+    sa.Column("inflight", Exact("legs.inflight"), nullable=False),
     sa.Column("updated_ns", sa.BigInteger, nullable=False),
 )

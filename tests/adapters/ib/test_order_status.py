@@ -4,6 +4,7 @@ adapter reports only what the executor needs (the first acknowledgement, the end
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import pytest
 from ib_async import Contract, MarketOrder, Trade
@@ -108,7 +109,7 @@ def trade(status: str, errors: tuple[tuple[int, str], ...] = ()) -> Trade:
 def broker() -> IBBroker:
     b = IBBroker(load(None, {}).ib)
     order = MarketOrder("SELL", 100, orderId=5, orderRef="tg:T1:stop:1")
-    b._orders[5] = _Placed("tg:T1:stop:1", "AAA", 100.0, order, Contract(symbol="AAA"))
+    b._orders[5] = _Placed("tg:T1:stop:1", "AAA", Decimal(100), order, Contract(symbol="AAA"))
     return b
 
 

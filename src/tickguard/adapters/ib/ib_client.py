@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from ib_async import IB, Contract, ContractDetails, LimitOrder, MarketOrder, Order, Stock, Ticker, Trade
 from ib_async.objects import CommissionReport, Fill
@@ -39,6 +40,7 @@ from tickguard.adapters.ib.values import account_numbers, fill_event, ib_number
 from tickguard.adapters.ttl_cache import TTLCache
 from tickguard.config import IBConfig
 from tickguard.core.model import Bar, OrderType
+from tickguard.core.money import ZERO, exact
 from tickguard.core.order_state import OrderStatus
 
 log = logging.getLogger("tickguard.ib")
@@ -56,10 +58,10 @@ SYSTEM_CODES = frozenset({CONNECTIVITY_LOST, RESTORED_DATA_LOST, RESTORED_DATA_K
 class _Placed:
     ref: str
     symbol: str
-    qty: float
+    qty: Decimal
     order: Order
     contract: Contract
-    filled: float = 0.0
+    filled: Decimal = ZERO
     final: bool = False
     submitted: bool = False
 
@@ -204,7 +206,7 @@ class IBBroker:
         c = details.contract
         assert c is not None
         return ContractInfo(symbol, c.conId, c.exchange, c.currency, float(details.minTick or 0.01),
-                            float(details.minSize or 1.0) if details.minSize and details.minSize >= 1 else 1.0)
+                            exact(details.minSize) if details.minSize and details.minSize >= 1 else Decimal(1))
 
     async def _load_bars(self, key: tuple[str, int]) -> list[Bar]:
         symbol, days = key
@@ -317,11 +319,11 @@ class IBBroker:
         return WhatIf(accepted and not warning.lower().startswith("reject"), init, ib_number(state.maintMarginChange),
                       ib_number(state.commission), warning, self.now_ns())
 
-    async def positions(self, account: str) -> dict[str, float]:
-        out: dict[str, float] = {}
+    async def positions(self, account: str) -> dict[str, Decimal]:
+        out: dict[str, Decimal] = {}
         for pos in self.ib.positions(account or self.cfg.account):
             if pos.position:
-                out[pos.contract.symbol] = out.get(pos.contract.symbol, 0.0) + float(pos.position)
+                out[pos.contract.symbol] = out.get(pos.contract.symbol, ZERO) + exact(pos.position)
         return out
 
     async def account_values(self, account: str = "") -> dict[str, float]:
@@ -366,29 +368,29 @@ class IBBroker:
             if placed is None:
                 return
         self._seen_execs.add(ex.execId)
-        placed.filled += float(ex.shares)
+        placed.filled += exact(ex.shares)
         order_id = next(oid for oid, p in self._orders.items() if p is placed)
         self._emit(fill_event(order_id, placed.ref, fill, self.now_ns()))
-        if placed.filled >= placed.qty - 1e-9:
+        if placed.filled >= placed.qty:
             placed.final = True
 
     def _on_commission(self, trade: Trade, fill: Fill, report: CommissionReport) -> None:
         order_id = fill.execution.orderId
         if order_id in self._orders and not math.isnan(ib_number(report.commission)):
-            self._emit(CommissionEvent(order_id, report.execId, float(report.commission), self.now_ns()))
+            self._emit(CommissionEvent(order_id, report.execId, exact(report.commission), self.now_ns()))
 
     # ------------------------------------------------------------------------------- reconciliation
 
     async def order_book(self) -> OrderBook:
         """IB's view for journal recovery: this client's working orders, completed orders and the day's
         executions (by orderRef), and positions.  Orders found here are adopted so their events route."""
-        working: dict[str, tuple[int, float]] = {}
+        working: dict[str, tuple[int, Decimal]] = {}
         for trade in self.ib.openTrades():
             ref = trade.order.orderRef
             if not ref:
                 continue
-            working[ref] = (trade.order.orderId, float(trade.orderStatus.filled))
-            self._adopt(trade.order, trade.contract, float(trade.orderStatus.filled))
+            working[ref] = (trade.order.orderId, exact(trade.orderStatus.filled))
+            self._adopt(trade.order, trade.contract, exact(trade.orderStatus.filled))
         ended: dict[str, tuple[int, OrderStatus]] = {}
         with contextlib.suppress(Exception):
             done = await asyncio.wait_for(self.ib.reqCompletedOrdersAsync(True), self.cfg.request_timeout_s)
@@ -404,27 +406,27 @@ class IBBroker:
             self._adopt_exec(fill)
             executions.append(fill_event(ex.orderId, ex.orderRef, fill, self.now_ns()))
             self._seen_execs.add(ex.execId)
-        positions: dict[str, dict[str, float]] = {}
+        positions: dict[str, dict[str, Decimal]] = {}
         for pos in self.ib.positions():
             if pos.position:
                 acct = positions.setdefault(pos.account, {})
-                acct[pos.contract.symbol] = acct.get(pos.contract.symbol, 0.0) + float(pos.position)
+                acct[pos.contract.symbol] = acct.get(pos.contract.symbol, ZERO) + exact(pos.position)
         return OrderBook(working, ended, executions, positions)
 
-    def _adopt(self, order: Order, contract: Contract, filled: float) -> None:
+    def _adopt(self, order: Order, contract: Contract, filled: Decimal) -> None:
         if order.orderId not in self._orders:
-            self._orders[order.orderId] = _Placed(order.orderRef, contract.symbol, float(order.totalQuantity),
+            self._orders[order.orderId] = _Placed(order.orderRef, contract.symbol, exact(order.totalQuantity),
                                                   order, contract, filled=filled, submitted=True)
 
     def _adopt_exec(self, fill: Fill) -> None:
         ex = fill.execution
         placed = self._orders.get(ex.orderId)
         if placed is None:
-            order = Order(orderId=ex.orderId, orderRef=ex.orderRef, totalQuantity=float(ex.cumQty or ex.shares))
-            self._orders[ex.orderId] = placed = _Placed(ex.orderRef, fill.contract.symbol,
-                                                        float(ex.cumQty or ex.shares), order, fill.contract)
+            qty = exact(ex.cumQty or ex.shares)
+            order = Order(orderId=ex.orderId, orderRef=ex.orderRef, totalQuantity=qty)
+            self._orders[ex.orderId] = placed = _Placed(ex.orderRef, fill.contract.symbol, qty, order, fill.contract)
         if ex.execId not in self._seen_execs:
-            placed.filled += float(ex.shares)
+            placed.filled += exact(ex.shares)
 
     def _reconcile(self) -> None:
         """After (re)connecting: apply fills that happened while away, close orders that ended while away."""
@@ -435,7 +437,7 @@ class IBBroker:
         for order_id, placed in self._orders.items():
             if placed.final or order_id in open_ids:
                 continue
-            if placed.filled >= placed.qty - 1e-9:
+            if placed.filled >= placed.qty:
                 placed.final = True
                 continue
             placed.final = True

@@ -13,6 +13,7 @@ from ib_async.util import UNSET_DOUBLE
 
 from tickguard.adapters.broker import FillEvent
 from tickguard.core.model import Action
+from tickguard.core.money import exact
 
 # What the risk layer reads from IB's account updates.
 ACCOUNT_TAGS = ("NetLiquidation", "BuyingPower", "AvailableFunds", "ExcessLiquidity", "InitMarginReq",
@@ -33,9 +34,9 @@ def fill_event(order_id: int, ref: str, fill: Fill, now_ns: int) -> FillEvent:
     ex = fill.execution
     ts = int(fill.time.timestamp() * 1e9) if fill.time else now_ns
     action = Action.BUY if ex.side.upper() in ("BOT", "BUY") else Action.SELL
-    commission = ib_number(fill.commissionReport.commission) if fill.commissionReport.execId else None
-    return FillEvent(order_id, ref, ex.execId, ex.acctNumber, fill.contract.symbol, action, float(ex.shares),
-                     float(ex.price), ts, None if commission is not None and math.isnan(commission) else commission)
+    commission = ib_number(fill.commissionReport.commission) if fill.commissionReport.execId else math.nan
+    return FillEvent(order_id, ref, ex.execId, ex.acctNumber, fill.contract.symbol, action, exact(ex.shares),
+                     exact(ex.price), ts, None if math.isnan(commission) else exact(commission))
 
 
 def account_numbers(values: Iterable[AccountValue]) -> dict[str, float]:

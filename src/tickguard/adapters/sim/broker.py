@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from decimal import Decimal
 
 from tickguard.adapters.broker import BrokerEvent, BrokerOrder, ContractInfo, OrderBook, UnknownSymbol, WhatIf
 from tickguard.adapters.sim.venue import SimVenue
 from tickguard.core.model import Bar, Tick
+from tickguard.core.money import exact
 from tickguard.core.order_state import OrderStatus
+
+# The simulated exchange's own order statuses (its view, like IB's) onto the engine's order states.
+_WORKING = frozenset({"pending", "working"})
+_ENDED = {"filled": OrderStatus.FILLED, "cancelled": OrderStatus.CANCELLED, "rejected": OrderStatus.REJECTED}
 
 
 class SimBroker:
@@ -43,7 +49,7 @@ class SimBroker:
         spec = self.venue.specs.get(symbol)
         if spec is None:
             raise UnknownSymbol(f"no security definition for {symbol!r} (error 200)")
-        return ContractInfo(spec.symbol, spec.con_id, spec.exchange, spec.currency, spec.min_tick, 1.0)
+        return ContractInfo(spec.symbol, spec.con_id, spec.exchange, spec.currency, spec.min_tick, Decimal(1))
 
     async def daily_bars(self, symbol: str, days: int) -> list[Bar]:
         await self.qualify(symbol)
@@ -62,16 +68,15 @@ class SimBroker:
     async def what_if(self, order: BrokerOrder) -> WhatIf:
         return self.venue.what_if(order)
 
-    async def positions(self, account: str) -> dict[str, float]:
-        return self.venue.positions(account)
+    async def positions(self, account: str) -> dict[str, Decimal]:
+        return _exact_positions(self.venue.positions(account))
 
     async def order_book(self) -> OrderBook:
         ex = self.venue.exchange
-        working = {o.order.ref: (o.order_id, o.filled) for o in ex.orders.values()
-                   if o.status in ("pending", "working")}
-        ended = {o.order.ref: (o.order_id, OrderStatus(o.status)) for o in ex.orders.values()
-                 if o.status in ("filled", "cancelled", "rejected")}
-        positions = {a: self.venue.positions(a) for a in ex.accounts}
+        working = {o.order.ref: (o.order_id, exact(o.filled)) for o in ex.orders.values()
+                   if o.status in _WORKING}
+        ended = {o.order.ref: (o.order_id, _ENDED[o.status]) for o in ex.orders.values() if o.status in _ENDED}
+        positions = {a: _exact_positions(self.venue.positions(a)) for a in ex.accounts}
         return OrderBook(working, ended, list(ex.executions), positions)
 
     async def next_events(self, wake_at_ns: int | None) -> list[BrokerEvent]:
@@ -101,3 +106,8 @@ class SimBroker:
         if self._since_yield >= self._yield_every:
             self._since_yield = 0
             await asyncio.sleep(0)
+
+
+def _exact_positions(positions: dict[str, float]) -> dict[str, Decimal]:
+    """The venue counts shares in doubles; the engine compares positions exactly."""
+    return {symbol: exact(qty) for symbol, qty in positions.items()}

@@ -18,6 +18,7 @@ import numpy as np
 from tickguard.adapters.broker import BrokerOrder, FillEvent, NoticeEvent, OrderStatusEvent, WhatIf
 from tickguard.adapters.sim.market import NS, SymbolSpec
 from tickguard.core.model import Action, OrderType
+from tickguard.core.money import ZERO, exact
 from tickguard.core.order_state import OrderStatus
 
 PACING_CODE = 100
@@ -54,7 +55,7 @@ class SimOrder:
 
     @property
     def remaining(self) -> float:
-        return self.order.qty - self.filled
+        return float(self.order.qty) - self.filled
 
 
 @dataclass(slots=True)
@@ -122,7 +123,7 @@ class SimExchange:
 
     def _opening_qty(self, order: BrokerOrder) -> float:
         pos = self.account(order.account).positions.get(order.symbol, 0.0)
-        signed = order.qty if order.action is Action.BUY else -order.qty
+        signed = float(order.qty) if order.action is Action.BUY else -float(order.qty)
         after = pos + signed
         return max(0.0, abs(after) - abs(pos))
 
@@ -182,10 +183,10 @@ class SimExchange:
         sim.status = "working"
         if self.partial_next or self.rng.random() < self.p.partial_fill_prob:
             self.partial_next = False
-            sim.pieces = self._split(order.qty, self.contracts[order.symbol])
+            sim.pieces = self._split(float(order.qty), self.contracts[order.symbol])
         else:
-            sim.pieces = [order.qty]
-        self._emit(OrderStatusEvent(sim.order_id, order.ref, OrderStatus.SUBMITTED, 0.0, order.qty, now))
+            sim.pieces = [float(order.qty)]
+        self._emit(OrderStatusEvent(sim.order_id, order.ref, OrderStatus.SUBMITTED, ZERO, order.qty, now))
         self._resting[order.symbol].append(sim)
         self._try_fill(sim)
 
@@ -197,8 +198,8 @@ class SimExchange:
 
     def _reject(self, sim: SimOrder, code: int, reason: str) -> None:
         sim.status = "rejected"
-        self._emit(OrderStatusEvent(sim.order_id, sim.order.ref, OrderStatus.REJECTED, sim.filled, sim.remaining,
-                                    self._now(), reason, code))
+        self._emit(OrderStatusEvent(sim.order_id, sim.order.ref, OrderStatus.REJECTED, exact(sim.filled),
+                                    exact(sim.remaining), self._now(), reason, code))
 
     def cancel(self, order_id: int, now_ns: int) -> None:
         sim = self.orders.get(order_id)
@@ -219,8 +220,8 @@ class SimExchange:
         resting = self._resting[sim.order.symbol]
         if sim in resting:
             resting.remove(sim)
-        self._emit(OrderStatusEvent(order_id, sim.order.ref, OrderStatus.CANCELLED, sim.filled, sim.remaining, now,
-                                    "cancelled by client"))
+        self._emit(OrderStatusEvent(order_id, sim.order.ref, OrderStatus.CANCELLED, exact(sim.filled),
+                                    exact(sim.remaining), now, "cancelled by client"))
 
     # ---------------------------------------------------------------------------------------- matching
 
@@ -272,14 +273,15 @@ class SimExchange:
         acct.cash -= signed * price + commission
         acct.commissions += commission
         exec_id = f"sim.{next(self._exec_ids):08d}"
-        fill = FillEvent(sim.order_id, order.ref, exec_id, order.account, order.symbol, order.action, qty, price,
-                         now, commission)
+        # the exchange keeps doubles inside; what it reports is exact, as IB's decimal quantities are
+        fill = FillEvent(sim.order_id, order.ref, exec_id, order.account, order.symbol, order.action, exact(qty),
+                         exact(price), now, exact(commission))
         self.executions.append(fill)
         self._emit(fill)
         if sim.remaining <= 1e-9:
             sim.status = "filled"
             self._resting[order.symbol].remove(sim)
-            self._emit(OrderStatusEvent(sim.order_id, order.ref, OrderStatus.FILLED, sim.filled, 0.0, now))
+            self._emit(OrderStatusEvent(sim.order_id, order.ref, OrderStatus.FILLED, exact(sim.filled), ZERO, now))
 
     # ----------------------------------------------------------------------------------------- what-if
 
@@ -293,4 +295,4 @@ class SimExchange:
         init = opening * px * self.p.margin_rate
         accepted = opening * px <= self.buying_power(order.account)
         warning = "" if accepted else "insufficient buying power"
-        return WhatIf(accepted, init, init * 0.8, self.commission(order.qty, px), warning, now_ns)
+        return WhatIf(accepted, init, init * 0.8, self.commission(float(order.qty), px), warning, now_ns)
