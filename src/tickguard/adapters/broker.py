@@ -38,6 +38,11 @@ class UnknownSymbol(BrokerError):
     pass
 
 
+class NotConnected(BrokerError):
+    """The broker connection is down: nothing was sent.  Not a rejection - the same order (or cancel) is to
+    be sent once the connection is back and reconciled."""
+
+
 @dataclass(slots=True, frozen=True)
 class ContractInfo:
     symbol: str
