@@ -11,6 +11,11 @@ the venue confirms, a new one for the new quantity minus what was already filled
 the same IB order id. Fills that race the cancel still count toward the IB order. The client sees a
 single order throughout (openOrder with the new values, status Submitted).
 
+Accounts: an order for an account the gateway does not manage - or with no account while it manages several -
+fails IB's request validation: error 321 ("Error validating request.-'bS' : cause - Invalid account code", the
+text IB sends for an account code it does not know) and nothing else; the order never exists (no openOrder,
+no permId).  ib_async 2.1.0 counts 321 among its warnings and leaves the trade at ``ValidationError``.
+
 Prices must be on the contract's tick grid, as at IB: a limit or aux price that is not a whole number of
 minTicks (checked exactly on the wire text) is refused with error 110 and nothing else. A new order never
 exists (no openOrder, no permId; ib_async, still at PendingSubmit, marks it Cancelled); a modification is
@@ -41,6 +46,9 @@ log = logging.getLogger(__name__)
 NS = 1_000_000_000
 WORKING = frozenset({"PreSubmitted", "Submitted", "PendingCancel"})
 UNKNOWN_CONTRACT = "No security definition has been found for the request"
+# IB's request-validation failures (error 321); 'bS' is the tag IB puts in them for a placeOrder.
+INVALID_ACCOUNT = "Error validating request.-'bS' : cause - Invalid account code"
+NO_ACCOUNT = "Error validating request.-'bS' : cause - You must specify an account."
 
 Emit = Callable[[int, list[Field]], None]
 """Send fields to the connection of this clientId (dropped if that client is not connected)."""
@@ -108,6 +116,7 @@ class OrderBookStats:
     cancelled: int = 0
     rejected: int = 0
     refused_price: int = 0  # error 110: a price off the contract's tick grid
+    refused_validation: int = 0  # error 321: e.g. an account the gateway does not manage
     what_ifs: int = 0
 
 
@@ -133,6 +142,7 @@ class OrderBook:
         self.stats = OrderBookStats()
         self.fill_delay_s = 0.0
         self._next_ids: dict[int, int] = {}
+        self.cancel_requests: list[tuple[int, int]] = []  # (clientId, orderId) of every cancel asked, in order
 
     # ----------------------------------------------------------------------------------- queries
 
@@ -170,10 +180,8 @@ class OrderBook:
         if spec is None:
             self._emit(client_id, out.error(req.order_id, 200, UNKNOWN_CONTRACT))
             return
-        account = req.account or self.accounts[0]
-        if account not in self.accounts:
-            self._emit(client_id, out.error(req.order_id, 321,
-                                            f"Error validating request: account {account} is not managed"))  # fmt: skip
+        account = self._account_of(client_id, req)
+        if account is None:
             return
         if self._refuse_off_tick(client_id, req, spec.min_tick):
             return
@@ -189,6 +197,7 @@ class OrderBook:
         self._submit(order)
 
     def cancel(self, client_id: int, order_id: int) -> None:
+        self.cancel_requests.append((client_id, order_id))
         order = self.orders.get((client_id, order_id))
         if order is None:
             text = f"OrderId {order_id} that needs to be cancelled is not found."
@@ -240,6 +249,19 @@ class OrderBook:
             self.venue.schedule(self.venue.now_ns + int(self.fill_delay_s * NS), send)
         else:
             send()
+
+    def _account_of(self, client_id: int, req: PlaceOrder) -> str | None:
+        """The account the order is for, or None after answering error 321 (not managed, or not named while
+        several are managed) - as IB, which then creates no order."""
+        if not req.account and len(self.accounts) > 1:
+            text = NO_ACCOUNT
+        elif req.account and req.account not in self.accounts:
+            text = INVALID_ACCOUNT
+        else:
+            return req.account or self.accounts[0]
+        self.stats.refused_validation += 1
+        self._emit(client_id, out.error(req.order_id, 321, text))
+        return None
 
     def _refuse_off_tick(self, client_id: int, req: PlaceOrder, min_tick: float) -> bool:
         """Answer error 110 (and nothing else) if a price of the request is off the tick grid."""
@@ -324,16 +346,20 @@ class OrderBook:
                                order.client_id)  # fmt: skip
 
     def _reject(self, order: GatewayOrder, code: int, reason: str) -> None:
-        """A refused order gets only the error naming the reason (reqId = orderId), as IB sends it.
+        """A refused order gets the error naming the reason (reqId = orderId), then openOrder and orderStatus
+        ``Inactive`` - the order TWS sends them in (ib_insync #554).
 
-        ib_async turns that error into status Cancelled with the reason in ``trade.log``. An extra
-        orderStatus Inactive is deliberately not sent: ib_async 2.1.0 counts Inactive as done, so an
-        Inactive arriving first would make it drop the error from the trade's log.
+        ib_async turns the error into status Cancelled with the reason in ``trade.log``, then records Inactive.
+        The error must come first: ib_async 2.1.0 counts Inactive as done, so an Inactive arriving first
+        would make it drop the error from the trade's log.
         """
         self.stats.rejected += 1
         order.status = "Inactive"
         order.pending_replace = None
         self._emit(order.client_id, out.error(order.order_id, code, reason))
+        contract = contract_spec(self.venue.specs[order.symbol])
+        self._emit(order.client_id, oo.open_order(order.spec(), contract, oo.OrderStateSpec("Inactive")))
+        self._emit(order.client_id, self._status(order))
 
     def _finish_cancel(self, order: GatewayOrder) -> None:
         self.stats.cancelled += 1

@@ -90,6 +90,7 @@ class FakeGateway(FaultsMixin):
         self.errors: list[BaseException] = []  # protocol errors: a test should assert this stays empty
         self.unsupported: list[str] = []  # requests the gateway answered with "not supported"
         self.pacing_drops = 0
+        self.connections = 0  # sockets accepted so far
         self.stalled = False
         self.hmds_down = False
         self._muted: set[str] | None = set()
@@ -207,6 +208,7 @@ class FakeGateway(FaultsMixin):
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = ClientSession(self, reader, writer, next(self._conn_ids))
+        self.connections += 1
         self.sessions.append(session)
         task = asyncio.current_task()
         if task is not None:

@@ -186,11 +186,15 @@ snapshot_interval_ms = 20
     ids = [r["trade_id"] for r in rows]
     journal_fills = journal.fills_of(ids)
     orders = journal.orders_of(ids)
+    journal_id = journal.journal_id
     journal.close()
 
     # no trade lost, none duplicated
     assert sorted(r["request"]["ref"] for r in rows) == sorted(f"kill-{i}" for i in range(N_TRADES))
     ours = [f for f in fills if f.execution.orderRef.startswith("tg:")]
+    # every key carries the journal's id: tg:<journal id>:<trade>:<leg>[:<n>]
+    assert ours and all(f.execution.orderRef.startswith(f"tg:{journal_id}:") for f in ours)
+    assert all(o["order_key"].startswith(f"tg:{journal_id}:") for o in orders)
     # no leg executed by two broker orders
     order_ids_per_key: dict[str, set[int]] = defaultdict(set)
     for f in ours:
@@ -202,7 +206,7 @@ snapshot_interval_ms = 20
     per_trade: dict[str, float] = defaultdict(float)
     sign = {"BOT": 1, "SLD": -1}
     for f in ours:
-        per_trade[f.execution.orderRef.split(":")[1]] += sign[f.execution.side] * float(f.execution.shares)
+        per_trade[f.execution.orderRef.split(":")[2]] += sign[f.execution.side] * float(f.execution.shares)
     assert {t: q for t, q in per_trade.items() if abs(q) > 1e-9} == {}
     assert positions == {}
     assert all(o["status"] in ("filled", "cancelled", "rejected") for o in orders)

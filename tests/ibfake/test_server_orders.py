@@ -90,12 +90,35 @@ async def test_reject_next_reaches_the_trade_as_error_201() -> None:
         ib.errorEvent += lambda req_id, code, msg, c: codes.append((req_id, code, msg))
         gw.reject_next("test says no")
         trade = ib.placeOrder(contract, MarketOrder("BUY", 10, orderRef="rejected"))
-        await advance_until(gw, lambda: trade.isDone() and codes, step=0.05)
-        assert trade.orderStatus.status == "Cancelled" and not trade.fills
+        await advance_until(gw, lambda: trade.orderStatus.status == "Inactive", step=0.05)
+        assert not trade.fills
         assert codes == [(trade.order.orderId, 201, "Order rejected - reason: test says no")]
-        assert any("test says no" in entry.message for entry in trade.log)
+        # as TWS: the error first (ib_async marks the trade Cancelled with the reason), then Inactive
+        assert [(e.status, e.errorCode) for e in trade.log[-2:]] == [("Cancelled", 201), ("Inactive", 0)]
+        assert "test says no" in trade.log[-2].message
         again = ib.placeOrder(contract, MarketOrder("BUY", 10))  # only the next order was rejected
         await advance_until(gw, lambda: fully_reported(again), step=0.05)
+
+
+async def test_an_order_for_an_account_ib_does_not_manage_gets_321_and_never_exists() -> None:
+    async with session(accounts=["DU111", "DU222"]) as (gw, ib, _errors):
+        contract = await qualified(ib, "AAA")
+        codes: list[tuple[int, int, str]] = []
+        ib.errorEvent += lambda req_id, code, msg, c: codes.append((req_id, code, msg))
+        foreign = ib.placeOrder(contract, MarketOrder("BUY", 10, orderRef="foreign", account="DU999"))
+        unnamed = ib.placeOrder(contract, MarketOrder("BUY", 10, orderRef="unnamed"))  # two accounts: name one
+        await until(lambda: len(codes) == 2)
+        await gw.advance(1.0)
+        assert codes == [
+            (foreign.order.orderId, 321, "Error validating request.-'bS' : cause - Invalid account code"),
+            (unnamed.order.orderId, 321, "Error validating request.-'bS' : cause - You must specify an account."),
+        ]
+        assert not gw.book.orders and gw.book.stats.refused_validation == 2  # no order, no permId, no fill
+        # ib_async 2.1.0 counts 321 as a warning: the trade is left at ValidationError, never ended
+        assert foreign.orderStatus.status == unnamed.orderStatus.status == "ValidationError"
+        named = ib.placeOrder(contract, MarketOrder("BUY", 10, orderRef="named", account="DU222"))
+        await advance_until(gw, lambda: fully_reported(named), step=0.05)
+        assert named.fills[0].execution.acctNumber == "DU222"
 
 
 async def test_what_if_returns_margin_and_commission() -> None:

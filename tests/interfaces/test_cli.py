@@ -97,3 +97,18 @@ rules = [{{kind = "stop_loss", distance = 1.0}}, {{kind = "time_stop", after_sec
     finally:
         gateway.terminate()
         gateway.wait(10)
+
+
+def test_a_second_sim_on_the_same_journal_runs(tmp_path):
+    """Each sim run's exchange numbers its executions from 1 again: the journal takes an exec id it already has as
+    a replay (logged), never as an error - the second run used to die on ``UNIQUE constraint failed``."""
+    journal = tmp_path / "j.db"
+    args = ("sim", "--journal", str(journal), "--duration", "900", "--speed", "0", "--no-live", "--seed", "3")
+    first = run(*args)
+    assert first.returncode == 0, first.stderr
+    second = run(*args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "IntegrityError" not in second.stderr and "already journaled" in second.stderr
+    done = run("trades", "--journal", str(journal), "--json")
+    keys = {o["order_key"].split(":")[1] for t in json.loads(done.stdout) for o in t["orders"]}
+    assert len(keys) == 1  # one journal, one id in every key

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from tickguard.adapters.broker import FillEvent, OrderStatusEvent
+from tickguard.adapters.broker import CommissionEvent, FillEvent, OrderStatusEvent
 from tickguard.core.model import Action, OrderIntent, OrderType, PriorityClass
 from tickguard.core.order_state import OrderStatus
 from tickguard.runtime.order_executor import DuplicateIntent, OrderExecutor, OrderRecord
@@ -266,3 +266,113 @@ def test_an_over_fill_is_seen_by_equality_and_flagged(parts, caplog):
     ex.on_fill(FillEvent(1, "tg:T1:stop:1", "e2", "DU1", "AAA", Action.SELL, "0.000001", 99.0, 0))
     assert ex.overfills == 1 and rec.filled == Decimal("100.000001")
     assert "over-filled" in caplog.text and len(listener.fills) == 2
+
+
+# ------------------------------------------------------------------------- executions and commissions, once
+
+class CommissionListener(Listener):
+    def __init__(self):
+        super().__init__()
+        self.commissions = []
+
+    def on_commission(self, intent, commission):
+        self.commissions.append((intent.key, commission))
+
+
+@pytest.fixture
+def counted(clock):
+    sink, listener = Sink(), CommissionListener()
+    return listener, OrderExecutor(sink, listener, clock)
+
+
+def commission(exec_id, amount, oid=1):
+    return CommissionEvent(oid, exec_id, amount, 0)
+
+
+def replay_lines(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelname == "INFO" and "seen again" in r.getMessage()]
+
+
+def test_a_commission_reported_with_the_fill_and_again_after_reconnects_counts_once(counted, caplog):
+    listener, ex = counted
+    rec = ex.submit(intent())
+    with caplog.at_level("INFO", logger="tickguard.runtime.order_executor"):
+        ex.on_fill(FillEvent(1, "tg:T1:stop:1", "e1", "DU1", "AAA", Action.SELL, 100, 99.0, 0, "1.25"))
+        for _ in range(3):  # IB's own report, then the same report after each of two reconnects
+            ex.on_commission(commission("e1", "1.25"))
+    assert rec.commission == Decimal("1.25") and rec.commissions == {"e1": Decimal("1.25")}
+    assert listener.fills == [("tg:T1:stop:1", 100, 99.0, Decimal("1.25"))] and listener.commissions == []
+    assert ex.replays == 3 and len(replay_lines(caplog)) == 3
+    assert "commission of execution e1 seen again" in replay_lines(caplog)[0]
+
+
+def test_a_commission_reported_after_the_fill_counts_once_however_often_it_comes(counted):
+    listener, ex = counted
+    rec = ex.submit(intent())
+    ex.on_fill(fill(1, "e1", 40))  # IB: the execution first, without its commission
+    ex.on_fill(fill(1, "e2", 60))
+    for _ in range(3):
+        ex.on_commission(commission("e1", "0.40"))
+        ex.on_commission(commission("e2", "0.60"))
+    assert rec.commission == Decimal("1.00") and listener.commissions == [("tg:T1:stop:1", Decimal("0.40")),
+                                                                         ("tg:T1:stop:1", Decimal("0.60"))]
+    assert [e["event"] for e in rec.events].count("commission") == 2  # journaled once each
+
+
+def test_a_commission_before_its_execution_waits_for_it_and_counts_once(counted):
+    listener, ex = counted
+    rec = ex.submit(intent())
+    ex.on_commission(commission("e1", "1.00"))
+    assert rec.commission == 0 and listener.commissions == []
+    ex.on_fill(FillEvent(1, "tg:T1:stop:1", "e1", "DU1", "AAA", Action.SELL, 100, 99.0, 0, "1.00"))
+    ex.on_commission(commission("e1", "1.00"))
+    assert rec.commission == Decimal("1.00") and listener.fills[0][3] == Decimal("1.00")
+    assert rec.events[-2]["event"] == "fill" and rec.events[-2]["commission"] == Decimal("1.00")  # the fill row's
+
+
+def test_a_replayed_execution_is_applied_once_logged_at_info_and_brings_only_a_missing_commission(counted, caplog):
+    listener, ex = counted
+    rec = ex.submit(intent())
+    ex.on_fill(fill(1, "e1", 100))  # without its commission (the engine went down before the report)
+    with caplog.at_level("INFO", logger="tickguard.runtime.order_executor"):
+        ex.on_fill(FillEvent(1, "tg:T1:stop:1", "e1", "DU1", "AAA", Action.SELL, 100, 99.0, 0, "1.00"))
+        ex.on_fill(FillEvent(1, "tg:T1:stop:1", "e1", "DU1", "AAA", Action.SELL, 100, 99.0, 0, "1.00"))
+    assert rec.filled == 100 and len(listener.fills) == 1 and listener.closed == [("tg:T1:stop:1", "filled", 0, "")]
+    assert rec.commission == Decimal("1.00") and listener.commissions == [("tg:T1:stop:1", Decimal("1.00"))]
+    assert any("execution e1 seen again" in line for line in replay_lines(caplog)) and ex.overfills == 0
+
+
+def test_a_journal_restored_order_knows_which_commissions_it_has(tmp_path, clock):
+    """Fills and commissions journaled by one executor; a second, restored from the journal after a 'restart',
+    hears every execution and commission again (IB re-sends them) and counts none of them twice."""
+    from tickguard.runtime.journal_recorder import JournalRecorder
+    from tickguard.runtime.recovery import journaled_order
+    from tickguard.store.journal import Journal
+
+    journal = Journal.open(tmp_path / "j.db")
+    journal.insert_trade(dict(trade_id="T1", user_id="u", account="DU1", symbol="AAA", side="long", qty=Decimal(100),
+                              state="open", request={}, snapshot={}, created_ns=1, updated_ns=1))
+    first = OrderExecutor(Sink(), CommissionListener(), clock, journal=journal)
+    first.on_event = JournalRecorder(journal, None).on_order_event
+    with journal.batch():
+        first.submit(intent())
+    first.on_fill(FillEvent(1, "tg:T1:stop:1", "e1", "DU1", "AAA", Action.SELL, 40, 99.0, 0, "0.40"))  # with it
+    first.on_fill(fill(1, "e2", 60))
+    first.on_commission(commission("e2", "0.60"))  # reported on its own
+    [row] = journal.orders_of(["T1"])
+    fills = journal.fills_of(["T1"])
+    assert {f["exec_id"]: f["commission"] for f in fills} == {"e1": Decimal("0.40"), "e2": Decimal("0.60")}
+    journal.close()
+
+    listener = CommissionListener()
+    again = OrderExecutor(Sink(), listener, clock)
+    rec = journaled_order(row, fills)
+    rec.status = OrderStatus.PARTIALLY_FILLED  # as if the process died before the final status: still routed
+    again.restore(rec, {f["exec_id"] for f in fills})
+    assert rec.commission == Decimal("1.00") and rec.commissions == {"e1": Decimal("0.40"), "e2": Decimal("0.60")}
+    for exec_id, qty, amount in (("e1", 40, "0.40"), ("e2", 60, "0.60")):
+        again.on_fill(FillEvent(1, "tg:T1:stop:1", exec_id, "DU1", "AAA", Action.SELL, qty, 99.0, 0, amount))
+        again.on_commission(commission(exec_id, amount))
+    assert rec.commission == Decimal("1.00") and rec.filled == 100 and rec.avg_price == Decimal("99")
+    assert listener.fills == [] and listener.commissions == []
+    assert again.replays == 6  # 2 fills and their 2 commissions, 2 reports

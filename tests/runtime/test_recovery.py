@@ -19,6 +19,7 @@ from tickguard.runtime.engine import Engine, sim_engine
 from tickguard.store.journal import Journal
 
 NS = 1_000_000_000
+ACCOUNT = "DU1000"
 
 
 def settings(target: str, **sim):
@@ -38,24 +39,38 @@ async def started(s, venue=None) -> Engine:
     return engine
 
 
-async def step_until(engine: Engine, pred, limit_s: float = 3600, transmit: bool = True) -> None:
-    """Step the engine until ``pred()`` holds right after a commit; then transmit or 'crash' before it."""
-    end = engine.broker.now_ns() + int(limit_s * NS)
-    while engine.broker.now_ns() < end:
-        events = await engine.broker.next_events(min(end, engine.trades.next_deadline() or end))
-        with engine._batch():
-            engine.dispatch(events)
-            engine.on_time(engine.broker.now_ns())
+class Crash(BaseException):
+    """The process dies here (a BaseException: nothing in the engine catches it)."""
+
+
+async def crash_when(engine: Engine, pred, limit_s: float = 3600, before_send: bool = True) -> None:
+    """Run the engine until ``pred()`` holds right after a journal commit, and 'kill' it there: before the
+    executor has sent what that commit journaled (``before_send``), or just after."""
+
+    def die(_receipt) -> None:
         if pred():
-            if transmit:
-                engine.executor.transmit()
-            return
-        engine.executor.transmit()
+            raise Crash
+
+    hooks = engine.journal.after_commit
+    if before_send:
+        hooks.insert(0, die)  # ahead of the executor's hook: the commit is durable, nothing has been sent
+    else:
+        hooks.append(die)
+    try:
+        await engine.run_until(engine.broker.now_ns() + int(limit_s * NS))
+    except Crash:
+        return
+    finally:
+        hooks.remove(die)
     raise AssertionError("condition never met")
 
 
 def exit_pending(engine: Engine) -> bool:
-    return any(r.intent.is_exit for r in engine.executor._outgoing)
+    return any(r.intent.is_exit for _, r in engine.executor._outgoing)
+
+
+def exit_sent(engine: Engine) -> bool:
+    return any(r.intent.is_exit and r.order_id is not None for r in engine.executor.orders.values())
 
 
 def venue_orders_by_ref(venue) -> Counter:
@@ -74,7 +89,8 @@ def assert_consistent(engine: Engine, venue) -> None:
 
 
 def req(symbol: str, side=Side.LONG) -> TradeRequest:
-    return TradeRequest(symbol=symbol, side=side, qty=100, rules=[StopLoss(distance=0.2), TakeProfit(distance=0.2)])
+    return TradeRequest(symbol=symbol, side=side, qty=100, account=ACCOUNT,
+                        rules=[StopLoss(distance=0.2), TakeProfit(distance=0.2)])
 
 
 async def test_exit_journaled_but_never_sent_is_sent_once_after_restart(journal_target):
@@ -82,8 +98,8 @@ async def test_exit_journaled_but_never_sent_is_sent_once_after_restart(journal_
     a = await started(s)
     sym = sorted(a.venue.specs)[0]
     a.submit(req(sym))
-    await step_until(a, lambda: exit_pending(a), transmit=False)  # crash: committed, not sent
-    key = next(r.intent.key for r in a.executor._outgoing if r.intent.is_exit)
+    await crash_when(a, lambda: exit_pending(a))  # crash: committed, not sent
+    key = next(r.intent.key for _, r in a.executor._outgoing if r.intent.is_exit)
     venue = a.venue
     assert key not in venue_orders_by_ref(venue)
     b = await started(s, venue)
@@ -99,7 +115,7 @@ async def test_exit_sent_and_filled_while_down_is_adopted_not_resent(journal_tar
     a = await started(s)
     sym = sorted(a.venue.specs)[1]
     a.submit(req(sym, Side.SHORT))
-    await step_until(a, lambda: exit_pending(a), transmit=True)  # sent; the engine dies before the fill
+    await crash_when(a, lambda: exit_sent(a), before_send=False)  # sent; the engine dies before the fill
     key = next(r.intent.key for r in a.executor.orders.values() if r.intent.is_exit)
     venue = a.venue
     venue.advance_to(venue.now_ns + 5 * NS)  # the exchange fills it while nobody listens
@@ -119,7 +135,8 @@ async def test_level_crossed_while_down_exits_on_first_tick(journal_target):
     a = await started(s)
     sym = sorted(a.venue.specs)[2]
     trade = a.submit(req(sym))
-    await step_until(a, lambda: trade.state.value == "open")
+    while trade.state.value != "open":
+        await a.run_until(a.broker.now_ns() + NS)
     venue = a.venue
     stop = a.trades.stop_price(trade)
     # while down, move time until the bid has gone through the stop
@@ -147,7 +164,7 @@ async def test_many_crashes_during_a_busy_session(journal_target):
         await engine.run_until(engine.broker.now_ns() + (17 + crash * 7) * NS)
         if crash % 3 == 0:  # some crashes land between journaling an exit and sending it
             with contextlib.suppress(AssertionError):
-                await step_until(engine, lambda e=engine: exit_pending(e), limit_s=120, transmit=False)
+                await crash_when(engine, lambda e=engine: exit_pending(e), limit_s=120)
         pending = [p for p in engine._scheduled]
         engine.journal.close()
         venue.advance_to(venue.now_ns + (crash % 4) * NS)  # the market and the exchange go on
@@ -169,7 +186,7 @@ async def test_order_working_at_the_broker_is_adopted_and_still_cancellable(jour
     sym = sorted(venue.specs)[0]
     far = round(venue.last_ticks[sym].bid * 0.8, 2)
     trade = a.submit(TradeRequest(symbol=sym, side=Side.LONG, qty=100, entry_type="LMT", limit_price=far,
-                                  entry_timeout_s=120, rules=[StopLoss(distance=1.0)]))
+                                  entry_timeout_s=120, account=ACCOUNT, rules=[StopLoss(distance=1.0)]))
     await a.run_until(a.broker.now_ns() + 5 * NS)
     [working] = [o for o in venue.exchange.orders.values() if o.status == "working"]
     a.journal.close()
@@ -181,3 +198,109 @@ async def test_order_working_at_the_broker_is_adopted_and_still_cancellable(jour
     assert working.status == "cancelled"
     assert b.trades.trades[trade.id].state.value == "cancelled"
     assert venue_orders_by_ref(venue)[trade.entry_key] == 1
+
+
+def far_limit(venue, symbol: str) -> TradeRequest:
+    """A long entry far below the market: it stays working at the venue."""
+    far = round(venue.last_ticks[symbol].bid * 0.8, 2)
+    return TradeRequest(symbol=symbol, side=Side.LONG, qty=100, entry_type="LMT", limit_price=far, account=ACCOUNT,
+                        rules=[StopLoss(distance=1.0)])
+
+
+async def test_a_second_journal_never_adopts_or_applies_the_first_journals_orders(journal_target, tmp_path):
+    """Trade ids start at T00001 in every journal.  Two journals in sequence at the same venue and account: the
+    journal id in every key keeps their orders apart - the second never adopts the first's working order or
+    applies its executions, and reports them as foreign."""
+    a = await started(settings(str(tmp_path / "first.db")))
+    venue = a.venue
+    sym = sorted(venue.specs)[0]
+    a_filled = a.submit(req(sym))  # T00001: fills - executions at the venue
+    a_working = a.submit(far_limit(venue, sym))  # T00002: stays working at the venue
+    await a.run_until(a.broker.now_ns() + 3 * NS)
+    assert a_filled.entry_filled == 100 and a_working.entry_working
+    assert a_filled.entry_key == f"tg:{a.journal.journal_id}:T00001:entry"
+    a.journal.close()
+
+    s = settings(journal_target)
+    b = await started(s, venue)
+    assert b.recovery is not None and b.recovery.adopted == [] and b.recovery.fills_applied == []
+    assert {f.split(" ")[0] for f in b.recovery.foreign} == {a_filled.entry_key, a_working.entry_key}
+    b_filled = b.submit(req(sym))  # the same trade ids, in the second journal
+    await b.run_until(b.broker.now_ns() + 3 * NS)
+
+    def die(_receipt) -> None:
+        if any(r.intent.leg == "entry" for _, r in b.executor._outgoing):
+            raise Crash
+
+    b.journal.after_commit.insert(0, die)
+    with pytest.raises(Crash):  # T00002's entry journaled, the process dies before sending it
+        b.submit(far_limit(venue, sym))
+    b_working = next(r.intent.key for _, r in b.executor._outgoing)
+    assert b_filled.id == "T00001" and b_working.endswith(":T00002:entry") and b_working != a_working.entry_key
+    b.journal.close()
+
+    b2 = await started(s, venue)
+    report = b2.recovery
+    assert report is not None and report.adopted == [] and report.fills_applied == []  # nothing of the first's
+    assert report.resent == [b_working]  # its own order, never seen by the venue: sent now, not adopted
+    assert a_working.entry_key in " ".join(report.foreign) and a_filled.entry_key in " ".join(report.foreign)
+    restored = b2.trades.trades[b_filled.id]
+    assert restored.entry_filled == 100 and b2.executor.overfills == 0
+    await b2.run_until(b2.broker.now_ns() + 5 * NS)
+    [first_working] = [o for o in venue.exchange.orders.values() if o.order.ref == a_working.entry_key]
+    assert first_working.status == "working"  # the first journal's order: untouched
+    assert first_working.order_id not in b2.executor._by_order_id
+    assert venue_orders_by_ref(venue)[b_working] == 1 and venue_orders_by_ref(venue)[a_working.entry_key] == 1
+
+
+async def test_a_restart_counts_no_execution_or_commission_twice(journal_target):
+    """The broker reports the day's executions (with their commissions) again after a restart: applied once."""
+    s = settings(journal_target)
+    a = await started(s)
+    venue = a.venue
+    trade = a.submit(req(sorted(venue.specs)[1]))
+    while trade.entry_filled == 0:
+        await a.run_until(a.broker.now_ns() + NS)
+    entry = a.executor.orders[trade.entry_key]
+    assert trade.commissions > 0 and entry.commission == trade.commissions
+    a.journal.close()
+    b = await started(s, venue)
+    assert b.recovery is not None and b.recovery.fills_applied == [] and b.executor.replays >= 1
+    restored = b.trades.trades[trade.id]
+    assert restored.entry_filled == trade.entry_filled and restored.commissions == trade.commissions
+    assert b.executor.orders[trade.entry_key].commission == entry.commission
+
+
+async def test_an_exit_whose_commit_fails_is_never_sent_and_goes_once_after_the_restart(journal_target):
+    """The step that decides an exit cannot commit (disk full, database gone): the exit is not sent - its row does
+    not exist - and the step raises.  The restarted engine decides it again from the journal and sends it once."""
+    import sqlalchemy as sa
+
+    s = settings(journal_target)
+    a = await started(s)
+    venue = a.venue
+    trade = a.submit(req(sorted(venue.specs)[2]))
+    real_commit = a.journal._conn.commit
+
+    def commit() -> None:
+        if exit_pending(a):
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("database or disk is full"))
+        real_commit()
+
+    a.journal._conn.commit = commit
+    with pytest.raises(sa.exc.OperationalError):
+        await a.run_until(a.broker.now_ns() + 3600 * NS)
+    [lost] = [r.intent.key for _, r in a.executor._outgoing if r.intent.is_exit]
+    assert lost not in venue_orders_by_ref(venue)
+    a.journal._conn.commit = real_commit
+    a.journal.close()
+    journal = Journal.open(s.journal.target, create=False)
+    assert lost not in {o["order_key"] for o in journal.orders_of([trade.id])}  # rolled back with its step
+    journal.close()
+    b = await started(s, venue)
+    await b.run_until(b.broker.now_ns() + 60 * NS)
+    assert b.trades.trades[trade.id].state.value == "closed"
+    exits = [k for k in venue_orders_by_ref(venue) if k.startswith(f"tg:{b.instance_id}:{trade.id}:")
+             and not k.endswith(":entry")]
+    assert exits and all(venue_orders_by_ref(venue)[k] == 1 for k in exits)
+    assert_consistent(b, venue)

@@ -156,3 +156,66 @@ def test_migrations_build_exactly_the_declared_schema(journal_target):
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     engine.dispose()
     assert diff == []
+
+
+def test_a_fill_journaled_again_is_not_written_twice_and_is_no_error(journal_target, caplog):
+    """Exec ids are unique: a replay (a reconnect, a restart, a second run on the journal) is a logged no-op, also
+    inside a batch, whose other writes still commit (PostgreSQL's transaction is not aborted)."""
+    j = Journal.open(journal_target)
+    j.insert_trade(trade_row())
+    j.insert_order(order_row())
+    j.insert_order(order_row(key="tg:T00001:stop:1"))
+    fill = dict(exec_id="e1", order_key="tg:T00001:entry", trade_id="T00001", qty=Decimal(100),
+                price=Decimal("10.01"), commission=None, ts_ns=3)
+    assert j.insert_fill(fill) is True
+    with caplog.at_level("INFO", logger="tickguard.store.journal"), j.batch():
+        assert j.insert_fill(fill) is False
+        assert j.insert_fill({**fill, "order_key": "tg:T00001:stop:1"}) is False  # the id, not the order, counts
+        j.event("after", 4, {}, "T00001")
+    [replay, clash] = [r for r in caplog.records if r.name == "tickguard.store.journal"]
+    assert replay.levelname == "INFO" and "e1 of tg:T00001:entry is already journaled" in replay.getMessage()
+    assert clash.levelname == "WARNING" and "already journaled for tg:T00001:entry" in clash.getMessage()
+    j.set_fill_commission("e1", Decimal("1.25"))
+    j.set_fill_commission("e1", Decimal("9.99"))  # only a missing commission is filled in
+    [stored] = j.fills_of(["T00001"])
+    assert stored["commission"] == Decimal("1.25") and [e["kind"] for e in j.events_of(["T00001"])] == ["after"]
+    j.close()
+
+
+def test_every_journal_has_an_id_of_its_own_for_good(journal_target, tmp_path):
+    j = Journal.open(journal_target)
+    jid = j.journal_id
+    j.close()
+    assert len(jid) == 8 and int(jid, 16) >= 0
+    again = Journal.open(journal_target, create=False)
+    other = Journal.open(tmp_path / "other.db")
+    assert again.journal_id == jid and other.journal_id != jid
+    again.close()
+    other.close()
+
+
+def test_commit_hooks_run_after_the_commit_with_receipts_of_what_is_durable(journal_target):
+    j = Journal.open(journal_target)
+    probe = sa.create_engine(journal_target if "://" in journal_target else f"sqlite:///{journal_target}")
+
+    def committed() -> list[str]:
+        with probe.connect() as conn:
+            return [r[0] for r in conn.execute(sa.text("SELECT trade_id FROM trades ORDER BY trade_id"))]
+
+    seen = []
+    j.after_commit.append(lambda receipt: seen.append((receipt.upto, committed())))
+    with j.batch():
+        j.insert_trade(trade_row("T00001"))
+        first = j.position
+        assert seen == [] and not j.receipt().covers(first)
+    assert seen == [(first, ["T00001"])] and j.receipt().covers(first)  # the hook saw the row durable
+    with pytest.raises(RuntimeError), j.batch():
+        j.insert_trade(trade_row("T00002"))
+        lost = j.position
+        raise RuntimeError("step failed")
+    j.insert_trade(trade_row("T00003"))  # committed on its own
+    receipt = j.receipt()
+    assert receipt.upto > lost and not receipt.covers(lost) and receipt.void(lost) and receipt.covers(j.position)
+    assert seen[-1] == (j.position, ["T00001", "T00003"]) and len(seen) == 2  # no hook for the rollback
+    probe.dispose()
+    j.close()

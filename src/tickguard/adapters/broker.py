@@ -150,6 +150,7 @@ class OrderBook:
     ended: dict[str, tuple[int, OrderStatus]]  # key -> (broker order id, filled | cancelled | rejected)
     executions: list[FillEvent]
     positions: dict[str, dict[str, Decimal]]
+    default_account: str = ""  # where an order with no account went (the connection's account): its positions' key
 
 
 BrokerEvent = Tick | OrderStatusEvent | FillEvent | CommissionEvent | NoticeEvent

@@ -50,7 +50,11 @@ class TradeManager:
         exit_limit_offset: float = 0.0,
         retry_backoff_ns: int = 500_000_000,
         on_event: Callable[[Trade, str, dict[str, Any]], None] | None = None,
+        instance_id: str | None = None,  # the journal's id, in every key: tg:<id>:T00001:entry (None: tg:T00001:...)
     ) -> None:
+        if instance_id is not None and not (instance_id.isascii() and instance_id.isalnum()):
+            raise ValueError(f"instance id {instance_id!r} must be letters and digits (it goes into orderRef)")
+        self.key_prefix = f"tg:{instance_id}:" if instance_id else "tg:"
         self._clock = clock
         self._vol = volatility
         self._quote = quote
@@ -94,12 +98,12 @@ class TradeManager:
             raise TradeRejected(f"trade id {tid} already exists")
         now = self._clock()
         trade = self._new_trade(tid, request, now)
-        trade.entry_key = f"tg:{tid}:entry"
+        trade.entry_key = f"{self.key_prefix}{tid}:entry"
         trade.entry_working = True
         self._emit(trade, "accepted", {"request": request.model_dump(mode="json")})
         self.outbox.append(
             OrderIntent(
-                key=trade.entry_key, trade_id=tid, leg="entry", user=request.user, account=request.account,
+                key=trade.entry_key, trade_id=tid, leg="entry", user=request.user, account=request.account or "",
                 symbol=request.symbol, action=request.side.entry_action, qty=request.qty,
                 order_type=request.entry_type, limit_price=request.limit_price,
                 priority=PriorityClass.ENTRY, created_ns=now,
@@ -264,8 +268,8 @@ class TradeManager:
                 base = tick.bid if trade.sign > 0 else tick.ask
                 limit = marketable_limit(base, self._exit_offset, self._min_tick(trade.symbol), buy=trade.sign < 0)
         intent = OrderIntent(
-            key=f"tg:{trade.id}:{leg.name}:{leg.fired}", trade_id=trade.id, leg=leg.name, user=req.user,
-            account=req.account, symbol=trade.symbol, action=req.side.exit_action, qty=qty,
+            key=f"{self.key_prefix}{trade.id}:{leg.name}:{leg.fired}", trade_id=trade.id, leg=leg.name, user=req.user,
+            account=req.account or "", symbol=trade.symbol, action=req.side.exit_action, qty=qty,
             order_type=self._exit_type if limit is not None else OrderType.MARKET, limit_price=limit,
             priority=priority, created_ns=self._clock(), trigger=info,
         )
@@ -378,11 +382,12 @@ class TradeManager:
         """What the journal keeps of a trade (see ``trade_snapshots``)."""
         return snapshot(trade, self.stops, self.book.__contains__)
 
-    def restore(self, trade_id: str, request: TradeRequest, snap: dict[str, Any], created_ns: int) -> Trade:
-        """Rebuild a trade from its journaled snapshot: levels back in the book, timers re-armed."""
+    def restore(self, trade_id: str, request: TradeRequest, snap: dict[str, Any], created_ns: int,
+                entry_key: str | None = None) -> Trade:
+        """Rebuild a trade from its journaled snapshot (and entry key): levels back in the book, timers re-armed."""
         trade = self._new_trade(trade_id, request, created_ns)
         armed = apply_snapshot(trade, snap)
-        trade.entry_key = f"tg:{trade_id}:entry"
+        trade.entry_key = entry_key or f"{self.key_prefix}{trade_id}:entry"
         if not trade.closing:
             for leg in trade.legs():
                 if leg.name in armed and leg.level_x is not None:

@@ -28,7 +28,8 @@ class TradeRequest(BaseModel):
     entry_timeout_s: float | None = Field(default=None, gt=0)
     rules: list[ExitRule] = Field(min_length=1)
     user: str = Field(default="demo", min_length=1)
-    account: str = Field(default="DU000001", min_length=1)
+    account: str | None = Field(default=None, min_length=1,
+                                description="The broker account; None = the connection's account ([ib].account).")
     ref: str | None = Field(default=None, min_length=1, max_length=64,
                             description="The client's own reference: a second request with the same user "
                                         "and ref is refused, so re-submitting after a restart is safe.")

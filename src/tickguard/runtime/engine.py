@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import gc
 import logging
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -57,6 +58,8 @@ class Engine:
         self.contracts: dict[str, ContractInfo] = {}
         self.vol: dict[str, VolSnapshot] = {}
         eng = settings.engine
+        # In every idempotency key: the journal's id, or without a journal one of this process's own.
+        self.instance_id = journal.journal_id if journal is not None else secrets.token_hex(4)
         self.trades = TradeManager(
             clock=broker.now_ns,
             volatility=self.vol.get,
@@ -66,12 +69,13 @@ class Engine:
             exit_order_type=eng.exit_order_type,
             exit_limit_offset=eng.exit_limit_offset,
             retry_backoff_ns=int(eng.exit_retry_backoff_ms * 1e6),
+            instance_id=self.instance_id,
         )
         self.ticks = TickHandler(self.trades, mode=eng.tick_mode, window_ns=int(eng.batch_window_ms * 1e6),
                                  after_symbol=self._flush)
         self.executor = OrderExecutor(
             broker, self.trades, broker.now_ns, max_attempts=eng.max_order_attempts,
-            retry_backoff_ns=int(eng.order_retry_backoff_ms * 1e6), deferred=journal is not None,
+            retry_backoff_ns=int(eng.order_retry_backoff_ms * 1e6), journal=journal,
         )
         self.recorder: JournalRecorder | None = None
         if journal is not None:
@@ -123,10 +127,9 @@ class Engine:
                     self.contracts.pop(symbol, None)
         if self.recovery is not None:
             book = await self.broker.order_book()
-            with self._batch():
+            with self._batch():  # what it re-sends goes out when this commits (the journal's after-commit hook)
                 reconcile(book, self.trades, self.executor, self.recovery)
                 self._flush()
-            self.executor.transmit()
             lines = self.recovery.lines()
             log.info("%s", lines[0])
             for line in lines[1:]:
@@ -176,7 +179,6 @@ class Engine:
         except TradeRejected as exc:
             self.stats.rejected_requests.append((request, str(exc)))
             raise
-        self.executor.transmit()
         return trade
 
     def schedule(self, at_ns: int, request: TradeRequest) -> None:
@@ -212,15 +214,15 @@ class Engine:
             self.step(events)
 
     def step(self, events: list) -> None:
-        """One engine step: journal and apply the broker's events, evaluate, fire timers - then, with all
-        of it committed, send what was decided."""
+        """One engine step: journal and apply the broker's events, evaluate, fire timers.  What was decided is
+        sent by the executor when the step's transaction has committed (the journal's after-commit hook), never
+        before; without a journal, at once."""
         with self._batch():
             self.dispatch(events)
             now = self.broker.now_ns()
             self.on_time(now)
             if self.recorder is not None:
                 self.recorder.flush_moved(now)
-        self.executor.transmit()
 
     @contextlib.contextmanager
     def _batch(self) -> Iterator[None]:

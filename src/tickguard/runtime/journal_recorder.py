@@ -46,12 +46,12 @@ class JournalRecorder:
         if kind == "accepted":
             self._last_snapshot.pop(trade.id, None)
             j.insert_trade({
-                "trade_id": trade.id, "user_id": req.user, "account": req.account, "symbol": trade.symbol,
+                "trade_id": trade.id, "user_id": req.user, "account": req.account or "", "symbol": trade.symbol,
                 "side": req.side.value, "qty": req.qty, "state": trade.state.value,
                 "request": req.model_dump(mode="json"), "snapshot": self.trades.snapshot(trade),
                 "created_ns": trade.created_ns, "updated_ns": now,
             })
-        j.event(kind, now, _jsonable(data), trade.id, data.get("key"), req.user, req.account)
+        j.event(kind, now, _jsonable(data), trade.id, data.get("key"), req.user, req.account or "")
         self._snapshot(trade, now)
 
     def _snapshot(self, trade: Trade, now: int) -> None:
@@ -101,6 +101,8 @@ class JournalRecorder:
             j.insert_fill({"exec_id": entry["exec_id"], "order_key": i.key, "trade_id": i.trade_id,
                            "qty": entry["qty"], "price": entry["price"], "commission": entry.get("commission"),
                            "ts_ns": entry.get("fill_ts_ns", now)})
+        elif kind == "commission":  # reported after its execution: onto the fill's row, where recovery reads it
+            j.set_fill_commission(entry["exec_id"], entry["commission"])
         data = {k: v for k, v in entry.items() if k not in ("ts_ns", "event")}
         j.event(f"order_{kind}", now, _jsonable(data), i.trade_id, i.key, i.user, i.account)
 

@@ -10,6 +10,13 @@ backwards, a status after a final one) is an *anomaly* - logged with the order's
 counted in ``anomalies``, noted in the order's history (and so journaled), and never applied.  Fills are not
 state changes: they are money and are applied once per execution id whatever the state; one after a final
 state (a fill racing a cancel) is applied, logged and counted in ``late_fills``, and the state stays final.
+Commissions are counted once per execution id too, however often a broker reports them (with the fill, in a
+report of their own, again after each reconnect); a replayed execution or commission is logged at INFO.
+
+Write-ahead: with a journal, an order or a cancel is queued with the journal position of the write that
+records it, and goes out only when a ``CommitReceipt`` of that journal covers the position - the journal hands
+one to ``_on_commit`` after each commit.  ``transmit`` without a receipt is refused, and a receipt from before
+the commit cannot cover the order, so no caller can send ahead of the journal, however it orders its calls.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from tickguard.adapters.broker import BrokerOrder, CommissionEvent, FillEvent, O
 from tickguard.core.model import OrderIntent
 from tickguard.core.money import ZERO, ratio
 from tickguard.core.order_state import OrderStatus, Transition, acknowledged, advance, after_fill
+from tickguard.store.journal import CommitReceipt, Journal
 
 log = logging.getLogger("tickguard.runtime.order_executor")
 
@@ -36,6 +44,10 @@ RETRYABLE_CODES = frozenset({100, 1100, 1101, 1102, 2110, 0})
 
 class DuplicateIntent(RuntimeError):
     """An intent whose idempotency key was already submitted."""
+
+
+class WriteAheadError(RuntimeError):
+    """An order or a cancel would reach the broker without its journal commit: refused."""
 
 
 class OrderSink(Protocol):
@@ -64,6 +76,8 @@ class OrderRecord:
     reason: str = ""
     cancel_requested: bool = False
     exec_ids: set[str] = field(default_factory=set)
+    commissions: dict[str, Decimal] = field(default_factory=dict)  # exec id -> its commission, counted once
+    held_commissions: dict[str, Decimal] = field(default_factory=dict)  # arrived before their execution
     events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -85,10 +99,11 @@ class OrderExecutor:
         max_attempts: int = 5,
         retry_backoff_ns: int = 250_000_000,
         on_event: Callable[[OrderRecord, str, dict[str, Any]], None] | None = None,
-        deferred: bool = False,
+        journal: Journal | None = None,
     ) -> None:
-        """``deferred``: orders and cancels wait for ``transmit()``, which the engine calls only once the
-        journal has committed them - the write-ahead rule.  Without a journal they go out at once."""
+        """``journal``: orders and cancels are journaled (by the ``on_event`` listener) before they are queued, and
+        leave the queue only when a commit receipt of that journal covers their writes - the write-ahead rule,
+        kept by the journal's after-commit hook, not by the caller.  Without a journal they go out at once."""
         self._broker = broker
         self._listener = listener
         self._clock = clock
@@ -104,9 +119,13 @@ class OrderExecutor:
         self.anomalies = 0  # illegal state changes refused (each logged with the order's history)
         self.late_fills = 0  # fills applied to an order already in a final state
         self.overfills = 0  # executions that took an order past its quantity
-        self._deferred = deferred
-        self._outgoing: list[OrderRecord] = []
-        self._cancels_out: list[int] = []
+        self.replays = 0  # executions and commissions seen again, ignored
+        self.unjournaled = 0  # orders and cancels never sent because their journal transaction rolled back
+        self._journal = journal
+        self._outgoing: list[tuple[int, OrderRecord]] = []  # (journal position to be committed, order)
+        self._cancels_out: list[tuple[int, int, str]] = []  # (journal position, broker order id, key)
+        if journal is not None:
+            journal.after_commit.append(self._on_commit)
 
     # -------------------------------------------------------------------------------------- commands
 
@@ -127,51 +146,106 @@ class OrderExecutor:
         at_broker = record.order_id is not None and record.status is not OrderStatus.RETRY_WAIT
         if at_broker and self._move(record, OrderStatus.CANCELLING, "cancel requested").illegal:
             return
+        before = self._position()
         self._note(record, "cancel_requested", {})
         if not at_broker:
             self._close(record, OrderStatus.CANCELLED, "cancelled before it reached the broker")
         else:
             assert record.order_id is not None
-            self._cancels_out.append(record.order_id)
-            if not self._deferred:
-                self.transmit()
+            key = record.intent.key
+            self._cancels_out.append((self._stamp(before, f"the cancel of {key}"), record.order_id, key))
+            self._release()
 
     def _send(self, record: OrderRecord) -> None:
         if self._move(record, OrderStatus.SUBMITTING, "send").illegal:
             return
         record.attempts += 1
         record.order_id = None
+        before = self._position()
         self._note(record, "submitting", {"attempt": record.attempts, "qty": record.intent.qty - record.filled})
-        self._outgoing.append(record)
-        if not self._deferred:
-            self.transmit()
+        self._outgoing.append((self._stamp(before, f"order {record.intent.key}"), record))
+        self._release()
 
-    def transmit(self) -> None:
-        """Hand journaled orders and cancels to the broker, in the order they were decided."""
-        outgoing, self._outgoing = self._outgoing, []
-        for record in outgoing:
-            if record.status is not OrderStatus.SUBMITTING:
-                continue  # cancelled before it went out
-            intent = record.intent
-            order = BrokerOrder(
-                ref=intent.key, account=intent.account, symbol=intent.symbol, action=intent.action,
-                qty=intent.qty - record.filled, order_type=intent.order_type, limit_price=intent.limit_price,
-            )
-            try:
-                order_id = self._broker.place_order(order)
-            except Exception as exc:  # the adapter could not even hand it over (no contract, socket gone)
-                self._note(record, "send_failed", {"reason": str(exc)})
-                self.on_status(OrderStatusEvent(-1, intent.key, OrderStatus.REJECTED, record.filled,
-                                                intent.qty - record.filled, self._clock(), str(exc), 0),
-                               record)
-                continue
-            record.order_id = order_id
-            self._by_order_id[order_id] = record
-            self._note(record, "sent", {"order_id": order_id})
-        cancels, self._cancels_out = self._cancels_out, []
-        for order_id in cancels:
+    # ------------------------------------------------------------------------------------- write-ahead
+
+    def _position(self) -> int:
+        return self._journal.position if self._journal is not None else 0
+
+    def _stamp(self, before: int, what: str) -> int:
+        """The journal position that must be committed before ``what`` may reach the broker: that of the
+        writes the note just made.  None made (no journal listener) is refused - it could never be covered."""
+        after = self._position()
+        if self._journal is not None and after == before:
+            raise WriteAheadError(f"{what} was not journaled (nothing listens to the executor's events); "
+                                  "refusing to queue it for the broker")
+        return after
+
+    def _release(self) -> None:
+        """Without a journal, send at once.  With one, send what is committed already (an order journaled outside
+        a batch); inside a batch nothing new is - it goes when the batch commits."""
+        if self._journal is None:
+            self.transmit()
+        else:
+            self._on_commit(self._journal.receipt())
+
+    def _on_commit(self, receipt: CommitReceipt) -> None:
+        """The journal's after-commit hook: send what ``receipt`` covers; the notes of sending commit together."""
+        if not (self._outgoing or self._cancels_out):
+            return
+        assert self._journal is not None
+        with self._journal.batch():
+            self.transmit(receipt)
+
+    def transmit(self, receipt: CommitReceipt | None = None) -> None:
+        """Hand the broker the orders and cancels that may go, in the order they were decided: all of them
+        without a journal; with one, those whose journal writes ``receipt`` covers.  The others wait for their
+        commit - or, if their transaction was rolled back, are never sent."""
+        if self._journal is None:
+            orders, self._outgoing = self._outgoing, []
+            cancels, self._cancels_out = self._cancels_out, []
+        else:
+            if receipt is None or receipt.journal is not self._journal:
+                raise WriteAheadError("orders reach the broker only with a commit receipt of this executor's "
+                                      "journal (write-ahead); the journal's after-commit hook sends them")
+            orders, self._outgoing = self._split(self._outgoing, receipt, lambda o: f"order {o[1].intent.key}")
+            cancels, self._cancels_out = self._split(self._cancels_out, receipt, lambda c: f"the cancel of {c[2]}")
+        for _, record in orders:
+            if record.status is OrderStatus.SUBMITTING:  # not cancelled before it went out
+                self._place(record)
+        for _, order_id, _key in cancels:
             self._broker.cancel_order(order_id)
 
+    def _split(self, queue: list[Any], receipt: CommitReceipt,
+               name: Callable[[Any], str]) -> tuple[list[Any], list[Any]]:
+        """(what ``receipt`` covers, what still waits for its commit); what was rolled back is dropped, loudly."""
+        ready, wait = [], []
+        for item in queue:
+            if receipt.covers(item[0]):
+                ready.append(item)
+            elif receipt.void(item[0]):
+                self.unjournaled += 1
+                log.error("%s is not sent: the journal transaction that recorded it was rolled back (a restart "
+                          "recovers from what the journal holds)", name(item))
+            else:
+                wait.append(item)
+        return ready, wait
+
+    def _place(self, record: OrderRecord) -> None:
+        intent = record.intent
+        order = BrokerOrder(
+            ref=intent.key, account=intent.account, symbol=intent.symbol, action=intent.action,
+            qty=intent.qty - record.filled, order_type=intent.order_type, limit_price=intent.limit_price,
+        )
+        try:
+            order_id = self._broker.place_order(order)
+        except Exception as exc:  # the adapter could not even hand it over (no contract, socket gone)
+            self._note(record, "send_failed", {"reason": str(exc)})
+            self.on_status(OrderStatusEvent(-1, intent.key, OrderStatus.REJECTED, record.filled,
+                                            intent.qty - record.filled, self._clock(), str(exc), 0), record)
+            return
+        record.order_id = order_id
+        self._by_order_id[order_id] = record
+        self._note(record, "sent", {"order_id": order_id})
 
     # ---------------------------------------------------------------------------------------- events
 
@@ -221,14 +295,23 @@ class OrderExecutor:
         if record is None:
             self.unknown_events += 1
             return
+        self.apply_fill(record, event)
+
+    def apply_fill(self, record: OrderRecord, event: FillEvent) -> bool:
+        """Apply an execution to its order, once per exec id; returns whether it was new.  The same execution
+        again (a reconnect, a reconciliation, a restart) is logged and brings at most a commission not yet had."""
         if event.exec_id in record.exec_ids:
-            return  # the same execution seen again (live, then in a reconciliation): apply it once
+            self.replays += 1
+            log.info("order %s: execution %s seen again (replayed after a reconnect or restart) - applied once "
+                     "already, ignored", record.intent.key, event.exec_id)
+            if event.commission is not None:
+                self._apply_commission(record, event.exec_id, event.commission)
+            return False
         record.exec_ids.add(event.exec_id)
         total = record.filled + event.qty
         record.notional += event.price * event.qty
         record.filled = total
-        commission = event.commission if event.commission is not None else ZERO
-        record.commission += commission
+        commission = self._fill_commission(record, event)
         if total > record.intent.qty:  # exact: one share too many is an over-fill, never "close enough"
             self.overfills += 1
             log.error("order %s: over-filled, %s of %s after execution %s - applied (it happened), flagged",
@@ -237,7 +320,7 @@ class OrderExecutor:
         if after is not OrderStatus.FILLED:
             self._move(record, after, "partial fill")
         self._note(record, "fill", {"exec_id": event.exec_id, "qty": event.qty, "price": event.price,
-                                    "commission": event.commission, "fill_ts_ns": event.ts_ns})
+                                    "commission": record.commissions.get(event.exec_id), "fill_ts_ns": event.ts_ns})
         self._listener.on_fill(record.intent, event.qty, event.price, event.ts_ns, commission)
         if record.final:  # it was final before this fill: the money is applied, the state stays
             self.late_fills += 1
@@ -245,15 +328,42 @@ class OrderExecutor:
                         record.intent.key, event.exec_id, event.qty, event.price, record.status)
         elif after is OrderStatus.FILLED:
             self._close(record, OrderStatus.FILLED, "")
+        return True
+
+    def _fill_commission(self, record: OrderRecord, event: FillEvent) -> Decimal:
+        """The commission a new execution brings: its own, or one reported before it; counted once."""
+        held = record.held_commissions.pop(event.exec_id, None)
+        amount = held if held is not None else event.commission
+        if amount is None or event.exec_id in record.commissions:
+            return ZERO
+        record.commissions[event.exec_id] = amount
+        record.commission += amount
+        return amount
 
     def on_commission(self, event: CommissionEvent) -> None:
         record = self._by_order_id.get(event.order_id)
         if record is None:
             self.unknown_events += 1
             return
-        record.commission += event.commission
-        self._note(record, "commission", {"exec_id": event.exec_id, "commission": event.commission})
-        self._listener.on_commission(record.intent, event.commission)
+        self._apply_commission(record, event.exec_id, event.commission)
+
+    def _apply_commission(self, record: OrderRecord, exec_id: str, amount: Decimal) -> None:
+        """A commission counts once per execution id, whether it came with the fill, in a report of its own,
+        or again after a reconnect; one that arrives before its execution waits for it."""
+        if exec_id in record.commissions:
+            self.replays += 1
+            log.info("order %s: commission of execution %s seen again (%s) - counted once already, ignored",
+                     record.intent.key, exec_id, amount)
+            return
+        if exec_id not in record.exec_ids:
+            record.held_commissions[exec_id] = amount
+            log.info("order %s: commission of execution %s came before the execution; held until it arrives",
+                     record.intent.key, exec_id)
+            return
+        record.commissions[exec_id] = amount
+        record.commission += amount
+        self._note(record, "commission", {"exec_id": exec_id, "commission": amount})
+        self._listener.on_commission(record.intent, amount)
 
     def _maybe_done(self, record: OrderRecord) -> None:
         if not record.final and record.filled >= record.intent.qty:

@@ -10,18 +10,22 @@ The rules, in order of how much money they protect:
   cancel wanted), never sent;
 * a trade that was closing with nothing in flight gets its exit sent now, and a level crossed while the
   engine was down fires on the first tick (every level compares against the whole price, not a move);
-* what cannot be reconciled - a position the journal does not explain - is reported and left alone.
+* what cannot be reconciled - a position the journal does not explain - is reported and left alone;
+* an order or execution whose key carries another journal's id (``tg:<other id>:...``) is foreign: reported,
+  never adopted or applied.  Keys journaled before journals had ids (``tg:T00001:entry``) are matched only
+  against this journal's own orders.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from tickguard.adapters.broker import FillEvent, OrderBook
+from tickguard.adapters.broker import OrderBook
 from tickguard.core.model import OrderIntent
 from tickguard.core.money import ZERO, exact
 from tickguard.core.order_state import OrderStatus
@@ -31,6 +35,8 @@ from tickguard.runtime.order_executor import OrderExecutor, OrderRecord
 from tickguard.store.journal import Journal
 
 log = logging.getLogger("tickguard.runtime.recovery")
+
+_JOURNAL_ID = re.compile(r"tg:([0-9a-f]{8}):")  # the journal id in a key (tg:<journal id>:<trade>:<leg>...)
 
 # Journaled states of an order that, unknown at the broker, never left: send it again (same key).
 RESEND = frozenset({OrderStatus.SUBMITTING, OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED,
@@ -46,6 +52,8 @@ class RecoveryReport:
     fills_applied: list[str] = field(default_factory=list)
     closed_at_broker: list[str] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+    journal_id: str | None = None
 
     def lines(self) -> list[str]:
         out = [f"recovered {self.trades} open trade(s), {self.orders} order(s)"]
@@ -57,34 +65,50 @@ class RecoveryReport:
             out.append(f"never reached the broker, sent now: {', '.join(self.resent)}")
         if self.closed_at_broker:
             out.append(f"ended at the broker while down: {', '.join(self.closed_at_broker)}")
+        if self.foreign:
+            out.append(f"another journal's orders at the broker (not ours, left alone): {', '.join(self.foreign)}")
         out += [f"UNRECONCILED: {m}" for m in self.mismatches]
         return out
 
 
 def restore(journal: Journal, trades: TradeManager, executor: OrderExecutor) -> RecoveryReport:
     """Load open trades and their orders from the journal into the engine (no broker contact yet)."""
-    report = RecoveryReport()
+    report = RecoveryReport(journal_id=journal.journal_id)
+    if trades.key_prefix != f"tg:{journal.journal_id}:":
+        raise ValueError(f"the trade manager makes keys {trades.key_prefix}..., not with this journal's id "
+                         f"{journal.journal_id}")
     trades.reserve_ids(journal.max_trade_number())
     trades.reserve_refs(journal.known_refs())
     rows = journal.open_trades()
     ids = [r["trade_id"] for r in rows]
+    order_rows = journal.orders_of(ids)
+    entry_keys = {o["trade_id"]: o["order_key"] for o in order_rows if o["leg"] == "entry"}
     for row in rows:
         request = TradeRequest.model_validate(row["request"])
-        trades.restore(row["trade_id"], request, row["snapshot"], row["created_ns"])
-    exec_ids: dict[str, set[str]] = defaultdict(set)
-    notional: dict[str, Decimal] = defaultdict(Decimal)
+        trades.restore(row["trade_id"], request, row["snapshot"], row["created_ns"], entry_keys.get(row["trade_id"]))
+    fills: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for f in journal.fills_of(ids):
-        exec_ids[f["order_key"]].add(f["exec_id"])
-        notional[f["order_key"]] += exact(f["price"]) * exact(f["qty"])  # exact, unlike the stored average
-    for row in journal.orders_of(ids):
-        record = OrderRecord(OrderIntent.from_dict(row["intent"]), status=_status(row), attempts=row["attempts"],
-                             order_id=row["broker_order_id"], filled=exact(row["filled"]),
-                             notional=notional[row["order_key"]], commission=exact(row["commission"]),
-                             reason=row["reason"])
-        executor.restore(record, exec_ids[row["order_key"]])
+        fills[f["order_key"]].append(f)
+    for row in order_rows:
+        executor.restore(journaled_order(row, fills[row["order_key"]]), {f["exec_id"] for f in fills[row["order_key"]]})
         report.orders += 1
     report.trades = len(rows)
     return report
+
+
+def journaled_order(row: dict[str, Any], fills: list[dict[str, Any]]) -> OrderRecord:
+    """A journaled order with what its fill rows say: the exact notional, and the executions whose commission it
+    has counted (so a commission reported again after the restart is not counted twice)."""
+    filled = exact(row["filled"])
+    notional = sum((exact(f["price"]) * exact(f["qty"]) for f in fills), ZERO)  # exact, unlike the stored average
+    if sum((exact(f["qty"]) for f in fills), ZERO) != filled:
+        log.warning("order %s: its fill rows do not add up to its filled %s; using its average price", row["order_key"],
+                    filled)
+        notional = exact(row["avg_price"]) * filled
+    return OrderRecord(OrderIntent.from_dict(row["intent"]), status=_status(row), attempts=row["attempts"],
+                       order_id=row["broker_order_id"], filled=filled, notional=notional,
+                       commission=exact(row["commission"]), reason=row["reason"],
+                       commissions={f["exec_id"]: exact(f["commission"]) for f in fills if f["commission"] is not None})
 
 
 def _status(row: dict[str, Any]) -> OrderStatus:
@@ -98,6 +122,7 @@ def _status(row: dict[str, Any]) -> OrderStatus:
 
 def reconcile(book: OrderBook, trades: TradeManager, executor: OrderExecutor, report: RecoveryReport) -> None:
     """Bring the restored state in line with what the broker says happened."""
+    book = _ours_only(book, executor, report)
     for key, (order_id, _filled) in book.working.items():
         record = executor.orders.get(key)
         if record is not None and not record.final:
@@ -109,19 +134,40 @@ def reconcile(book: OrderBook, trades: TradeManager, executor: OrderExecutor, re
             executor.adopt(key, order_id)
     for fill in book.executions:
         record = executor.orders.get(fill.ref)
-        if record is None or fill.exec_id in record.exec_ids:
+        if record is None:
             continue
-        if record.order_id != fill.order_id:
+        new = fill.exec_id not in record.exec_ids
+        if new and record.order_id != fill.order_id:
             executor.adopt(fill.ref, fill.order_id)
-        executor.on_fill(FillEvent(fill.order_id, fill.ref, fill.exec_id, fill.account, fill.symbol, fill.action,
-                                   fill.qty, fill.price, fill.ts_ns, fill.commission))
-        report.fills_applied.append(f"{fill.ref} {fill.qty}@{fill.price}")
+        # a replay is applied once already: the executor logs it and takes at most a commission it lacked
+        if executor.apply_fill(record, fill):
+            report.fills_applied.append(f"{fill.ref} {fill.qty}@{fill.price}")
     for key, record in list(executor.orders.items()):
         if not record.final and key not in book.working:
             _settle(key, record, book, executor, report)
     for trade in list(trades.trades.values()):
         trades.resume_closing(trade)
     _check_positions(book, trades, report)
+
+
+def _ours_only(book: OrderBook, executor: OrderExecutor, report: RecoveryReport) -> OrderBook:
+    """The broker's book without what belongs to another journal: a key with another journal's id is foreign
+    (reported, never touched); a key with no id (journaled before ids existed) is ours only if journaled here."""
+    foreign: dict[str, list[str]] = defaultdict(list)
+
+    def ours(key: str, what: str) -> bool:
+        match = _JOURNAL_ID.match(key)
+        mine = key in executor.orders if match is None else match.group(1) == report.journal_id
+        if not mine and match is not None:
+            foreign[key].append(what)
+        return mine
+
+    working = {k: v for k, v in book.working.items() if ours(k, "working")}
+    ended = {k: v for k, v in book.ended.items() if ours(k, str(v[1]))}
+    executions = [f for f in book.executions if ours(f.ref, f"execution {f.exec_id}")]
+    for key, whats in sorted(foreign.items()):
+        report.foreign.append(f"{key} ({', '.join(whats)})")
+    return OrderBook(working, ended, executions, book.positions, book.default_account)
 
 
 def _settle(key: str, record: OrderRecord, book: OrderBook, executor: OrderExecutor, report: RecoveryReport) -> None:
@@ -147,7 +193,7 @@ def _check_positions(book: OrderBook, trades: TradeManager, report: RecoveryRepo
     ours: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     for t in trades.trades.values():
         if t.entry_filled > 0:
-            ours[(t.request.account, t.symbol)] += t.sign * t.open_qty
+            ours[(t.request.account or book.default_account, t.symbol)] += t.sign * t.open_qty
     theirs = {(a, s): exact(q) for a, pos in book.positions.items() for s, q in pos.items()}
     for key in sorted(set(ours) | set(theirs)):
         mine, broker = ours.get(key, ZERO), theirs.get(key, ZERO)

@@ -1,10 +1,16 @@
 """The journal: every state change of a trade or an order is committed here before the engine acts on it.
 
 Writes go through one connection.  Outside a ``batch()`` each write is its own transaction; inside, the
-writes of one engine step (say, every exit a batch of ticks fired) commit together *before* any of them is
-sent - one commit instead of many, and write-ahead is kept.  Opening is deliberately paranoid: a file that
-is not a SQLite database, a journal from a newer tickguard, or an unreachable PostgreSQL is refused with a
-clear error and is never written to.
+writes of one engine step (say, every exit a batch of ticks fired) commit together - one commit instead of many.
+
+Write-ahead is the journal's to keep, not its callers': every write gets a position, and only after a commit
+has returned does the journal call its ``after_commit`` hooks, with a ``CommitReceipt`` naming the highest
+committed position (and the positions of rolled-back transactions, which never will be).  The order executor
+hands the broker only orders and cancels whose journal writes a receipt covers, so nothing reaches the broker
+before the commit that records it, whatever order its callers do things in.
+
+Opening is deliberately paranoid: a file that is not a SQLite database, a journal from a newer tickguard, or an
+unreachable PostgreSQL is refused with a clear error and is never written to.
 
 Money and quantities are ``Decimal`` (columns of type ``tickguard.store.exact.Exact``): a float handed to one is
 refused with a ``TypeError`` naming the column, and a Decimal inside a JSON column (a snapshot, an event) is
@@ -14,8 +20,9 @@ written as its exact string.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +34,41 @@ from alembic.script import ScriptDirectory
 
 from tickguard.core.order_state import FINAL
 from tickguard.store.exact import NotExactError, NotFiniteError, json_dumps
-from tickguard.store.schema import events, fills, legs, orders, trades, volatility
+from tickguard.store.schema import events, fills, journal_meta, legs, orders, trades, volatility
 
 FINAL_TRADE_STATES = ("closed", "rejected", "cancelled")
 FINAL_ORDER_STATES = tuple(sorted(status.value for status in FINAL))  # the order state machine's finals
 SQLITE_MAGIC = b"SQLite format 3\x00"
 _MIGRATIONS = Path(__file__).with_name("migrations")
+_ISSUER = object()  # only the Journal issues commit receipts
+log = logging.getLogger("tickguard.store.journal")
 
 
 class JournalError(RuntimeError):
     """The journal cannot be used; the message says which one and why."""
+
+
+class CommitReceipt:
+    """The journal's word that every write up to position ``upto`` is committed - durable - except the writes
+    of transactions that were rolled back (``voided``: they never will be).  Issued only by the ``Journal``,
+    after a commit returned; the order executor sends only what a receipt covers."""
+
+    __slots__ = ("journal", "upto", "voided")
+
+    def __init__(self, issuer: object, journal: Journal, upto: int, voided: tuple[tuple[int, int], ...]) -> None:
+        if issuer is not _ISSUER:
+            raise TypeError("a CommitReceipt is issued by the Journal after a commit, never made by hand")
+        self.journal = journal
+        self.upto = upto
+        self.voided = voided
+
+    def covers(self, position: int) -> bool:
+        """Is the write at ``position`` committed (and with it the rest of its transaction)?"""
+        return 0 < position <= self.upto and not self.void(position)
+
+    def void(self, position: int) -> bool:
+        """Was the write at ``position`` rolled back?"""
+        return any(lo <= position <= hi for lo, hi in self.voided)
 
 
 def _alembic_config() -> Config:
@@ -73,6 +105,14 @@ class Journal:
         self._conn = engine.connect()
         self._depth = 0
         self.commits = 0
+        self.position = 0  # writes so far: the write-ahead stamp of what was just written
+        self._committed = 0  # position of the last commit
+        self._settled = 0  # position of the last commit or rollback: later writes are in the open transaction
+        self._voided: tuple[tuple[int, int], ...] = ()
+        self.after_commit: list[Callable[[CommitReceipt], None]] = []
+        self._notifying = False
+        self._again = False
+        self._id: str | None = None
 
     # -------------------------------------------------------------------------------------- opening
 
@@ -115,26 +155,74 @@ class Journal:
         except BaseException:
             self._depth -= 1
             if self._depth == 0:
-                self._conn.rollback()
+                self._abandon("the batch raised")
             raise
         self._depth -= 1
         if self._depth == 0:
             self._commit()
 
-    def _write(self, stmt: sa.Executable) -> None:
+    def _write(self, stmt: sa.Executable) -> int:
+        """Execute one write (committed at once outside a batch); returns the rows it touched (the rows it returned,
+        for a ``RETURNING`` statement: psycopg's rowcount is not to be trusted for an ``ON CONFLICT DO NOTHING``)."""
         try:
-            self._conn.execute(stmt)
+            result = self._conn.execute(stmt)
+            rows = len(result.all()) if result.returns_rows else result.rowcount
         except sa.exc.StatementError as exc:
+            if self._depth == 0:
+                self._abandon("a write failed")
             if isinstance(exc.orig, (NotExactError, NotFiniteError)):  # refused while binding: nothing was sent
                 raise exc.orig from None
             raise
+        self.position += 1
         if self._depth == 0:
             self._commit()
+        return rows
 
     def _commit(self) -> None:
-        if self._conn.in_transaction():
+        if not self._conn.in_transaction():
+            return
+        try:
             self._conn.commit()
-            self.commits += 1
+        except BaseException:
+            # The outcome is unknown (PostgreSQL may have committed before the connection broke): what the
+            # transaction recorded is treated as never written, so nothing it holds is ever sent by this process.
+            self._abandon("the commit failed")
+            raise
+        self.commits += 1
+        self._committed = self._settled = self.position
+        self._notify()
+
+    def _abandon(self, why: str) -> None:
+        """Roll the open transaction back; its writes are void for every receipt from now on."""
+        with contextlib.suppress(sa.exc.SQLAlchemyError):
+            self._conn.rollback()
+        if self.position > self._settled:
+            self._voided += ((self._settled + 1, self.position),)
+            log.error("journal %s: %s; %d write(s) rolled back - nothing they record will be sent", self.where, why,
+                      self.position - self._settled)
+        self._settled = self.position
+
+    def receipt(self) -> CommitReceipt:
+        """What is committed now."""
+        return CommitReceipt(_ISSUER, self, self._committed, self._voided)
+
+    def _notify(self) -> None:
+        """Run the after-commit hooks with a receipt of what is now durable.  A commit made while they run (their
+        own writes) does not re-enter them: they run again, with a new receipt, once they are done."""
+        if self._notifying:
+            self._again = True
+            return
+        self._notifying = True
+        try:
+            again = True
+            while again:
+                self._again = False
+                receipt = self.receipt()
+                for hook in list(self.after_commit):
+                    hook(receipt)
+                again = self._again
+        finally:
+            self._notifying = False
 
     def insert_trade(self, row: dict[str, Any]) -> None:
         self._write(trades.insert().values(**row))
@@ -161,8 +249,24 @@ class Journal:
     def update_order(self, order_key: str, **values: Any) -> None:
         self._write(orders.update().where(orders.c.order_key == order_key).values(**values))
 
-    def insert_fill(self, row: dict[str, Any]) -> None:
-        self._write(fills.insert().values(**row))
+    def insert_fill(self, row: dict[str, Any]) -> bool:
+        """Journal an execution once.  An exec id already journaled is a replay (a reconnect, a restart, another
+        run on this journal): not written again and logged - never an error.  Returns whether it was written."""
+        if self._write(_insert_new(self._conn.dialect.name, fills, row, "exec_id")):
+            return True
+        had = self._conn.execute(sa.select(fills.c.order_key).where(fills.c.exec_id == row["exec_id"])).scalar()
+        if had == row["order_key"]:
+            log.info("journal: execution %s of %s is already journaled; the replay is not written again",
+                     row["exec_id"], had)
+        else:
+            log.warning("journal: execution id %s is already journaled for %s; the fill of %s with the same id is "
+                        "not written as a row (its quantities are on its order)", row["exec_id"], had, row["order_key"])
+        return False
+
+    def set_fill_commission(self, exec_id: str, commission: Any) -> None:
+        """The commission of a journaled execution that arrived after it (IB reports it in a message of its own)."""
+        self._write(fills.update().where(fills.c.exec_id == exec_id, fills.c.commission.is_(None))
+                    .values(commission=commission))
 
     def event(self, kind: str, ts_ns: int, data: dict[str, Any], trade_id: str | None = None,
               order_key: str | None = None, user: str | None = None, account: str | None = None) -> None:
@@ -175,6 +279,19 @@ class Journal:
             self._write(volatility.insert().values(symbol=symbol, atr=atr, adr=adr, ts_ns=ts_ns))
 
     # --------------------------------------------------------------------------------------- reading
+
+    @property
+    def journal_id(self) -> str:
+        """This journal's random id (created once, migration 0006), part of every idempotency key it holds."""
+        if self._id is None:
+            with self._engine.connect() as conn:
+                value = conn.execute(sa.select(journal_meta.c.value)
+                                     .where(journal_meta.c.name == "journal_id")).scalar()
+            if not value:
+                raise JournalError(f"journal {self.where} has no journal id (table journal_meta); refusing to make "
+                                   "one up - its orders could not be told from another journal's")
+            self._id = str(value)
+        return self._id
 
     def load_volatility(self, symbol: str) -> dict[str, Any] | None:
         rows = self._rows(sa.select(volatility).where(volatility.c.symbol == symbol))
@@ -231,6 +348,15 @@ class Journal:
             if digits:
                 best = max(best, int(digits))
         return best
+
+
+def _insert_new(dialect: str, table: sa.Table, row: dict[str, Any], key: str) -> sa.Executable:
+    """``INSERT`` that does nothing when a row with the same ``key`` exists (SQLite and PostgreSQL alike)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).values(**row).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
 
 
 def _sqlite_engine(path: Path, create: bool, synchronous: str) -> sa.Engine:

@@ -98,3 +98,9 @@ legs = sa.Table(
     sa.Column("inflight", Exact("legs.inflight"), nullable=False),
     sa.Column("updated_ns", sa.BigInteger, nullable=False),
 )
+
+journal_meta = sa.Table(
+    "journal_meta", metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("value", sa.String(200), nullable=False),
+)

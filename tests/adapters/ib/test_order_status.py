@@ -12,10 +12,9 @@ from ib_async.order import OrderStatus as IBStatus
 from ib_async.order import TradeLogEntry
 
 from tickguard.adapters.broker import OrderStatusEvent
-from tickguard.adapters.ib.ib_client import IBBroker, _Placed
+from tickguard.adapters.ib.ib_client import IBBroker, Placed
 from tickguard.adapters.ib.order_status import (
     IB_STATUS,
-    ib_closing_status,
     ib_ended_status,
     ib_order_status,
     last_error,
@@ -75,17 +74,6 @@ def test_a_status_ib_never_documented_is_not_guessed():
         ib_order_status("PartiallyFilled")
 
 
-@pytest.mark.parametrize(("status", "code", "expected"), [
-    (OrderStatus.CANCELLED, None, OrderStatus.CANCELLED),  # cancelled by us or at IB
-    (OrderStatus.CANCELLED, 202, OrderStatus.CANCELLED),  # "Order Canceled - reason:"
-    (OrderStatus.CANCELLED, 201, OrderStatus.REJECTED),  # "Order rejected - reason:" (ib_async says Cancelled)
-    (OrderStatus.CANCELLED, 100, OrderStatus.REJECTED),  # pacing: a refusal, the executor retries it
-    (OrderStatus.REJECTED, None, OrderStatus.REJECTED),  # Inactive
-])
-def test_closing_status_tells_a_rejection_from_a_cancel(status, code, expected):
-    assert ib_closing_status(status, code) is expected
-
-
 def test_completed_orders_end_as_filled_rejected_or_cancelled():
     assert ib_ended_status("Filled") is OrderStatus.FILLED
     assert ib_ended_status("Inactive") is OrderStatus.REJECTED
@@ -109,7 +97,7 @@ def trade(status: str, errors: tuple[tuple[int, str], ...] = ()) -> Trade:
 def broker() -> IBBroker:
     b = IBBroker(load(None, {}).ib)
     order = MarketOrder("SELL", 100, orderId=5, orderRef="tg:T1:stop:1")
-    b._orders[5] = _Placed("tg:T1:stop:1", "AAA", Decimal(100), order, Contract(symbol="AAA"))
+    b._orders[5] = Placed("tg:T1:stop:1", "AAA", Decimal(100), order, Contract(symbol="AAA"))
     return b
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import math
 import random
@@ -19,7 +18,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from ib_async import IB, Contract, ContractDetails, LimitOrder, MarketOrder, Order, Stock, Ticker, Trade
+from ib_async import IB, Contract, ContractDetails, LimitOrder, MarketOrder, Order, Ticker, Trade
+from ib_async.ib import StartupFetch, StartupFetchALL
 from ib_async.objects import CommissionReport, Fill
 
 from tickguard.adapters.broker import (
@@ -27,16 +27,18 @@ from tickguard.adapters.broker import (
     BrokerEvent,
     BrokerOrder,
     CommissionEvent,
-    ContractInfo,
+    NotConnected,
     NoticeEvent,
-    OrderBook,
     OrderStatusEvent,
     UnknownSymbol,
     WhatIf,
 )
-from tickguard.adapters.ib.order_status import ib_closing_status, ib_ended_status, ib_order_status, last_error
+from tickguard.adapters.ib.contracts import NO_SECURITY_DEFINITION, ContractsMixin
+from tickguard.adapters.ib.errors import guarded
+from tickguard.adapters.ib.order_status import order_verdict
 from tickguard.adapters.ib.quotes import QuoteAssembler
-from tickguard.adapters.ib.values import account_numbers, fill_event, ib_number
+from tickguard.adapters.ib.recovery import Placed, RecoveryMixin
+from tickguard.adapters.ib.values import account_numbers, account_problem, fill_event, ib_number
 from tickguard.adapters.ttl_cache import TTLCache
 from tickguard.config import IBConfig
 from tickguard.core.model import Bar, OrderType
@@ -47,23 +49,13 @@ log = logging.getLogger("tickguard.ib")
 
 CONNECTIVITY_LOST, RESTORED_DATA_LOST, RESTORED_DATA_KEPT = 1100, 1101, 1102
 FARM_BROKEN, FARM_OK, HMDS_BROKEN, HMDS_OK = 2103, 2104, 2105, 2106
-NO_SECURITY_DEFINITION = 200
 PACING, HISTORICAL_PACING, DUPLICATE_CLIENT_ID = 100, 162, 326
 # Codes reported to the engine as notices (not tied to one order).
 SYSTEM_CODES = frozenset({CONNECTIVITY_LOST, RESTORED_DATA_LOST, RESTORED_DATA_KEPT, FARM_BROKEN, FARM_OK,
                           HMDS_BROKEN, HMDS_OK, PACING, HISTORICAL_PACING, DUPLICATE_CLIENT_ID, 1300, 2110})
-
-
-@dataclass(slots=True)
-class _Placed:
-    ref: str
-    symbol: str
-    qty: Decimal
-    order: Order
-    contract: Contract
-    filled: Decimal = ZERO
-    final: bool = False
-    submitted: bool = False
+# ib_async's start-up sync, less the account updates: the adapter asks for those itself once it has checked that IB
+# manages the configured account (IB may not answer a request for an account it does not manage).
+SYNC = StartupFetchALL & ~StartupFetch.ACCOUNT_UPDATES
 
 
 @dataclass(slots=True)
@@ -76,7 +68,7 @@ class ConnectionState:
     broken_farms: set[str] = field(default_factory=set)
 
 
-class IBBroker:
+class IBBroker(ContractsMixin, RecoveryMixin):
     """One IB API connection."""
 
     name = "ib"
@@ -89,13 +81,16 @@ class IBBroker:
         self._rng = rng or random.Random()
         self._events: list[BrokerEvent] = []
         self._wake = asyncio.Event()
-        self._orders: dict[int, _Placed] = {}
+        self._orders: dict[int, Placed] = {}
         self._seen_execs: set[str] = set()
         self._tickers: dict[str, Ticker] = {}
         self._last_tick_wall: dict[str, float] = {}
         self._by_ticker: dict[int, str] = {}
         self._quotes = QuoteAssembler()
         self._closing = False
+        self._connecting = False  # inside one connection attempt: a drop there fails the attempt, not a reconnect
+        self._held_cancels: dict[int, str] = {}  # order id -> ref: cancels asked while the connection was down
+        self._cancels_sent: set[int] = set()  # order ids whose cancel was handed to ib_async (it may be lost)
         self._reconnect_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.contract_cache: TTLCache[str, ContractDetails] = TTLCache(
@@ -126,8 +121,7 @@ class IBBroker:
         for attempt in range(cfg.connect_attempts):
             self.state.last_error = ""
             try:
-                await self.ib.connectAsync(cfg.host, cfg.port, cfg.client_id, timeout=cfg.connect_timeout_s,
-                                           account=cfg.account, raiseSyncErrors=True)
+                await self._connect_once()
                 break
             except (TimeoutError, OSError, ConnectionError) as exc:
                 if attempt + 1 >= cfg.connect_attempts:
@@ -135,9 +129,33 @@ class IBBroker:
                     raise BrokerError(f"cannot connect to IB at {cfg.host}:{cfg.port} (client id "
                                       f"{cfg.client_id}) after {attempt + 1} attempt(s): {why}") from exc
                 await asyncio.sleep(self.reconnect_delay(attempt))
+        # ib_async 2.1.0 forgets everything when a socket drops (Wrapper.connectionClosed -> reset): its trades
+        # now are exactly what IB reported during the sync, so an order that ended while away is not among these.
+        working = {t.order.orderId: t.orderStatus.status for t in self.ib.openTrades()}
+        self._reconcile(set(working))
         self.state.connected = True
         self.state.feed_trusted = True
-        self._reconcile()
+        self._send_held_cancels(working)
+
+    async def _connect_once(self) -> None:
+        """Connect, sync, check the account.  Any failure leaves the connection closed (a wrong account raises
+        ``BrokerError``, which is not retried)."""
+        cfg = self.cfg
+        self._connecting = True
+        try:
+            await self.ib.connectAsync(cfg.host, cfg.port, cfg.client_id, timeout=cfg.connect_timeout_s,
+                                       raiseSyncErrors=True, fetchFields=SYNC)
+            try:
+                problem = account_problem(cfg.account, self.ib.managedAccounts())
+                if problem:
+                    raise BrokerError(problem)
+                if self.default_account:
+                    await asyncio.wait_for(self.ib.reqAccountUpdatesAsync(self.default_account), cfg.connect_timeout_s)
+            except BaseException:
+                self.ib.disconnect()
+                raise
+        finally:
+            self._connecting = False
 
     async def close(self) -> None:
         self._closing = True
@@ -147,13 +165,17 @@ class IBBroker:
                 await self._reconnect_task
         await self.contract_cache.aclose()
         await self.volatility_cache.aclose()
+        if self._held_cancels:
+            log.error("closing with cancels never sent to IB (the connection was down): %s",
+                      ", ".join(self._held_cancels.values()))
         self.ib.disconnect()
         self.state.connected = False
 
+    @guarded("disconnect", log)
     def _on_disconnected(self) -> None:
         self.state.connected = False
         self.state.feed_trusted = False
-        if self._closing:
+        if self._closing or self._connecting:
             return
         self._emit(NoticeEvent(CONNECTIVITY_LOST, "socket to IB closed; reconnecting", self.now_ns()))
         if self._reconnect_task is None or self._reconnect_task.done():
@@ -179,54 +201,6 @@ class IBBroker:
             await self._resubscribe_all(cancel_old=False)
             self._emit(NoticeEvent(0, f"reconnected after {attempt} attempt(s)", self.now_ns()))
             return
-
-    # ------------------------------------------------------------------------------------- contracts
-
-    async def _load_contract(self, symbol: str) -> ContractDetails:
-        contract = Stock(symbol, self.cfg.exchange, self.cfg.currency)
-        found = await asyncio.wait_for(self.ib.reqContractDetailsAsync(contract), self.cfg.request_timeout_s)
-        if not found or found[0].contract is None or not found[0].contract.conId:
-            raise UnknownSymbol(f"no security definition for {symbol!r} (IB error 200)")
-        if len(found) > 1:
-            raise BrokerError(f"{symbol!r} is ambiguous at IB ({len(found)} contracts); name the exchange")
-        return found[0]
-
-    def _contract_changed(self, symbol: str, old: ContractDetails, new: ContractDetails) -> None:
-        if old.contract and new.contract and old.contract.conId != new.contract.conId:
-            self._emit(NoticeEvent(NO_SECURITY_DEFINITION, f"{symbol}: conId changed {old.contract.conId} -> "
-                                   f"{new.contract.conId} (symbol change or corporate action)", self.now_ns()))
-
-    async def _contract(self, symbol: str) -> Contract:
-        details = await self.contract_cache.get(symbol)
-        assert details.contract is not None
-        return details.contract
-
-    async def qualify(self, symbol: str) -> ContractInfo:
-        details = await self.contract_cache.get(symbol)
-        c = details.contract
-        assert c is not None
-        return ContractInfo(symbol, c.conId, c.exchange, c.currency, float(details.minTick or 0.01),
-                            exact(details.minSize) if details.minSize and details.minSize >= 1 else Decimal(1))
-
-    async def _load_bars(self, key: tuple[str, int]) -> list[Bar]:
-        symbol, days = key
-        contract = await self._contract(symbol)
-        duration = f"{days} D" if days <= 365 else f"{math.ceil(days / 365)} Y"
-        bars = await asyncio.wait_for(
-            self.ib.reqHistoricalDataAsync(contract, "", duration, "1 day", "TRADES", useRTH=True),
-            self.cfg.request_timeout_s,
-        )
-        if not bars:
-            raise BrokerError(f"{symbol}: IB returned no daily bars")
-        out = []
-        for b in bars:
-            day = b.date if isinstance(b.date, dt.date) else dt.date.fromisoformat(str(b.date)[:10])
-            ts = int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()) * 1_000_000_000
-            out.append(Bar(ts, float(b.open), float(b.high), float(b.low), float(b.close), float(b.volume)))
-        return out
-
-    async def daily_bars(self, symbol: str, days: int) -> list[Bar]:
-        return await self.volatility_cache.get((symbol, days))
 
     # ----------------------------------------------------------------------------------- market data
 
@@ -264,6 +238,7 @@ class IBBroker:
         now = time.monotonic()
         return [s for s in self._tickers if now - self._last_tick_wall.get(s, 0.0) >= older_than_s]
 
+    @guarded("quotes", log)
     def _on_tickers(self, tickers: set[Ticker]) -> None:
         """One socket read: every bid / ask / last change in it becomes a Tick, in arrival order (see quotes.py).
         While the feed is not trusted the quotes are still followed, but not emitted."""
@@ -283,10 +258,23 @@ class IBBroker:
 
     # ---------------------------------------------------------------------------------------- orders
 
+    @property
+    def default_account(self) -> str:
+        """Where an order without an account goes: ``[ib].account``, else the login's only account."""
+        managed = self.ib.managedAccounts()
+        return self.cfg.account or (managed[0] if len(managed) == 1 else "")
+
+    def _can_send(self) -> bool:
+        """Connected, synced and reconciled (``connect`` sets ``state.connected`` last)."""
+        return self.state.connected and self.ib.isConnected()
+
     def place_order(self, order: BrokerOrder) -> int:
+        """Send an order; raises ``NotConnected`` (nothing was sent) while the connection is down."""
         details = self.contract_cache.peek(order.symbol)
         if details is None or details.contract is None:
             raise BrokerError(f"{order.symbol}: no qualified contract; cannot send {order.ref}")
+        if not self._can_send():
+            raise NotConnected(f"the connection to IB is down; {order.ref} was not sent")
         contract = details.contract
         if order.order_type is OrderType.LIMIT:
             assert order.limit_price is not None
@@ -294,24 +282,56 @@ class IBBroker:
         else:
             ib_order = MarketOrder(order.action.value, order.qty)
         ib_order.orderRef = order.ref
-        ib_order.account = order.account if order.account else self.cfg.account
+        ib_order.account = order.account or self.default_account
         ib_order.tif = "DAY"
-        trade = self.ib.placeOrder(contract, ib_order)
+        try:
+            trade = self.ib.placeOrder(contract, ib_order)
+        except OSError as exc:  # ib_async's ConnectionError("Not connected"), raised before anything is sent
+            raise NotConnected(f"the connection to IB is down; {order.ref} was not sent ({exc})") from exc
         order_id = trade.order.orderId
-        self._orders[order_id] = _Placed(order.ref, order.symbol, order.qty, ib_order, contract)
+        self._orders[order_id] = Placed(order.ref, order.symbol, order.qty, ib_order, contract)
         return order_id
 
     def cancel_order(self, order_id: int) -> None:
+        """Cancel an order; never raises.  While the connection is down the cancel is held, and sent once after
+        the reconnection's reconciliation if the order is still working then (nothing is sent if it ended)."""
         placed = self._orders.get(order_id)
         if placed is None or placed.final:
             return
-        self.ib.cancelOrder(placed.order)
+        if self._can_send():
+            try:
+                self.ib.cancelOrder(placed.order)
+                self._cancels_sent.add(order_id)
+                return
+            except OSError as exc:  # ib_async's ConnectionError("Not connected"): nothing was sent
+                log.warning("cancel of %s not sent: %r", placed.ref, exc)
+            except Exception:
+                log.exception("cancel of %s (order id %s) failed in ib_async; the order may still be working",
+                              placed.ref, order_id)
+                return
+        self._held_cancels[order_id] = placed.ref
+        log.warning("connection to IB down: the cancel of %s is held until the connection is back", placed.ref)
+
+    def _send_held_cancels(self, working: dict[int, str]) -> None:
+        """After (re)connecting, cancel once the orders still working whose cancel was held while down, or was
+        sent but lost with the socket (ib_async's queue dies with it: IB shows the order without PendingCancel)."""
+        lost = {oid: self._orders[oid].ref for oid in self._cancels_sent
+                if working.get(oid, "PendingCancel") != "PendingCancel"}
+        held, self._held_cancels = {**self._held_cancels, **lost}, {}
+        self._cancels_sent &= set(working)
+        for order_id, ref in held.items():
+            placed = self._orders.get(order_id)
+            if placed is None or placed.final or order_id not in working:
+                log.info("held cancel of %s dropped: the order ended while the connection was down", ref)
+            else:
+                log.info("sending the cancel of %s held while the connection was down", ref)
+                self.cancel_order(order_id)
 
     async def what_if(self, order: BrokerOrder) -> WhatIf:
         contract = await self._contract(order.symbol)
         ib_order: Order = (LimitOrder(order.action.value, order.qty, order.limit_price)
                            if order.order_type is OrderType.LIMIT else MarketOrder(order.action.value, order.qty))
-        ib_order.account = order.account or self.cfg.account
+        ib_order.account = order.account or self.default_account
         state = await asyncio.wait_for(self.ib.whatIfOrderAsync(contract, ib_order), self.cfg.request_timeout_s)
         init = ib_number(state.initMarginChange)
         warning = state.warningText or ""
@@ -321,7 +341,7 @@ class IBBroker:
 
     async def positions(self, account: str) -> dict[str, Decimal]:
         out: dict[str, Decimal] = {}
-        for pos in self.ib.positions(account or self.cfg.account):
+        for pos in self.ib.positions(account or self.default_account):
             if pos.position:
                 out[pos.contract.symbol] = out.get(pos.contract.symbol, ZERO) + exact(pos.position)
         return out
@@ -329,32 +349,38 @@ class IBBroker:
     async def account_values(self, account: str = "") -> dict[str, float]:
         """Net liquidation, buying power and margin of an account, from IB's account updates (the risk
         layer sizes and blocks entries with these)."""
-        return account_numbers(self.ib.accountValues(account or self.cfg.account))
+        return account_numbers(self.ib.accountValues(account or self.default_account))
 
+    @guarded("order status", log)
     def _on_status(self, trade: Trade) -> None:
-        placed = self._orders.get(trade.order.orderId)
+        order_id = trade.order.orderId
+        placed = self._orders.get(order_id)
         if placed is None or placed.final:
             return
         ib_status = trade.orderStatus.status
         try:
-            status = ib_order_status(ib_status, placed.filled)
+            verdict = order_verdict(trade, placed.filled, placed.submitted)
         except KeyError:
             log.warning("order %s: IB status %r is not in the status table; ignored", placed.ref, ib_status)
             return
-        now = self.now_ns()
-        # Reported: the first acknowledgement, and the end of an order that did not fill.  Not reported:
-        # submitting (not acknowledged yet), cancelling, filled (the executions close it), None (a warning).
+        if verdict.restore is not None:  # ib_async's "Cancelled" is undone, so IB's own later reports are seen
+            trade.orderStatus.status = verdict.restore
+        if verdict.note:
+            log.warning("order %s (id %s): %s", placed.ref, order_id, verdict.note)
+        status, now = verdict.status, self.now_ns()
+        # Reported: the first acknowledgement, and the end of an order that did not fill, once.  Not reported:
+        # submitting (not acknowledged yet), cancelling, filled (the executions close it), None (no news).
         if status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED):
             if not placed.submitted:
                 placed.submitted = True
-                self._emit(OrderStatusEvent(trade.order.orderId, placed.ref, status, placed.filled,
-                                            placed.qty - placed.filled, now))
+                self._emit(OrderStatusEvent(order_id, placed.ref, status, placed.filled, placed.qty - placed.filled,
+                                            now))
         elif status is OrderStatus.CANCELLED or status is OrderStatus.REJECTED:
-            code, reason = last_error(trade)
             placed.final = True
-            self._emit(OrderStatusEvent(trade.order.orderId, placed.ref, ib_closing_status(status, code),
-                                        placed.filled, placed.qty - placed.filled, now, reason or ib_status, code))
+            self._emit(OrderStatusEvent(order_id, placed.ref, status, placed.filled, placed.qty - placed.filled, now,
+                                        verdict.reason or ib_status, verdict.code))
 
+    @guarded("execution", log)
     def _on_exec(self, trade: Trade, fill: Fill) -> None:
         self._apply_fill(fill)
 
@@ -374,6 +400,7 @@ class IBBroker:
         if placed.filled >= placed.qty:
             placed.final = True
 
+    @guarded("commission", log)
     def _on_commission(self, trade: Trade, fill: Fill, report: CommissionReport) -> None:
         order_id = fill.execution.orderId
         if order_id in self._orders and not math.isnan(ib_number(report.commission)):
@@ -381,61 +408,13 @@ class IBBroker:
 
     # ------------------------------------------------------------------------------- reconciliation
 
-    async def order_book(self) -> OrderBook:
-        """IB's view for journal recovery: this client's working orders, completed orders and the day's
-        executions (by orderRef), and positions.  Orders found here are adopted so their events route."""
-        working: dict[str, tuple[int, Decimal]] = {}
-        for trade in self.ib.openTrades():
-            ref = trade.order.orderRef
-            if not ref:
-                continue
-            working[ref] = (trade.order.orderId, exact(trade.orderStatus.filled))
-            self._adopt(trade.order, trade.contract, exact(trade.orderStatus.filled))
-        ended: dict[str, tuple[int, OrderStatus]] = {}
-        with contextlib.suppress(Exception):
-            done = await asyncio.wait_for(self.ib.reqCompletedOrdersAsync(True), self.cfg.request_timeout_s)
-            for trade in done:
-                ref = trade.order.orderRef
-                if ref and ref not in working:
-                    ended[ref] = (trade.order.orderId, ib_ended_status(trade.orderStatus.status))
-        executions = []
-        for fill in self.ib.fills():
-            ex = fill.execution
-            if not ex.orderRef or not ex.orderRef.startswith("tg:"):
-                continue
-            self._adopt_exec(fill)
-            executions.append(fill_event(ex.orderId, ex.orderRef, fill, self.now_ns()))
-            self._seen_execs.add(ex.execId)
-        positions: dict[str, dict[str, Decimal]] = {}
-        for pos in self.ib.positions():
-            if pos.position:
-                acct = positions.setdefault(pos.account, {})
-                acct[pos.contract.symbol] = acct.get(pos.contract.symbol, ZERO) + exact(pos.position)
-        return OrderBook(working, ended, executions, positions)
-
-    def _adopt(self, order: Order, contract: Contract, filled: Decimal) -> None:
-        if order.orderId not in self._orders:
-            self._orders[order.orderId] = _Placed(order.orderRef, contract.symbol, exact(order.totalQuantity),
-                                                  order, contract, filled=filled, submitted=True)
-
-    def _adopt_exec(self, fill: Fill) -> None:
-        ex = fill.execution
-        placed = self._orders.get(ex.orderId)
-        if placed is None:
-            qty = exact(ex.cumQty or ex.shares)
-            order = Order(orderId=ex.orderId, orderRef=ex.orderRef, totalQuantity=qty)
-            self._orders[ex.orderId] = placed = _Placed(ex.orderRef, fill.contract.symbol, qty, order, fill.contract)
-        if ex.execId not in self._seen_execs:
-            placed.filled += exact(ex.shares)
-
-    def _reconcile(self) -> None:
+    def _reconcile(self, working: set[int]) -> None:
         """After (re)connecting: apply fills that happened while away, close orders that ended while away."""
         for fill in self.ib.fills():
             self._apply_fill(fill)
-        open_ids = {t.order.orderId for t in self.ib.openTrades()}
         now = self.now_ns()
         for order_id, placed in self._orders.items():
-            if placed.final or order_id in open_ids:
+            if placed.final or order_id in working:
                 continue
             if placed.filled >= placed.qty:
                 placed.final = True
@@ -447,6 +426,7 @@ class IBBroker:
 
     # ---------------------------------------------------------------------------------------- errors
 
+    @guarded("error", log)
     def _on_error(self, req_id: int, code: int, message: str, contract: Contract | None) -> None:
         now = self.now_ns()
         if code == CONNECTIVITY_LOST:

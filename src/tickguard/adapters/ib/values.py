@@ -48,3 +48,14 @@ def account_numbers(values: Iterable[AccountValue]) -> dict[str, float]:
             if not math.isnan(number):
                 out[value.tag] = number
     return out
+
+
+def account_problem(configured: str, managed: list[str]) -> str:
+    """Why IB cannot trade the configured account ('' if it can): it must be one IB manages for this login.
+
+    IB refuses an order for an account it does not manage (error 321, the order is never created), so an engine
+    pointed at the wrong account would have every order refused; the mistake is named at connect instead."""
+    if not configured or configured in managed:  # empty: the login's only account (ib_async picks it)
+        return ""
+    return (f"IB does not manage account {configured!r} (ib.account); this login manages "
+            f"{', '.join(managed) or 'no account'} - set ib.account to one of them")

@@ -1,0 +1,76 @@
+"""Contracts and daily bars from IB, behind the adapter's TTL caches (a mixin of ``IBBroker``)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+from collections.abc import Callable
+from decimal import Decimal
+
+from ib_async import IB, Contract, ContractDetails, Stock
+
+from tickguard.adapters.broker import BrokerError, BrokerEvent, ContractInfo, NoticeEvent, UnknownSymbol
+from tickguard.adapters.ttl_cache import TTLCache
+from tickguard.config import IBConfig
+from tickguard.core.model import Bar
+from tickguard.core.money import exact
+
+NO_SECURITY_DEFINITION = 200
+
+
+class ContractsMixin:
+    """Qualifying symbols and loading daily bars; the caches are built by ``IBBroker.__init__``."""
+
+    ib: IB
+    cfg: IBConfig
+    contract_cache: TTLCache[str, ContractDetails]
+    volatility_cache: TTLCache[tuple[str, int], list[Bar]]
+    _emit: Callable[[BrokerEvent], None]
+    now_ns: Callable[[], int]
+
+    async def _load_contract(self, symbol: str) -> ContractDetails:
+        contract = Stock(symbol, self.cfg.exchange, self.cfg.currency)
+        found = await asyncio.wait_for(self.ib.reqContractDetailsAsync(contract), self.cfg.request_timeout_s)
+        if not found or found[0].contract is None or not found[0].contract.conId:
+            raise UnknownSymbol(f"no security definition for {symbol!r} (IB error 200)")
+        if len(found) > 1:
+            raise BrokerError(f"{symbol!r} is ambiguous at IB ({len(found)} contracts); name the exchange")
+        return found[0]
+
+    def _contract_changed(self, symbol: str, old: ContractDetails, new: ContractDetails) -> None:
+        if old.contract and new.contract and old.contract.conId != new.contract.conId:
+            self._emit(NoticeEvent(NO_SECURITY_DEFINITION, f"{symbol}: conId changed {old.contract.conId} -> "
+                                   f"{new.contract.conId} (symbol change or corporate action)", self.now_ns()))
+
+    async def _contract(self, symbol: str) -> Contract:
+        details = await self.contract_cache.get(symbol)
+        assert details.contract is not None
+        return details.contract
+
+    async def qualify(self, symbol: str) -> ContractInfo:
+        details = await self.contract_cache.get(symbol)
+        c = details.contract
+        assert c is not None
+        return ContractInfo(symbol, c.conId, c.exchange, c.currency, float(details.minTick or 0.01),
+                            exact(details.minSize) if details.minSize and details.minSize >= 1 else Decimal(1))
+
+    async def _load_bars(self, key: tuple[str, int]) -> list[Bar]:
+        symbol, days = key
+        contract = await self._contract(symbol)
+        duration = f"{days} D" if days <= 365 else f"{math.ceil(days / 365)} Y"
+        bars = await asyncio.wait_for(
+            self.ib.reqHistoricalDataAsync(contract, "", duration, "1 day", "TRADES", useRTH=True),
+            self.cfg.request_timeout_s,
+        )
+        if not bars:
+            raise BrokerError(f"{symbol}: IB returned no daily bars")
+        out = []
+        for b in bars:
+            day = b.date if isinstance(b.date, dt.date) else dt.date.fromisoformat(str(b.date)[:10])
+            ts = int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()) * 1_000_000_000
+            out.append(Bar(ts, float(b.open), float(b.high), float(b.low), float(b.close), float(b.volume)))
+        return out
+
+    async def daily_bars(self, symbol: str, days: int) -> list[Bar]:
+        return await self.volatility_cache.get((symbol, days))
