@@ -376,3 +376,32 @@ def test_a_journal_restored_order_knows_which_commissions_it_has(tmp_path, clock
     assert rec.commission == Decimal("1.00") and rec.filled == 100 and rec.avg_price == Decimal("99")
     assert listener.fills == [] and listener.commissions == []
     assert again.replays == 6  # 2 fills and their 2 commissions, 2 reports
+
+
+def test_an_order_held_by_a_connection_outage_is_never_given_up_and_goes_once_with_its_key(clock):
+    """NotConnected is not a refusal: nothing left, so it costs no attempt, however long the outage."""
+    from tickguard.adapters.broker import NotConnected
+
+    class Down(Sink):
+        def __init__(self):
+            super().__init__()
+            self.down = True
+
+        def place_order(self, order):
+            if self.down:
+                raise NotConnected("not connected")
+            return super().place_order(order)
+
+    sink, listener = Down(), Listener()
+    ex = OrderExecutor(sink, listener, clock, max_attempts=3, retry_backoff_ns=1_000)
+    rec = ex.submit(intent())
+    for _ in range(10):  # ten tries during the outage: more than max_attempts
+        assert rec.status is OrderStatus.RETRY_WAIT and not listener.closed
+        clock.now = ex.next_deadline()
+        ex.on_time(clock.now)
+    assert rec.held == 11 and rec.attempts == 0 and ex.next_deadline() - clock.now <= 5_000_000_000
+    sink.down = False
+    clock.now = ex.next_deadline()
+    ex.on_time(clock.now)
+    assert [o.ref for o in sink.placed] == ["tg:T1:stop:1"] and rec.attempts == 1
+    assert rec.status is OrderStatus.SUBMITTING and not listener.closed

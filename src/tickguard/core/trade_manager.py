@@ -24,18 +24,15 @@ from tickguard.core.guards import Guard, GuardCache
 from tickguard.core.model import OrderIntent, OrderType, PriorityClass, Tick, TradeState, TriggerInfo, TriggerSource
 from tickguard.core.money import ZERO, exact, ratio
 from tickguard.core.order_state import OrderStatus
-from tickguard.core.price_grid import marketable_limit, on_grid
+from tickguard.core.price_grid import marketable_limit
 from tickguard.core.stop_motion import StopTracker, stop_source
+from tickguard.core.trade_checks import MarketFacts, TradeRejected, check_request
 from tickguard.core.trade_snapshots import apply_snapshot, snapshot
 from tickguard.core.trade_timers import TradeTimers
 from tickguard.core.trades import Leg, Trade, TradeRequest
 from tickguard.core.trail_groups import Marks
 from tickguard.core.trigger_book import LevelKind, TriggerBook
 from tickguard.core.volatility import VolSnapshot
-
-
-class TradeRejected(ValueError):
-    """A trade request the engine refuses; the message says why."""
 
 
 class TradeManager:
@@ -114,34 +111,11 @@ class TradeManager:
         return trade
 
     def _check(self, request: TradeRequest) -> None:
-        """What a request can only be checked against with market data: levels on the right side of the
-        entry, whole lots, a limit price on the tick grid (refused, never moved: it is the user's price), a ref
-        not used before."""
         symbol = request.symbol
-        if self._vol(symbol) is None:
-            raise TradeRejected(f"unknown symbol {symbol!r}: no contract or volatility for it")
-        if request.limit_price is not None and not on_grid(request.limit_price, self._min_tick(symbol)):
-            raise TradeRejected(f"limit price {request.limit_price} is not on the tick grid of {symbol}: "
-                                f"it must be a whole multiple of the minimum tick {self._min_tick(symbol)}")
-        sign = request.side.sign
-        ref = request.limit_price
-        if ref is None:
-            tick = self._quote(symbol)
-            if tick is None:
-                raise TradeRejected(f"{symbol}: no quote yet, cannot check the exits against the entry")
-            ref = tick.ask if sign > 0 else tick.bid
-        for rule in request.rules:
-            wrong = ((isinstance(rule, StopLoss) and rule.price is not None and sign * rule.price >= sign * ref)
-                     or (isinstance(rule, TakeProfit) and rule.price is not None
-                         and sign * rule.price <= sign * ref))
-            if wrong:
-                raise TradeRejected(f"{rule.kind} price {rule.price} is on the wrong side of the entry ({ref}) "
-                                    f"for a {request.side.value} trade")
+        check_request(request, MarketFacts(self._vol(symbol) is not None, self._quote(symbol), self._lot(symbol),
+                                           self._min_tick(symbol)))
         if request.ref is not None and (request.user, request.ref) in self._refs:
             raise TradeRejected(f"user {request.user!r} already has a trade with ref {request.ref!r}")
-        lot = self._lot(symbol)
-        if request.qty % lot != 0:  # exact: 100.0000001 shares is not 100
-            raise TradeRejected(f"qty {request.qty} is not a whole number of lots of {lot} for {symbol}")
 
     def _new_trade(self, tid: str, request: TradeRequest, created_ns: int) -> Trade:
         trade = Trade(id=tid, request=request, sign=request.side.sign, created_ns=created_ns)

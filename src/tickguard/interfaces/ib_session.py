@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import TextIO
 
 from tickguard.config import Settings
-from tickguard.core.trade_manager import TradeRejected
+from tickguard.core.trade_checks import TradeRejected
 from tickguard.runtime.engine import Engine, ib_engine, open_journal
 
 log = logging.getLogger("tickguard.run")

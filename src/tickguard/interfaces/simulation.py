@@ -9,7 +9,7 @@ from typing import Any
 
 from tickguard import __version__
 from tickguard.config import Settings
-from tickguard.core.trade_manager import TradeRejected
+from tickguard.core.trade_checks import TradeRejected
 from tickguard.interfaces import report
 from tickguard.interfaces.demo import demo_trades
 from tickguard.runtime.engine import Engine, open_journal, sim_engine

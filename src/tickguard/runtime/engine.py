@@ -31,7 +31,8 @@ from tickguard.config import Settings
 from tickguard.core import volatility
 from tickguard.core.model import Tick
 from tickguard.core.tick_handler import TickHandler
-from tickguard.core.trade_manager import TradeManager, TradeRejected
+from tickguard.core.trade_checks import TradeRejected
+from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import Trade, TradeRequest
 from tickguard.core.volatility import VolSnapshot
 from tickguard.runtime.journal_recorder import JournalRecorder

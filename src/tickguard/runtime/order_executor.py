@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
-from tickguard.adapters.broker import BrokerOrder, CommissionEvent, FillEvent, OrderStatusEvent
+from tickguard.adapters.broker import BrokerOrder, CommissionEvent, FillEvent, NotConnected, OrderStatusEvent
 from tickguard.core.model import OrderIntent
 from tickguard.core.money import ZERO, ratio
 from tickguard.core.order_state import OrderStatus, Transition, acknowledged, advance, after_fill
@@ -39,6 +39,7 @@ log = logging.getLogger("tickguard.runtime.order_executor")
 
 # Broker codes after which the same order may simply be sent again: pacing (100), connectivity (1100,
 # 1101, 1102 lost-and-restored, 2110 TWS-server connectivity) and the simulator's transient refusals (0).
+_MAX_HOLD_NS = 5_000_000_000  # the longest pause between two tries of an order held by a connection outage
 RETRYABLE_CODES = frozenset({100, 1100, 1101, 1102, 2110, 0})
 
 
@@ -75,6 +76,7 @@ class OrderRecord:
     commission: Decimal = ZERO
     reason: str = ""
     cancel_requested: bool = False
+    held: int = 0  # times it could not go out because the connection was down (not attempts)
     exec_ids: set[str] = field(default_factory=set)
     commissions: dict[str, Decimal] = field(default_factory=dict)  # exec id -> its commission, counted once
     held_commissions: dict[str, Decimal] = field(default_factory=dict)  # arrived before their execution
@@ -238,6 +240,9 @@ class OrderExecutor:
         )
         try:
             order_id = self._broker.place_order(order)
+        except NotConnected as exc:
+            self._hold(record, str(exc))
+            return
         except Exception as exc:  # the adapter could not even hand it over (no contract, socket gone)
             self._note(record, "send_failed", {"reason": str(exc)})
             self.on_status(OrderStatusEvent(-1, intent.key, OrderStatus.REJECTED, record.filled,
@@ -269,6 +274,17 @@ class OrderExecutor:
             self._on_ended(record, status, event)
         else:  # new, submitting, retry_wait, unknown: the engine's own states, never the broker's word
             self._anomaly(record, status, f"{status} is not a state a broker reports")
+
+    def _hold(self, record: OrderRecord, reason: str) -> None:
+        """The connection is down and nothing left: not a refusal, so the attempt does not count and the order
+        is never given up on - the same key goes again, every ``backoff`` doubling up to 5 s, until the
+        connection (and the adapter's reconciliation) is back."""
+        record.attempts -= 1
+        record.held += 1
+        self._note(record, "held", {"reason": reason})
+        if self._move(record, OrderStatus.RETRY_WAIT, "not connected").moved:
+            pause = min(self._backoff_ns * 2 ** min(record.held - 1, 20), _MAX_HOLD_NS)
+            heapq.heappush(self._retries, (self._clock() + pause, next(self._seq), record.intent.key))
 
     def _on_ended(self, record: OrderRecord, status: OrderStatus, event: OrderStatusEvent) -> None:
         reason = event.reason or status.value
