@@ -138,6 +138,13 @@ class JournalConfig(_Section):
         return self.url or self.path
 
 
+class WatchdogConfig(_Section):
+    stale_tick_s: float = Field(10.0, gt=0, description="A symbol with a live trade (open or exiting) and no valid "
+                                "tick this long in its regular session is resubscribed; still silent after as "
+                                "long again, its trades are reported blind (ERROR, journaled).")
+    enabled: bool = Field(True, description="Watch live trades' symbols for silent market data.")
+
+
 class IBConfig(_Section):
     host: str = Field("127.0.0.1", description="TWS / IB Gateway host.")
     port: int = Field(4002, ge=1, le=65535, description="API port: 7497/7496 TWS paper/live, 4002/4001 Gateway.")
@@ -174,6 +181,7 @@ class Settings(BaseSettings):
     volatility: VolatilityConfig = VolatilityConfig()
     sim: SimConfig = SimConfig()
     ib: IBConfig = IBConfig()
+    watchdog: WatchdogConfig = WatchdogConfig()
     journal: JournalConfig = JournalConfig()
     trades: list[TradeRequest] = Field(default_factory=list)
 
@@ -254,5 +262,6 @@ def reference_markdown() -> str:
     walk(VolatilityConfig, "volatility.")
     walk(SimConfig, "sim.")
     walk(IBConfig, "ib.")
+    walk(WatchdogConfig, "watchdog.")
     walk(JournalConfig, "journal.")
     return "\n".join(rows)

@@ -28,7 +28,7 @@ class Listener:
         self.fills = []
         self.closed = []
 
-    def on_fill(self, intent, qty, price, ts, commission):
+    def on_fill(self, intent, qty, price, ts, commission, execution=None):
         self.fills.append((intent.key, qty, price, commission))
 
     def on_intent_closed(self, intent, status, remaining, reason):
@@ -256,16 +256,55 @@ def test_recovery_moves_a_journaled_live_order_through_unknown_before_sending_it
     assert ex.anomalies == 0
 
 
-def test_an_over_fill_is_seen_by_equality_and_flagged(parts, caplog):
-    """One share past the order's quantity is an over-fill - no tolerance hides it; the money is still applied."""
+def test_an_over_fill_is_seen_by_equality_recorded_on_the_order_and_not_passed_on(parts, caplog):
+    """0.000001 of a share past the order's quantity is an over-fill - no tolerance hides it.  The order record
+    holds the whole execution (it happened at the broker); the trade is handed none of the excess."""
     _, listener, ex = parts
     rec = ex.submit(intent())
     ex.on_status(status(1, "submitted"))
     ex.on_fill(FillEvent(1, "tg:T1:stop:1", "e1", "DU1", "AAA", Action.SELL, 100, 99.0, 0))
-    assert ex.overfills == 0 and rec.filled == 100
+    assert ex.overfills == 0 and rec.filled == 100 and ex.halted == set()
     ex.on_fill(FillEvent(1, "tg:T1:stop:1", "e2", "DU1", "AAA", Action.SELL, "0.000001", 99.0, 0))
-    assert ex.overfills == 1 and rec.filled == Decimal("100.000001")
-    assert "over-filled" in caplog.text and len(listener.fills) == 2
+    assert ex.overfills == 1 and rec.filled == Decimal("100.000001") and "e2" in rec.exec_ids
+    assert [f[1] for f in listener.fills] == [100, 0]  # the excess never reaches the trade
+    assert ex.halted == {"T1"}
+    [line] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    for evidence in ("tg:T1:stop:1", "execution e2", "of 0.000001", "ordered 100", "filled before 100",
+                     "excess 0.000001", "HALTED"):
+        assert evidence in line, evidence
+    assert [e["event"] for e in rec.events][-2:] == ["fill", "overfill"]
+
+
+def test_an_execution_straddling_the_quantity_passes_on_only_what_fits(parts):
+    """60 filled of 100, then an execution of 50: 40 go to the trade, 10 are refused; the record holds 110."""
+    _, listener, ex = parts
+    rec = ex.submit(intent())
+    ex.on_status(status(1, "submitted"))
+    ex.on_fill(FillEvent(1, "tg:T1:stop:1", "e1", "DU1", "AAA", Action.SELL, 60, 99.0, 0))
+    ex.on_fill(FillEvent(1, "tg:T1:stop:1", "e2", "DU1", "AAA", Action.SELL, 50, 98.0, 0))
+    assert [f[1] for f in listener.fills] == [60, 40] and rec.filled == 110
+    assert ex.overfills == 1 and rec.status is OrderStatus.FILLED
+    overfill = next(e for e in rec.events if e["event"] == "overfill")
+    assert (overfill["ordered"], overfill["filled_before"], overfill["qty"], overfill["applied"],
+            overfill["excess"]) == (100, 60, 50, 40, 10)
+
+
+def test_nothing_is_sent_for_a_halted_trade(parts, clock):
+    """After an over-fill: a new order, a retry waiting for its backoff and a re-send of the trade never leave."""
+    sink, listener, ex = parts
+    retry = ex.submit(intent("tg:T1:tp1:1", qty=50))
+    ex.on_status(OrderStatusEvent(1, "tg:T1:tp1:1", "rejected", 0, 50, 0, "pacing", 100))
+    assert retry.status is OrderStatus.RETRY_WAIT
+    ex.submit(intent())
+    ex.on_fill(FillEvent(2, "tg:T1:stop:1", "e1", "DU1", "AAA", Action.SELL, "100.000001", 99.0, 0))
+    assert ex.halted == {"T1"} and len(sink.placed) == 2
+    clock.advance(1.0)
+    ex.on_time(clock())  # the retry's backoff is over: not sent, closed
+    assert retry.status is OrderStatus.CANCELLED and "halted" in retry.reason
+    fresh = ex.submit(intent("tg:T1:stop:2"))
+    assert fresh.status is OrderStatus.CANCELLED and "tg:T1:stop:2" not in ex.orders
+    assert len(sink.placed) == 2 and ex.withheld == 2
+    assert ("tg:T1:stop:2", OrderStatus.CANCELLED, 100, "trade halted") in listener.closed
 
 
 # ------------------------------------------------------------------------- executions and commissions, once

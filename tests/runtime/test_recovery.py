@@ -304,3 +304,57 @@ async def test_an_exit_whose_commit_fails_is_never_sent_and_goes_once_after_the_
              and not k.endswith(":entry")]
     assert exits and all(venue_orders_by_ref(venue)[k] == 1 for k in exits)
     assert_consistent(b, venue)
+
+
+def trade_keys_at_venue(venue, engine: Engine, trade_id: str) -> list[str]:
+    return sorted(k for k in venue_orders_by_ref(venue) if k.startswith(f"tg:{engine.instance_id}:{trade_id}:"))
+
+
+async def test_an_over_filled_trade_is_halted_journaled_and_stays_halted_across_restarts(journal_target):
+    """An entry execution 0.000001 of a share past the order: the order (and its journaled fill row) holds it, the
+    trade does not; the trade is halted, restored halted, reported UNRECONCILED at every start, and nothing is
+    sent for it while its twin - same symbol, same rules - is stopped or taken out by the same prices."""
+    from tickguard.adapters.broker import FillEvent
+    from tickguard.core.model import Action, TradeState
+
+    s = settings(journal_target)
+    a = await started(s)
+    venue = a.venue
+    sym = sorted(venue.specs)[0]
+    halted, twin = a.submit(req(sym)), a.submit(req(sym))
+    while halted.entry_filled < 100 or twin.entry_filled < 100:
+        await a.run_until(a.broker.now_ns() + NS)
+    entry = a.executor.orders[halted.entry_key]
+    a.step([FillEvent(entry.order_id, halted.entry_key, "phantom-1", ACCOUNT, sym, Action.BUY, "0.000001",
+                      venue.last_ticks[sym].ask, a.broker.now_ns())])
+    assert halted.state is TradeState.HALTED and halted.entry_filled == 100 and a.executor.overfills == 1
+    assert entry.filled == Decimal("100.000001") and "phantom-1" in halted.reason
+    a.journal.close()
+
+    journal = Journal.open(s.journal.target, create=False)
+    assert [r["trade_id"] for r in journal.list_trades(state="halted")] == [halted.id]
+    assert Decimal(str(next(f["qty"] for f in journal.fills_of([halted.id]) if f["exec_id"] == "phantom-1"))) \
+        == Decimal("0.000001")
+    assert halted.id in {r["trade_id"] for r in journal.open_trades()}  # open business at the next start
+    journal.close()
+
+    for _restart in range(2):
+        b = await started(s, venue)
+        restored = b.trades.trades[halted.id]
+        assert restored.state is TradeState.HALTED and restored.entry_filled == 100 and "phantom-1" in restored.reason
+        assert b.executor.orders[halted.entry_key].filled == Decimal("100.000001")  # from the journal's fill rows
+        assert all(leg.level_id not in b.trades.book for leg in restored.legs())
+        assert halted.id in b.executor.halted  # the executor's own refusal holds for it after the restart too
+        [line] = [m for m in b.recovery.mismatches if halted.id in m]
+        assert "HALTED" in line and "phantom-1" in line and f"UNRECONCILED: {line}" in b.recovery.lines()
+        stop, target = restored.stop_base_x, restored.targets[0].level_x
+        assert stop is not None and target is not None  # long: signed x is the price
+        bids = []
+        for _ in range(60):
+            await b.run_until(b.broker.now_ns() + 10 * NS)
+            bids.append(venue.last_ticks[sym].bid)
+        assert min(bids) <= stop or max(bids) >= target  # its levels were crossed while it was restored
+        assert restored.state is TradeState.HALTED and restored.exited == 0
+        b.journal.close()
+    assert trade_keys_at_venue(venue, b, halted.id) == [halted.entry_key]  # nothing but its entry, ever
+    assert len(trade_keys_at_venue(venue, b, twin.id)) >= 2  # its twin's exits went out

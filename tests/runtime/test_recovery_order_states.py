@@ -88,3 +88,22 @@ def test_an_unreadable_journaled_status_is_unknown_and_said_so(caplog):
         assert recovery._status({"order_key": "k", "status": "working"}) is S.UNKNOWN
     assert "'working' is not an order state" in caplog.text
     assert recovery._status({"order_key": "k", "status": "partially_filled"}) is S.PARTIALLY_FILLED
+
+
+def test_orders_of_a_halted_trade_are_never_resent_at_recovery(clock):
+    """Journaled in flight and unknown at the broker: sent again - unless their trade is halted, then closed
+    as cancelled, unsent, and reported."""
+    sink, listener = Sink(), Listener()
+    ex = OrderExecutor(sink, listener, clock)
+    journaled = {"never_sent": record("never_sent", S.SUBMITTING, None), "lost": record("lost", S.SUBMITTED, 3),
+                 "waiting": record("waiting", S.RETRY_WAIT, 4)}
+    for rec in journaled.values():
+        ex.restore(rec, set())
+    ex.halted.add("T1")  # as recovery.restore does for a trade journaled halted
+    report = recovery.RecoveryReport()
+    recovery.reconcile(OrderBook(working={}, ended={}, executions=[], positions={}), NoTrades(), ex, report)
+    assert sink.placed == [] and report.resent == []
+    assert sorted(report.withheld) == ["lost", "never_sent", "waiting"]
+    assert {k: r.status for k, r in journaled.items()} == dict.fromkeys(journaled, S.CANCELLED)
+    assert any("NOT sent (trade halted)" in line for line in report.lines())
+    assert ex.anomalies == 0 and ex.withheld == 3

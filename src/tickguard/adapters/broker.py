@@ -177,6 +177,19 @@ class Broker(Protocol):
 
     async def subscribe(self, symbol: str) -> None: ...
 
+    async def resubscribe(self, symbol: str) -> None:
+        """Renew a quote subscription that went silent: cancel it (if the broker has one) and ask again."""
+        ...
+
+    def regular_session(self, symbol: str, ts_ns: int) -> tuple[int, int] | None:
+        """(open_ns, close_ns) of ``symbol``'s regular session that ``ts_ns`` falls in, or None outside one:
+        outside it a silent feed is normal and the stale-tick watchdog stays quiet."""
+        ...
+
+    def feed_state(self) -> str:
+        """One line on the market-data feed's health (connectivity, data farms), for alerts."""
+        ...
+
     def place_order(self, order: BrokerOrder) -> int:
         """Send an order without waiting; returns the broker's order id.  Outcomes arrive as events."""
         ...

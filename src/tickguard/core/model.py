@@ -55,10 +55,18 @@ class TradeState(StrEnum):
     CLOSED = "closed"
     REJECTED = "rejected"
     CANCELLED = "cancelled"
+    HALTED = "halted"  # an over-fill was refused: nothing automated is sent for it any more (core/halts.py)
 
     @property
     def is_final(self) -> bool:
+        """Over: nothing left of the trade.  A halted trade is not over - it keeps its position and is loaded
+        again at restart - but it is not ``automated`` either."""
         return self in (TradeState.CLOSED, TradeState.REJECTED, TradeState.CANCELLED)
+
+    @property
+    def automated(self) -> bool:
+        """Does the engine still act for the trade (fire, retry, re-arm, move stops, run timers)?"""
+        return self in (TradeState.PENDING_ENTRY, TradeState.OPEN, TradeState.EXITING)
 
 
 class PriorityClass(IntEnum):

@@ -237,7 +237,7 @@ class StopTracker:
     @staticmethod
     def is_following(trade: Trade) -> bool:
         """Does the trade's stop move with new best prices on the per-trade path?"""
-        if (trade.closing or trade.state.is_final or trade.stop is None or trade.entry_filled <= 0
+        if (trade.closing or not trade.state.automated or trade.stop is None or trade.entry_filled <= 0
                 or trade.grouped):
             return False
         req = trade.request

@@ -3,7 +3,7 @@
 The manager owns the trades, arms their legs in the trigger book, decides on each tick that may matter
 which legs fire, and puts the resulting ``OrderIntent``s in ``outbox`` (and entry cancels in ``cancels``)
 for the executor.  It learns what happened to them through ``on_fill`` / ``on_intent_closed``.  State:
-pending_entry -> open -> exiting -> closed (or rejected / cancelled).
+pending_entry -> open -> exiting -> closed (or rejected / cancelled), or halted by an over-fill (``halts``).
 
 It is composed of objects that own their state: the ``TriggerBook`` (levels), the ``StopTracker``
 (moving stops and trail groups), the ``GuardCache`` (what the tick handler may skip) and ``TradeTimers``.
@@ -21,6 +21,7 @@ from tickguard.core.effective_stop import EffectiveStop, stop_distance
 from tickguard.core.exit_rules import StopLoss, TakeProfit, TimeStop, TrailingStop, target_x
 from tickguard.core.exit_sizing import target_wants, whole_lots
 from tickguard.core.guards import Guard, GuardCache
+from tickguard.core.halts import Execution, Overfill, fitting, stop_automation
 from tickguard.core.model import OrderIntent, OrderType, PriorityClass, Tick, TradeState, TriggerInfo, TriggerSource
 from tickguard.core.money import ZERO, exact, ratio
 from tickguard.core.order_state import OrderStatus
@@ -183,7 +184,7 @@ class TradeManager:
         """Re-size ATR/ADR levels: stops by their rule's policy (see ``StopTracker.size``); targets follow
         the volatility both ways."""
         for trade in self._by_symbol.get(snap.symbol, ()):
-            if trade.entry_filled == 0 or trade.state.is_final:
+            if trade.entry_filled == 0 or not trade.state.automated:
                 continue
             if trade.grouped:
                 self.stops.ungroup(trade)
@@ -203,6 +204,8 @@ class TradeManager:
     # ------------------------------------------------------------------------------------------ firing
 
     def _fire_terminal(self, trade: Trade, leg: Leg, info: TriggerInfo) -> None:
+        if trade.state is TradeState.HALTED:
+            return
         if not trade.closing:
             self.stops.ungroup(trade)
             trade.closing = True
@@ -219,7 +222,7 @@ class TradeManager:
         self._refresh_state(trade)
 
     def _fire_target(self, trade: Trade, leg: Leg, info: TriggerInfo) -> None:
-        if trade.closing:
+        if trade.closing or trade.state is TradeState.HALTED:
             return
         qty = self._target_wants(trade, leg)
         if qty > 0:
@@ -253,22 +256,36 @@ class TradeManager:
 
     # ---------------------------------------------------------------------------------- order outcomes
 
-    def on_fill(self, intent: OrderIntent, qty: Decimal, price: Decimal, ts_ns: int, commission: Decimal) -> None:
-        """One execution of ``intent``'s order: ``qty`` at ``price`` (exact, as the broker reported it)."""
+    def on_fill(self, intent: OrderIntent, qty: Decimal, price: Decimal, ts_ns: int, commission: Decimal,
+                execution: Execution | None = None) -> Overfill | None:
+        """One execution of ``intent``'s order: ``qty`` at ``price`` (exact, as the broker reported it) - the part
+        within its order; ``execution`` the whole of it.  Only what fits the order, the request (entry) and the
+        filled entry (exit) is applied; an excess halts the trade, and its evidence is returned."""
         qty, price, commission = exact(qty), exact(price), exact(commission)
         trade = self.trades[intent.trade_id]
         trade.commissions += commission
-        if intent.leg == "entry":
-            self._entry_fill(trade, qty, price, ts_ns)
-        else:
+        execution = execution or Execution("", intent.qty, None, qty)
+        applied, past = fitting(trade, intent.leg, qty, execution)
+        before = trade.state
+        if applied != execution.qty:  # halted before anything is applied, so nothing of it can fire
+            stop_automation(trade, self.book, self.stops)
+        if applied > 0 and intent.leg == "entry":
+            self._entry_fill(trade, applied, price, ts_ns)
+        elif applied > 0:
             leg = trade.leg(intent.leg)
-            leg.filled += qty
-            leg.inflight = max(ZERO, leg.inflight - qty)
-            trade.exited += qty
-            trade.exit_proceeds += price * qty
-            self._emit(trade, "exit_fill", {"leg": leg.name, "key": intent.key, "qty": qty, "price": price,
+            leg.filled += applied
+            leg.inflight = max(ZERO, leg.inflight - applied)
+            trade.exited += applied
+            trade.exit_proceeds += price * applied
+            self._emit(trade, "exit_fill", {"leg": leg.name, "key": intent.key, "qty": applied, "price": price,
                                             "ts_ns": ts_ns})
         self._refresh_state(trade)
+        if applied == execution.qty:
+            return None
+        over = Overfill.of(trade, intent, execution, applied, past)
+        trade.reason = f"{trade.reason}; {over.describe()}" if before is TradeState.HALTED else over.describe()
+        self._emit(trade, "halted", {"from": before.value, **over.to_dict()})
+        return over
 
     def _entry_fill(self, trade: Trade, qty: Decimal, price: Decimal, ts_ns: int) -> None:
         first = trade.entry_filled == 0
@@ -286,6 +303,8 @@ class TradeManager:
             if time_rule is not None:
                 trade.time_deadline_ns = time_rule.deadline_ns(ts_ns)
                 self.timers.set(trade.time_deadline_ns, trade.id, "time_stop")
+        if trade.state is TradeState.HALTED:  # its figures move, nothing is armed or sent
+            return
         if trade.closing:  # a late entry fill after the trade was stopped: flatten it too
             leg = trade.stop or trade.time_leg
             assert leg is not None
@@ -304,7 +323,7 @@ class TradeManager:
         remaining = exact(remaining)
         if intent.leg == "entry":
             trade.entry_working = False
-            if trade.entry_filled == 0 and not trade.state.is_final:
+            if trade.entry_filled == 0 and trade.state.automated:
                 trade.state = TradeState.REJECTED if status is OrderStatus.REJECTED else TradeState.CANCELLED
                 trade.reason = reason or status
                 for leg in trade.legs():
@@ -322,7 +341,8 @@ class TradeManager:
             # Never leave a position unprotected: retry a closing exit, re-arm a target, after a pause that
             # doubles with each failure of the leg (capped) so a broker that keeps refusing is not flooded.
             pause = self._retry_ns * min(2 ** max(leg.fired - 1, 0), 64)
-            self.timers.set(self._clock() + pause, trade.id, f"retry:{leg.name}")
+            if trade.state.automated:  # a halted trade is retried by no one
+                self.timers.set(self._clock() + pause, trade.id, f"retry:{leg.name}")
         self._refresh_state(trade)
 
     # -------------------------------------------------------------------------------------------- time
@@ -333,7 +353,7 @@ class TradeManager:
     def on_time(self, now_ns: int) -> None:
         for tid, what in self.timers.due(now_ns):
             trade = self.trades[tid]
-            if trade.state.is_final:
+            if not trade.state.automated:  # over, or halted: no timer acts for it
                 continue
             if what == "time_stop" and trade.time_leg is not None and trade.open_qty > 0:
                 self._fire_terminal(trade, trade.time_leg, TriggerInfo("time_stop", math.nan, math.nan, -1, now_ns))
@@ -362,7 +382,7 @@ class TradeManager:
         trade = self._new_trade(trade_id, request, created_ns)
         armed = apply_snapshot(trade, snap)
         trade.entry_key = entry_key or f"{self.key_prefix}{trade_id}:entry"
-        if not trade.closing:
+        if trade.state.automated and not trade.closing:  # a halted trade is restored halted: nothing armed
             for leg in trade.legs():
                 if leg.name in armed and leg.level_x is not None:
                     kind = LevelKind.STOP if leg.terminal else LevelKind.TARGET
@@ -381,7 +401,7 @@ class TradeManager:
 
     def resume_closing(self, trade: Trade) -> None:
         """After a restart: a trade that was closing with nothing in flight gets its exit sent again."""
-        if trade.closing and not trade.state.is_final and trade.inflight <= 0 and trade.open_qty > 0:
+        if trade.closing and trade.state.automated and trade.inflight <= 0 and trade.open_qty > 0:
             leg = trade.stop or trade.time_leg or (trade.targets[0] if trade.targets else None)
             if leg is not None:
                 self._fire_terminal(trade, leg, TriggerInfo(trade.close_reason, math.nan, math.nan, -1,
@@ -390,8 +410,8 @@ class TradeManager:
     # ----------------------------------------------------------------------------------------- queries
 
     def effective_stop(self, trade: Trade) -> EffectiveStop | None:
-        """Where the trade is protected now (None: no stop armed, or the trade is closing or over)."""
-        if trade.closing or trade.state.is_final:
+        """Where the trade is protected now (None: no stop armed, or the trade is closing, halted or over)."""
+        if trade.closing or not trade.state.automated:
             return None
         return self.stops.effective(trade)
 
@@ -442,7 +462,7 @@ class TradeManager:
     # --------------------------------------------------------------------------------------- internals
 
     def _refresh_state(self, trade: Trade) -> None:
-        if trade.state.is_final:
+        if not trade.state.automated:  # over, or halted (only a person ends a halt)
             return
         before = trade.state
         if trade.entry_filled <= 0:

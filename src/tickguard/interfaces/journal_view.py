@@ -9,6 +9,7 @@ there, which are shown as their shortest repr.  Trigger levels (``legs[].level``
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -115,3 +116,25 @@ def render(data: list[dict[str, Any]], console: Console) -> None:
                       " ".join(f"{leg['name']}@{_money(leg['level'])}" if leg["level"] is not None else leg["name"]
                                for leg in t["legs"]), orders)
     console.print(table)
+    for line in health_lines(data):
+        console.print(line, markup=False, highlight=False)
+
+
+HEALTH_EVENTS = ("blind", "sighted")  # the market-data watchdog's events (runtime/watchdog.py)
+
+
+def health_lines(data: list[dict[str, Any]]) -> list[str]:
+    """One line per watchdog event of the listed trades: when a trade's symbol went blind and was sighted again."""
+    lines = []
+    for t in data:
+        for e in t["events"]:
+            if e["kind"] not in HEALTH_EVENTS:
+                continue
+            d = e["data"] or {}
+            when = dt.datetime.fromtimestamp(e["ts_ns"] / 1e9, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+            if e["kind"] == "blind":
+                what = f"BLIND: no valid tick for {d.get('silent_s', '?')}s; feed: {d.get('feed', '?')}"
+            else:
+                what = f"sighted again after {d.get('blind_s', '?')}s blind"
+            lines.append(f"{t['trade_id']} {t['symbol']} {when} {what}")
+    return lines

@@ -17,7 +17,7 @@ from tickguard.core.money import exact
 from tickguard.interfaces.market_time import fmt_ns
 from tickguard.runtime.engine import Engine
 
-_STATE_STYLE = {"pending_entry": "yellow", "open": "cyan", "exiting": "magenta", "closed": "dim",
+_STATE_STYLE = {"pending_entry": "yellow", "open": "cyan", "exiting": "magenta", "closed": "dim", "halted": "bold red",
                 "rejected": "red", "cancelled": "red"}
 
 
@@ -30,8 +30,10 @@ def trades_table(engine: Engine, limit: int = 40) -> Table:
                          ("P&L", "right"), ("exit", "left")):
         table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     trades = sorted(tm.trades.values(), key=lambda t: (t.state.is_final, tm.distance_to_stop(t)))
+    now = engine.broker.now_ns()
     for trade in trades[:limit]:
         tick = engine.ticks.quote(trade.symbol)
+        blind = engine.health.blind.get(trade.symbol) if not trade.state.is_final else None
         mark = None if tick is None else exact(tick.bid if trade.sign > 0 else tick.ask)
         dist = tm.distance_to_stop(trade)
         pnl = trade.realized + trade.unrealized(mark) - trade.commissions
@@ -41,7 +43,8 @@ def trades_table(engine: Engine, limit: int = 40) -> Table:
             trade.id, trade.request.user, trade.symbol, trade.side.value, f"{trade.open_qty:g}",
             f"[{_STATE_STYLE[trade.state.value]}]{trade.state.value}[/]",
             f"{trade.entry_avg:.2f}" if trade.entry_filled else "-",
-            f"{tick.bid:.2f}/{tick.ask:.2f}" if tick else "-",
+            (f"[bold red]blind {(now - blind) / 1e9:.0f}s[/]" if blind is not None
+             else f"{tick.bid:.2f}/{tick.ask:.2f}" if tick else "-"),
             f"{stop:.2f}" if (stop := tm.stop_price(trade)) is not None else "-",
             targets or "-",
             f"[{'red' if dist < 0.3 else 'yellow' if dist < 1 else 'green'}]{dist:.2f}[/]"
@@ -59,6 +62,16 @@ def _header(engine: Engine, wall0: float, ticks0: int) -> str:
     return (f"virtual time [bold]{fmt_ns(now)}[/]   ticks {c.accepted:,} ({rate:,.0f}/s wall)   "
             f"dropped {c.dropped_total:,}   orders {len(engine.executor.orders)}   "
             f"batches {engine.ticks.stats.batches:,}")
+
+
+def blind_line(engine: Engine) -> str:
+    """The watchdog's standing alerts: "BLIND: AAA 23s (T00001, T00004)", or "" when every feed is alive."""
+    now = engine.broker.now_ns()
+    alerts = engine.health.active()
+    if not alerts:
+        return ""
+    parts = [f"{a.symbol} {a.silent_s(now):.0f}s ({', '.join(a.trade_ids)})" for a in alerts]
+    return "[bold red]BLIND: " + "; ".join(parts) + "[/]"
 
 
 def _exits_panel(engine: Engine, n: int = 8) -> Panel:
@@ -92,7 +105,9 @@ async def watch(engine: Engine, console: Console, refresh_hz: float = 4.0) -> No
     ticks0 = engine.ticks.counters.accepted
     with Live(console=console, refresh_per_second=refresh_hz, transient=False) as live:
         while True:
-            live.update(Group(_header(engine, wall0, ticks0), trades_table(engine), _exits_panel(engine)))
+            header = _header(engine, wall0, ticks0)
+            blind = blind_line(engine)
+            live.update(Group(f"{header}\n{blind}" if blind else header, trades_table(engine), _exits_panel(engine)))
             await asyncio.sleep(1.0 / refresh_hz)
 
 

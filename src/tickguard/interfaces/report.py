@@ -89,6 +89,9 @@ def build(engine: Engine, meta: dict[str, Any], recorder: TickRecorder | None) -
         "realized": sum(t["realized"] for t in trades), "commissions": sum(t["commissions"] for t in trades),
         "ticks_accepted": engine.ticks.counters.accepted, "ticks_dropped": dict(engine.ticks.counters.dropped),
         "orders": len(orders), "duplicate_intents_refused": engine.executor.duplicates_refused,
+        # a halted trade (an over-fill refused, core/halts.py) is listed by id with its evidence: left for the user
+        "halted": {t["id"]: t["reason"] for t in trades if t["state"] == "halted"},
+        "overfills": engine.executor.overfills,
         "rejected_requests": [{"symbol": r.symbol, "reason": why} for r, why in engine.stats.rejected_requests],
     }
     report = {

@@ -6,6 +6,7 @@ risk first, hand intents to the executor, fire timers.  Nothing else constructs 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import gc
@@ -14,6 +15,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from tickguard.adapters.broker import (
     Broker,
@@ -39,6 +41,7 @@ from tickguard.runtime.journal_recorder import JournalRecorder
 from tickguard.runtime.order_executor import OrderExecutor
 from tickguard.runtime.recovery import RecoveryReport, reconcile, restore
 from tickguard.runtime.vol_refresh import VolatilityRefresher
+from tickguard.runtime.watchdog import MarketDataHealth, Watchdog
 from tickguard.store.journal import Journal
 
 log = logging.getLogger("tickguard.runtime.engine")
@@ -92,6 +95,29 @@ class Engine:
                                              self.vol.get) if vcfg.intraday else None
         self._tick_sink = tick_sink
         self._scheduled: list[tuple[int, TradeRequest]] = []
+        self.watchdog = self._make_watchdog()
+        self.health = self.watchdog.health if self.watchdog is not None else MarketDataHealth()
+        self._resubscribing: set[asyncio.Task[None]] = set()
+
+    def _make_watchdog(self) -> Watchdog | None:
+        """The market-data watchdog (runtime/watchdog.py): blind trades are resubscribed, then reported."""
+        cfg = self.settings.watchdog
+        if not cfg.enabled:
+            return None
+        broker = self.broker
+        session = getattr(broker, "regular_session", None) or (lambda symbol, ts: (0, 2**63 - 1))
+        feed_state = getattr(broker, "feed_state", None) or (lambda: "unknown")
+        return Watchdog(int(cfg.stale_tick_s * 1e9), self.trades.live_trades, self._last_tick_ns, session,
+                        feed_state, self._journal_health if self.journal is not None else None)
+
+    def _last_tick_ns(self, symbol: str) -> int | None:
+        tick = self.ticks.quote(symbol)
+        return None if tick is None else tick.recv_ns
+
+    def _journal_health(self, kind: str, now_ns: int, trades: list[Trade], data: dict) -> None:
+        assert self.journal is not None
+        for t in trades:
+            self.journal.event(kind, now_ns, data, t.id, None, t.request.user, t.request.account or "")
 
     # ------------------------------------------------------------------------------------------ set-up
 
@@ -207,12 +233,31 @@ class Engine:
         while broker.now_ns() < end_ns:
             wake = end_ns
             vol_due = self.refresher.next_deadline(broker.now_ns()) if self.refresher is not None else None
+            watch_due = self.watchdog.next_deadline() if self.watchdog is not None else None
             for due in (self.trades.next_deadline(), self.executor.next_deadline(), vol_due,
-                        self._scheduled[0][0] if self._scheduled else None):
+                        self._scheduled[0][0] if self._scheduled else None, watch_due):
                 if due is not None and due < wake:
                     wake = due
             events = await broker.next_events(wake)
             self.step(events)
+            if self.watchdog is not None and self.watchdog.pending:
+                self._resubscribe(self.watchdog)
+
+    def _resubscribe(self, watchdog: Watchdog) -> None:
+        """Renew the subscriptions the watchdog found silent, in the background: the loop never waits on it."""
+        symbols, watchdog.pending = watchdog.pending, []
+        renew = getattr(self.broker, "resubscribe", None) or self.broker.subscribe
+        for symbol in symbols:
+            task = asyncio.get_running_loop().create_task(self._renew(renew, symbol))
+            self._resubscribing.add(task)
+            task.add_done_callback(self._resubscribing.discard)
+
+    @staticmethod
+    async def _renew(renew: Callable[[str], Any], symbol: str) -> None:
+        try:
+            await renew(symbol)
+        except (BrokerError, TimeoutError, OSError) as exc:
+            log.error("%s: resubscribing to its silent quotes failed: %s", symbol, exc)
 
     def step(self, events: list) -> None:
         """One engine step: journal and apply the broker's events, evaluate, fire timers.  What was decided is
@@ -273,6 +318,8 @@ class Engine:
         self.executor.on_time(now_ns)
         if self.refresher is not None:
             self.refresher.on_time(now_ns)
+        if self.watchdog is not None:
+            self.watchdog.on_time(now_ns)
         self._flush()
 
     def _apply_volatility(self, snap: VolSnapshot) -> None:

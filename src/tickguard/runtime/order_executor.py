@@ -12,6 +12,9 @@ state changes: they are money and are applied once per execution id whatever the
 state (a fill racing a cancel) is applied, logged and counted in ``late_fills``, and the state stays final.
 Commissions are counted once per execution id too, however often a broker reports them (with the fill, in a
 report of their own, again after each reconnect); a replayed execution or commission is logged at INFO.
+Over-fills (``core/halts.py``): the order record holds the whole execution, the trade only what fits.  An excess
+halts the trade (ERROR with the evidence, ``overfills``, journaled ``order_overfill``); then no order of it leaves
+- new, retried, awaiting its commit or re-sent at recovery: each is closed as cancelled, unsent.
 
 Write-ahead: with a journal, an order or a cancel is queued with the journal position of the write that
 records it, and goes out only when a ``CommitReceipt`` of that journal covers the position - the journal hands
@@ -30,6 +33,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from tickguard.adapters.broker import BrokerOrder, CommissionEvent, FillEvent, NotConnected, OrderStatusEvent
+from tickguard.core.halts import Execution, Overfill
 from tickguard.core.model import OrderIntent
 from tickguard.core.money import ZERO, ratio
 from tickguard.core.order_state import OrderStatus, Transition, acknowledged, advance, after_fill
@@ -58,7 +62,8 @@ class OrderSink(Protocol):
 
 
 class IntentListener(Protocol):
-    def on_fill(self, intent: OrderIntent, qty: Decimal, price: Decimal, ts_ns: int, commission: Decimal) -> None: ...
+    def on_fill(self, intent: OrderIntent, qty: Decimal, price: Decimal, ts_ns: int, commission: Decimal,
+                execution: Execution | None = None) -> Overfill | None: ...
 
     def on_intent_closed(self, intent: OrderIntent, status: OrderStatus, remaining: Decimal, reason: str) -> None: ...
 
@@ -120,7 +125,9 @@ class OrderExecutor:
         self.unknown_events = 0
         self.anomalies = 0  # illegal state changes refused (each logged with the order's history)
         self.late_fills = 0  # fills applied to an order already in a final state
-        self.overfills = 0  # executions that took an order past its quantity
+        self.overfills = 0  # executions past their order's quantity, the request or the filled entry: refused
+        self.halted: set[str] = set()  # trades halted by an over-fill: none of their orders is sent again
+        self.withheld = 0  # orders of halted trades that were not sent (closed as cancelled)
         self.replays = 0  # executions and commissions seen again, ignored
         self.unjournaled = 0  # orders and cancels never sent because their journal transaction rolled back
         self._journal = journal
@@ -135,6 +142,11 @@ class OrderExecutor:
         if intent.key in self.orders:
             self.duplicates_refused += 1
             raise DuplicateIntent(f"order {intent.key} was already submitted; refusing to send it twice")
+        if intent.trade_id in self.halted:  # the trade manager decides nothing for it: the last line of defence
+            self.withheld += 1
+            log.error("order %s not sent: trade %s is halted", intent.key, intent.trade_id)
+            self._listener.on_intent_closed(intent, OrderStatus.CANCELLED, intent.qty, "trade halted")
+            return OrderRecord(intent, OrderStatus.CANCELLED, reason="not sent: trade halted")
         record = OrderRecord(intent)
         self.orders[intent.key] = record
         self._send(record)
@@ -159,6 +171,9 @@ class OrderExecutor:
             self._release()
 
     def _send(self, record: OrderRecord) -> None:
+        if record.intent.trade_id in self.halted:
+            self._withhold(record)
+            return
         if self._move(record, OrderStatus.SUBMITTING, "send").illegal:
             return
         record.attempts += 1
@@ -232,8 +247,17 @@ class OrderExecutor:
                 wait.append(item)
         return ready, wait
 
+    def _withhold(self, record: OrderRecord) -> None:
+        """An order of a halted trade that has not left never does: closed as cancelled, unsent."""
+        self.withheld += 1
+        log.error("order %s not sent: trade %s is halted (over-fill)", record.intent.key, record.intent.trade_id)
+        self._close(record, OrderStatus.CANCELLED, f"not sent: trade {record.intent.trade_id} is halted")
+
     def _place(self, record: OrderRecord) -> None:
         intent = record.intent
+        if intent.trade_id in self.halted:
+            self._withhold(record)
+            return
         order = BrokerOrder(
             ref=intent.key, account=intent.account, symbol=intent.symbol, action=intent.action,
             qty=intent.qty - record.filled, order_type=intent.order_type, limit_price=intent.limit_price,
@@ -324,27 +348,38 @@ class OrderExecutor:
                 self._apply_commission(record, event.exec_id, event.commission)
             return False
         record.exec_ids.add(event.exec_id)
-        total = record.filled + event.qty
+        execution = Execution(event.exec_id, record.intent.qty, record.filled, event.qty)
+        total = record.filled + event.qty  # the order record holds the whole execution: it happened
         record.notional += event.price * event.qty
         record.filled = total
         commission = self._fill_commission(record, event)
-        if total > record.intent.qty:  # exact: one share too many is an over-fill, never "close enough"
-            self.overfills += 1
-            log.error("order %s: over-filled, %s of %s after execution %s - applied (it happened), flagged",
-                      record.intent.key, total, record.intent.qty, event.exec_id)
         after = after_fill(record.status, complete=total >= record.intent.qty)
         if after is not OrderStatus.FILLED:
             self._move(record, after, "partial fill")
         self._note(record, "fill", {"exec_id": event.exec_id, "qty": event.qty, "price": event.price,
                                     "commission": record.commissions.get(event.exec_id), "fill_ts_ns": event.ts_ns})
-        self._listener.on_fill(record.intent, event.qty, event.price, event.ts_ns, commission)
+        # the trade gets only what fits the order (exact: one share too many is an over-fill, never "close enough")
+        over = self._listener.on_fill(record.intent, execution.fits, event.price, event.ts_ns, commission, execution)
+        if over is not None or execution.fits != execution.qty:
+            self._overfilled(record, execution, over)
         if record.final:  # it was final before this fill: the money is applied, the state stays
             self.late_fills += 1
-            log.warning("order %s: fill %s (%g @ %g) after the order was %s - applied, state kept",
+            log.warning("order %s: fill %s (%g @ %g) after the order was %s - recorded, state kept",
                         record.intent.key, event.exec_id, event.qty, event.price, record.status)
         elif after is OrderStatus.FILLED:
             self._close(record, OrderStatus.FILLED, "")
         return True
+
+    def _overfilled(self, record: OrderRecord, execution: Execution, over: Overfill | None) -> None:
+        """An excess was refused: the trade is halted, and nothing more is sent for it."""
+        self.overfills += 1
+        self.halted.add(record.intent.trade_id)
+        over = over or Overfill.of_order(record.intent, execution)  # a listener that does not say: the order's
+        working = [k for k, r in self.orders.items() if r.intent.trade_id == over.trade_id and r.status.at_broker
+                   and r is not record]
+        log.error("%s; nothing more is sent for it, left for the user (working at the broker: %s)", over.describe(),
+                  ", ".join(working) or "none")
+        self._note(record, "overfill", {**over.to_dict(), "working": working})
 
     def _fill_commission(self, record: OrderRecord, event: FillEvent) -> Decimal:
         """The commission a new execution brings: its own, or one reported before it; counted once."""
@@ -443,14 +478,16 @@ class OrderExecutor:
         self._note(record, "adopted", {"order_id": order_id})
         return record
 
-    def resend(self, record: OrderRecord) -> None:
-        """Send again an order the broker never received (journaled in flight, unknown at the broker).
+    def resend(self, record: OrderRecord) -> bool:
+        """Send again an order the broker never received (journaled in flight, unknown at the broker); returns
+        False if it is not sent because its trade is halted (it is closed as cancelled instead).
 
         One the journal says the broker held goes through ``unknown`` first: its state could not be
         established, and the history shows it."""
         if record.status.at_broker and self._move(record, OrderStatus.UNKNOWN, "the broker does not know it").moved:
             self._note(record, "unknown", {"reason": "journaled as at the broker, unknown there"})
         self._send(record)
+        return record.intent.trade_id not in self.halted
 
     def close_from_broker(self, record: OrderRecord, status: OrderStatus, reason: str) -> None:
         self._note(record, status.value, {"reason": reason, "from": "reconciliation"})

@@ -11,6 +11,9 @@ The rules, in order of how much money they protect:
 * a trade that was closing with nothing in flight gets its exit sent now, and a level crossed while the
   engine was down fires on the first tick (every level compares against the whole price, not a move);
 * what cannot be reconciled - a position the journal does not explain - is reported and left alone;
+* a trade halted by an over-fill (``core/halts.py``) is restored halted, with its levels unarmed and its timers
+  off; nothing is resumed or re-sent for it (an order of it that never left is closed as cancelled), and its
+  evidence is repeated as an UNRECONCILED line of the report at every start until a person deals with it;
 * an order or execution whose key carries another journal's id (``tg:<other id>:...``) is foreign: reported,
   never adopted or applied.  Keys journaled before journals had ids (``tg:T00001:entry``) are matched only
   against this journal's own orders.
@@ -26,7 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 from tickguard.adapters.broker import OrderBook
-from tickguard.core.model import OrderIntent
+from tickguard.core.model import OrderIntent, TradeState
 from tickguard.core.money import ZERO, exact
 from tickguard.core.order_state import OrderStatus
 from tickguard.core.trade_manager import TradeManager
@@ -51,6 +54,7 @@ class RecoveryReport:
     resent: list[str] = field(default_factory=list)
     fills_applied: list[str] = field(default_factory=list)
     closed_at_broker: list[str] = field(default_factory=list)
+    withheld: list[str] = field(default_factory=list)  # never left, not sent now: their trade is halted
     mismatches: list[str] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
     journal_id: str | None = None
@@ -65,6 +69,8 @@ class RecoveryReport:
             out.append(f"never reached the broker, sent now: {', '.join(self.resent)}")
         if self.closed_at_broker:
             out.append(f"ended at the broker while down: {', '.join(self.closed_at_broker)}")
+        if self.withheld:
+            out.append(f"never reached the broker, NOT sent (trade halted), closed: {', '.join(self.withheld)}")
         if self.foreign:
             out.append(f"another journal's orders at the broker (not ours, left alone): {', '.join(self.foreign)}")
         out += [f"UNRECONCILED: {m}" for m in self.mismatches]
@@ -85,7 +91,10 @@ def restore(journal: Journal, trades: TradeManager, executor: OrderExecutor) -> 
     entry_keys = {o["trade_id"]: o["order_key"] for o in order_rows if o["leg"] == "entry"}
     for row in rows:
         request = TradeRequest.model_validate(row["request"])
-        trades.restore(row["trade_id"], request, row["snapshot"], row["created_ns"], entry_keys.get(row["trade_id"]))
+        trade = trades.restore(row["trade_id"], request, row["snapshot"], row["created_ns"],
+                               entry_keys.get(row["trade_id"]))
+        if trade.state is TradeState.HALTED:
+            executor.halted.add(trade.id)  # none of its orders is sent again, by the executor's own rule
     fills: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for f in journal.fills_of(ids):
         fills[f["order_key"]].append(f)
@@ -146,7 +155,11 @@ def reconcile(book: OrderBook, trades: TradeManager, executor: OrderExecutor, re
         if not record.final and key not in book.working:
             _settle(key, record, book, executor, report)
     for trade in list(trades.trades.values()):
-        trades.resume_closing(trade)
+        trades.resume_closing(trade)  # a halted trade is not resumed (resume_closing asks ``automated``)
+        if trade.state is TradeState.HALTED:  # restored halted, or halted by a fill applied just now
+            report.mismatches.append(f"{trade.request.account or book.default_account} {trade.symbol}: trade "
+                                     f"{trade.id} is HALTED - {trade.reason}; nothing automated is sent for it, "
+                                     "left for the user")
     _check_positions(book, trades, report)
 
 
@@ -184,8 +197,7 @@ def _settle(key: str, record: OrderRecord, book: OrderBook, executor: OrderExecu
                                    "cancel requested before the restart; the broker does not know the order")
         report.closed_at_broker.append(key)
     elif record.status in RESEND:
-        executor.resend(record)
-        report.resent.append(key)
+        (report.resent if executor.resend(record) else report.withheld).append(key)
 
 
 def _check_positions(book: OrderBook, trades: TradeManager, report: RecoveryReport) -> None:
@@ -204,5 +216,5 @@ def _check_positions(book: OrderBook, trades: TradeManager, report: RecoveryRepo
                     else "a position that differs from the journal")
             report.mismatches.append(f"{account} {symbol}: broker {broker}, journal {mine} - {what}; "
                                      "left for the user")
-    for line in report.mismatches:
+    for line in report.mismatches:  # the halted trades' lines too
         log.error("reconciliation: %s", line)

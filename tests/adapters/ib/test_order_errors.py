@@ -170,7 +170,7 @@ def test_a_cancel_after_a_warning_is_a_cancel_and_an_inactive_order_is_rejected(
     ("_on_status", lambda w: (object(),), "<object"),
     ("_on_exec", lambda w: (w.trade, object()), f"order {ORDER} ref '{REF}'"),
     ("_on_commission", lambda w: (w.trade, object(), object()), f"order {ORDER} ref '{REF}'"),
-    ("_on_error", lambda w: (-1, 2103, None, None), "2103"),
+    ("_on_error", lambda w: (-1, 2103, 12345, None), "2103"),  # a message that is not text
     ("_on_tickers", lambda w: ({"not a ticker"},), "1 item(s)"),
 ])
 def test_a_failing_callback_is_logged_with_context_and_never_raises(callback, args, context, caplog):
@@ -189,6 +189,6 @@ def test_ib_async_never_sees_an_exception_from_the_adapter(caplog):
     w = Wired()
     with caplog.at_level(logging.ERROR):
         w.ib.orderStatusEvent.emit(object())
-        w.ib.errorEvent.emit(-1, 2103, None, None)
+        w.ib.errorEvent.emit(-1, 2103, 12345, None)
     assert not [r for r in caplog.records if "caused exception" in r.getMessage()]
     assert len([r for r in caplog.records if r.name == "tickguard.ib"]) == 2

@@ -14,7 +14,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -35,10 +35,12 @@ from tickguard.adapters.broker import (
 )
 from tickguard.adapters.ib.contracts import NO_SECURITY_DEFINITION, ContractsMixin
 from tickguard.adapters.ib.errors import guarded
+from tickguard.adapters.ib.farms import FARM_CODES, FarmTable
 from tickguard.adapters.ib.order_status import order_verdict
 from tickguard.adapters.ib.quotes import QuoteAssembler
 from tickguard.adapters.ib.recovery import Placed, RecoveryMixin
 from tickguard.adapters.ib.values import account_numbers, account_problem, fill_event, ib_number
+from tickguard.adapters.trading_hours import us_regular_session
 from tickguard.adapters.ttl_cache import TTLCache
 from tickguard.config import IBConfig
 from tickguard.core.model import Bar, OrderType
@@ -52,7 +54,7 @@ FARM_BROKEN, FARM_OK, HMDS_BROKEN, HMDS_OK = 2103, 2104, 2105, 2106
 PACING, HISTORICAL_PACING, DUPLICATE_CLIENT_ID = 100, 162, 326
 # Codes reported to the engine as notices (not tied to one order).
 SYSTEM_CODES = frozenset({CONNECTIVITY_LOST, RESTORED_DATA_LOST, RESTORED_DATA_KEPT, FARM_BROKEN, FARM_OK,
-                          HMDS_BROKEN, HMDS_OK, PACING, HISTORICAL_PACING, DUPLICATE_CLIENT_ID, 1300, 2110})
+                          HMDS_BROKEN, HMDS_OK, PACING, HISTORICAL_PACING, DUPLICATE_CLIENT_ID, 1300, 2110, 2157})
 # ib_async's start-up sync, less the account updates: the adapter asks for those itself once it has checked that IB
 # manages the configured account (IB may not answer a request for an account it does not manage).
 SYNC = StartupFetchALL & ~StartupFetch.ACCOUNT_UPDATES
@@ -73,8 +75,11 @@ class IBBroker(ContractsMixin, RecoveryMixin):
 
     name = "ib"
 
-    def __init__(self, cfg: IBConfig, ib: IB | None = None, rng: random.Random | None = None) -> None:
+    def __init__(self, cfg: IBConfig, ib: IB | None = None, rng: random.Random | None = None,
+                 clock: Callable[[], int] | None = None) -> None:
         self.cfg = cfg
+        self._clock = clock or time.time_ns  # tests hand in the fake gateway's virtual clock
+        self.farms = FarmTable()  # per data farm: ok / broken / inactive, since when (see farms.py)
         self.ib = ib or IB()
         self.ib.RequestTimeout = cfg.request_timeout_s
         self.state = ConnectionState()
@@ -112,7 +117,15 @@ class IBBroker(ContractsMixin, RecoveryMixin):
     # ------------------------------------------------------------------------------------ connection
 
     def now_ns(self) -> int:
-        return time.time_ns()
+        return self._clock()
+
+    def regular_session(self, symbol: str, ts_ns: int) -> tuple[int, int] | None:
+        """US stocks' regular hours (weekdays 09:30-16:00 New York; holidays not known): see trading_hours.py."""
+        return us_regular_session(ts_ns)
+
+    def feed_state(self) -> str:
+        trust = "" if self.state.feed_trusted else "feed not trusted (1100 or disconnected); "
+        return trust + self.farms.describe(self.now_ns())
 
     async def connect(self) -> None:
         """Connect, trying ``connect_attempts`` times: a gateway restarting (or still holding a dead
@@ -223,16 +236,19 @@ class IBBroker(ContractsMixin, RecoveryMixin):
                     self.ib.cancelMktData(old.contract)
             await self.subscribe(symbol)
 
+    async def resubscribe(self, symbol: str) -> None:
+        """Cancel ``symbol``'s quote subscription (if any) and request it again."""
+        old = self._tickers.pop(symbol, None)
+        if old is not None:
+            self._by_ticker.pop(id(old), None)
+            with contextlib.suppress(Exception):
+                self.ib.cancelMktData(old.contract)
+        await self.subscribe(symbol)
+
     async def _renew_silent(self) -> None:
         """After a recovery message, renew every subscription that has been silent too long."""
-        now = time.monotonic()
-        for symbol in list(self._tickers):
-            if now - self._last_tick_wall.get(symbol, 0.0) >= self.cfg.stale_feed_s:
-                old = self._tickers.pop(symbol)
-                self._by_ticker.pop(id(old), None)
-                with contextlib.suppress(Exception):
-                    self.ib.cancelMktData(old.contract)
-                await self.subscribe(symbol)
+        for symbol in self.silent_symbols(self.cfg.stale_feed_s):
+            await self.resubscribe(symbol)
 
     def silent_symbols(self, older_than_s: float) -> list[str]:
         now = time.monotonic()
@@ -243,7 +259,7 @@ class IBBroker(ContractsMixin, RecoveryMixin):
         """One socket read: every bid / ask / last change in it becomes a Tick, in arrival order (see quotes.py).
         While the feed is not trusted the quotes are still followed, but not emitted."""
         trusted = self.state.feed_trusted
-        now = time.time_ns()
+        now = self.now_ns()
         wall = time.monotonic()
         for ticker in tickers:
             symbol = self._by_ticker.get(id(ticker))
@@ -429,18 +445,14 @@ class IBBroker(ContractsMixin, RecoveryMixin):
     @guarded("error", log)
     def _on_error(self, req_id: int, code: int, message: str, contract: Contract | None) -> None:
         now = self.now_ns()
+        self.farms.on_code(code, message, now)  # 1100/1101/1102 and the farm codes (farms.py)
         if code == CONNECTIVITY_LOST:
             self.state.feed_trusted = False
         elif code in (RESTORED_DATA_LOST, RESTORED_DATA_KEPT):
             self.state.feed_trusted = True
             self._spawn(self._resubscribe_all() if code == RESTORED_DATA_LOST else self._renew_silent())
-        elif code == FARM_BROKEN:
-            self.state.farm_ok = False
-            self.state.broken_farms.add(message.rsplit(":", 1)[-1].strip())
-        elif code == FARM_OK:
-            self.state.farm_ok = True
-            self.state.broken_farms.discard(message.rsplit(":", 1)[-1].strip())
-            self._spawn(self._renew_silent())
+        elif code in FARM_CODES:
+            self._on_farm(code, message)
         elif code == DUPLICATE_CLIENT_ID:
             self.state.last_error = (f"IB error 326: client id {self.cfg.client_id} is already in use by another "
                                      "connection - choose another ib.client_id")
@@ -448,6 +460,13 @@ class IBBroker(ContractsMixin, RecoveryMixin):
             self.contract_cache.invalidate(contract.symbol)
         if code in SYSTEM_CODES or code == NO_SECURITY_DEFINITION:
             self._emit(NoticeEvent(code, message, now))
+
+    def _on_farm(self, code: int, message: str) -> None:
+        """The farm table was updated (farms.py); ``farm_ok`` / ``broken_farms``: is a market-data farm broken?"""
+        self.state.broken_farms = set(self.farms.broken())
+        self.state.farm_ok = not self.state.broken_farms
+        if code == FARM_OK:
+            self._spawn(self._renew_silent())
 
     # ---------------------------------------------------------------------------------------- events
 

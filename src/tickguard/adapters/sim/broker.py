@@ -7,10 +7,12 @@ so a run is reproducible.  ``speed`` maps virtual to wall time for the live view
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from decimal import Decimal
 
 from tickguard.adapters.broker import BrokerEvent, BrokerOrder, ContractInfo, OrderBook, UnknownSymbol, WhatIf
+from tickguard.adapters.sim.market import NY, session_bounds
 from tickguard.adapters.sim.venue import SimVenue
 from tickguard.core.model import Bar, Tick
 from tickguard.core.money import exact
@@ -28,6 +30,8 @@ class SimBroker:
         self.venue = venue
         self.speed = speed
         self._subscribed: set[str] = set()
+        self.feed_muted: set[str] = set()  # a simulated farm outage: these symbols' quotes are not delivered
+        self.resubscribed: list[tuple[int, str]] = []  # (virtual time, symbol) of every resubscription
         self._wall0 = 0.0
         self._virt0 = 0
         self._yield_every = yield_every
@@ -59,6 +63,28 @@ class SimBroker:
         await self.qualify(symbol)
         self._subscribed.add(symbol)
 
+    async def resubscribe(self, symbol: str) -> None:
+        """Subscribe again (recorded); a muted feed stays muted, as a farm outage is not cured by asking again."""
+        self.resubscribed.append((self.venue.now_ns, symbol))
+        await self.subscribe(symbol)
+
+    def regular_session(self, symbol: str, ts_ns: int) -> tuple[int, int] | None:
+        """The simulated market's session: weekdays 09:30-16:00 New York (``market.session_bounds``)."""
+        open_, close = session_bounds(ts_ns)
+        weekday = dt.datetime.fromtimestamp(ts_ns / 1e9, tz=NY).weekday()
+        return (open_, close) if weekday < 5 and open_ <= ts_ns < close else None
+
+    def feed_state(self) -> str:
+        muted = ", ".join(sorted(self.feed_muted))
+        return f"simulated feed; muted: {muted}" if muted else "simulated feed ok"
+
+    def mute_feed(self, symbols: set[str] | list[str]) -> None:
+        """A farm outage for tests: the venue keeps trading, these symbols' quotes stop reaching the engine."""
+        self.feed_muted |= set(symbols)
+
+    def restore_feed(self, symbols: set[str] | list[str] | None = None) -> None:
+        self.feed_muted = set() if symbols is None else self.feed_muted - set(symbols)
+
     def place_order(self, order: BrokerOrder) -> int:
         return self.venue.place(order)
 
@@ -88,8 +114,10 @@ class SimBroker:
                 venue.now_ns = max(venue.now_ns, wake_at_ns)
                 return []
             await self._pace(ts)
+            subscribed, muted = self._subscribed, self.feed_muted
             events = [
-                e for e in venue.step() if not isinstance(e, Tick) or e.symbol in self._subscribed
+                e for e in venue.step()
+                if not isinstance(e, Tick) or (e.symbol in subscribed and e.symbol not in muted)
             ]
             if events:
                 return events  # type: ignore[return-value]
