@@ -66,7 +66,7 @@ async def crash_when(engine: Engine, pred, limit_s: float = 3600, before_send: b
 
 
 def exit_pending(engine: Engine) -> bool:
-    return any(r.intent.is_exit for _, r in engine.executor._outgoing)
+    return any(r.intent.is_exit for r in engine.executor.waiting_orders())
 
 
 def exit_sent(engine: Engine) -> bool:
@@ -99,7 +99,7 @@ async def test_exit_journaled_but_never_sent_is_sent_once_after_restart(journal_
     sym = sorted(a.venue.specs)[0]
     a.submit(req(sym))
     await crash_when(a, lambda: exit_pending(a))  # crash: committed, not sent
-    key = next(r.intent.key for _, r in a.executor._outgoing if r.intent.is_exit)
+    key = next(r.intent.key for r in a.executor.waiting_orders() if r.intent.is_exit)
     venue = a.venue
     assert key not in venue_orders_by_ref(venue)
     b = await started(s, venue)
@@ -229,13 +229,13 @@ async def test_a_second_journal_never_adopts_or_applies_the_first_journals_order
     await b.run_until(b.broker.now_ns() + 3 * NS)
 
     def die(_receipt) -> None:
-        if any(r.intent.leg == "entry" for _, r in b.executor._outgoing):
+        if any(r.intent.leg == "entry" for r in b.executor.waiting_orders()):
             raise Crash
 
     b.journal.after_commit.insert(0, die)
     with pytest.raises(Crash):  # T00002's entry journaled, the process dies before sending it
         b.submit(far_limit(venue, sym))
-    b_working = next(r.intent.key for _, r in b.executor._outgoing)
+    b_working = next(r.intent.key for r in b.executor.waiting_orders())
     assert b_filled.id == "T00001" and b_working.endswith(":T00002:entry") and b_working != a_working.entry_key
     b.journal.close()
 
@@ -290,7 +290,7 @@ async def test_an_exit_whose_commit_fails_is_never_sent_and_goes_once_after_the_
     a.journal._conn.commit = commit
     with pytest.raises(sa.exc.OperationalError):
         await a.run_until(a.broker.now_ns() + 3600 * NS)
-    [lost] = [r.intent.key for _, r in a.executor._outgoing if r.intent.is_exit]
+    [lost] = [r.intent.key for r in a.executor.waiting_orders() if r.intent.is_exit]
     assert lost not in venue_orders_by_ref(venue)
     a.journal._conn.commit = real_commit
     a.journal.close()

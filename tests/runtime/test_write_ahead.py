@@ -20,7 +20,8 @@ from tickguard.core.trades import TradeRequest
 from tickguard.interfaces.demo import demo_trades
 from tickguard.runtime.engine import Engine, sim_engine
 from tickguard.runtime.journal_recorder import JournalRecorder
-from tickguard.runtime.order_executor import OrderExecutor, WriteAheadError
+from tickguard.runtime.order_executor import OrderExecutor
+from tickguard.runtime.outbox import WriteAheadError
 from tickguard.store.journal import CommitReceipt, Journal
 
 NS = 1_000_000_000

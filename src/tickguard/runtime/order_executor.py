@@ -37,6 +37,7 @@ from tickguard.core.halts import Execution, Overfill
 from tickguard.core.model import OrderIntent
 from tickguard.core.money import ZERO, ratio
 from tickguard.core.order_state import OrderStatus, Transition, acknowledged, advance, after_fill
+from tickguard.runtime.outbox import Outbox
 from tickguard.store.journal import CommitReceipt, Journal
 
 log = logging.getLogger("tickguard.runtime.order_executor")
@@ -49,10 +50,6 @@ RETRYABLE_CODES = frozenset({100, 1100, 1101, 1102, 2110, 0})
 
 class DuplicateIntent(RuntimeError):
     """An intent whose idempotency key was already submitted."""
-
-
-class WriteAheadError(RuntimeError):
-    """An order or a cancel would reach the broker without its journal commit: refused."""
 
 
 class OrderSink(Protocol):
@@ -129,10 +126,9 @@ class OrderExecutor:
         self.halted: set[str] = set()  # trades halted by an over-fill: none of their orders is sent again
         self.withheld = 0  # orders of halted trades that were not sent (closed as cancelled)
         self.replays = 0  # executions and commissions seen again, ignored
-        self.unjournaled = 0  # orders and cancels never sent because their journal transaction rolled back
         self._journal = journal
-        self._outgoing: list[tuple[int, OrderRecord]] = []  # (journal position to be committed, order)
-        self._cancels_out: list[tuple[int, int, str]] = []  # (journal position, broker order id, key)
+        self._outgoing: Outbox[OrderRecord] = Outbox(journal, lambda r: f"order {r.intent.key}")
+        self._cancels_out: Outbox[tuple[int, str]] = Outbox(journal, lambda c: f"the cancel of {c[1]}")
         if journal is not None:
             journal.after_commit.append(self._on_commit)
 
@@ -160,14 +156,13 @@ class OrderExecutor:
         at_broker = record.order_id is not None and record.status is not OrderStatus.RETRY_WAIT
         if at_broker and self._move(record, OrderStatus.CANCELLING, "cancel requested").illegal:
             return
-        before = self._position()
+        before = self._cancels_out.position()
         self._note(record, "cancel_requested", {})
         if not at_broker:
             self._close(record, OrderStatus.CANCELLED, "cancelled before it reached the broker")
         else:
             assert record.order_id is not None
-            key = record.intent.key
-            self._cancels_out.append((self._stamp(before, f"the cancel of {key}"), record.order_id, key))
+            self._cancels_out.put((record.order_id, record.intent.key), before)
             self._release()
 
     def _send(self, record: OrderRecord) -> None:
@@ -178,24 +173,12 @@ class OrderExecutor:
             return
         record.attempts += 1
         record.order_id = None
-        before = self._position()
+        before = self._outgoing.position()
         self._note(record, "submitting", {"attempt": record.attempts, "qty": record.intent.qty - record.filled})
-        self._outgoing.append((self._stamp(before, f"order {record.intent.key}"), record))
+        self._outgoing.put(record, before)
         self._release()
 
     # ------------------------------------------------------------------------------------- write-ahead
-
-    def _position(self) -> int:
-        return self._journal.position if self._journal is not None else 0
-
-    def _stamp(self, before: int, what: str) -> int:
-        """The journal position that must be committed before ``what`` may reach the broker: that of the
-        writes the note just made.  None made (no journal listener) is refused - it could never be covered."""
-        after = self._position()
-        if self._journal is not None and after == before:
-            raise WriteAheadError(f"{what} was not journaled (nothing listens to the executor's events); "
-                                  "refusing to queue it for the broker")
-        return after
 
     def _release(self) -> None:
         """Without a journal, send at once.  With one, send what is committed already (an order journaled outside
@@ -214,38 +197,21 @@ class OrderExecutor:
             self.transmit(receipt)
 
     def transmit(self, receipt: CommitReceipt | None = None) -> None:
-        """Hand the broker the orders and cancels that may go, in the order they were decided: all of them
-        without a journal; with one, those whose journal writes ``receipt`` covers.  The others wait for their
-        commit - or, if their transaction was rolled back, are never sent."""
-        if self._journal is None:
-            orders, self._outgoing = self._outgoing, []
-            cancels, self._cancels_out = self._cancels_out, []
-        else:
-            if receipt is None or receipt.journal is not self._journal:
-                raise WriteAheadError("orders reach the broker only with a commit receipt of this executor's "
-                                      "journal (write-ahead); the journal's after-commit hook sends them")
-            orders, self._outgoing = self._split(self._outgoing, receipt, lambda o: f"order {o[1].intent.key}")
-            cancels, self._cancels_out = self._split(self._cancels_out, receipt, lambda c: f"the cancel of {c[2]}")
-        for _, record in orders:
+        """Hand the broker the orders and cancels the outboxes release (see ``outbox``), in decision order."""
+        for record in self._outgoing.release(receipt):
             if record.status is OrderStatus.SUBMITTING:  # not cancelled before it went out
                 self._place(record)
-        for _, order_id, _key in cancels:
+        for order_id, _key in self._cancels_out.release(receipt):
             self._broker.cancel_order(order_id)
 
-    def _split(self, queue: list[Any], receipt: CommitReceipt,
-               name: Callable[[Any], str]) -> tuple[list[Any], list[Any]]:
-        """(what ``receipt`` covers, what still waits for its commit); what was rolled back is dropped, loudly."""
-        ready, wait = [], []
-        for item in queue:
-            if receipt.covers(item[0]):
-                ready.append(item)
-            elif receipt.void(item[0]):
-                self.unjournaled += 1
-                log.error("%s is not sent: the journal transaction that recorded it was rolled back (a restart "
-                          "recovers from what the journal holds)", name(item))
-            else:
-                wait.append(item)
-        return ready, wait
+    def waiting_orders(self) -> list[OrderRecord]:
+        """Orders journaled and waiting for their commit to be sent."""
+        return self._outgoing.waiting()
+
+    @property
+    def unjournaled(self) -> int:
+        """Orders and cancels never sent because their journal transaction rolled back."""
+        return self._outgoing.unjournaled + self._cancels_out.unjournaled
 
     def _withhold(self, record: OrderRecord) -> None:
         """An order of a halted trade that has not left never does: closed as cancelled, unsent."""
