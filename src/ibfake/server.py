@@ -36,6 +36,7 @@ from .clock import NS, HistoryPacer, HistoryPacingLimits, MessagePacer, PacingLi
 from .faults import FaultsMixin
 from .history import HistoryBook
 from .orders import OrderBook
+from .outgoing import OutMsg
 from .session import ClientSession
 from .wire import Field
 
@@ -45,6 +46,8 @@ DEFAULT_START = dt.datetime(2025, 1, 6, 9, 30, tzinfo=NY)
 """A Monday session open: the venue starts trading at once, and runs are reproducible."""
 DEFAULT_ACCOUNT = "DU0000001"
 CLOCK_INTERVAL_S = 0.02
+# What a master API client receives of other clients' orders: their reports and executions (not their errors).
+MASTER_SEES = frozenset({OutMsg.OPEN_ORDER, OutMsg.ORDER_STATUS, OutMsg.EXECUTION_DATA, OutMsg.COMMISSION_REPORT})
 
 __all__ = ["DEFAULT_ACCOUNT", "FakeGateway", "HistoryPacingLimits", "MessagePacer", "PacingLimits"]
 
@@ -68,7 +71,10 @@ class FakeGateway(FaultsMixin):
         pacing: PacingLimits | None = None,
         history_pacing: HistoryPacingLimits | None = None,
         wall: WallClock = time.monotonic,
+        master_client_id: int | None = None,
     ) -> None:
+        """``master_client_id``: TWS's "Master API client ID" setting - that client sees every client's orders and
+        executions (live, and in reqExecutions); every other client only its own.  None: no master client."""
         if venue is None:
             # the gateway enforces IB's pacing per connection in wall time; the exchange's own
             # virtual-time pacing would refuse bursts that are fine at IB
@@ -79,6 +85,7 @@ class FakeGateway(FaultsMixin):
         self.host = host
         self.port = port
         self.accounts = accounts or [DEFAULT_ACCOUNT]
+        self.master_client_id = master_client_id
         self.wall = wall
         self.pacing = pacing or PacingLimits()
         self.history_pacer = HistoryPacer(history_pacing or HistoryPacingLimits(), wall)
@@ -241,6 +248,11 @@ class FakeGateway(FaultsMixin):
         session = self._by_client.get(client_id)
         if session is not None:
             session.send(fields)
+        master = self.master_client_id
+        if master is not None and master != client_id and fields and fields[0] in MASTER_SEES:
+            session = self._by_client.get(master)  # the master client also gets other clients' order news
+            if session is not None:
+                session.send(fields)
 
     def _on_fill(self, account: str, symbol: str) -> None:
         for session in self.sessions:

@@ -386,13 +386,16 @@ class ClientSession:
         self.send(oo.completed_orders_end())  # completed-order details are not reported (see README)
 
     def _on_ReqExecutions(self, msg: inc.ReqExecutions) -> None:
+        """The day's executions that match the filter - of this client id only, as IB answers, unless this is
+        the master API client (``FakeGateway(master_client_id=...)``), which gets every client's."""
         f = msg.filter
         since = _filter_time(f.time)
+        master = self.gateway.master_client_id is not None and self._cid == self.gateway.master_client_id
         for rec in self.gateway.book.executions_today():
             e = rec.execution
-            if (f.client_id and e.client_id != f.client_id) or (f.account and e.account != f.account) or (
-                f.symbol and rec.symbol != f.symbol) or (f.side and _side(f.side) != e.side) or (
-                since is not None and rec.ts_ns < since):  # fmt: skip
+            if (not master and e.client_id != self._cid) or (f.client_id and e.client_id != f.client_id) or (
+                f.account and e.account != f.account) or (f.symbol and rec.symbol != f.symbol) or (
+                f.side and _side(f.side) != e.side) or (since is not None and rec.ts_ns < since):  # fmt: skip
                 continue
             self.send(oo.exec_details(msg.req_id, rec.contract, e))
             self.send(oo.commission_report(e.exec_id, rec.commission, acc.CURRENCY))

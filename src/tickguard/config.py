@@ -51,6 +51,12 @@ class EngineConfig(_Section):
         250.0, gt=0, description="Pause before an order refused for pacing/connectivity is re-sent (doubles)."
     )
     max_order_attempts: int = Field(5, ge=1, description="Attempts per order for retryable refusals.")
+    ack_timeout_s: float = Field(5.0, gt=0, description="An order sent and not acknowledged for this long is "
+                                 "checked against the broker's order book (adopted, closed, or re-sent if unknown).")
+    reconcile_interval_s: float = Field(30.0, gt=0, description="Positions, open orders and executions are "
+                                        "compared with the journal this often, and after every reconnect.")
+    reconcile_retry_s: float = Field(5.0, gt=0, description="Pause before asking again after an incomplete "
+                                     "order book, and before confirming a new difference.")
 
 
 class VolatilityConfig(_Section):

@@ -104,9 +104,13 @@ class JournalProbe:
         return dict(self._query("SELECT state, count(*) FROM trades GROUP BY state"))
 
 
+ENGINE_CLIENT_ID = 21  # the [ib] client_id of the engine's config below
+
+
 async def gateway_record(port: int) -> tuple[list[Any], dict[str, float]]:
     ib = IB()
-    await asyncio.wait_for(ib.connectAsync("127.0.0.1", port, clientId=99, timeout=10), 20)
+    # as the engine's client id (it has stopped): IB hands a client only its own executions, like the gateway
+    await asyncio.wait_for(ib.connectAsync("127.0.0.1", port, clientId=ENGINE_CLIENT_ID, timeout=10), 20)
     try:
         fills = await asyncio.wait_for(ib.reqExecutionsAsync(ExecutionFilter()), 20)
         positions = {p.contract.symbol: float(p.position) for p in ib.positions() if p.position}
@@ -128,7 +132,7 @@ def test_twenty_kills_lose_nothing_and_send_nothing_twice(tmp_path, journal_targ
         cfg.write_text(f"""
 [ib]
 port = {port}
-client_id = 21
+client_id = {ENGINE_CLIENT_ID}
 account = "{ACCOUNT}"
 connect_timeout_s = 5
 connect_attempts = 20

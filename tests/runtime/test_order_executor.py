@@ -444,3 +444,36 @@ def test_an_order_held_by_a_connection_outage_is_never_given_up_and_goes_once_wi
     ex.on_time(clock.now)
     assert [o.ref for o in sink.placed] == ["tg:T1:stop:1"] and rec.attempts == 1
     assert rec.status is OrderStatus.SUBMITTING and not listener.closed
+
+
+# ------------------------------------------------------------------------------- foreign executions
+
+
+@pytest.mark.parametrize(("account", "symbol", "action", "field"), [
+    ("DU2", "AAA", Action.SELL, "account"),
+    ("DU1", "MSFT", Action.SELL, "symbol"),
+    ("DU1", "AAA", Action.BUY, "action"),
+])
+def test_a_fill_of_another_account_symbol_or_side_is_foreign_and_never_applied(parts, caplog, account, symbol,
+                                                                               action, field):
+    """Defence in depth behind the adapter's attribution: the order id says whose it is, the fill must agree."""
+    _, listener, ex = parts
+    rec = ex.submit(intent())
+    ex.on_status(status(1, "submitted"))
+    with caplog.at_level("ERROR", logger="tickguard.runtime.order_executor"):
+        ex.on_fill(FillEvent(1, "tg:T1:stop:1", "x1", account, symbol, action, 7, 99.0, 0, 1.0))
+    assert listener.fills == [] and rec.filled == 0 and rec.exec_ids == set() and rec.commission == 0
+    assert rec.status is OrderStatus.SUBMITTED and ex.foreign_fills == 1
+    assert any("foreign execution x1" in r.getMessage() and field in r.getMessage() for r in anomaly_logs(caplog))
+    ex.on_fill(fill(1, "e1", 100))  # the order's own execution still applies
+    assert listener.fills == [("tg:T1:stop:1", 100, 99.0, 0)] and rec.status is OrderStatus.FILLED
+
+
+def test_an_intent_without_an_account_takes_fills_of_the_connections_default_account(clock):
+    listener = Listener()
+    ex = OrderExecutor(Sink(), listener, clock)
+    blank = OrderIntent("tg:T1:stop:1", "T1", "stop", "u", "", "AAA", Action.SELL, Decimal(100), OrderType.MARKET,
+                        None, PriorityClass.EXIT_CRITICAL, 0)
+    ex.submit(blank)
+    ex.on_fill(fill(1, "e1", 100))  # the broker names the account it used: DU1
+    assert listener.fills == [("tg:T1:stop:1", 100, 99.0, 0)] and ex.foreign_fills == 0

@@ -151,6 +151,9 @@ class OrderBook:
     executions: list[FillEvent]
     positions: dict[str, dict[str, Decimal]]
     default_account: str = ""  # where an order with no account went (the connection's account): its positions' key
+    # False when a part could not be fetched (IB: completed orders): the engine then draws no conclusion from an
+    # order's absence - nothing is re-sent or reported on it, new entries wait, and it asks again soon
+    complete: bool = True
 
 
 BrokerEvent = Tick | OrderStatusEvent | FillEvent | CommissionEvent | NoticeEvent

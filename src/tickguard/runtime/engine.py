@@ -24,6 +24,7 @@ from tickguard.adapters.broker import (
     ContractInfo,
     FillEvent,
     NoticeEvent,
+    OrderBook,
     OrderStatusEvent,
     UnknownSymbol,
 )
@@ -31,7 +32,8 @@ from tickguard.adapters.sim.broker import SimBroker
 from tickguard.adapters.sim.venue import SimVenue
 from tickguard.config import Settings
 from tickguard.core import volatility
-from tickguard.core.model import Tick
+from tickguard.core.model import OrderIntent, Tick
+from tickguard.core.order_state import OrderStatus
 from tickguard.core.tick_handler import TickHandler
 from tickguard.core.trade_checks import TradeRejected
 from tickguard.core.trade_manager import TradeManager
@@ -39,6 +41,7 @@ from tickguard.core.trades import Trade, TradeRequest
 from tickguard.core.volatility import VolSnapshot
 from tickguard.runtime.journal_recorder import JournalRecorder
 from tickguard.runtime.order_executor import OrderExecutor
+from tickguard.runtime.reconciliation import Reconciler
 from tickguard.runtime.recovery import RecoveryReport, reconcile, restore
 from tickguard.runtime.vol_refresh import VolatilityRefresher
 from tickguard.runtime.watchdog import MarketDataHealth, Watchdog
@@ -98,6 +101,13 @@ class Engine:
         self.watchdog = self._make_watchdog()
         self.health = self.watchdog.health if self.watchdog is not None else MarketDataHealth()
         self._resubscribing: set[asyncio.Task[None]] = set()
+        self.reconciler = Reconciler(self.executor, self.trades, broker.now_ns, self.instance_id,
+                                     int(eng.reconcile_interval_s * 1e9), int(eng.reconcile_retry_s * 1e9),
+                                     int(eng.ack_timeout_s * 1e9))
+        self.reconciliation = self.reconciler.state  # last pass, differences, incomplete (new entries wait)
+        self.executor.on_sent = self.reconciler.on_sent
+        self._book_task: asyncio.Task[OrderBook | BaseException] | None = None
+        self._held_entries: list[OrderIntent] = []  # entries waiting for a complete reconciliation
 
     def _make_watchdog(self) -> Watchdog | None:
         """The market-data watchdog (runtime/watchdog.py): blind trades are resubscribed, then reported."""
@@ -152,21 +162,36 @@ class Engine:
                     await self._subscribe_anyway(symbol)
                 else:
                     self.contracts.pop(symbol, None)
+        book: OrderBook | None = None
         if self.recovery is not None:
-            book = await self.broker.order_book()
+            book = await self._startup_book()
+            self.reconciler.baseline(book, self.broker.now_ns())  # an incomplete book: new entries wait
             with self._batch():  # what it re-sends goes out when this commits (the journal's after-commit hook)
                 reconcile(book, self.trades, self.executor, self.recovery)
                 self._flush()
+            self.reconciler.defer(self.recovery.deferred)
             lines = self.recovery.lines()
             log.info("%s", lines[0])
             for line in lines[1:]:
                 log.warning("%s", line)
+        else:
+            self.reconciler.baseline(None, self.broker.now_ns())
         # Start-up objects (contracts, bars, restored trades, imported modules) live for the whole run: move
         # them out of the collector's sight so its full passes - measured as the tick path's longest stalls
         # (bench/journal_latency.py) - have less to walk.
         gc.collect()
         gc.freeze()
         return failed
+
+    async def _startup_book(self) -> OrderBook:
+        """The broker's order book for recovery; one that cannot be read is an incomplete, empty one - nothing
+        in flight is re-sent blind, and the first complete reconciliation decides (runtime/reconciliation.py)."""
+        try:
+            return await self.broker.order_book()
+        except (BrokerError, TimeoutError, ConnectionError) as exc:
+            log.error("recovery: the broker's order book cannot be read (%s); nothing in flight is re-sent until "
+                      "it can", exc)
+            return OrderBook({}, {}, [], {}, complete=False)
 
     async def _prepare(self, symbol: str) -> None:
         """Qualify, size the volatility and subscribe.  If the bars cannot be had (IB pacing after a quick
@@ -234,14 +259,42 @@ class Engine:
             wake = end_ns
             vol_due = self.refresher.next_deadline(broker.now_ns()) if self.refresher is not None else None
             watch_due = self.watchdog.next_deadline() if self.watchdog is not None else None
+            check_due = broker.now_ns() + 100_000_000 if self._book_task is not None else None  # poll its result
             for due in (self.trades.next_deadline(), self.executor.next_deadline(), vol_due,
-                        self._scheduled[0][0] if self._scheduled else None, watch_due):
+                        self._scheduled[0][0] if self._scheduled else None, watch_due,
+                        self.reconciler.next_deadline(), check_due):
                 if due is not None and due < wake:
                     wake = due
             events = await broker.next_events(wake)
             self.step(events)
             if self.watchdog is not None and self.watchdog.pending:
                 self._resubscribe(self.watchdog)
+            if self.reconciler.wanted and self._book_task is None:
+                await self._check_book()
+
+    async def _check_book(self) -> None:
+        """Fetch the broker's order book in the background (runtime/reconciliation.py); a later step applies it."""
+        why = self.reconciler.begin()
+        log.info("reconciliation: asking the broker for its order book (%s)", why)
+        self._book_task = asyncio.get_running_loop().create_task(self._fetch_book())
+        await asyncio.sleep(0)  # let it start: the loop itself never waits for the answer
+
+    async def _fetch_book(self) -> OrderBook | BaseException:
+        try:
+            return await self.broker.order_book()
+        except Exception as exc:  # any failure is an incomplete pass, never a crash of the loop
+            return exc
+
+    def _apply_book(self) -> None:
+        task = self._book_task
+        if task is None or not task.done():
+            return
+        self._book_task = None
+        self.reconciler.apply(task.result(), self.broker.now_ns())
+        if self._held_entries and not self.reconciliation.incomplete:
+            held, self._held_entries = self._held_entries, []
+            self.trades.outbox[:0] = held
+            self._flush()
 
     def _resubscribe(self, watchdog: Watchdog) -> None:
         """Renew the subscriptions the watchdog found silent, in the background: the loop never waits on it."""
@@ -264,6 +317,7 @@ class Engine:
         sent by the executor when the step's transaction has committed (the journal's after-commit hook), never
         before; without a journal, at once."""
         with self._batch():
+            self._apply_book()  # before the events: the book was fetched before they were handed over
             self.dispatch(events)
             now = self.broker.now_ns()
             self.on_time(now)
@@ -302,6 +356,7 @@ class Engine:
             elif isinstance(event, NoticeEvent):
                 self.stats.notices.append((event.ts_ns, event.code, event.message))
                 log.warning("broker notice %s: %s", event.code, event.message)
+                self.reconciler.on_notice(event)
         self._flush()
         if ticks:
             self.ticks.process(ticks)
@@ -320,6 +375,7 @@ class Engine:
             self.refresher.on_time(now_ns)
         if self.watchdog is not None:
             self.watchdog.on_time(now_ns)
+        self.reconciler.on_time(now_ns)
         self._flush()
 
     def _apply_volatility(self, snap: VolSnapshot) -> None:
@@ -335,10 +391,23 @@ class Engine:
         while tm.outbox or tm.cancels:
             intents, tm.outbox = tm.outbox, []
             for intent in intents:
-                self.executor.submit(intent)
+                if intent.is_exit or not self.reconciliation.incomplete:
+                    self.executor.submit(intent)
+                else:
+                    log.warning("entry %s waits: reconciliation with the broker is incomplete", intent.key)
+                    self._held_entries.append(intent)
             cancels, tm.cancels = tm.cancels, []
             for key in cancels:
-                self.executor.cancel(key)
+                self._cancel(key)
+
+    def _cancel(self, key: str) -> None:
+        """Cancel an order; an entry still held for reconciliation is dropped, never sent."""
+        held = next((i for i in self._held_entries if i.key == key), None)
+        if held is None:
+            self.executor.cancel(key)
+            return
+        self._held_entries.remove(held)
+        self.trades.on_intent_closed(held, OrderStatus.CANCELLED, held.qty, "cancelled before it was sent")
 
 
 def sim_engine(settings: Settings, tick_sink: Callable[[Tick], None] | None = None,

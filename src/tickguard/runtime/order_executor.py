@@ -114,6 +114,7 @@ class OrderExecutor:
         self._max_attempts = max_attempts
         self._backoff_ns = retry_backoff_ns
         self.on_event = on_event  # the journal recorder listens here
+        self.on_sent: Callable[[OrderRecord], None] | None = None  # the acknowledgement deadline starts here
         self.orders: dict[str, OrderRecord] = {}
         self._by_order_id: dict[int, OrderRecord] = {}
         self._retries: list[tuple[int, int, str]] = []
@@ -241,6 +242,8 @@ class OrderExecutor:
         record.order_id = order_id
         self._by_order_id[order_id] = record
         self._note(record, "sent", {"order_id": order_id})
+        if self.on_sent is not None:
+            self.on_sent(record)
 
     # ---------------------------------------------------------------------------------------- events
 
@@ -303,9 +306,26 @@ class OrderExecutor:
             return
         self.apply_fill(record, event)
 
+    foreign_fills = 0  # executions refused: their account, symbol or side is not their order's (see _foreign)
+
+    def _foreign(self, record: OrderRecord, event: FillEvent) -> list[str]:
+        """How a fill differs from its order's intent in account, symbol or side (empty: it is the order's).
+        Equality decides; an intent without an account (the connection's default account) is not compared."""
+        intent = record.intent
+        return [f"{name} {seen!r} != the order's {want!r}" for name, seen, want in (
+            ("account", event.account, intent.account), ("symbol", event.symbol, intent.symbol),
+            ("action", event.action, intent.action)) if seen != want and (name != "account" or want)]
+
     def apply_fill(self, record: OrderRecord, event: FillEvent) -> bool:
         """Apply an execution to its order, once per exec id; returns whether it was new.  The same execution
-        again (a reconnect, a reconciliation, a restart) is logged and brings at most a commission not yet had."""
+        again (a reconnect, a reconciliation, a restart) is logged and brings at most a commission not yet had.
+        A fill whose account, symbol or side is not its order's is foreign: never applied (ERROR, counted)."""
+        why = self._foreign(record, event)
+        if why:
+            self.foreign_fills += 1
+            log.error("order %s: foreign execution %s (%s @ %s, order id %s) not applied: %s", record.intent.key,
+                      event.exec_id, event.qty, event.price, event.order_id, "; ".join(why))
+            return False
         if event.exec_id in record.exec_ids:
             self.replays += 1
             log.info("order %s: execution %s seen again (replayed after a reconnect or restart) - applied once "
@@ -454,6 +474,11 @@ class OrderExecutor:
             self._note(record, "unknown", {"reason": "journaled as at the broker, unknown there"})
         self._send(record)
         return record.intent.trade_id not in self.halted
+
+    def mark_unknown(self, record: OrderRecord, reason: str) -> None:
+        """The broker was asked and does not know this order: its state could not be established."""
+        if self._move(record, OrderStatus.UNKNOWN, reason).moved:
+            self._note(record, "unknown", {"reason": reason})
 
     def close_from_broker(self, record: OrderRecord, status: OrderStatus, reason: str) -> None:
         self._note(record, status.value, {"reason": reason, "from": "reconciliation"})

@@ -55,6 +55,7 @@ class RecoveryReport:
     fills_applied: list[str] = field(default_factory=list)
     closed_at_broker: list[str] = field(default_factory=list)
     withheld: list[str] = field(default_factory=list)  # never left, not sent now: their trade is halted
+    deferred: list[str] = field(default_factory=list)  # in flight, broker's book incomplete: decided later
     mismatches: list[str] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
     journal_id: str | None = None
@@ -71,6 +72,9 @@ class RecoveryReport:
             out.append(f"ended at the broker while down: {', '.join(self.closed_at_broker)}")
         if self.withheld:
             out.append(f"never reached the broker, NOT sent (trade halted), closed: {', '.join(self.withheld)}")
+        if self.deferred:
+            out.append("in flight, NOT re-sent yet (the broker's order book is incomplete, so it may have ended "
+                       f"there): {', '.join(self.deferred)} - decided at the first complete reconciliation")
         if self.foreign:
             out.append(f"another journal's orders at the broker (not ours, left alone): {', '.join(self.foreign)}")
         out += [f"UNRECONCILED: {m}" for m in self.mismatches]
@@ -131,7 +135,7 @@ def _status(row: dict[str, Any]) -> OrderStatus:
 
 def reconcile(book: OrderBook, trades: TradeManager, executor: OrderExecutor, report: RecoveryReport) -> None:
     """Bring the restored state in line with what the broker says happened."""
-    book = _ours_only(book, executor, report)
+    book = ours_only(book, executor, report)
     for key, (order_id, _filled) in book.working.items():
         record = executor.orders.get(key)
         if record is not None and not record.final:
@@ -153,7 +157,7 @@ def reconcile(book: OrderBook, trades: TradeManager, executor: OrderExecutor, re
             report.fills_applied.append(f"{fill.ref} {fill.qty}@{fill.price}")
     for key, record in list(executor.orders.items()):
         if not record.final and key not in book.working:
-            _settle(key, record, book, executor, report)
+            settle(key, record, book, executor, report)
     for trade in list(trades.trades.values()):
         trades.resume_closing(trade)  # a halted trade is not resumed (resume_closing asks ``automated``)
         if trade.state is TradeState.HALTED:  # restored halted, or halted by a fill applied just now
@@ -163,7 +167,7 @@ def reconcile(book: OrderBook, trades: TradeManager, executor: OrderExecutor, re
     _check_positions(book, trades, report)
 
 
-def _ours_only(book: OrderBook, executor: OrderExecutor, report: RecoveryReport) -> OrderBook:
+def ours_only(book: OrderBook, executor: OrderExecutor, report: RecoveryReport) -> OrderBook:
     """The broker's book without what belongs to another journal: a key with another journal's id is foreign
     (reported, never touched); a key with no id (journaled before ids existed) is ours only if journaled here."""
     foreign: dict[str, list[str]] = defaultdict(list)
@@ -180,28 +184,42 @@ def _ours_only(book: OrderBook, executor: OrderExecutor, report: RecoveryReport)
     executions = [f for f in book.executions if ours(f.ref, f"execution {f.exec_id}")]
     for key, whats in sorted(foreign.items()):
         report.foreign.append(f"{key} ({', '.join(whats)})")
-    return OrderBook(working, ended, executions, book.positions, book.default_account)
+    return OrderBook(working, ended, executions, book.positions, book.default_account, book.complete)
 
 
-def _settle(key: str, record: OrderRecord, book: OrderBook, executor: OrderExecutor, report: RecoveryReport) -> None:
+def settle(key: str, record: OrderRecord, book: OrderBook, executor: OrderExecutor, report: RecoveryReport,
+           when: str = "while the engine was down") -> None:
     """An open order the broker does not hold working: ended there, or never seen there."""
     if key in book.ended:
         status = OrderStatus(book.ended[key][1])
         if status is OrderStatus.FILLED and record.filled >= record.intent.qty:
             return  # closed by the fills just applied
         executor.close_from_broker(record, OrderStatus.REJECTED if status is OrderStatus.REJECTED
-                                   else OrderStatus.CANCELLED, f"{status} at the broker while the engine was down")
+                                   else OrderStatus.CANCELLED, f"{status} at the broker {when}")
         report.closed_at_broker.append(key)
     elif record.status is OrderStatus.CANCELLING:
         executor.close_from_broker(record, OrderStatus.CANCELLED,
                                    "cancel requested before the restart; the broker does not know the order")
         report.closed_at_broker.append(key)
     elif record.status in RESEND:
+        if not book.complete:  # it may have ended at the broker among the orders we could not read: never blind
+            report.deferred.append(key)
+            return
         (report.resent if executor.resend(record) else report.withheld).append(key)
 
 
 def _check_positions(book: OrderBook, trades: TradeManager, report: RecoveryReport) -> None:
-    """Every (account, symbol) position must equal what the journal's open trades explain - exactly."""
+    """Every (account, symbol) position must equal what the journal's open trades explain - exactly (checked
+    once the broker's book is complete: fills still unread would show as false differences)."""
+    if book.complete:
+        report.mismatches += position_differences(book, trades)
+    for line in report.mismatches:  # the halted trades' lines too
+        log.error("reconciliation: %s", line)
+
+
+def position_differences(book: OrderBook, trades: TradeManager) -> list[str]:
+    """The (account, symbol) positions at the broker that the journal's trades do not explain, with the figures."""
+    out: list[str] = []
     ours: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     for t in trades.trades.values():
         if t.entry_filled > 0:
@@ -214,7 +232,5 @@ def _check_positions(book: OrderBook, trades: TradeManager, report: RecoveryRepo
             what = ("a position at the broker that the journal does not know" if mine == 0
                     else "a journal trade with no position at the broker" if broker == 0
                     else "a position that differs from the journal")
-            report.mismatches.append(f"{account} {symbol}: broker {broker}, journal {mine} - {what}; "
-                                     "left for the user")
-    for line in report.mismatches:  # the halted trades' lines too
-        log.error("reconciliation: %s", line)
+            out.append(f"{account} {symbol}: broker {broker}, journal {mine} - {what}; left for the user")
+    return out

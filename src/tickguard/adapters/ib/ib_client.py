@@ -3,7 +3,8 @@
 ib_async calls back on its own schedule; this adapter turns every callback into an engine event on one
 queue, which the engine drains.  It also owns what a broker connection must survive: reconnects with
 backoff and jitter, the 1100/1101/1102 connectivity codes, data-farm outages, and reconciliation after a
-reconnect (fills that happened while away are applied once, orders that ended while away are closed).
+reconnect (fills that happened while away are applied once, orders that ended while away are closed).  An
+execution or order report is applied only if it matches its order in every identifying field (attribution.py).
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ class IBBroker(ContractsMixin, RecoveryMixin):
                 await asyncio.sleep(self.reconnect_delay(attempt))
         # ib_async 2.1.0 forgets everything when a socket drops (Wrapper.connectionClosed -> reset): its trades
         # now are exactly what IB reported during the sync, so an order that ended while away is not among these.
-        working = {t.order.orderId: t.orderStatus.status for t in self.ib.openTrades()}
+        working = {t.order.orderId: t.orderStatus.status for t in self._own_trades()}  # not other clients'!
         self._reconcile(set(working))
         self.state.connected = True
         self.state.feed_trusted = True
@@ -371,7 +372,7 @@ class IBBroker(ContractsMixin, RecoveryMixin):
     def _on_status(self, trade: Trade) -> None:
         order_id = trade.order.orderId
         placed = self._orders.get(order_id)
-        if placed is None or placed.final:
+        if placed is None or placed.final or not self._own_report(trade, placed):
             return
         ib_status = trade.orderStatus.status
         try:
@@ -404,14 +405,12 @@ class IBBroker(ContractsMixin, RecoveryMixin):
         ex = fill.execution
         if ex.execId in self._seen_execs:
             return
-        placed = self._orders.get(ex.orderId)
-        if placed is None:
-            placed = next((p for p in self._orders.values() if p.ref and p.ref == ex.orderRef), None)
-            if placed is None:
-                return
+        found = self._owner_of(fill)  # orderRef, clientId, account, conId, side (permId) must all match
+        if found is None:
+            return
+        order_id, placed = found
         self._seen_execs.add(ex.execId)
         placed.filled += exact(ex.shares)
-        order_id = next(oid for oid, p in self._orders.items() if p is placed)
         self._emit(fill_event(order_id, placed.ref, fill, self.now_ns()))
         if placed.filled >= placed.qty:
             placed.final = True
@@ -419,7 +418,8 @@ class IBBroker(ContractsMixin, RecoveryMixin):
     @guarded("commission", log)
     def _on_commission(self, trade: Trade, fill: Fill, report: CommissionReport) -> None:
         order_id = fill.execution.orderId
-        if order_id in self._orders and not math.isnan(ib_number(report.commission)):
+        if order_id in self._orders and report.execId in self._seen_execs and not math.isnan(
+                ib_number(report.commission)):
             self._emit(CommissionEvent(order_id, report.execId, exact(report.commission), self.now_ns()))
 
     # ------------------------------------------------------------------------------- reconciliation

@@ -1,44 +1,33 @@
-"""What IB holds, for the journal's recovery at start (a mixin of ``IBBroker``), and the adapter's record of an order.
+"""What IB holds, for the journal's recovery at start (a mixin of ``IBBroker``).
 
 Orders and executions found at IB are *adopted*: recorded like the orders this process placed, so that their
-later statuses, executions and commissions are routed to the engine.
+later statuses, executions and commissions are routed to the engine.  Only this client id's are adopted, and an
+execution is taken only if it matches its order in every identifying field (``attribution.py``): another API
+client's order or execution - the same order id, or the same orderRef - is foreign, logged and left alone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal
 
 from ib_async import IB, Contract, Order
 from ib_async.objects import Fill
 
 from tickguard.adapters.broker import OrderBook
+from tickguard.adapters.ib.attribution import AttributionMixin, Owner, Placed
 from tickguard.adapters.ib.order_status import ib_ended_status
 from tickguard.adapters.ib.values import fill_event
 from tickguard.config import IBConfig
 from tickguard.core.money import ZERO, exact
 from tickguard.core.order_state import OrderStatus
 
-
-@dataclass(slots=True)
-class Placed:
-    """One order of this connection, as the adapter tracks it (``final``: its end was reported, or it filled)."""
-
-    ref: str
-    symbol: str
-    qty: Decimal
-    order: Order
-    contract: Contract
-    filled: Decimal = ZERO
-    final: bool = False
-    submitted: bool = False
+log = logging.getLogger("tickguard.adapters.ib")
 
 
-
-class RecoveryMixin:
+class RecoveryMixin(AttributionMixin):
     ib: IB
     cfg: IBConfig
     _orders: dict[int, Placed]
@@ -50,45 +39,66 @@ class RecoveryMixin:
         """IB's view for journal recovery: this client's working orders, completed orders and the day's
         executions (by orderRef), and positions.  Orders found here are adopted so their events route."""
         working: dict[str, tuple[int, Decimal]] = {}
-        for trade in self.ib.openTrades():
+        for trade in self._own_trades():
             ref = trade.order.orderRef
             if not ref:
                 continue
             working[ref] = (trade.order.orderId, exact(trade.orderStatus.filled))
             self._adopt(trade.order, trade.contract, exact(trade.orderStatus.filled))
         ended: dict[str, tuple[int, OrderStatus]] = {}
-        with contextlib.suppress(Exception):
+        complete = True
+        try:
             done = await asyncio.wait_for(self.ib.reqCompletedOrdersAsync(True), self.cfg.request_timeout_s)
-            for trade in done:
-                ref = trade.order.orderRef
-                if ref and ref not in working:
-                    ended[ref] = (trade.order.orderId, ib_ended_status(trade.orderStatus.status))
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            # without IB's completed orders an order that ended while we were away looks never sent: say so, so
+            # that nothing is re-sent blind (the engine holds new entries and asks again)
+            log.error("completed orders could not be read (%s): this order book is incomplete", exc or type(exc))
+            complete, done = False, []
+        for trade in done:
+            ref = trade.order.orderRef
+            if ref and ref not in working and trade.order.clientId == self.client_id:
+                ended[ref] = (trade.order.orderId, ib_ended_status(trade.orderStatus.status))
         executions = []
         for fill in self.ib.fills():
             ex = fill.execution
             if not ex.orderRef or not ex.orderRef.startswith("tg:"):
                 continue
-            self._adopt_exec(fill)
-            executions.append(fill_event(ex.orderId, ex.orderRef, fill, self.now_ns()))
-            self._seen_execs.add(ex.execId)
+            order_id = self._adopt_exec(fill)
+            if order_id is not None:
+                executions.append(fill_event(order_id, ex.orderRef, fill, self.now_ns()))
+                self._seen_execs.add(ex.execId)
         positions: dict[str, dict[str, Decimal]] = {}
         for pos in self.ib.positions():
             if pos.position:
                 acct = positions.setdefault(pos.account, {})
                 acct[pos.contract.symbol] = acct.get(pos.contract.symbol, ZERO) + exact(pos.position)
-        return OrderBook(working, ended, executions, positions, self.default_account)
+        return OrderBook(working, ended, executions, positions, self.default_account, complete)
 
     def _adopt(self, order: Order, contract: Contract, filled: Decimal) -> None:
         if order.orderId not in self._orders:
             self._orders[order.orderId] = Placed(order.orderRef, contract.symbol, exact(order.totalQuantity),
                                                   order, contract, filled=filled, submitted=True)
 
-    def _adopt_exec(self, fill: Fill) -> None:
+    def _adopt_exec(self, fill: Fill) -> int | None:
+        """The order id an execution at IB is adopted under, or None if it is foreign: it must match the order
+        it names in every identifying field, or - an order not known yet - have been placed by this client id."""
         ex = fill.execution
-        placed = self._orders.get(ex.orderId)
-        if placed is None:
+        found = self._owner_of(fill)
+        if found is None and (self._orders.get(ex.orderId) is not None or any(
+                p.ref == ex.orderRef for p in self._orders.values())):
+            return None  # it collides with an order of ours and does not match it: foreign (logged)
+        if found is None:
+            seen = Owner.of_fill(fill)
+            if seen.client_id != self.client_id:
+                self._foreign_exec(ex.execId, ex.orderRef, ex.orderId, seen, [
+                    f"clientId {seen.client_id} != ours {self.client_id}"])
+                return None
             qty = exact(ex.cumQty or ex.shares)
-            order = Order(orderId=ex.orderId, orderRef=ex.orderRef, totalQuantity=qty)
-            self._orders[ex.orderId] = placed = Placed(ex.orderRef, fill.contract.symbol, qty, order, fill.contract)
+            order = Order(orderId=ex.orderId, orderRef=ex.orderRef, totalQuantity=qty, clientId=ex.clientId,
+                          account=ex.acctNumber, action=seen.side, permId=ex.permId)
+            placed = Placed(ex.orderRef, fill.contract.symbol, qty, order, fill.contract, owner=seen)
+            self._orders[ex.orderId] = placed
+            found = ex.orderId, placed
         if ex.execId not in self._seen_execs:
-            placed.filled += exact(ex.shares)
+            found[1].filled += exact(ex.shares)
+        return found[0]

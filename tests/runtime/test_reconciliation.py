@@ -1,0 +1,203 @@
+"""Reconciliation while running (runtime/reconciliation.py) on the simulated market, in virtual time.
+
+An order whose acknowledgement never comes is questioned after ``engine.ack_timeout_s`` and resolved from the
+broker's order book; a position changed behind the engine's back is reported UNRECONCILED at the next passes,
+once; an order book that cannot be fetched makes new entries wait (exits still go out) until a complete pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from tickguard.adapters.broker import BrokerError, BrokerOrder, OrderBook, OrderStatusEvent
+from tickguard.adapters.sim.broker import SimBroker
+from tickguard.config import load
+from tickguard.core.exit_rules import StopLoss, TimeStop
+from tickguard.core.model import Action, OrderType, Side
+from tickguard.core.order_state import OrderStatus
+from tickguard.core.trades import TradeRequest
+from tickguard.runtime.engine import Engine
+from tickguard.runtime.engine import sim_engine as make_sim
+from tickguard.store.journal import Journal
+
+NS = 1_000_000_000
+ACCOUNT = "DU1000"
+
+
+class WaryBroker(SimBroker):
+    """The simulated broker with faults: acknowledgements dropped, placements lost, the order book failing."""
+
+    drop_acks = False  # acknowledgements of entries never reach the engine
+    lose_next = 0  # placements that never reach the venue (the adapter believed it sent them)
+    book_fails = False
+    book_partial = False
+    books = 0
+
+    def place_order(self, order: BrokerOrder) -> int:
+        if self.lose_next:
+            self.lose_next -= 1
+            return 10_000_000 + self.lose_next  # an id the venue never gave
+        return super().place_order(order)
+
+    async def order_book(self) -> OrderBook:
+        self.books += 1
+        if self.book_fails:
+            raise BrokerError("completed orders: request timed out")
+        book = await super().order_book()
+        book.complete = not self.book_partial
+        return book
+
+    async def next_events(self, wake_at_ns: int | None) -> list:
+        events = await super().next_events(wake_at_ns)
+        if self.drop_acks:
+            events = [e for e in events if not (isinstance(e, OrderStatusEvent) and e.status is OrderStatus.SUBMITTED
+                                                 and e.ref.endswith(":entry"))]
+        return events
+
+
+async def engine_on(tmp_path) -> tuple[Engine, WaryBroker]:
+    s = load(None, {"sim": {"speed": 0, "symbols": 3, "seed": 5, "start": "2026-11-23T10:00:00-05:00"},
+                    "volatility": {"intraday": False}, "journal": {"path": str(tmp_path / "j.db")}})
+    journal = Journal.open(s.journal.target)
+    _, venue = make_sim(s, journal=None)
+    broker = WaryBroker(venue)
+    engine = Engine(s, broker, journal=journal)
+    await engine.start(sorted(venue.specs))
+    await engine.run_until(broker.now_ns() + 2 * NS)  # first quotes
+    return engine, broker
+
+
+def far_limit(engine: Engine, symbol: str) -> TradeRequest:
+    """A long entry far below the market: it stays working at the venue."""
+    far = round(engine.broker.venue.last_ticks[symbol].bid * 0.8, 2)  # type: ignore[attr-defined]
+    return TradeRequest(symbol=symbol, side=Side.LONG, qty=100, entry_type="LMT", limit_price=far, account=ACCOUNT,
+                        rules=[StopLoss(distance=1.0)])
+
+
+def at_venue(engine: Engine) -> Counter:
+    venue = engine.broker.venue  # type: ignore[attr-defined]
+    return Counter(o.order.ref for o in venue.exchange.orders.values())
+
+
+async def test_an_order_never_acknowledged_is_questioned_after_the_deadline_and_adopted(tmp_path, caplog):
+    engine, broker = await engine_on(tmp_path)
+    caplog.set_level(logging.WARNING, logger="tickguard.runtime.reconciliation")
+    broker.drop_acks = True
+    sent_at = broker.now_ns()
+    trade = engine.submit(far_limit(engine, "SIM001"))
+    record = engine.executor.orders[trade.entry_key]
+
+    await engine.run_until(sent_at + 4 * NS)
+    assert record.status is OrderStatus.SUBMITTING and engine.reconciliation.questioned == []  # before 5 s
+
+    await engine.run_until(sent_at + 7 * NS)
+    [(_, key, age)] = engine.reconciliation.questioned
+    assert key == trade.entry_key and 5.0 <= age < 6.0
+    [warning] = [r.getMessage() for r in caplog.records if "no acknowledgement" in r.getMessage()]
+    assert trade.entry_key in warning and "5." in warning
+    assert record.status is OrderStatus.SUBMITTED  # adopted: the venue holds it working
+    [working] = [o for o in broker.venue.exchange.orders.values() if o.order.ref == trade.entry_key]
+    assert record.order_id == working.order_id and working.status == "working"
+    assert at_venue(engine)[trade.entry_key] == 1  # never sent twice
+    assert engine.reconciliation.resolved == [(trade.entry_key, "adopted: working at the broker")]
+
+    engine.executor.cancel(trade.entry_key)  # its events route to the adopted record
+    await engine.run_until(broker.now_ns() + 2 * NS)
+    assert working.status == "cancelled" and record.status is OrderStatus.CANCELLED
+
+
+async def test_an_order_the_broker_never_got_is_resent_once_only_after_a_complete_book(tmp_path):
+    engine, broker = await engine_on(tmp_path)
+    broker.lose_next, broker.book_partial = 1, True
+    sent_at = broker.now_ns()
+    trade = engine.submit(far_limit(engine, "SIM002"))
+    record = engine.executor.orders[trade.entry_key]
+
+    await engine.run_until(sent_at + 12 * NS)  # questioned at 5 s, asked twice: the book is partial
+    assert [k for _, k, _ in engine.reconciliation.questioned] == [trade.entry_key]
+    assert record.status is OrderStatus.SUBMITTING and at_venue(engine)[trade.entry_key] == 0  # no verdict
+
+    broker.book_partial = False
+    await engine.run_until(broker.now_ns() + 8 * NS)
+    assert [e["event"] for e in record.events].count("unknown") == 1  # established as unknown, then re-sent
+    assert at_venue(engine)[trade.entry_key] == 1 and record.status is OrderStatus.SUBMITTED
+    assert engine.reconciliation.resolved == [(trade.entry_key, "unknown at the broker: re-sent with the same key")]
+
+
+async def test_a_position_changed_behind_the_engines_back_is_unreconciled_once(tmp_path, caplog):
+    engine, broker = await engine_on(tmp_path)
+    caplog.set_level(logging.ERROR, logger="tickguard.runtime.reconciliation")
+    trade = engine.submit(TradeRequest(symbol="SIM001", side=Side.LONG, qty=100, account=ACCOUNT,
+                                       rules=[StopLoss(distance=20.0)]))
+    await engine.run_until(broker.now_ns() + 35 * NS)  # a pass at 30 s: nothing differs
+    assert trade.state.value == "open" and engine.reconciliation.passes >= 1
+    assert engine.reconciliation.alerts == [] and engine.reconciliation.differences == {}
+
+    broker.venue.place(BrokerOrder("manual-1", ACCOUNT, "SIM001", Action.BUY, 50, OrderType.MARKET))
+    await engine.run_until(broker.now_ns() + 40 * NS)  # the next pass sees it, a pass 5 s later confirms it
+    [(_, line)] = engine.reconciliation.alerts
+    assert f"{ACCOUNT} SIM001: broker 150" in line and "journal 100" in line
+    assert list(engine.reconciliation.differences) == [line]
+
+    await engine.run_until(broker.now_ns() + 120 * NS)  # four more passes: the same difference, not raised again
+    assert len(engine.reconciliation.alerts) == 1
+    [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert error == f"UNRECONCILED: {line}"
+    assert trade.open_qty == 100  # never "fixed"
+
+
+async def test_a_failing_order_book_holds_new_entries_not_exits_until_a_complete_pass(tmp_path):
+    engine, broker = await engine_on(tmp_path)
+    a = engine.submit(TradeRequest(symbol="SIM001", side=Side.LONG, qty=100, account=ACCOUNT,
+                                   rules=[StopLoss(distance=20.0), TimeStop(after_seconds=40)]))
+    await engine.run_until(broker.now_ns() + 2 * NS)
+    assert a.state.value == "open"
+    broker.book_fails = True
+    await engine.run_until(broker.now_ns() + 29 * NS)  # the pass at 30 s fails
+    assert engine.reconciliation.incomplete
+
+    b = engine.submit(TradeRequest(symbol="SIM002", side=Side.LONG, qty=100, account=ACCOUNT,
+                                   rules=[StopLoss(distance=20.0)]))
+    await engine.run_until(broker.now_ns() + 12 * NS)  # a's time stop fires meanwhile; passes keep failing
+    assert a.state.value == "closed"  # the exit went out and filled
+    assert at_venue(engine)[b.entry_key] == 0 and b.state.value == "pending_entry"  # the entry waits
+    asked = broker.books
+    await engine.run_until(broker.now_ns() + 6 * NS)
+    assert broker.books > asked  # it keeps asking, every few seconds
+
+    broker.book_fails = False
+    await engine.run_until(broker.now_ns() + 8 * NS)
+    assert not engine.reconciliation.incomplete
+    assert at_venue(engine)[b.entry_key] == 1 and b.state.value == "open"
+
+
+async def test_at_a_restart_with_an_unreadable_book_nothing_in_flight_is_resent_blind(tmp_path):
+    """The order book cannot be read at start-up: an order journaled in flight may have ended at the broker
+    meanwhile, so it is not re-sent; the first complete pass decides - re-sent if unknown there, closed if the
+    broker ended it."""
+    engine, broker = await engine_on(tmp_path)
+    venue = broker.venue
+    broker.lose_next = 1
+    lost = engine.submit(far_limit(engine, "SIM001"))  # journaled and handed over; never reached the venue
+    ended = engine.submit(far_limit(engine, "SIM002"))
+    await engine.run_until(broker.now_ns() + 1 * NS)  # before the acknowledgement deadline: the engine dies
+    [working] = [o for o in venue.exchange.orders.values() if o.order.ref == ended.entry_key]
+    venue.cancel(working.order_id)  # cancelled at the broker while the engine is down
+    venue.advance_to(venue.now_ns + NS)
+    assert working.status == "cancelled" and at_venue(engine)[lost.entry_key] == 0
+
+    again = WaryBroker(venue)
+    again.book_fails = True
+    restarted = Engine(engine.settings, again, journal=Journal.open(engine.settings.journal.target))
+    await restarted.start(sorted(venue.specs))
+    assert sorted(restarted.recovery.deferred) == sorted([lost.entry_key, ended.entry_key])
+    assert restarted.recovery.resent == [] and restarted.reconciliation.incomplete
+    await restarted.run_until(again.now_ns() + 10 * NS)
+    assert at_venue(restarted)[lost.entry_key] == 0 and at_venue(restarted)[ended.entry_key] == 1  # nothing blind
+
+    again.book_fails = False
+    await restarted.run_until(again.now_ns() + 10 * NS)
+    assert at_venue(restarted)[lost.entry_key] == 1  # unknown at the broker: sent once, with its key
+    assert at_venue(restarted)[ended.entry_key] == 1  # ended there: closed, never sent again
+    assert restarted.executor.orders[ended.entry_key].status is OrderStatus.CANCELLED
