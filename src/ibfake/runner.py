@@ -29,6 +29,7 @@ async def serve(
     *,
     accounts: list[str] | None = None,
     start: dt.datetime = DEFAULT_START,
+    master_client_id: int | None = None,
     stop: asyncio.Event | None = None,
     on_ready: Callable[[FakeGateway], Any] | None = None,
     out: TextIO | None = None,
@@ -39,7 +40,8 @@ async def serve(
     the real one), which is how an embedding caller learns the port or reaches the fault API.
     """
     stream = out or sys.stdout
-    gateway = FakeGateway(seed, symbols, speed=speed, host=host, port=port, accounts=accounts, start=start)
+    gateway = FakeGateway(seed, symbols, speed=speed, host=host, port=port, accounts=accounts, start=start,
+                          master_client_id=master_client_id)
     await gateway.start()
     try:
         names = ", ".join(gateway.all_symbols())

@@ -111,13 +111,16 @@ def fake_gateway(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     fill_delay: Annotated[float, typer.Option(help="Fault: orders reach the exchange this many virtual "
                                                    "seconds late.")] = 0.0,
+    master_client_id: Annotated[int | None, typer.Option(help="TWS's Master API client id: that client sees every "
+                                                              "client's orders and executions (others: their own).")]
+    = None,
 ) -> None:
     """A fake IB Gateway speaking the TWS wire protocol over a simulated market: try the IB path
     without an account (connect TWS API clients, or `tickguard run`, to it)."""
     from ibfake.runner import run_forever
 
     names: int | list[str] = int(symbols) if symbols.isdigit() else [s.strip().upper() for s in symbols.split(",")]
-    run_forever(host=host, port=port, seed=seed, symbols=names, speed=speed,
+    run_forever(host=host, port=port, seed=seed, symbols=names, speed=speed, master_client_id=master_client_id,
                 on_ready=(lambda gw: gw.delay_fills(fill_delay)) if fill_delay > 0 else None)
 
 
