@@ -159,7 +159,7 @@ class TradeManager:
         marks = self.stops.groups.marks.get(symbol)
         if marks is not None:
             marks.observe(tick.bid, tick.ask)
-        targets: list[tuple[Trade, Leg, float]] = []
+        targets: list[tuple[Trade, Leg, float]] | None = None  # built only when a target fires (rare)
         for source, sign in self.book.sources(symbol):
             price = tick.price(source)
             if price != price:  # no such price in this tick (a quote-only feed has no last)
@@ -169,12 +169,14 @@ class TradeManager:
                 trade, leg = self._legs[level_id]
                 if leg.terminal:
                     self._fire_terminal(trade, leg, _crossing(trade, leg, self.stops.fired_rule(trade), tick, price))
+                elif targets is None:
+                    targets = [(trade, leg, price)]
                 else:
                     targets.append((trade, leg, price))
         for level_id, info in self.stops.pop_group_fired(tick):
             trade, leg = self._legs[level_id]
             self._fire_terminal(trade, leg, info)
-        for trade, leg, price in targets:
+        for trade, leg, price in targets or ():
             self._fire_target(trade, leg, _crossing(trade, leg, "take_profit", tick, price))
         for trade, info in self.stops.advance_symbol(tick):
             assert trade.stop is not None
