@@ -24,7 +24,10 @@ def exact(x: float | int | str | Decimal) -> Decimal:
     """The decimal a value stands for: a float's shortest round-tripping text (``0.1`` -> ``Decimal('0.1')``).
 
     Refuses NaN and infinities: they are never a quantity or an amount of money."""
-    value = x if isinstance(x, Decimal) else Decimal(str(x))
+    if isinstance(x, float) and x.is_integer():
+        value = Decimal(int(x))  # 300.0 shares is 300: whole numbers print as whole numbers
+    else:
+        value = x if isinstance(x, Decimal) else Decimal(str(x))
     if not value.is_finite():
         raise ValueError(f"not a finite amount: {x!r}")
     return value
