@@ -8,19 +8,15 @@ refuses off-grid prices exactly as IB does, so this test fails if the engine sto
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from typing import Any
 
 from fg_support import IbErrorCapture
-from gateway_support import make_gateway
+from ib_engine_support import engine_on_gateway, until
 
 from ibfake.server import FakeGateway
-from tickguard.adapters.ib.ib_client import IBBroker
 from tickguard.adapters.sim.market import SymbolSpec
-from tickguard.config import load
 from tickguard.core.exit_rules import StopLoss, TakeProfit
 from tickguard.core.model import OrderType, Side
 from tickguard.core.trades import TradeRequest
@@ -33,52 +29,13 @@ SYMBOLS = [SymbolSpec("AAA", 300_001, 123.45, 0.02), SymbolSpec("QTR", 300_002, 
 EXPECTED_ERRORS = ("Peer closed connection", "connection", "Connection")
 
 
-async def until(pred: Any, gw: FakeGateway, step: float = 0.2, timeout: float = 20.0) -> None:
-    async def loop() -> None:
-        while not pred():
-            await gw.advance(step)
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(loop(), timeout)
-
-
 @contextlib.asynccontextmanager
 async def lmt_engine_on_gateway() -> AsyncIterator[tuple[FakeGateway, Engine, IbErrorCapture]]:
-    with IbErrorCapture.installed() as errors:
-        for text in EXPECTED_ERRORS:
-            errors.allow(text)
-        gw = await make_gateway(symbols=SYMBOLS).start()
-        await gw.advance(2.0)
-        settings = load(
-            None,
-            {
-                "ib": {
-                    "port": gw.port,
-                    "client_id": 12,
-                    "account": ACCOUNT,
-                    "reconnect_initial_s": 0.05,
-                    "reconnect_max_s": 0.5,
-                    "connect_timeout_s": 5,
-                    "request_timeout_s": 5,
-                },
-                "engine": {"exit_order_type": "LMT", "exit_limit_offset": OFFSET},
-            },
-        )
-        broker = IBBroker(settings.ib)
-        engine = Engine(settings, broker)
-        failed = await asyncio.wait_for(engine.start(["AAA", "QTR"]), 20)
-        assert not failed
-        task = asyncio.create_task(engine.run_until(2**62))
-        try:
-            await until(lambda: all(engine.ticks.quote(s) is not None for s in ("AAA", "QTR")), gw)
-            yield gw, engine, errors
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await broker.close()
-            await gw.close()
-        assert errors.unexpected() == []
-        assert gw.errors == []
+    settings = {"engine": {"exit_order_type": "LMT", "exit_limit_offset": OFFSET}}
+    async with engine_on_gateway(["AAA", "QTR"], client_id=12, allowed=EXPECTED_ERRORS,
+                                 gateway={"symbols": SYMBOLS}, settings=settings) as run:
+        assert not run.failed
+        yield run.gw, run.engine, run.errors
 
 
 async def test_lmt_exits_with_an_off_grid_offset_go_out_on_the_grid_without_error_110():

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from fg_support import IbErrorCapture
 from gateway_support import make_gateway
+from ib_engine_support import engine_on_gateway as shared_engine_on_gateway
+from ib_engine_support import until
 
 from ibfake.server import FakeGateway
 from tickguard.adapters.ib.ib_client import IBBroker, ib_number
@@ -30,42 +32,12 @@ EXPECTED_ERRORS = ("Error 1100", "Error 1101", "Error 1102", "Peer closed connec
                    "Error 10147", "Error 10148", "connection", "Connection")
 
 
-async def until(pred: Callable[[], Any], gw: FakeGateway | None = None, step: float = 0.2,
-                timeout: float = 15.0) -> None:
-    """Poll with a deadline, advancing the gateway's virtual time while waiting when one is given."""
-    async def loop() -> None:
-        while not pred():
-            if gw is not None:
-                await gw.advance(step)
-            await asyncio.sleep(0.01)
-    await asyncio.wait_for(loop(), timeout)
-
-
 @contextlib.asynccontextmanager
 async def engine_on_gateway(**ib: Any) -> AsyncIterator[tuple[FakeGateway, Engine, IbErrorCapture]]:
-    with IbErrorCapture.installed() as errors:
-        for text in EXPECTED_ERRORS:
-            errors.allow(text)
-        gw = await make_gateway().start()
-        await gw.advance(2.0)
-        settings = load(None, {"ib": {"port": gw.port, "client_id": 11, "account": ACCOUNT,
-                                      "reconnect_initial_s": 0.05, "reconnect_max_s": 0.5,
-                                      "connect_timeout_s": 5, "request_timeout_s": 5, **ib}})
-        broker = IBBroker(settings.ib)
-        engine = Engine(settings, broker)
-        failed = await asyncio.wait_for(engine.start(["AAA", "BBB", "NOPE"]), 20)
-        assert list(failed) == ["NOPE"] and "no security definition" in failed["NOPE"]
-        task = asyncio.create_task(engine.run_until(2**62))
-        try:
-            await until(lambda: engine.ticks.counters.accepted > 0, gw)
-            yield gw, engine, errors
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await broker.close()
-            await gw.close()
-        assert errors.unexpected() == []
-        assert gw.errors == []
+    async with shared_engine_on_gateway(["AAA", "BBB", "NOPE"], client_id=11, allowed=EXPECTED_ERRORS,
+                                        settings={"ib": ib}) as run:
+        assert list(run.failed) == ["NOPE"] and "no security definition" in run.failed["NOPE"]
+        yield run.gw, run.engine, run.errors
 
 
 def gateway_position(gw: FakeGateway, symbol: str) -> float:

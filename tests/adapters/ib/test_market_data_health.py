@@ -7,19 +7,17 @@ watchdog's thresholds pass in virtual seconds and nothing sleeps for them; every
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fg_support import IbErrorCapture
-from gateway_support import make_gateway
+from ib_engine_support import engine_on_gateway as shared_engine_on_gateway
+from ib_engine_support import until as shared_until
 
 from ibfake.server import FakeGateway
 from tickguard.adapters.ib.farms import FarmTable, farm_name
 from tickguard.adapters.ib.ib_client import IBBroker
-from tickguard.config import load
 from tickguard.core.exit_rules import StopLoss
 from tickguard.core.model import Side
 from tickguard.core.trades import TradeRequest
@@ -33,37 +31,16 @@ ALLOWED = ("Error 1100", "Error 1101", "Error 1102", "Error 2103", "Error 2104",
 
 async def until(pred: Callable[[], Any], gw: FakeGateway, step: float = 0.25, timeout: float = 20.0) -> None:
     """Advance the gateway's virtual time in steps until ``pred()`` holds (bounded in wall time)."""
-    async def loop() -> None:
-        while not pred():
-            await gw.advance(step)
-            await asyncio.sleep(0.005)
-    await asyncio.wait_for(loop(), timeout)
+    await shared_until(pred, gw, step, timeout)
 
 
 @contextlib.asynccontextmanager
 async def engine_on_gateway(**watchdog: Any) -> AsyncIterator[tuple[FakeGateway, Engine, IBBroker]]:
-    with IbErrorCapture.installed() as errors:
-        for text in ALLOWED:
-            errors.allow(text)
-        gw = await make_gateway().start()
-        await gw.advance(2.0)
-        settings = load(None, {"ib": {"port": gw.port, "client_id": 31, "account": ACCOUNT, "connect_timeout_s": 5,
-                                      "request_timeout_s": 5},
-                               "watchdog": {"stale_tick_s": 10.0, **watchdog}, "volatility": {"intraday": False}})
-        broker = IBBroker(settings.ib, clock=lambda: gw.now_ns)  # the engine sees the gateway's virtual time
-        engine = Engine(settings, broker)
-        assert await asyncio.wait_for(engine.start(["AAA", "BBB"]), 20) == {}
-        task = asyncio.create_task(engine.run_until(2**62))
-        try:
-            await until(lambda: engine.ticks.quote("AAA") and engine.ticks.quote("BBB"), gw)
-            yield gw, engine, broker
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await broker.close()
-            await gw.close()
-        assert errors.unexpected() == []
-        assert gw.errors == []
+    settings = {"watchdog": {"stale_tick_s": 10.0, **watchdog}, "volatility": {"intraday": False}}
+    async with shared_engine_on_gateway(["AAA", "BBB"], client_id=31, allowed=ALLOWED, settings=settings,
+                                        virtual_clock=True) as run:  # the engine sees the gateway's virtual time
+        assert run.failed == {}
+        yield run.gw, run.engine, run.broker
 
 
 def req(symbol: str, side: Side = Side.LONG) -> TradeRequest:
