@@ -71,6 +71,8 @@ class GatewayOrder:
     venue_id: int | None = None
     pending_replace: PlaceOrder | None = None
     cancel_requested: bool = False
+    ended_ns: int | None = None  # when it reached Filled, Cancelled or Inactive (reqCompletedOrders reports it)
+    end_text: str = ""  # completedStatus: why it ended
 
     @property
     def key(self) -> tuple[int, int]:
@@ -156,6 +158,23 @@ class OrderBook:
         """openOrder + orderStatus, as IB answers reqOpenOrders for each working order."""
         spec = contract_spec(self.venue.specs[order.symbol])
         return [oo.open_order(order.spec(), spec, oo.OrderStateSpec(order.status)), self._status(order)]
+
+    def completed_order_messages(self) -> list[list[Field]]:
+        """completedOrder for every order of every client that ended today (filled, cancelled, rejected), oldest
+        first: IB's answer to reqCompletedOrders, whatever the apiOnly flag (all orders here are API orders)."""
+        today = _ny_date(self.venue.now_ns)
+        ended = [o for o in self.orders.values() if o.ended_ns is not None and _ny_date(o.ended_ns) == today]
+        return [self._completed(o) for o in sorted(ended, key=lambda o: o.ended_ns or 0)]
+
+    def _completed(self, order: GatewayOrder) -> list[Field]:
+        from tickguard.adapters.sim.market import NY
+
+        when = dt.datetime.fromtimestamp((order.ended_ns or 0) / NS, tz=NY).strftime("%Y%m%d %H:%M:%S America/New_York")
+        contract = contract_spec(self.venue.specs[order.symbol])
+        return oo.completed_order(order.spec(), contract, order.status, order.filled, when, order.end_text)
+
+    def _end(self, order: GatewayOrder, status: str, text: str) -> None:
+        order.status, order.ended_ns, order.end_text = status, self.venue.now_ns, text
 
     def executions_today(self) -> list[ExecutionRecord]:
         """Executions of the current (virtual) trading day: IB forgets earlier ones."""
@@ -354,7 +373,7 @@ class OrderBook:
         would make it drop the error from the trade's log.
         """
         self.stats.rejected += 1
-        order.status = "Inactive"
+        self._end(order, "Inactive", reason)
         order.pending_replace = None
         self._emit(order.client_id, out.error(order.order_id, code, reason))
         contract = contract_spec(self.venue.specs[order.symbol])
@@ -363,7 +382,7 @@ class OrderBook:
 
     def _finish_cancel(self, order: GatewayOrder) -> None:
         self.stats.cancelled += 1
-        order.status = "Cancelled"
+        self._end(order, "Cancelled", "Cancelled by Trader")
         self._emit(order.client_id, self._status(order))
         self._emit(order.client_id, out.error(order.order_id, 202, "Order Canceled - reason:"))
 
@@ -400,7 +419,7 @@ class OrderBook:
             order.pending_replace = None
             order.request = replacement
             if order.remaining <= 1e-9:
-                order.status = "Filled"
+                self._end(order, "Filled", "Filled")
                 self._emit(order.client_id, self._status(order))
                 return
             self._submit(order)
@@ -424,7 +443,7 @@ class OrderBook:
         self.executions.append(ExecutionRecord(execution, contract, order.symbol, commission, event.ts_ns))
         done = order.remaining <= 1e-9
         if done:
-            order.status = "Filled"
+            self._end(order, "Filled", "Filled")
         elif order.status == "PreSubmitted":
             order.status = "Submitted"
         self._emit(order.client_id, oo.exec_details(-1, contract, execution))

@@ -1,4 +1,4 @@
-"""Server → client order messages (openOrder, orderStatus, executions, commissions) at version 178.
+"""Server → client order messages (openOrder, orderStatus, executions, commissions, completedOrder) at version 178.
 
 Why a separate module: openOrder alone is ~130 positional fields with conditional blocks; keeping it
 next to its siblings (orderStatus, execDetails, commissionReport) makes the cross-message invariants
@@ -352,6 +352,113 @@ def commission_report(
         _unset(yield_),
         yield_redemption_date,
     ]
+
+
+def completed_order(
+    order: OrderSpec, contract: ContractSpec, status: str, filled: Number, completed_time: str, completed_status: str
+) -> list[Field]:
+    """``101,<11 contract fields>,action,…`` — one order that ended today, answering reqCompletedOrders.
+
+    Not openOrder's layout (ib_async 2.1.0 ``Decoder.completedOrder``): no orderId and no clientId at all
+    (ib_async leaves both 0: a completed order is known by permId and orderRef only), no sharesAllocation,
+    auctionStrategy, blockOrder, eTradeOnly, firmQuoteOnly, nbboPriceCap, parentId, basisPoints, optOutSmartRouting,
+    whatIf, margins or adjusted-order fields; instead filledQuantity, parentPermId, completedTime/Status.
+    """
+    o = order
+    fields: list[Field] = [
+        OutMsg.COMPLETED_ORDER,
+        *contract.wire11(),
+        o.action,
+        o.total_qty,
+        o.order_type,
+        o.lmt_price,
+        o.aux_price,
+        o.tif,
+        o.oca_group,
+        o.account,
+        o.open_close,
+        o.origin,
+        o.order_ref,
+        o.perm_id,
+        o.outside_rth,
+        o.hidden,
+        0.0,  # discretionaryAmt
+        o.good_after_time,
+        "",  # faGroup
+        "",  # faMethod
+        "",  # faPercentage
+        # (no faProfile at >= 177)
+        o.model_code,
+        o.good_till_date,
+        "",  # rule80A
+        None,  # percentOffset
+        "",  # settlingFirm
+        0,  # shortSaleSlot
+        "",  # designatedLocation
+        -1,  # exemptCode
+        None,  # startingPrice
+        None,  # stockRefPrice
+        None,  # delta
+        None,  # stockRangeLower
+        None,  # stockRangeUpper
+        o.display_size,
+        False,  # sweepToFill
+        o.all_or_none,
+        o.min_qty,
+        o.oca_type,
+        o.trigger_method,
+        None,  # volatility
+        None,  # volatilityType
+        "",  # deltaNeutralOrderType: MUST be empty (else 4 more fields are read)
+        None,  # deltaNeutralAuxPrice
+        False,  # continuousUpdate
+        None,  # referencePriceType
+        o.trail_stop_price,
+        o.trailing_percent,
+        "",  # comboLegsDescrip
+        0,  # number of combo legs
+        0,  # number of order combo legs
+        0,  # number of smartComboRoutingParams
+        None,  # scaleInitLevelSize
+        None,  # scaleSubsLevelSize
+        None,  # scalePriceIncrement (empty => no scale block)
+        "",  # hedgeType (empty => no hedgeParam)
+        "",  # clearingAccount
+        "",  # clearingIntent
+        False,  # notHeld
+        False,  # deltaNeutralContract present
+        "",  # algoStrategy (empty => no algo params)
+        False,  # solicited
+        status,  # orderState.status: Filled, Cancelled, Inactive
+        False,  # randomizeSize
+        False,  # randomizePrice
+    ]
+    if o.order_type in {"PEG BENCH", "PEGBENCH"}:
+        fields += [0, False, 0.0, 0.0, ""]  # the five PEG BENCH fields, as in open_order
+    fields += [
+        0,  # number of conditions (0 => no conditionsIgnoreRth/CancelOrder)
+        o.trail_stop_price,
+        None,  # lmtPriceOffset
+        None,  # cashQty
+        False,  # dontUseAutoPriceForHedge
+        False,  # isOmsContainer
+        "",  # autoCancelDate
+        filled,  # filledQuantity
+        0,  # refFuturesConId
+        False,  # autoCancelParent
+        "",  # shareholder
+        False,  # imbalanceOnly
+        False,  # routeMarketableToBbo
+        None,  # parentPermId
+        completed_time,
+        completed_status,
+        None,  # minTradeQty (>= 170)
+        None,  # minCompeteSize
+        None,  # competeAgainstBestOffset
+        None,  # midOffsetAtWhole
+        None,  # midOffsetAtHalf
+    ]
+    return fields
 
 
 def completed_orders_end() -> list[Field]:

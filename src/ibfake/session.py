@@ -383,7 +383,10 @@ class ClientSession:
         self.send(oo.open_order_end())
 
     def _on_ReqCompletedOrders(self, msg: inc.ReqCompletedOrders) -> None:
-        self.send(oo.completed_orders_end())  # completed-order details are not reported (see README)
+        """Every client's orders that ended today, then the end: IB does not filter completed orders by client id
+        (the message has no clientId), and apiOnly only drops manual TWS orders, of which there are none here."""
+        self.send_all(self.gateway.book.completed_order_messages())
+        self.send(oo.completed_orders_end())
 
     def _on_ReqExecutions(self, msg: inc.ReqExecutions) -> None:
         """The day's executions that match the filter - of this client id only, as IB answers, unless this is

@@ -207,7 +207,8 @@ class Reconciler:
                 self._executor.adopt(key, book.working[key][0])
                 how = "adopted: working at the broker"
             elif key in book.ended:
-                self._executor.adopt(key, book.ended[key][0])
+                if book.ended[key][0]:  # 0: the broker did not say which id (IB's completed orders)
+                    self._executor.adopt(key, book.ended[key][0])
                 settle(key, record, book, self._executor, RecoveryReport(), "(found by the acknowledgement check)")
                 how = f"{book.ended[key][1]} at the broker"
             else:

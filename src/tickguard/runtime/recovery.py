@@ -143,8 +143,8 @@ def reconcile(book: OrderBook, trades: TradeManager, executor: OrderExecutor, re
             report.adopted.append(key)
     for key, (order_id, _status) in book.ended.items():
         record = executor.orders.get(key)
-        if record is not None and not record.final and key not in book.working:
-            executor.adopt(key, order_id)
+        if record is not None and not record.final and key not in book.working and order_id:
+            executor.adopt(key, order_id)  # an id of 0: the broker did not say (IB's completed orders)
     for fill in book.executions:
         record = executor.orders.get(fill.ref)
         if record is None:

@@ -283,3 +283,25 @@ def test_a_trade_request_without_an_account_leaves_it_to_the_connection():
     assert req.account is None
     assert TradeRequest(symbol="AAA", side=Side.LONG, qty=Decimal(1), rules=[StopLoss(distance=1)],
                         account="DU1234567").account == "DU1234567"
+
+
+async def test_a_new_process_learns_from_ibs_completed_orders_what_ended_while_it_was_down():
+    """A restarted engine (a new connection, nothing remembered) must see that its order was cancelled at IB
+    meanwhile - IB's completed orders say so, without client id or order id - or recovery would re-send it."""
+    async with broker_on_gateway(allow=("Peer closed connection",)) as (gw, broker, seen):
+        oid = broker.place_order(resting_buy(gw, "tg:abcd0123:T00001:entry"))
+        await pump(gw, broker, seen, lambda: statuses(seen, oid))
+        await broker.close()  # the engine dies
+        gw.book.cancel(CLIENT_ID, oid)  # cancelled at IB while it is down
+        await gw.advance(1.0)
+        assert gw.book.orders[(CLIENT_ID, oid)].status == "Cancelled"
+        settings = load(None, {"ib": {"port": gw.port, "client_id": CLIENT_ID, "account": ACCOUNT,
+                                      "connect_timeout_s": 5, "request_timeout_s": 5}})
+        fresh = IBBroker(settings.ib)
+        try:
+            await asyncio.wait_for(fresh.connect(), 15)
+            book = await asyncio.wait_for(fresh.order_book(), 15)
+        finally:
+            await fresh.close()
+        assert book.complete and "tg:abcd0123:T00001:entry" not in book.working
+        assert book.ended["tg:abcd0123:T00001:entry"][1] is OrderStatus.CANCELLED

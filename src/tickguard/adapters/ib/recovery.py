@@ -55,9 +55,12 @@ class RecoveryMixin(AttributionMixin):
             log.error("completed orders could not be read (%s): this order book is incomplete", exc or type(exc))
             complete, done = False, []
         for trade in done:
+            # IB's completedOrder carries neither client id nor order id (ib_async reads both as 0): the key in
+            # orderRef says whose it is (the engine keeps only its own journal's), the id is ours if we know it
             ref = trade.order.orderRef
-            if ref and ref not in working and trade.order.clientId == self.client_id:
-                ended[ref] = (trade.order.orderId, ib_ended_status(trade.orderStatus.status))
+            if ref and ref.startswith("tg:") and ref not in working:
+                order_id = next((oid for oid, p in self._orders.items() if p.ref == ref), trade.order.orderId)
+                ended[ref] = (order_id, ib_ended_status(trade.orderStatus.status))
         executions = []
         for fill in self.ib.fills():
             ex = fill.execution
