@@ -113,6 +113,13 @@ def _unset(value: float | None) -> float:
     return UNSET_DOUBLE if value is None else value
 
 
+def _order_head(o: OrderSpec) -> list[Field]:
+    """The run both openOrder and completedOrder start an order with, after the contract (ib_async's
+    decoder reads the same eleven fields in the same order in both)."""
+    return [o.action, o.total_qty, o.order_type, o.lmt_price, o.aux_price, o.tif, o.oca_group, o.account,
+            o.open_close, o.origin, o.order_ref]
+
+
 def open_order(order: OrderSpec, contract: ContractSpec, state: OrderStateSpec) -> list[Field]:
     """``5,orderId,…`` — a plain open order or, with ``order.what_if``, a what-if answer.
 
@@ -125,17 +132,7 @@ def open_order(order: OrderSpec, contract: ContractSpec, state: OrderStateSpec) 
         OutMsg.OPEN_ORDER,
         o.order_id,
         *contract.wire11(),
-        o.action,
-        o.total_qty,
-        o.order_type,
-        o.lmt_price,
-        o.aux_price,
-        o.tif,
-        o.oca_group,
-        o.account,
-        o.open_close,
-        o.origin,
-        o.order_ref,
+        *_order_head(o),
         o.client_id,
         o.perm_id,
         o.outside_rth,
@@ -368,17 +365,7 @@ def completed_order(
     fields: list[Field] = [
         OutMsg.COMPLETED_ORDER,
         *contract.wire11(),
-        o.action,
-        o.total_qty,
-        o.order_type,
-        o.lmt_price,
-        o.aux_price,
-        o.tif,
-        o.oca_group,
-        o.account,
-        o.open_close,
-        o.origin,
-        o.order_ref,
+        *_order_head(o),
         o.perm_id,
         o.outside_rth,
         o.hidden,
