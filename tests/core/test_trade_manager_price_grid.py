@@ -58,31 +58,18 @@ def test_exit_limit_is_snapped_marketably(clock, market, side, tick, offset, ent
     assert str(intent.limit_price) == str(limit)  # the text ib_async will send is the grid price's own
 
 
+def limit_entry(price: float) -> TradeRequest:
+    return TradeRequest(symbol="AAA", side=Side.LONG, qty=100, rules=[StopLoss(distance=1.0)],
+                        entry_type=OrderType.LIMIT, limit_price=price)
+
+
 def test_off_grid_entry_limit_is_refused_with_price_tick_and_symbol(clock, market):
     market.tick("AAA", 100.0, 100.25)
     tm = make(clock, market, tick=0.25)
     with pytest.raises(TradeRejected, match=r"limit price 100\.1 .*AAA.*minimum tick 0\.25"):
-        tm.submit(
-            TradeRequest(
-                symbol="AAA",
-                side=Side.LONG,
-                qty=100,
-                rules=[StopLoss(distance=1.0)],
-                entry_type=OrderType.LIMIT,
-                limit_price=100.10,
-            )
-        )
+        tm.submit(limit_entry(100.10))
     assert tm.outbox == [] and tm.trades == {}
-    tm.submit(
-        TradeRequest(
-            symbol="AAA",
-            side=Side.LONG,
-            qty=100,
-            rules=[StopLoss(distance=1.0)],
-            entry_type=OrderType.LIMIT,
-            limit_price=100.0,
-        )
-    )
+    tm.submit(limit_entry(100.0))
     [intent] = tm.outbox
     assert intent.limit_price == 100.0  # the user's price, untouched
 
@@ -91,16 +78,7 @@ def test_float_noise_in_a_user_limit_is_refused_not_moved(clock, market):
     market.tick("AAA", 100.0, 100.02)
     tm = make(clock, market)
     with pytest.raises(TradeRejected, match=r"limit price 100\.003 is not on the tick grid of AAA"):
-        tm.submit(
-            TradeRequest(
-                symbol="AAA",
-                side=Side.LONG,
-                qty=100,
-                rules=[StopLoss(distance=1.0)],
-                entry_type=OrderType.LIMIT,
-                limit_price=100.003,
-            )
-        )
+        tm.submit(limit_entry(100.003))
     with pytest.raises(TradeRejected, match="169.39000000000001"):
         tm.submit(
             TradeRequest(

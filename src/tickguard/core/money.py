@@ -20,14 +20,18 @@ ZERO = Decimal(0)
 _CONTEXT = decimal.Context(prec=40, rounding=decimal.ROUND_HALF_EVEN)
 
 
-def exact(x: float | int | str | Decimal) -> Decimal:
-    """The decimal a value stands for: a float's shortest round-tripping text (``0.1`` -> ``Decimal('0.1')``).
-
-    Refuses NaN and infinities: they are never a quantity or an amount of money."""
+def decimal_of(x: float | int | str | Decimal) -> Decimal:
+    """The decimal a value stands for: a float's shortest round-tripping text (``0.1`` -> ``Decimal('0.1')``;
+    a whole float is a whole decimal: ``300.0`` -> ``Decimal('300')``).  NaN and infinities pass through as
+    the decimal's own: the callers that must refuse them (``exact``) or judge them (``price_grid``) do."""
     if isinstance(x, float) and x.is_integer():
-        value = Decimal(int(x))  # 300.0 shares is 300: whole numbers print as whole numbers
-    else:
-        value = x if isinstance(x, Decimal) else Decimal(str(x))
+        return Decimal(int(x))
+    return x if isinstance(x, Decimal) else Decimal(str(x))
+
+
+def exact(x: float | int | str | Decimal) -> Decimal:
+    """``decimal_of(x)``, refusing NaN and infinities: they are never a quantity or an amount of money."""
+    value = decimal_of(x)
     if not value.is_finite():
         raise ValueError(f"not a finite amount: {x!r}")
     return value

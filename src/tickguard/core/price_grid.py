@@ -18,6 +18,8 @@ import decimal
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import Enum
 
+from tickguard.core.money import decimal_of as exact  # the one float -> decimal conversion
+
 _PRECISION = 50  # digits; a float's shortest text has at most 17, so quotients and products stay exact
 
 
@@ -26,11 +28,6 @@ class Rounding(Enum):
 
     DOWN = ROUND_FLOOR
     UP = ROUND_CEILING
-
-
-def exact(x: float | Decimal) -> Decimal:
-    """The decimal a float stands for: its shortest round-tripping text (``0.1`` -> ``Decimal('0.1')``)."""
-    return x if isinstance(x, Decimal) else Decimal(str(x))
 
 
 def _tick(tick: float) -> Decimal:

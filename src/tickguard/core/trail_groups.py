@@ -88,9 +88,6 @@ class TrailGroups:
         symbol, sign, d = where
         return self.marks_for(symbol).mark_x(sign) - d
 
-    def members(self, symbol: str) -> list[int]:
-        return [lid for (s, _), g in self._groups.items() if s == symbol for _, lid in g]
-
     def pop_fired(self, symbol: str, sign: int, x: float) -> list[tuple[int, float]]:
         """Remove and return (level id, level) of every stop of the group with x <= mark - d."""
         group = self._groups.get((symbol, sign))
