@@ -131,7 +131,7 @@ class TriggerInfo:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (NaN, i.e. "no such price", becomes None): the one serialisation of a trigger."""
-        return {"rule": self.rule, "level": _json_float(self.level), "price": _json_float(self.price),
+        return {"rule": self.rule, "level": json_float(self.level), "price": json_float(self.price),
                 "tick_seq": self.tick_seq, "tick_ts_ns": self.tick_ts_ns}
 
     @classmethod
@@ -200,7 +200,8 @@ class Bar:
     volume: float = 0.0
 
 
-def _json_float(x: float) -> float | None:
+def json_float(x: float) -> float | None:
+    """A price for JSON: NaN and infinities (no such price) become None."""
     return x if math.isfinite(x) else None
 
 

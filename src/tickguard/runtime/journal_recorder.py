@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tickguard.core.model import json_float
 from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import Leg, Trade
 from tickguard.runtime.order_executor import OrderRecord
@@ -24,10 +25,6 @@ def intent_row(record: OrderRecord, now: int) -> dict[str, Any]:
         "avg_price": record.avg_price, "commission": record.commission, "reason": record.reason,
         "intent": i.to_dict(), "created_ns": i.created_ns, "updated_ns": now,
     }
-
-
-def _f(x: float) -> float | None:
-    return x if x == x and abs(x) != float("inf") else None
 
 
 class JournalRecorder:
@@ -68,7 +65,7 @@ class JournalRecorder:
         else:
             level_x = leg.level_x
         return {"name": leg.name, "kind": "take_profit" if leg.rule is not None else leg.name,
-                "fraction": leg.fraction, "level": None if level_x is None else _f(trade.sign * level_x),
+                "fraction": leg.fraction, "level": None if level_x is None else json_float(trade.sign * level_x),
                 "armed": snap["legs"][leg.name]["armed"], "fired": leg.fired, "filled": leg.filled,
                 "inflight": leg.inflight, "updated_ns": now}
 
@@ -111,7 +108,7 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in data.items():
         if isinstance(v, float):
-            out[k] = _f(v)
+            out[k] = json_float(v)
         elif isinstance(v, dict):
             out[k] = _jsonable(v)
         else:
