@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tickguard.core.model import Tick
+from tickguard.core.price_grid import PriceGrid
 from tickguard.core.volatility import VolSnapshot
 
 T0 = 1_764_000_000_000_000_000
@@ -25,19 +26,28 @@ class FakeClock:
 
 
 class Market:
-    """Volatility and last quotes the trade manager reads, set directly by tests."""
+    """Volatility, ticks sizes and last quotes the trade manager reads, set directly by tests.
+
+    Tests speak in prices; ``tick`` converts them to the core's grid units the way an adapter does
+    (``PriceGrid.units``), so a test reads like a feed and the core sees what it sees live."""
 
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
         self.vol: dict[str, VolSnapshot] = {"AAA": VolSnapshot("AAA", 2.0, 3.0, T0)}
         self.quotes: dict[str, Tick] = {}
+        self.tick_sizes: dict[str, str] = {}  # symbol -> minimum tick; 0.01 unless set
         self.seq = 0
 
-    def tick(self, symbol: str, bid: float, ask: float | None = None, last: float = float("nan")) -> Tick:
+    def grid(self, symbol: str) -> PriceGrid:
+        return PriceGrid(self.tick_sizes.get(symbol, "0.01"))
+
+    def tick(self, symbol: str, bid: float, ask: float | None = None, last: float | None = None) -> Tick:
         self.seq += 1
         self.clock.advance(0.001)
-        t = Tick(symbol, bid, bid + 0.02 if ask is None else ask, last, 100.0, self.clock.now, self.clock.now,
-                 self.seq)
+        grid = self.grid(symbol)
+        bid_units = grid.units(bid)
+        ask_units = bid_units + 4 if ask is None else grid.units(ask)  # two ticks wide by default
+        t = Tick(symbol, bid_units, ask_units, grid.units(last), 100.0, self.clock.now, self.clock.now, self.seq)
         self.quotes[symbol] = t
         return t
 

@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from tickguard.core.model import Tick
+from tickguard.adapters.sim.venue import Quote
 
 from . import outgoing as out
 
@@ -164,7 +164,7 @@ class FaultsMixin:
             bid, ask, last = (*quote, math.nan) if len(quote) == 2 else quote
             if not 0 < bid <= ask:
                 raise ValueError(f"burst quote {quote!r}: bid must be positive and not above the ask")
-            ticks.append(Tick(symbol, float(bid), float(ask), float(last), size, 0, 0))
+            ticks.append(Quote(symbol, float(bid), float(ask), float(last), size, 0, 0))
         current = self.book.venue.last_ticks.get(symbol)
         prev_ask = current.ask if current is not None else math.inf
         written = 0

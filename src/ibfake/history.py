@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tickguard.adapters.sim.market import NY, SymbolSpec
-from tickguard.core.model import Tick
+from tickguard.adapters.sim.venue import Quote
 
 from . import outgoing as out
 
@@ -123,7 +123,7 @@ class HistoryBook:
         self._start_ns = start_ns
         self._minutes: dict[str, _SymbolMinutes] = {s: _SymbolMinutes() for s in specs}
 
-    def on_tick(self, tick: Tick) -> None:
+    def on_tick(self, tick: Quote) -> None:
         """Aggregate a venue tick (its trade price) into its minute; crossed quotes are bad prints."""
         if not tick.bid <= tick.ask or math.isnan(tick.last):
             return

@@ -29,8 +29,7 @@ from typing import Any
 
 from tickguard.adapters.sim.exchange import ExchangeParams
 from tickguard.adapters.sim.market import NY, MarketParams, SymbolSpec
-from tickguard.adapters.sim.venue import SimVenue
-from tickguard.core.model import Tick
+from tickguard.adapters.sim.venue import Quote, SimVenue
 
 from .clock import NS, HistoryPacer, HistoryPacingLimits, MessagePacer, PacingLimits, VirtualClock, WallClock
 from .faults import FaultsMixin
@@ -201,7 +200,7 @@ class FakeGateway(FaultsMixin):
         return len(events)
 
     def _dispatch(self, event: object) -> None:
-        if isinstance(event, Tick):
+        if isinstance(event, Quote):
             self.history.on_tick(event)
             if event.symbol in self.muted_symbols():
                 return

@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tickguard.adapters.sim.market import NY
-from tickguard.core.model import Tick
+from tickguard.adapters.sim.venue import Quote
 
 from . import accounts as acc
 from . import incoming as inc
@@ -293,19 +293,19 @@ class ClientSession:
     def _on_CancelMktData(self, msg: inc.CancelMktData) -> None:
         self.mkt_subs.pop(msg.req_id, None)
 
-    def on_tick(self, tick: Tick) -> None:
+    def on_tick(self, tick: Quote) -> None:
         for req_id, symbol in self.mkt_subs.items():
             if symbol == tick.symbol:
                 self._send_tick(req_id, tick)
 
-    def _send_tick(self, req_id: int, tick: Tick) -> None:
+    def _send_tick(self, req_id: int, tick: Quote) -> None:
         bid_type, ask_type, last_type = _PRICE_TICKS[self.market_data_type]
         self.send(out.tick_price(req_id, bid_type, tick.bid, tick.size, 1))
         self.send(out.tick_price(req_id, ask_type, tick.ask, tick.size, 1))
         if tick.last == tick.last:  # not NaN
             self.send(out.tick_price(req_id, last_type, tick.last, tick.size, 0))
 
-    def burst_messages(self, symbol: str, quotes: list[Tick], prev_ask: float) -> list[list[Field]]:
+    def burst_messages(self, symbol: str, quotes: list[Quote], prev_ask: float) -> list[list[Field]]:
         """The tickPrice messages of ``quotes``, in order, for every subscription of ``symbol``.
 
         Each quote is its bid then its ask (then its last, if any) - the ask first when the new bid would

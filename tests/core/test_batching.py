@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tickguard.core.exit_rules import BreakEven, StopLoss, TakeProfit, TrailingStop
 from tickguard.core.model import OrderIntent, OrderType, PriorityClass, Side, Tick
+from tickguard.core.price_grid import CENT
 from tickguard.core.tick_handler import TickHandler
 from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import TradeRequest
@@ -16,6 +15,11 @@ from tickguard.core.volatility import VolSnapshot
 
 SYMBOLS = ("AAA", "BBB")
 T0 = 1_000_000_000_000
+
+
+def tk(sym: str, bid: float, ask: float, ts: int, recv: int, seq: int) -> Tick:
+    """A quote-only tick as the adapter makes it: prices on the 0.01 grid, in units."""
+    return Tick(sym, CENT.units(bid), CENT.units(ask), 0, 1.0, ts, recv, seq)
 
 
 def rules_for(kind: int) -> list:
@@ -30,7 +34,7 @@ def rules_for(kind: int) -> list:
 
 def build(mode: str, trades: list[tuple[str, int, int]]):
     now = [T0]
-    quotes: dict[str, Tick] = {s: Tick(s, 100.0, 100.02, math.nan, 1, T0, T0, 0) for s in SYMBOLS}
+    quotes: dict[str, Tick] = {s: tk(s, 100.0, 100.02, T0, T0, 0) for s in SYMBOLS}
     vol = {s: VolSnapshot(s, 1.0, 1.5, T0) for s in SYMBOLS}
     # limit exits priced off the last quote: batch mode must price them off the same tick as per-tick mode
     tm = TradeManager(lambda: now[0], vol.get, quotes.get, exit_order_type=OrderType.LIMIT, exit_limit_offset=0.05)
@@ -75,7 +79,7 @@ def test_batched_fires_exactly_what_per_tick_fires(trades, path, cuts):
     for seq, (sym, direction, cents, gap) in enumerate(path, start=1):
         mids[sym] = max(1.0, mids[sym] + direction * cents * (0.25 if gap else 0.01))
         bid = round(mids[sym] - 0.01, 2)
-        ticks.append(Tick(sym, bid, round(bid + 0.02, 2), math.nan, 1.0, T0 + seq, T0 + seq * 1_000_000, seq))
+        ticks.append(tk(sym, bid, round(bid + 0.02, 2), T0 + seq, T0 + seq * 1_000_000, seq))
     per_tick, want = build("per_tick", trades)
     for tick in ticks:
         per_tick.process([tick])
@@ -94,8 +98,7 @@ def test_batched_fires_exactly_what_per_tick_fires(trades, path, cuts):
 def test_priority_most_endangered_symbol_first():
     handler, sent = build("batch", [("AAA", 1, 0), ("BBB", 1, 0)])  # long stops at 99.00 on both
     # one chunk: AAA barely touches its stop, BBB gaps far through it; BBB arrived later but goes first
-    chunk = [Tick("AAA", 99.0, 99.02, math.nan, 1, T0 + 1, T0 + 1, 1),
-             Tick("BBB", 97.0, 97.02, math.nan, 1, T0 + 2, T0 + 2, 2)]
+    chunk = [tk("AAA", 99.0, 99.02, T0 + 1, T0 + 1, 1), tk("BBB", 97.0, 97.02, T0 + 2, T0 + 2, 2)]
     handler.process(chunk)
     assert [k.split(":")[1] for k, *_ in sent] == ["T00002", "T00001"]
 
@@ -103,8 +106,7 @@ def test_priority_most_endangered_symbol_first():
 def test_window_splits_a_long_chunk_by_arrival_time():
     handler, _ = build("batch", [("AAA", 1, 0)])
     handler.window_ns = 10
-    chunk = [Tick("AAA", 100.0 + i * 0.001, 100.02 + i * 0.001, math.nan, 1, T0 + i, T0 + i * 5, i)
-             for i in range(1, 9)]
+    chunk = [tk("AAA", 100.0 + i * 0.01, 100.02 + i * 0.01, T0 + i, T0 + i * 5, i) for i in range(1, 9)]
     handler.process(chunk)
     assert handler.stats.batches == 3  # arrivals at 5, 10 ... 40 ns in 10 ns windows: 3 + 3 + 2
     assert (handler.stats.max_size, handler.stats.last_size) == (3, 2)
@@ -113,7 +115,7 @@ def test_window_splits_a_long_chunk_by_arrival_time():
 
 def test_quiet_ticks_are_not_evaluated_and_memory_is_per_symbol():
     handler, _ = build("batch", [("AAA", 1, 0), ("BBB", 0, 0)])
-    quiet = [Tick(SYMBOLS[i % 2], 100.0 + (i % 3) * 0.01, 100.04 + (i % 3) * 0.01, math.nan, 1, T0 + i, T0 + i, i)
+    quiet = [tk(SYMBOLS[i % 2], 100.0 + (i % 3) * 0.01, 100.04 + (i % 3) * 0.01, T0 + i, T0 + i, i)
              for i in range(1, 20_001)]
     handler.process(quiet)
     assert handler.stats.evaluated == 0 and handler.counters.accepted == 20_000

@@ -1,4 +1,12 @@
+"""Exit rules: their specs, and the level arithmetic on the tick grid with the one rounding rule.
+
+The rule (README, "Prices and rounding"): a distance from volatility is whole ticks, rounded down, at least one;
+a level goes onto the grid towards the entry - a stop tighter, a target nearer.  Every expected value here is a
+hand-computed exact price; a float or the other rounding direction fails them."""
+
 import datetime as dt
+from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
@@ -10,60 +18,118 @@ from tickguard.core.exit_rules import (
     TakeProfit,
     TimeStop,
     TrailingStop,
-    break_even_x,
+    rule_distance,
+    stop_motion,
     stop_x,
     target_x,
-    trail_x,
 )
+from tickguard.core.price_grid import CENT, PriceGrid
+from tickguard.core.volatility import VolSnapshot
 
-ATR, ADR = 2.0, 3.0
+VOL = VolSnapshot("AAA", 2.0, 3.0, 0)  # ATR 2.0, ADR 3.0
 
 
-@pytest.mark.parametrize(("sign", "expected"), [(1, 97.0), (-1, 103.0)])
+def entry(price: str, sign: int, grid: PriceGrid = CENT) -> Fraction:
+    return sign * grid.fraction(Decimal(price))
+
+
+def price(units: int | None, sign: int, grid: PriceGrid = CENT) -> Decimal | None:
+    return None if units is None else grid.price(sign * units)
+
+
+@pytest.mark.parametrize(("sign", "expected"), [(1, "97.00"), (-1, "103.00")])
 def test_stop_in_atr_from_entry(sign, expected):
-    level = stop_x(StopLoss(distance=1.5), sign, 100.0, ATR, ADR)
-    assert sign * level == pytest.approx(expected)
+    assert price(stop_x(StopLoss(distance=1.5), sign, entry("100", sign), VOL, CENT), sign) == Decimal(expected)
 
 
-@pytest.mark.parametrize(("sign", "expected"), [(1, 97.0), (-1, 103.0)])
+@pytest.mark.parametrize(("sign", "expected"), [(1, "97.00"), (-1, "103.00")])
 def test_stop_in_adr_from_entry(sign, expected):
-    assert sign * stop_x(StopLoss(distance=1.0, unit="adr"), sign, 100.0, ATR, ADR) == pytest.approx(expected)
+    level = stop_x(StopLoss(distance=1.0, unit="adr"), sign, entry("100", sign), VOL, CENT)
+    assert price(level, sign) == Decimal(expected)
 
 
-def test_fixed_price_stop_ignores_volatility():
-    assert stop_x(StopLoss(price=95.0), 1, 100.0, ATR, ADR) == 95.0
-    assert -stop_x(StopLoss(price=105.0), -1, 100.0, ATR, ADR) == 105.0
+def test_fixed_price_stop_ignores_volatility_and_must_be_on_the_grid():
+    assert price(stop_x(StopLoss(price=95.0), 1, entry("100", 1), VOL, CENT), 1) == Decimal("95.00")
+    assert price(stop_x(StopLoss(price=105.0), -1, entry("100", -1), VOL, CENT), -1) == Decimal("105.00")
+    with pytest.raises(ValueError, match="not a whole multiple of the minimum tick 0.01"):
+        stop_x(StopLoss(price=95.005), 1, entry("100", 1), VOL, CENT)
 
 
-@pytest.mark.parametrize(("sign", "expected"), [(1, 104.0), (-1, 96.0)])
+@pytest.mark.parametrize(("sign", "expected"), [(1, "104.00"), (-1, "96.00")])
 def test_target_in_atr(sign, expected):
-    assert sign * target_x(TakeProfit(distance=2.0), sign, 100.0, ATR, ADR) == pytest.approx(expected)
+    assert price(target_x(TakeProfit(distance=2.0), sign, entry("100", sign), VOL, CENT), sign) == Decimal(expected)
 
 
 def test_target_price_units():
-    assert target_x(TakeProfit(distance=0.5, unit="price"), 1, 100.0, ATR, ADR) == pytest.approx(100.5)
+    level = target_x(TakeProfit(distance=0.5, unit="price"), 1, entry("100", 1), VOL, CENT)
+    assert price(level, 1) == Decimal("100.50")
 
 
-@pytest.mark.parametrize("sign", [1, -1])
-def test_trailing_follows_best_and_activation(sign):
-    rule = TrailingStop(distance=1.0, activate_after=0.5)
-    entry = 100.0
-    # not yet 0.5 ATR (= 1.0) in profit: inactive
-    assert trail_x(rule, sign, entry, sign * (entry + sign * 0.9), ATR, ADR) is None
-    best = sign * (entry + sign * 1.5)
-    level = trail_x(rule, sign, entry, best, ATR, ADR)
-    assert level is not None and sign * level == pytest.approx(entry + sign * 1.5 - sign * 2.0)
-    assert trail_x(TrailingStop(distance=1.0), sign, entry, sign * entry, ATR, ADR) == pytest.approx(
-        sign * entry - 2.0)
+@pytest.mark.parametrize(
+    ("value", "unit", "atr", "tick", "ticks"),
+    [
+        (1.0, "atr", 0.123, "0.05", 2),  # 0.123 / 0.05 = 2.46 ticks: rounded down
+        (0.3, "price", 2.0, "0.1", 3),  # 0.3 / 0.1 is 2.9999999999999996 in floats; exactly 3 here
+        (1.0, "atr", 0.004, "0.01", 1),  # less than a tick: at least one
+        (2.5, "atr", 0.3, "0.25", 3),  # 0.75 / 0.25
+        (1.0, "atr", 0.00037, "0.0001", 3),
+        (0.5, "atr", 2345.67, "0.01", 117283),  # 1172.835 -> 1172.83
+    ],
+)
+def test_a_distance_is_whole_ticks_rounded_down_at_least_one(value, unit, atr, tick, ticks):
+    vol = VolSnapshot("X", atr, atr, 0)
+    assert rule_distance(value, unit, vol, PriceGrid(tick)) == 2 * ticks
 
 
-@pytest.mark.parametrize("sign", [1, -1])
-def test_break_even_arms_after_profit(sign):
-    rule = BreakEven(after=1.0, offset=0.1)
-    entry = 50.0
-    assert break_even_x(rule, sign, entry, sign * (entry + sign * 1.99), ATR, ADR) is None
-    level = break_even_x(rule, sign, entry, sign * (entry + sign * 2.0), ATR, ADR)
-    assert level is not None and sign * level == pytest.approx(entry + sign * 0.1)
+@pytest.mark.parametrize(
+    ("sign", "entry_price", "tick", "stop", "target"),
+    [
+        # an average entry off the grid: a stop goes tighter (towards the entry), a target nearer
+        (1, "100.004", "0.01", "96.01", "104.00"),
+        (-1, "100.004", "0.01", "104.00", "96.01"),
+        (1, "100.10", "0.25", "96.25", "104.00"),
+        (-1, "100.10", "0.25", "104.00", "96.25"),
+    ],
+)
+def test_levels_round_towards_the_entry(sign, entry_price, tick, stop, target):
+    grid = PriceGrid(tick)
+    ex = entry(entry_price, sign, grid)
+    assert price(stop_x(StopLoss(distance=2.0), sign, ex, VOL, grid), sign, grid) == Decimal(stop)
+    assert price(target_x(TakeProfit(distance=2.0), sign, ex, VOL, grid), sign, grid) == Decimal(target)
+
+
+@pytest.mark.parametrize(("sign", "almost", "active", "level", "later", "later_level"),
+                         [(1, "100.99", "101.00", "99.00", "101.50", "99.50"),
+                          (-1, "99.01", "99.00", "101.00", "98.50", "100.50")])
+def test_trailing_follows_best_and_activation(sign, almost, active, level, later, later_level):
+    motion = stop_motion(TrailingStop(distance=1.0, activate_after=0.5), None, entry("100", sign), VOL, CENT)
+    assert motion.trail_d == 400  # 1 ATR = 2.00 = 200 ticks = 400 units
+    # 0.5 ATR (= 1.00) in profit activates it, exactly at the threshold and not a tick before
+    assert motion.trail_level(int(entry(almost, sign))) is None
+    assert price(motion.trail_level(int(entry(active, sign))), sign) == Decimal(level)
+    assert price(motion.trail_level(int(entry(later, sign))), sign) == Decimal(later_level)
+
+
+def test_trailing_level_lands_exactly_where_floats_do_not():
+    # 169.41 - 0.02 is 169.39 here; in floats 169.37 + 0.02 = 169.39000000000001 missed an ask at 169.39
+    motion = stop_motion(TrailingStop(distance=0.02, unit="price"), None, entry("169.00", -1), VOL, CENT)
+    assert price(motion.trail_level(int(entry("169.37", -1))), -1) == Decimal("169.39")
+    long = stop_motion(TrailingStop(distance=0.02, unit="price"), None, entry("169.00", 1), VOL, CENT)
+    assert price(long.trail_level(int(entry("169.41", 1))), 1) == Decimal("169.39")
+
+
+def test_a_mid_best_on_a_half_tick_trails_onto_the_grid_tighter():
+    motion = stop_motion(TrailingStop(distance=0.02, unit="price"), None, entry("100", 1), VOL, CENT)
+    best = int(entry("100.305", 1))  # a mid between 100.30 and 100.31
+    assert price(motion.trail_level(best), 1) == Decimal("100.29")  # 100.285 rounded up: tighter
+
+
+@pytest.mark.parametrize(("sign", "almost", "armed", "level"), [(1, "51.99", "52.00", "50.10"),
+                                                                (-1, "48.01", "48.00", "49.90")])
+def test_break_even_arms_after_profit(sign, almost, armed, level):
+    motion = stop_motion(None, BreakEven(after=1.0, offset=0.1), entry("50", sign), VOL, CENT)
+    assert motion.break_even(int(entry(almost, sign))) is None
+    assert price(motion.break_even(int(entry(armed, sign))), sign) == Decimal(level)  # exactly 1 ATR: armed
 
 
 def test_time_stop_after_duration():

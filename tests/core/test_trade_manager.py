@@ -2,6 +2,7 @@
 
 import datetime as dt
 import math
+from decimal import Decimal as D
 
 import pytest
 from pydantic import ValidationError
@@ -102,7 +103,7 @@ def test_entry_intent_then_open_then_stop_closes(tm, clock, market):
     assert (entry.action, entry.qty, entry.priority, entry.key) == (Action.BUY, 100, PriorityClass.ENTRY,
                                                                        f"tg:{trade.id}:entry")
     fill_entry(tm, clock, trade, price=100.0)
-    assert trade.state is TradeState.OPEN and tm.stop_price(trade) == pytest.approx(98.0)
+    assert trade.state is TradeState.OPEN and tm.stop_price(trade) == D("98.0")
     assert feed(tm, market, 98.01) == []
     [exit_] = feed(tm, market, 98.0)  # inclusive: bid == stop fires
     assert (exit_.action, exit_.qty, exit_.leg, exit_.priority) == (Action.SELL, 100, "stop",
@@ -120,7 +121,7 @@ def test_entry_intent_then_open_then_stop_closes(tm, clock, market):
 def test_short_stop_watches_the_ask(tm, clock, market):
     trade = tm.submit(req(side=Side.SHORT, rules=[StopLoss(distance=1.0), TakeProfit(distance=2.0)]))
     fill_entry(tm, clock, trade, price=100.0)
-    assert tm.stop_price(trade) == pytest.approx(102.0)
+    assert tm.stop_price(trade) == D("102.0")
     assert feed(tm, market, (101.99, 101.99)) == []  # locked quote below the stop
     [ex] = feed(tm, market, (101.9, 102.0))
     assert ex.action is Action.BUY and ex.leg == "stop" and ex.trigger.price == 102.0
@@ -158,22 +159,22 @@ def test_gap_through_both_targets_fires_both_legs(tm, clock, market):
 def test_trailing_stop_only_tightens(tm, clock, market):
     trade = tm.submit(req(rules=[TrailingStop(distance=1.0)]))  # 1 ATR = 2.0
     fill_entry(tm, clock, trade, price=100.0)
-    assert tm.stop_price(trade) == pytest.approx(98.0)
+    assert tm.stop_price(trade) == D("98.0")
     feed(tm, market, 103.0)
-    assert tm.stop_price(trade) == pytest.approx(101.0)
+    assert tm.stop_price(trade) == D("101.0")
     feed(tm, market, 102.0, 101.5)
-    assert tm.stop_price(trade) == pytest.approx(101.0)  # falling price never loosens it
+    assert tm.stop_price(trade) == D("101.0")  # falling price never loosens it
     [ex] = feed(tm, market, 101.0)
-    assert ex.trigger.rule == "trailing_stop" and ex.trigger.level == pytest.approx(101.0)
+    assert ex.trigger.rule == "trailing_stop" and ex.trigger.level == D("101.0")
 
 
 def test_short_trailing_stop(tm, clock, market):
     trade = tm.submit(req(side=Side.SHORT, rules=[TrailingStop(distance=1.0)]))
     fill_entry(tm, clock, trade, price=100.0)
     feed(tm, market, (95.0, 95.02))
-    assert tm.stop_price(trade) == pytest.approx(97.02)
+    assert tm.stop_price(trade) == D("97.02")
     feed(tm, market, (96.0, 96.02))
-    assert tm.stop_price(trade) == pytest.approx(97.02)
+    assert tm.stop_price(trade) == D("97.02")
     [ex] = feed(tm, market, (97.0, 97.02))
     assert ex.action is Action.BUY and ex.leg == "stop"
 
@@ -181,11 +182,11 @@ def test_short_trailing_stop(tm, clock, market):
 def test_trailing_activation_threshold(tm, clock, market):
     trade = tm.submit(req(rules=[StopLoss(distance=2.0), TrailingStop(distance=0.5, activate_after=1.0)]))
     fill_entry(tm, clock, trade, price=100.0)
-    assert tm.stop_price(trade) == pytest.approx(96.0)
+    assert tm.stop_price(trade) == D("96.0")
     feed(tm, market, 101.9)  # 0.95 ATR: not yet active
-    assert trade.trail_x is None and tm.stop_price(trade) == pytest.approx(96.0)
+    assert trade.trail_x is None and tm.stop_price(trade) == D("96.0")
     feed(tm, market, 102.0)  # 1 ATR: active, trail at 102 - 1
-    assert tm.stop_price(trade) == pytest.approx(101.0)
+    assert tm.stop_price(trade) == D("101.0")
 
 
 def test_break_even_moves_stop_to_entry_plus_offset(tm, clock, market):
@@ -193,9 +194,9 @@ def test_break_even_moves_stop_to_entry_plus_offset(tm, clock, market):
                                  TakeProfit(distance=5.0)]))
     fill_entry(tm, clock, trade, price=100.0)
     feed(tm, market, 101.99)
-    assert tm.stop_price(trade) == pytest.approx(98.0)
+    assert tm.stop_price(trade) == D("98.0")
     feed(tm, market, 102.0)
-    assert tm.stop_price(trade) == pytest.approx(100.05)
+    assert tm.stop_price(trade) == D("100.05")
     [ex] = feed(tm, market, 100.05)
     assert ex.trigger.rule == "break_even"
 
@@ -204,7 +205,7 @@ def test_short_break_even(tm, clock, market):
     trade = tm.submit(req(side=Side.SHORT, rules=[StopLoss(distance=1.0), BreakEven(after=1.0, offset=0.05)]))
     fill_entry(tm, clock, trade, price=100.0)
     feed(tm, market, (97.9, 98.0))
-    assert tm.stop_price(trade) == pytest.approx(99.95)
+    assert tm.stop_price(trade) == D("99.95")
 
 
 def test_time_stop_after_duration(tm, clock, market):
@@ -292,11 +293,11 @@ def test_volatility_update_never_loosens_stop_by_default(tm, clock, market):
     fill_entry(tm, clock, trade, price=100.0)
     market.vol["AAA"] = VolSnapshot("AAA", 4.0, 3.0, clock())
     tm.on_volatility(market.vol["AAA"])
-    assert tm.stop_price(trade) == pytest.approx(98.0)  # would be 96 - refused
-    assert trade.targets[0].level_x == pytest.approx(108.0)  # targets follow
+    assert tm.stop_price(trade) == D("98.0")  # would be 96 - refused
+    assert tm.grid("AAA").price(trade.targets[0].level_x) == D("108")  # targets follow
     market.vol["AAA"] = VolSnapshot("AAA", 1.0, 3.0, clock())
     tm.on_volatility(market.vol["AAA"])
-    assert tm.stop_price(trade) == pytest.approx(99.0)  # tightening is fine
+    assert tm.stop_price(trade) == D("99.0")  # tightening is fine
 
 
 def test_volatility_update_may_loosen_when_rule_allows(tm, clock, market):
@@ -304,7 +305,7 @@ def test_volatility_update_may_loosen_when_rule_allows(tm, clock, market):
     fill_entry(tm, clock, trade, price=100.0)
     market.vol["AAA"] = VolSnapshot("AAA", 4.0, 3.0, clock())
     tm.on_volatility(market.vol["AAA"])
-    assert tm.stop_price(trade) == pytest.approx(96.0)
+    assert tm.stop_price(trade) == D("96.0")
 
 
 def test_distance_to_stop_in_atr(tm, clock, market):

@@ -5,6 +5,8 @@ until the retry; so exit limits are put on the grid before they leave the core, 
 them marketable. A user's own limit price is theirs: off the grid it is refused with the reason, not moved.
 """
 
+from decimal import Decimal
+
 import pytest
 
 from tickguard.core.exit_rules import StopLoss
@@ -14,11 +16,12 @@ from tickguard.core.trades import TradeRequest
 
 
 def make(clock, market, tick=0.01, offset=0.0):
+    market.tick_sizes["AAA"] = str(tick)
     return TradeManager(
         clock,
         market.vol.get,
         market.quotes.get,
-        min_tick=lambda _s: tick,
+        grid=market.grid,
         exit_order_type=OrderType.LIMIT,
         exit_limit_offset=offset,
     )
@@ -54,8 +57,8 @@ def test_exit_limit_is_snapped_marketably(clock, market, side, tick, offset, ent
     market.tick("AAA", entry, entry)
     tm = make(clock, market, tick, offset)
     intent = stopped_exit(tm, market, clock, side, entry, bid, ask)
-    assert intent.action is action and intent.limit_price == limit
-    assert str(intent.limit_price) == str(limit)  # the text ib_async will send is the grid price's own
+    assert intent.action is action and intent.limit_price == Decimal(str(limit))
+    assert str(float(intent.limit_price)) == str(limit)  # the text ib_async will send is the grid price's own
 
 
 def limit_entry(price: float) -> TradeRequest:
@@ -71,7 +74,7 @@ def test_off_grid_entry_limit_is_refused_with_price_tick_and_symbol(clock, marke
     assert tm.outbox == [] and tm.trades == {}
     tm.submit(limit_entry(100.0))
     [intent] = tm.outbox
-    assert intent.limit_price == 100.0  # the user's price, untouched
+    assert intent.limit_price == Decimal("100")  # the user's price, untouched
 
 
 def test_float_noise_in_a_user_limit_is_refused_not_moved(clock, market):

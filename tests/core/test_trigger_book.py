@@ -1,4 +1,4 @@
-"""Property tests of the trigger book against a brute-force reference."""
+"""Property tests of the trigger book against a brute-force reference (levels in integer grid units)."""
 
 import math
 
@@ -7,11 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tickguard.core.model import TriggerSource
+from tickguard.core.price_grid import FAR
 from tickguard.core.trigger_book import LevelKind, TriggerBook
 
 SYMBOLS = ["A", "B"]
 SOURCES = [TriggerSource.BID, TriggerSource.ASK]
-prices = st.integers(min_value=90, max_value=110).map(lambda p: p / 1.0)  # coarse grid: many equal levels
+prices = st.integers(min_value=90, max_value=110).map(lambda p: 2 * p)  # coarse grid: many equal levels
 
 op = st.one_of(
     st.tuples(st.just("upsert"), st.integers(0, 30), st.sampled_from(SYMBOLS), st.sampled_from(SOURCES),
@@ -76,7 +77,7 @@ def test_gap_through_levels_fires_each_exactly_once(levels, ranges):
     for i, x in enumerate(levels):
         book.upsert(i, "A", TriggerSource.BID, 1, LevelKind.STOP, x)
     fired: list[int] = []
-    lowest = math.inf
+    lowest = FAR
     for a, b in ranges:
         lo, hi = min(a, b), max(a, b)
         lowest = min(lowest, lo)
@@ -86,35 +87,34 @@ def test_gap_through_levels_fires_each_exactly_once(levels, ranges):
 
 def test_order_of_report_stops_first_highest_first_then_targets():
     book = TriggerBook()
-    book.upsert(1, "A", TriggerSource.BID, 1, LevelKind.STOP, 99.0)
-    book.upsert(2, "A", TriggerSource.BID, 1, LevelKind.STOP, 99.5)
-    book.upsert(3, "A", TriggerSource.BID, 1, LevelKind.TARGET, 101.0)
-    book.upsert(4, "A", TriggerSource.BID, 1, LevelKind.TARGET, 100.5)
-    assert book.pop_crossed("A", TriggerSource.BID, 1, 98.0, 102.0) == [2, 1, 4, 3]
+    book.upsert(1, "A", TriggerSource.BID, 1, LevelKind.STOP, 9900)
+    book.upsert(2, "A", TriggerSource.BID, 1, LevelKind.STOP, 9950)
+    book.upsert(3, "A", TriggerSource.BID, 1, LevelKind.TARGET, 10100)
+    book.upsert(4, "A", TriggerSource.BID, 1, LevelKind.TARGET, 10050)
+    assert book.pop_crossed("A", TriggerSource.BID, 1, 9800, 10200) == [2, 1, 4, 3]
 
 
 def test_inclusive_comparison_and_moving_levels():
     book = TriggerBook()
-    book.upsert(1, "A", TriggerSource.BID, 1, LevelKind.STOP, 99.5)
-    assert book.pop_crossed("A", TriggerSource.BID, 1, 99.51, 100.0) == []
-    book.upsert(1, "A", TriggerSource.BID, 1, LevelKind.STOP, 99.6)  # tightened
-    assert book.level_of(1) == 99.6
-    assert book.pop_crossed("A", TriggerSource.BID, 1, 99.6, 100.0) == [1]  # touch is enough
+    book.upsert(1, "A", TriggerSource.BID, 1, LevelKind.STOP, 19900)
+    assert book.pop_crossed("A", TriggerSource.BID, 1, 19901, 20000) == []  # half a tick above: holds
+    book.upsert(1, "A", TriggerSource.BID, 1, LevelKind.STOP, 19920)  # tightened
+    assert book.level_of(1) == 19920
+    assert book.pop_crossed("A", TriggerSource.BID, 1, 19920, 20000) == [1]  # touch is enough
     assert 1 not in book
 
 
 def test_short_side_is_signed_space():
     # A short's stop at 101 (price) is -101 in signed space; an ask of 101 is x = -101 -> fires.
     book = TriggerBook()
-    book.upsert(7, "A", TriggerSource.ASK, -1, LevelKind.STOP, -101.0)
-    assert book.pop_crossed("A", TriggerSource.ASK, -1, -100.9, -100.0) == []
-    assert book.pop_crossed("A", TriggerSource.ASK, -1, -101.0, -100.0) == [7]
+    book.upsert(7, "A", TriggerSource.ASK, -1, LevelKind.STOP, -20200)
+    assert book.pop_crossed("A", TriggerSource.ASK, -1, -20198, -20000) == []
+    assert book.pop_crossed("A", TriggerSource.ASK, -1, -20200, -20000) == [7]
 
 
-def test_non_finite_level_refused_and_nan_range_ignored():
+@pytest.mark.parametrize("level", [99.0, math.nan, 19800.0])
+def test_a_level_that_is_not_grid_units_is_refused(level):
     book = TriggerBook()
-    with pytest.raises(ValueError, match="not a finite price"):
-        book.upsert(1, "A", TriggerSource.BID, 1, LevelKind.STOP, math.nan)
-    book.upsert(1, "A", TriggerSource.BID, 1, LevelKind.STOP, 99.0)
-    assert book.pop_crossed("A", TriggerSource.BID, 1, math.nan, math.nan) == []
-    assert book.pop_crossed("Z", TriggerSource.BID, 1, 0.0, 1e9) == []
+    with pytest.raises(TypeError, match="not grid units"):
+        book.upsert(1, "A", TriggerSource.BID, 1, LevelKind.STOP, level)
+    assert len(book) == 0 and book.pop_crossed("Z", TriggerSource.BID, 1, 0, FAR) == []

@@ -3,6 +3,7 @@ import math
 import pytest
 
 from tickguard.core.model import Bar
+from tickguard.core.price_grid import CENT
 from tickguard.core.volatility import NotEnoughBars, adr, snapshot, true_ranges, wilder_atr, wilder_atr_series
 
 
@@ -117,15 +118,15 @@ def test_refresher_interval_and_regime_change():
     for minute in range(4):  # calm minutes: range 0.02 per bar
         for s in (0, 30):
             px = 10.0 + 0.01 * (s // 30)
-            r.on_tick(Tick("X", px, px, math.nan, 1, minute * MIN + s * 1_000_000_000, 0))
+            r.on_tick(Tick("X", CENT.units(px), CENT.units(px), 0, 1, minute * MIN + s * 1_000_000_000, 0))
     assert r.urgent == set()
     r.on_time(299 * 1_000_000_000)
     assert applied == []
     r.on_time(300 * 1_000_000_000)  # the interval: refreshed with the intraday blend
     assert len(applied) == 1 and applied[0].atr != 0.2
     for minute, px in ((4, 10.0), (5, 10.5), (6, 10.6)):  # a jump: the last two bars span 0.6 > 0.5 x ATR
-        r.on_tick(Tick("X", px, px, math.nan, 1, minute * MIN, 0))
-    r.on_tick(Tick("X", 10.6, 10.6, math.nan, 1, 7 * MIN, 0))
+        r.on_tick(Tick("X", CENT.units(px), CENT.units(px), 0, 1, minute * MIN, 0))
+    r.on_tick(Tick("X", CENT.units(10.6), CENT.units(10.6), 0, 1, 7 * MIN, 0))
     assert r.urgent == {"X"} and r.next_deadline(7 * MIN) == 7 * MIN  # refresh at once
     r.on_time(7 * MIN)
     assert len(applied) == 2 and r.regime_changes == 1

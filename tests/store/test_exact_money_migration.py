@@ -16,7 +16,7 @@ from tickguard.store.journal import Journal, _alembic_config, head_revision
 from tickguard.store.schema import metadata
 
 EXACT_COLUMNS = {"trades.qty", "orders.qty", "orders.filled", "orders.avg_price", "orders.commission", "fills.qty",
-                 "fills.price", "fills.commission", "legs.fraction", "legs.filled", "legs.inflight"}
+                 "fills.price", "fills.commission", "legs.fraction", "legs.filled", "legs.inflight", "legs.level"}
 
 
 def _engine(target: str) -> sa.Engine:
@@ -50,7 +50,8 @@ def _fill(**values) -> dict:
 
 
 def _leg(**values) -> dict:
-    return dict(name="stop", kind="stop", fraction=Decimal(1), level=98.5, armed=True, fired=0, filled=Decimal(0),
+    return dict(name="stop", kind="stop", fraction=Decimal(1), level=Decimal("98.5"), armed=True, fired=0,
+                filled=Decimal(0),
                 inflight=Decimal(0), updated_ns=4) | values
 
 
@@ -89,7 +90,7 @@ def test_a_0004_journal_of_floats_opens_with_exact_decimals(journal_target):
         ("0.1", "123.45", None), ("2.5", "0.3", Decimal("-0.35"))]
     assert {k: str(leg[k]) for k in ("fraction", "filled", "inflight")} == {
         "fraction": "1.0", "filled": "0.0", "inflight": "100.0"}
-    assert leg["level"] == 9.5 and isinstance(leg["level"], float)  # trigger levels are still floats
+    assert str(leg["level"]) == "9.5"  # trigger levels became exact too (migration 0007)
     assert all(isinstance(v, Decimal) for v in (trade["qty"], order["qty"], order["filled"], leg["inflight"]))
 
 
@@ -140,13 +141,13 @@ def test_a_new_journal_round_trips_decimals_exactly(journal_target, value):
     j.insert_trade(_trade(qty=value))
     j.insert_order(_order(qty=value, filled=value, avg_price=value, commission=value))
     j.insert_fill(_fill(qty=value, price=value, commission=value))
-    j.put_legs("T00001", [_leg(fraction=value, filled=value, inflight=value)])
+    j.put_legs("T00001", [_leg(fraction=value, filled=value, inflight=value, level=value)])
     j.close()
     j = Journal.open(journal_target, create=False)
     read = [j.list_trades()[0]["qty"], *(j.orders_of(["T00001"])[0][k] for k in ("qty", "filled", "avg_price",
                                                                                   "commission")),
             *(j.fills_of(["T00001"])[0][k] for k in ("qty", "price", "commission")),
-            *(j.legs_of(["T00001"])[0][k] for k in ("fraction", "filled", "inflight"))]
+            *(j.legs_of(["T00001"])[0][k] for k in ("fraction", "filled", "inflight", "level"))]
     j.close()
     assert len(read) == len(EXACT_COLUMNS)
     assert all(type(v) is Decimal and v == value and str(v) == str(value) for v in read), read
@@ -167,7 +168,7 @@ def test_storage_is_numeric_on_postgresql_and_plain_text_on_sqlite(journal_targe
             types = dict(conn.execute(sa.text("SELECT table_name || '.' || column_name, data_type "
                                               "FROM information_schema.columns WHERE table_schema = 'public'")).all())
             assert {c: types[c] for c in EXACT_COLUMNS} == dict.fromkeys(EXACT_COLUMNS, "numeric")
-            assert types["legs.level"] == types["volatility.atr"] == "double precision"
+            assert types["volatility.atr"] == "double precision"  # a statistic, not a price
     engine.dispose()
     j = Journal.open(journal_target, create=False)
     [order] = j.orders_of(["T00001"])
@@ -298,7 +299,7 @@ def test_the_trades_view_shows_decimals_plainly_and_json_gets_exact_strings(tmp_
         "qty": "100", "filled": "100", "avg_price": "10.01", "commission": "0"}
     assert (first["fills"][0]["qty"], first["fills"][0]["price"]) == ("0.0000001", "10.01")
     assert {k: first["legs"][0][k] for k in ("fraction", "filled", "level")} == {"fraction": "1", "filled": "0",
-                                                                                   "level": 98.5}
+                                                                                   "level": "98.5"}
     assert (old["entry_filled"], old["entry_avg"], old["realized"]) == ("100", "0.1", None)  # a pre-0005 snapshot
     console = Console(record=True, width=250)
     render(data, console)

@@ -31,7 +31,8 @@ def test_round_trip_and_filters(journal_target):
                        price=Decimal("10.01"), commission=Decimal("1.00"), ts_ns=3))
     j.event("accepted", 1, {"x": 1}, "T00001", None, "alice", "DU1")
     j.update_order("tg:T00001:entry", status="filled", filled=Decimal(100))
-    leg = dict(name="stop", kind="stop", fraction=Decimal(1), level=98.5, armed=True, fired=0, filled=Decimal(0),
+    leg = dict(name="stop", kind="stop", fraction=Decimal(1), level=Decimal("98.5"), armed=True, fired=0,
+                filled=Decimal(0),
                inflight=Decimal(0), updated_ns=4)
     j.put_legs("T00001", [leg])
     j.put_legs("T00001", [{**leg, "fired": 1, "armed": False}])  # replaced, not appended
@@ -45,7 +46,7 @@ def test_round_trip_and_filters(journal_target):
     [fill] = j.fills_of(["T00001"])
     assert (fill["exec_id"], str(fill["price"]), str(fill["commission"])) == ("e1", "10.01", "1.00")
     [stored] = j.legs_of(["T00001"])
-    assert (stored["name"], stored["fired"], stored["armed"], stored["level"]) == ("stop", 1, False, 98.5)
+    assert (stored["name"], stored["fired"], stored["armed"], stored["level"]) == ("stop", 1, False, Decimal("98.5"))
     assert j.events_of(["T00001"])[0]["data"] == {"x": 1}
     assert j.known_refs() == {("alice", "r-T00001"), ("bob", "r-T00002")}
     assert j.max_trade_number() == 2

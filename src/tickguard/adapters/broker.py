@@ -64,10 +64,10 @@ class BrokerOrder:
     action: Action
     qty: Decimal
     order_type: OrderType
-    limit_price: float | None = None
+    limit_price: Decimal | None = None  # exact, on the instrument's grid; an adapter writes it as it must
 
     def __post_init__(self) -> None:
-        _exact_fields(self, ('qty',))
+        _exact_fields(self, ('qty', 'limit_price'))
 
 
 @dataclass(slots=True, frozen=True)

@@ -20,17 +20,17 @@ BREAK_EVEN = "break_even"
 class EffectiveStop:
     """Where the trade is protected now (signed space) and which rule put the stop there."""
 
-    level_x: float
+    level_x: int  # signed grid units (price_grid)
     rule: str
 
 
-def effective_stop(base_x: float | None, trail_x: float | None, be_x: float | None) -> EffectiveStop | None:
+def effective_stop(base_x: int | None, trail_x: int | None, be_x: int | None) -> EffectiveStop | None:
     """The tightest component, or None when no component is armed.
 
     On a tie the rule reported is the one that moved the stop last in a trade's life: break-even over
     trailing over the initial stop-loss - what a trader reading the exit reason expects.
     """
-    level: float | None = None
+    level: int | None = None
     rule = STOP_LOSS
     for x, name in ((base_x, STOP_LOSS), (trail_x, TRAILING_STOP), (be_x, BREAK_EVEN)):
         if x is not None and (level is None or x >= level):
@@ -38,7 +38,8 @@ def effective_stop(base_x: float | None, trail_x: float | None, be_x: float | No
     return None if level is None else EffectiveStop(level, rule)
 
 
-def stop_distance(price_x: float, stop_x: float, atr: float) -> float:
-    """Distance to stop in ATR: (signed price - stop) / ATR.  Small means about to be stopped out; negative
-    means through it.  The batch priority and the live view's column are both this number."""
-    return (price_x - stop_x) / atr
+def stop_distance(price_x: int, stop_x: int, atr_units: float) -> float:
+    """Distance to stop in ATR: (signed price - stop) / ATR, all three in grid units.  Small means about to be
+    stopped out; negative means through it.  The batch priority and the live view's column are both this
+    number (a ranking, never a trigger decision: a float is fine here)."""
+    return (price_x - stop_x) / atr_units

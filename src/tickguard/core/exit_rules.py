@@ -1,6 +1,7 @@
 """Exit rules (pure core): their validated specs and the level arithmetic.
 
-Every rule is evaluated in *signed price space* (x = sign * price, sign = +1 long / -1 short) so one
+Every rule is evaluated in *signed price space* (x = sign * price, sign = +1 long / -1 short; prices in the
+integer units of ``price_grid``) so one
 formula serves both directions: a protective stop fires when x falls to its level, a target when x rises
 to it.  Keeping long and short in one code path is deliberate: a mirrored copy is where sign bugs hide.
 """
@@ -8,13 +9,19 @@ to it.  Keeping long and short in one code path is deliberate: a mirrored copy i
 from __future__ import annotations
 
 import datetime as dt
+import math
+from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tickguard.core.model import TriggerSource
+from tickguard.core.money import decimal_of
+from tickguard.core.price_grid import PriceGrid
+from tickguard.core.volatility import VolSnapshot
 
 Unit = Literal["price", "atr", "adr"]
 
@@ -133,43 +140,81 @@ def _exactly_one(a: object, b: object, rule: str, names: tuple[str, str] = ("pri
 
 
 # ----------------------------------------------------------------------------------------------- arithmetic
+#
+# Levels are integers in grid units (``price_grid``), in signed space.  ``entry_x`` is the signed average entry
+# in units, an exact fraction (an average of several fills need not be on the grid).  The one rounding rule:
+# a distance is a whole number of ticks, rounded down, at least one; a level is put on the grid towards the
+# entry - a stop up in signed space (tighter), a target down (nearer).
 
 
-def unit_size(unit: Unit, atr: float, adr: float) -> float:
-    """Price value of one unit.  ``price`` units are 1:1."""
+def unit_size(unit: Unit, vol: VolSnapshot) -> Decimal:
+    """Price value of one unit, exactly as the volatility figure reads (``price`` units are 1:1)."""
     if unit == "atr":
-        return atr
+        return decimal_of(vol.atr)
     if unit == "adr":
-        return adr
-    return 1.0
+        return decimal_of(vol.adr)
+    return Decimal(1)
 
 
-def stop_x(rule: StopLoss, sign: int, entry: float, atr: float, adr: float) -> float:
-    """Signed-space level of a stop-loss."""
+def rule_distance(value: float, unit: Unit, vol: VolSnapshot, grid: PriceGrid, minimum: int = 1) -> int:
+    """``value`` units of ATR / ADR / price as a distance in grid units: whole ticks, rounded down, at least
+    ``minimum`` ticks."""
+    return grid.distance(decimal_of(value) * unit_size(unit, vol), minimum)
+
+
+def stop_x(rule: StopLoss, sign: int, entry_x: Fraction, vol: VolSnapshot, grid: PriceGrid) -> int:
+    """Signed-space level of a stop-loss: its price, or its distance from the entry rounded tighter."""
     if rule.price is not None:
-        return sign * rule.price
+        return sign * grid.exact_units(rule.price)
     assert rule.distance is not None
-    return sign * entry - rule.distance * unit_size(rule.unit, atr, adr)
+    return grid.up(entry_x - rule_distance(rule.distance, rule.unit, vol, grid))
 
 
-def target_x(rule: TakeProfit, sign: int, entry: float, atr: float, adr: float) -> float:
-    """Signed-space level of a take-profit leg."""
+def target_x(rule: TakeProfit, sign: int, entry_x: Fraction, vol: VolSnapshot, grid: PriceGrid) -> int:
+    """Signed-space level of a take-profit leg: its price, or its distance from the entry rounded nearer."""
     if rule.price is not None:
-        return sign * rule.price
+        return sign * grid.exact_units(rule.price)
     assert rule.distance is not None
-    return sign * entry + rule.distance * unit_size(rule.unit, atr, adr)
+    return grid.down(entry_x + rule_distance(rule.distance, rule.unit, vol, grid))
 
 
-def trail_x(rule: TrailingStop, sign: int, entry: float, best_x: float, atr: float, adr: float) -> float | None:
-    """Signed-space trailing level given the best signed price since entry, or None while inactive."""
-    unit = unit_size(rule.unit, atr, adr)
-    if rule.activate_after is not None and best_x - sign * entry < rule.activate_after * unit:
-        return None
-    return best_x - rule.distance * unit
+@dataclass(slots=True, frozen=True)
+class StopMotion:
+    """How a trade's stop moves with its best price, sized for one volatility and one entry: the trailing
+    distance and the best price from which the trail is active, the best at which the break-even arms and
+    the level it moves the stop to (signed units; None: no such rule, or active at once for ``trail_from``).
+    Computed when the trade is sized, so a new best costs integer arithmetic only."""
+
+    trail_d: int | None = None
+    trail_from: int | None = None
+    be_from: int | None = None
+    be_level: int | None = None
+
+    def trail_level(self, best_x: int) -> int | None:
+        """The trailing level for a best of ``best_x`` (on the grid, rounded tighter), or None if inactive."""
+        if self.trail_d is None or (self.trail_from is not None and best_x < self.trail_from):
+            return None
+        level = best_x - self.trail_d
+        return level + (level & 1)  # a mid's best may be a half tick: up to the grid
+
+    def break_even(self, best_x: int) -> int | None:
+        """The break-even level once ``best_x`` has reached its threshold, else None."""
+        if self.be_from is None or best_x < self.be_from:
+            return None
+        return self.be_level
 
 
-def break_even_x(rule: BreakEven, sign: int, entry: float, best_x: float, atr: float, adr: float) -> float | None:
-    """Signed-space break-even stop once armed, else None."""
-    if best_x - sign * entry < rule.after * unit_size(rule.unit, atr, adr):
-        return None
-    return sign * entry + rule.offset
+def stop_motion(trail: TrailingStop | None, be: BreakEven | None, entry_x: Fraction, vol: VolSnapshot,
+                grid: PriceGrid) -> StopMotion:
+    """The moving parts of a stop for an entry and a volatility (see ``StopMotion``).
+
+    A best is an integer, so "best - entry >= threshold" is "best >= ceil(entry + threshold)"."""
+    trail_d = trail_from = be_from = be_level = None
+    if trail is not None:
+        trail_d = rule_distance(trail.distance, trail.unit, vol, grid)
+        if trail.activate_after is not None:
+            trail_from = math.ceil(entry_x + rule_distance(trail.activate_after, trail.unit, vol, grid, minimum=0))
+    if be is not None:
+        be_from = math.ceil(entry_x + rule_distance(be.after, be.unit, vol, grid))
+        be_level = grid.up(entry_x + grid.fraction(decimal_of(be.offset)))
+    return StopMotion(trail_d, trail_from, be_from, be_level)

@@ -9,42 +9,42 @@ and dropped whenever either changes (``invalidate``), which also tells the tick 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from tickguard.core.model import Tick, TriggerSource
+from tickguard.core.price_grid import FAR
 from tickguard.core.trigger_book import LevelKind, TriggerBook
 
-_INF = math.inf
+_INF = FAR
 
 
 @dataclass(slots=True, frozen=True)
 class Guard:
-    """Open interval per price source: a price at or beyond either end may matter."""
+    """Open interval per price source, in grid units: a price at or beyond either end may matter."""
 
-    bid_low: float = -_INF
-    bid_high: float = _INF
-    ask_low: float = -_INF
-    ask_high: float = _INF
-    last_low: float = -_INF
-    last_high: float = _INF
-    mid_low: float = -_INF
-    mid_high: float = _INF
+    bid_low: int = -_INF
+    bid_high: int = _INF
+    ask_low: int = -_INF
+    ask_high: int = _INF
+    last_low: int = -_INF
+    last_high: int = _INF
+    mid_low: int = -_INF
+    mid_high: int = _INF
 
     @property
     def watches_last_or_mid(self) -> bool:
         """Only a few trades watch last or mid: when none does, the tick path skips those two checks."""
-        return any(math.isfinite(x) for x in (self.last_low, self.last_high, self.mid_low, self.mid_high))
+        return any(-_INF < x < _INF for x in (self.last_low, self.last_high, self.mid_low, self.mid_high))
 
     def last_or_mid_crosses(self, tick: Tick) -> bool:
-        last = tick.last
-        mid = (tick.bid + tick.ask) * 0.5
-        return ((last == last and (last <= self.last_low or last >= self.last_high))
+        last = tick.last  # 0: no last in this tick
+        mid = (tick.bid + tick.ask) >> 1  # exact: see Tick.price
+        return ((last != 0 and (last <= self.last_low or last >= self.last_high))
                 or mid <= self.mid_low or mid >= self.mid_high)
 
 
-EndsOf = Callable[[str], list[tuple[TriggerSource, int, float]]]
+EndsOf = Callable[[str], list[tuple[TriggerSource, int, int]]]
 
 
 class GuardCache:

@@ -1,18 +1,19 @@
 """The engine's shared vocabulary (see design.md): small immutable values passed between layers.
 
-Everything here is plain data so the pure core can be tested without asyncio or I/O.  Prices are floats,
-times are integer nanoseconds since the epoch (UTC) so that ordering and arithmetic are exact.
+Everything here is plain data so the pure core can be tested without asyncio or I/O.  A tick's prices are
+integer units of its instrument's grid (half-ticks, see ``price_grid``), converted once at the adapter; prices
+that leave the core (trigger reports, limits) are exact ``Decimal``s.  Times are integer nanoseconds since the
+epoch (UTC).  So ordering and arithmetic are exact everywhere.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from tickguard.core.money import exact
+from tickguard.core.money import decimal_of, exact
 
 
 class Side(StrEnum):
@@ -96,24 +97,28 @@ class TriggerSource(StrEnum):
 
 @dataclass(slots=True, frozen=True)
 class Tick:
-    """One quote/trade update. ``last`` may be NaN when the feed carries quotes only."""
+    """One quote/trade update, its prices in grid units (``price_grid``: even integers, half-ticks).
+
+    ``last`` is ``NO_PRICE`` (0) when the feed carries quotes only."""
 
     symbol: str
-    bid: float
-    ask: float
-    last: float
+    bid: int
+    ask: int
+    last: int
     size: float
     ts_ns: int  # exchange timestamp
     recv_ns: int  # when the engine received it
     seq: int = 0  # feed sequence number, used by reports and replay
 
-    def price(self, source: TriggerSource) -> float:
+    def price(self, source: TriggerSource) -> int:
+        """The tick's price on ``source``, in units; 0 when it has none (no last).  The mid is exact:
+        bid and ask are whole ticks (even units), so their mean is a whole number of half-ticks."""
         if source is TriggerSource.BID:
             return self.bid
         if source is TriggerSource.ASK:
             return self.ask
         if source is TriggerSource.MID:
-            return (self.bid + self.ask) * 0.5
+            return (self.bid + self.ask) >> 1
         if source is TriggerSource.LAST:
             return self.last
         raise ValueError(f"trigger source {source!r} must be resolved before pricing a tick")
@@ -121,22 +126,23 @@ class Tick:
 
 @dataclass(slots=True, frozen=True)
 class TriggerInfo:
-    """Why an exit fired: the price that crossed, the level it crossed, and the tick that carried it."""
+    """Why an exit fired: the price that crossed, the level it crossed (exact prices; None when there is
+    none, e.g. a time stop), and the tick that carried it."""
 
     rule: str
-    level: float
-    price: float
+    level: Decimal | None
+    price: Decimal | None
     tick_seq: int
     tick_ts_ns: int
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (NaN, i.e. "no such price", becomes None): the one serialisation of a trigger."""
-        return {"rule": self.rule, "level": json_float(self.level), "price": json_float(self.price),
+        """JSON-ready form, prices as decimal text: the one serialisation of a trigger."""
+        return {"rule": self.rule, "level": _text(self.level), "price": _text(self.price),
                 "tick_seq": self.tick_seq, "tick_ts_ns": self.tick_ts_ns}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TriggerInfo:
-        return cls(data["rule"], _nan_if_none(data["level"]), _nan_if_none(data["price"]), data["tick_seq"],
+        return cls(data["rule"], price_of(data["level"]), price_of(data["price"]), data["tick_seq"],
                    data["tick_ts_ns"])
 
 
@@ -153,7 +159,7 @@ class OrderIntent:
     action: Action
     qty: Decimal
     order_type: OrderType
-    limit_price: float | None
+    limit_price: Decimal | None  # on the instrument's grid (``price_grid``)
     priority: PriorityClass
     created_ns: int
     trigger: TriggerInfo | None = None
@@ -161,6 +167,8 @@ class OrderIntent:
     def __post_init__(self) -> None:
         if not isinstance(self.qty, Decimal):  # a quantity is exact from the moment an intent exists
             object.__setattr__(self, "qty", exact(self.qty))
+        if self.limit_price is not None and not isinstance(self.limit_price, Decimal):  # so is a limit price
+            object.__setattr__(self, "limit_price", exact(self.limit_price))
 
     @property
     def is_exit(self) -> bool:
@@ -172,7 +180,7 @@ class OrderIntent:
         return {
             "key": self.key, "trade_id": self.trade_id, "leg": self.leg, "user": self.user,
             "account": self.account, "symbol": self.symbol, "action": self.action.value, "qty": str(self.qty),
-            "order_type": self.order_type.value, "limit_price": self.limit_price, "priority": int(self.priority),
+            "order_type": self.order_type.value, "limit_price": _text(self.limit_price), "priority": int(self.priority),
             "created_ns": self.created_ns, "trigger": None if self.trigger is None else self.trigger.to_dict(),
         }
 
@@ -182,7 +190,7 @@ class OrderIntent:
         return cls(
             key=data["key"], trade_id=data["trade_id"], leg=data["leg"], user=data["user"],
             account=data["account"], symbol=data["symbol"], action=Action(data["action"]), qty=exact(data["qty"]),
-            order_type=OrderType(data["order_type"]), limit_price=data["limit_price"],
+            order_type=OrderType(data["order_type"]), limit_price=price_of(data["limit_price"]),
             priority=PriorityClass(data["priority"]), created_ns=data["created_ns"],
             trigger=None if trigger is None else TriggerInfo.from_dict(trigger),
         )
@@ -200,10 +208,14 @@ class Bar:
     volume: float = 0.0
 
 
-def json_float(x: float) -> float | None:
-    """A price for JSON: NaN and infinities (no such price) become None."""
-    return x if math.isfinite(x) else None
+def price_of(value: str | float | None) -> Decimal | None:
+    """A journaled price back as a decimal (journals written before prices were exact hold floats, and NaN
+    or None for "no price")."""
+    if value is None:
+        return None
+    price = decimal_of(value)
+    return price if price.is_finite() else None
 
 
-def _nan_if_none(x: float | None) -> float:
-    return math.nan if x is None else x
+def _text(price: Decimal | None) -> str | None:
+    return None if price is None else str(price)

@@ -13,14 +13,14 @@ trailing stops that are in step with the symbol's running best share one mark, s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 from sortedcontainers import SortedList
 
 from tickguard.core.effective_stop import STOP_LOSS, TRAILING_STOP, EffectiveStop, effective_stop
-from tickguard.core.exit_rules import BreakEven, StopLoss, TrailingStop, break_even_x, stop_x, trail_x, unit_size
+from tickguard.core.exit_rules import BreakEven, StopLoss, StopMotion, TrailingStop, stop_motion, stop_x
 from tickguard.core.model import Tick, TriggerInfo, TriggerSource
+from tickguard.core.price_grid import FAR, PriceGrid
 from tickguard.core.trades import Trade, TradeRequest
 from tickguard.core.trail_groups import Marks, TrailGroups
 from tickguard.core.trigger_book import LevelKind, TriggerBook
@@ -37,9 +37,11 @@ class StopTracker:
         volatility: Callable[[str], VolSnapshot | None],
         trade_of: Callable[[int], Trade],
         on_change: Callable[[str], None],
+        grid: Callable[[str], PriceGrid],
     ) -> None:
         self._book = book
         self._vol = volatility
+        self._grid = grid
         self._trade_of = trade_of  # level id of a stop leg -> its trade
         self._on_change = on_change  # told the symbol whenever what its guards depend on changes
         self.groups = TrailGroups(on_change)
@@ -50,13 +52,13 @@ class StopTracker:
 
     # ---------------------------------------------------------------------------------------- reading
 
-    def trail_x(self, trade: Trade) -> float | None:
+    def trail_x(self, trade: Trade) -> int | None:
         """The trailing component now: the group's level while the trade is in a trail group."""
         if trade.grouped and trade.stop is not None:
             return self.groups.level_x(trade.stop.level_id)
         return trade.trail_x
 
-    def best_x(self, trade: Trade) -> float:
+    def best_x(self, trade: Trade) -> int:
         """The best signed price since entry (a grouped trade's best is its group's mark)."""
         if trade.grouped:
             return self.groups.marks_for(trade.symbol).mark_x(trade.sign)
@@ -91,31 +93,53 @@ class StopTracker:
     def marks_for(self, symbol: str) -> Marks:
         return self.groups.marks_for(symbol)
 
-    def following_ends(self, symbol: str) -> list[tuple[TriggerSource, int, float]]:
+    def following_ends(self, symbol: str) -> list[tuple[TriggerSource, int, int]]:
         """(source, sign, lowest best_x) of each non-empty index of ``symbol``: a new best there moves a stop."""
         return [(source, sign, follow[0][0]) for (source, sign), follow in self._following.get(symbol, {}).items()
                 if follow]
+
+    def nearest_gap(self, tick: Tick) -> int | None:
+        """How far ``tick`` is above the nearest stop of its symbol (signed price - level, in units; negative:
+        through it), over the booked stops and the trail groups; None when the symbol has no stop."""
+        gaps = [sign * tick.price(source) - book[-1][0]
+                for (source, sign, kind), book in self._book.books(tick.symbol).items()
+                if kind is LevelKind.STOP and book]
+        marks = self.groups.marks.get(tick.symbol)
+        if marks is not None:
+            if marks.bd != FAR:
+                gaps.append(tick.bid - (marks.bmark - marks.bd))
+            if marks.ad != FAR:
+                gaps.append(-tick.ask - (-marks.amark - marks.ad))
+        return min(gaps) if gaps else None
 
     # -------------------------------------------------------------------------------------- placement
 
     def size(self, trade: Trade, vol: VolSnapshot, initial: bool) -> None:
         """(Re)size the stop's components from the volatility.  A stop-loss never loosens unless its rule
-        allows it; a trail keeps its level and uses the new unit from the next best on; a break-even level,
-        once armed, stays."""
+        allows it; a trail keeps its level and uses the new distance from the next best on; a break-even
+        level, once armed, stays."""
         req = trade.request
-        sign, entry = trade.sign, trade.entry_avg
+        grid = self._grid(trade.symbol)
+        entry_x = trade.entry_x(grid)
         sl = req.rule(StopLoss)
         if sl is not None:
-            level = stop_x(sl, sign, entry, vol.atr, vol.adr)
+            level = stop_x(sl, trade.sign, entry_x, vol, grid)
             if initial or sl.allow_loosen or trade.stop_base_x is None or level > trade.stop_base_x:
                 trade.stop_base_x = level
-        trail = req.rule(TrailingStop)
-        if trail is not None and initial:
-            trade.trail_x = trail_x(trail, sign, entry, trade.best_x, vol.atr, vol.adr)
-        be = req.rule(BreakEven)
-        if be is not None and trade.be_x is None:
-            trade.be_x = break_even_x(be, sign, entry, trade.best_x, vol.atr, vol.adr)
+        motion = self.measure(trade, vol)
+        if initial:
+            trade.trail_x = motion.trail_level(trade.best_x)
+        if trade.be_x is None:
+            trade.be_x = motion.break_even(trade.best_x)
         self.rearm(trade)
+
+    def measure(self, trade: Trade, vol: VolSnapshot) -> StopMotion:
+        """How the trade's stop moves, sized for ``vol`` and its entry now (kept until either changes)."""
+        req = trade.request
+        trade.motion = stop_motion(req.rule(TrailingStop), req.rule(BreakEven), trade.entry_x(self._grid(trade.symbol)),
+                                   vol, self._grid(trade.symbol))
+        trade.motion_vol = vol
+        return trade.motion
 
     def rearm(self, trade: Trade) -> None:
         """Put the effective stop in the trigger book (its trailing part stays with the group if grouped)."""
@@ -162,32 +186,33 @@ class StopTracker:
                     follow.add((trade.best_x, level_id))
         return crossed
 
-    def _advance(self, trade: Trade, x: float, tick: Tick) -> TriggerInfo | None:
+    def _advance(self, trade: Trade, x: int, tick: Tick) -> TriggerInfo | None:
         """A new best ``x`` for ``trade``: tighten its trailing and break-even components."""
-        req = trade.request
-        trail = req.rule(TrailingStop)
-        be = req.rule(BreakEven)
         stop = trade.stop
         vol = self._vol(trade.symbol)
-        if (trail is None and be is None) or stop is None or vol is None or x <= trade.best_x:
+        if stop is None or vol is None or x <= trade.best_x:
             return None  # without volatility to size moves with, the journaled levels stand (and still fire)
+        motion = trade.motion if trade.motion_vol is vol else self.measure(trade, vol)
+        if motion.trail_d is None and motion.be_from is None:
+            return None
         trade.best_x = x
-        if trail is not None:
-            level = trail_x(trail, trade.sign, trade.entry_avg, x, vol.atr, vol.adr)
-            if level is not None and (trade.trail_x is None or level > trade.trail_x):
-                trade.trail_x = level
-        if be is not None and trade.be_x is None:
-            trade.be_x = break_even_x(be, trade.sign, trade.entry_avg, x, vol.atr, vol.adr)
+        level = motion.trail_level(x)
+        if level is not None and (trade.trail_x is None or level > trade.trail_x):
+            trade.trail_x = level
+        if trade.be_x is None:
+            trade.be_x = motion.break_even(x)
         self.rearm(trade)
         current = self.effective(trade)
         if stop.level_x is not None and current is not None and x <= stop.level_x:
-            return TriggerInfo(current.rule, trade.sign * stop.level_x, trade.sign * x, tick.seq, tick.ts_ns)
+            grid = self._grid(trade.symbol)
+            return TriggerInfo(current.rule, grid.price(trade.sign * stop.level_x), grid.price(trade.sign * x),
+                               tick.seq, tick.ts_ns)
         return None
 
     def pop_group_fired(self, tick: Tick) -> list[tuple[int, TriggerInfo]]:
         """Trail-group stops that ``tick`` touched, as (level id, why); they leave their group."""
         marks = self.groups.marks.get(tick.symbol)
-        if marks is None or (marks.bd == math.inf and marks.ad == math.inf):
+        if marks is None or (marks.bd == FAR and marks.ad == FAR):
             return []
         fired = []
         for sign, price in ((1, tick.bid), (-1, tick.ask)):
@@ -195,7 +220,9 @@ class StopTracker:
                 trade = self._trade_of(level_id)
                 trade.grouped = False
                 trade.trail_x = level
-                fired.append((level_id, TriggerInfo(TRAILING_STOP, sign * level, price, tick.seq, tick.ts_ns)))
+                grid = self._grid(tick.symbol)
+                fired.append((level_id, TriggerInfo(TRAILING_STOP, grid.price(sign * level), grid.price(price),
+                                                    tick.seq, tick.ts_ns)))
         return fired
 
     # ----------------------------------------------------------------------------------------- groups
@@ -207,12 +234,12 @@ class StopTracker:
                 or stop.source is not (TriggerSource.BID if trade.sign > 0 else TriggerSource.ASK)):
             return False
         req = trade.request
-        trail = req.rule(TrailingStop)
         vol = self._vol(trade.symbol)
-        if trail is None or vol is None or (req.rule(BreakEven) is not None and trade.be_x is None):
+        if vol is None or req.rule(TrailingStop) is None or (req.rule(BreakEven) is not None and trade.be_x is None):
             return False
-        d = trail.distance * unit_size(trail.unit, vol.atr, vol.adr)
-        if trade.trail_x != trade.best_x - d:
+        motion = trade.motion if trade.motion_vol is vol else self.measure(trade, vol)
+        d = motion.trail_d
+        if d is None or trade.trail_x != trade.best_x - d:
             return False  # not in step (a volatility change loosened it): the per-trade path keeps it
         if not self.groups.join(stop.level_id, trade.symbol, trade.sign, trade.best_x, d):
             return False

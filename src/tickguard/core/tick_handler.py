@@ -16,7 +16,6 @@ Two modes, identical in what they decide:
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,9 +23,10 @@ from typing import Protocol
 
 from tickguard.core.guards import Guard
 from tickguard.core.model import Tick
+from tickguard.core.price_grid import FAR
 from tickguard.core.trail_groups import Marks
 
-_INF = math.inf
+_INF = FAR
 
 
 @dataclass(slots=True)
@@ -43,16 +43,16 @@ class TickCounters:
 
 
 def tick_problem(tick: Tick, last_ts: int | None) -> str | None:
-    """Why a tick must not be acted on, or None.  Locked quotes (bid == ask) are valid; crossed are not."""
+    """Why a tick must not be acted on, or None.  Locked quotes (bid == ask) are valid; crossed are not.
+
+    Prices are grid units (``price_grid``): the adapter turned every "no price" into 0, so a missing or
+    non-positive bid or ask is one problem here; a last of 0 is a quote-only feed's, and fine."""
     bid, ask = tick.bid, tick.ask
-    if not (math.isfinite(bid) and math.isfinite(ask)):
-        return "non_finite_price"
     if bid <= 0 or ask <= 0:
         return "non_positive_price"
     if bid > ask:
         return "crossed_quote"
-    last = tick.last
-    if last == last and (not math.isfinite(last) or last <= 0):  # NaN last is allowed: quote-only feed
+    if tick.last < 0:
         return "bad_last_price"
     if tick.size < 0 or tick.size != tick.size:
         return "bad_size"
@@ -238,9 +238,9 @@ class TickHandler:
         accepted = 0
         for tick in ticks:
             state = states.get(tick.symbol) or self._state(tick.symbol)
-            bid, ask, last = tick.bid, tick.ask, tick.last
-            # a valid tick: 0 < bid <= ask, finite; last absent (NaN) or positive; size >= 0; time forwards
-            if (not (0.0 < bid <= ask < _INF) or tick.ts_ns < state.last_ts or (last == last and not 0.0 < last < _INF)
+            bid, ask = tick.bid, tick.ask
+            # a valid tick: 0 < bid <= ask, in grid units; last absent (0) or positive; size >= 0; time forwards
+            if (not (0 < bid <= ask < _INF) or tick.ts_ns < state.last_ts or not 0 <= tick.last < _INF
                     or not tick.size >= 0):
                 self.counters.drop(tick_problem(tick, state.last_ts) or "invalid")
                 continue

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from tickguard.core.exit_rules import StopLoss, TakeProfit
 from tickguard.core.model import Tick
-from tickguard.core.price_grid import on_grid
+from tickguard.core.price_grid import PriceGrid
 from tickguard.core.trades import TradeRequest
 
 
@@ -27,30 +27,35 @@ class MarketFacts:
     known: bool  # a contract and a volatility are there
     quote: Tick | None
     lot: Decimal
-    min_tick: float
+    grid: PriceGrid
 
 
 def check_request(request: TradeRequest, facts: MarketFacts) -> None:
-    """Raise ``TradeRejected`` naming the first problem: an unknown symbol, a limit price off the tick grid
-    (refused, never moved: it is the user's price), fixed exit prices on the wrong side of the entry, a
-    quantity that is not a whole number of lots."""
-    symbol = request.symbol
+    """Raise ``TradeRejected`` naming the first problem: an unknown symbol, a user's price (limit, fixed stop
+    or target) off the tick grid (refused, never moved: it is the user's price), fixed exit prices on the
+    wrong side of the entry, a quantity that is not a whole number of lots."""
+    symbol, grid = request.symbol, facts.grid
     if not facts.known:
         raise TradeRejected(f"unknown symbol {symbol!r}: no contract or volatility for it")
-    if request.limit_price is not None and not on_grid(request.limit_price, facts.min_tick):
-        raise TradeRejected(f"limit price {request.limit_price} is not on the tick grid of {symbol}: "
-                            f"it must be a whole multiple of the minimum tick {facts.min_tick}")
+    named = [("limit price", request.limit_price)] + [
+        (f"{rule.kind} price", rule.price) for rule in request.rules if isinstance(rule, StopLoss | TakeProfit)]
+    for what, price in named:
+        if price is not None and not grid.on_grid(price):
+            raise TradeRejected(f"{what} {price} is not on the tick grid of {symbol}: "
+                                f"it must be a whole multiple of the minimum tick {grid.tick}")
     sign = request.side.sign
-    ref = request.limit_price
-    if ref is None:
-        if facts.quote is None:
-            raise TradeRejected(f"{symbol}: no quote yet, cannot check the exits against the entry")
+    if request.limit_price is not None:
+        ref = grid.exact_units(request.limit_price)
+    elif facts.quote is None:
+        raise TradeRejected(f"{symbol}: no quote yet, cannot check the exits against the entry")
+    else:
         ref = facts.quote.ask if sign > 0 else facts.quote.bid
     for rule in request.rules:
-        wrong = ((isinstance(rule, StopLoss) and rule.price is not None and sign * rule.price >= sign * ref)
-                 or (isinstance(rule, TakeProfit) and rule.price is not None and sign * rule.price <= sign * ref))
-        if wrong:
-            raise TradeRejected(f"{rule.kind} price {rule.price} is on the wrong side of the entry ({ref}) "
-                                f"for a {request.side.value} trade")
+        if not isinstance(rule, StopLoss | TakeProfit) or rule.price is None:
+            continue
+        level = sign * grid.exact_units(rule.price)
+        if (level >= sign * ref) if isinstance(rule, StopLoss) else (level <= sign * ref):
+            raise TradeRejected(f"{rule.kind} price {rule.price} is on the wrong side of the entry "
+                                f"({grid.price(ref)}) for a {request.side.value} trade")
     if request.qty % facts.lot != 0:  # exact: 100.0000001 shares is not 100
         raise TradeRejected(f"qty {request.qty} is not a whole number of lots of {facts.lot} for {symbol}")

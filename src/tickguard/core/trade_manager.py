@@ -15,6 +15,7 @@ import itertools
 import math
 from collections.abc import Callable
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from tickguard.core.effective_stop import EffectiveStop, stop_distance
@@ -23,9 +24,9 @@ from tickguard.core.exit_sizing import target_wants, whole_lots
 from tickguard.core.guards import Guard, GuardCache
 from tickguard.core.halts import Execution, Overfill, fitting, stop_automation
 from tickguard.core.model import OrderIntent, OrderType, PriorityClass, Tick, TradeState, TriggerInfo, TriggerSource
-from tickguard.core.money import ZERO, exact, ratio
+from tickguard.core.money import ZERO, decimal_of, exact, ratio
 from tickguard.core.order_state import OrderStatus
-from tickguard.core.price_grid import marketable_limit
+from tickguard.core.price_grid import CENT, PriceGrid
 from tickguard.core.stop_motion import StopTracker, stop_source
 from tickguard.core.trade_checks import MarketFacts, TradeRejected, check_request
 from tickguard.core.trade_snapshots import apply_snapshot, snapshot
@@ -43,9 +44,9 @@ class TradeManager:
         volatility: Callable[[str], VolSnapshot | None],
         quote: Callable[[str], Tick | None],
         lot_size: Callable[[str], Decimal] = lambda _s: Decimal(1),
-        min_tick: Callable[[str], float] = lambda _s: 0.01,
+        grid: Callable[[str], PriceGrid] = lambda _s: CENT,
         exit_order_type: OrderType = OrderType.MARKET,
-        exit_limit_offset: float = 0.0,
+        exit_limit_offset: float | Decimal = 0,
         retry_backoff_ns: int = 500_000_000,
         on_event: Callable[[Trade, str, dict[str, Any]], None] | None = None,
         instance_id: str | None = None,  # the journal's id, in every key: tg:<id>:T00001:entry (None: tg:T00001:...)
@@ -57,13 +58,13 @@ class TradeManager:
         self._vol = volatility
         self._quote = quote
         self._lot = lot_size
-        self._min_tick = min_tick  # limit prices must be whole ticks (IB error 110 otherwise)
+        self._grid = grid  # each symbol's tick: every price in the core is in its units (price_grid)
         self._exit_type = exit_order_type
-        self._exit_offset = exit_limit_offset
+        self._exit_offset = decimal_of(exit_limit_offset)
         self._retry_ns = retry_backoff_ns
         self.on_event = on_event  # the journal recorder listens here
         self.book = TriggerBook()
-        self.stops = StopTracker(self.book, volatility, self._trade_of_level, self._changed)
+        self.stops = StopTracker(self.book, volatility, self._trade_of_level, self._changed, grid)
         self.guards = GuardCache(self.book, self.stops.following_ends)
         self.book.on_change = self.guards.invalidate
         self.timers = TradeTimers()
@@ -114,7 +115,7 @@ class TradeManager:
     def _check(self, request: TradeRequest) -> None:
         symbol = request.symbol
         check_request(request, MarketFacts(self._vol(symbol) is not None, self._quote(symbol), self._lot(symbol),
-                                           self._min_tick(symbol)))
+                                           self._grid(symbol)))
         if request.ref is not None and (request.user, request.ref) in self._refs:
             raise TradeRejected(f"user {request.user!r} already has a trade with ref {request.ref!r}")
 
@@ -159,16 +160,17 @@ class TradeManager:
         marks = self.stops.groups.marks.get(symbol)
         if marks is not None:
             marks.observe(tick.bid, tick.ask)
-        targets: list[tuple[Trade, Leg, float]] | None = None  # built only when a target fires (rare)
+        targets: list[tuple[Trade, Leg, int]] | None = None  # built only when a target fires (rare)
         for source, sign in self.book.sources(symbol):
             price = tick.price(source)
-            if price != price:  # no such price in this tick (a quote-only feed has no last)
+            if not price:  # no such price in this tick (a quote-only feed has no last)
                 continue
             x = sign * price
             for level_id in self.book.pop_crossed(symbol, source, sign, x, x):
                 trade, leg = self._legs[level_id]
                 if leg.terminal:
-                    self._fire_terminal(trade, leg, _crossing(trade, leg, self.stops.fired_rule(trade), tick, price))
+                    self._fire_terminal(trade, leg, _crossing(self._grid(symbol), trade, leg,
+                                                              self.stops.fired_rule(trade), tick, price))
                 elif targets is None:
                     targets = [(trade, leg, price)]
                 else:
@@ -177,7 +179,7 @@ class TradeManager:
             trade, leg = self._legs[level_id]
             self._fire_terminal(trade, leg, info)
         for trade, leg, price in targets or ():
-            self._fire_target(trade, leg, _crossing(trade, leg, "take_profit", tick, price))
+            self._fire_target(trade, leg, _crossing(self._grid(symbol), trade, leg, "take_profit", tick, price))
         for trade, info in self.stops.advance_symbol(tick):
             assert trade.stop is not None
             self._fire_terminal(trade, trade.stop, info)
@@ -197,9 +199,11 @@ class TradeManager:
         self.stops.size(trade, vol, initial)
         if trade.closing:
             return
+        grid = self._grid(trade.symbol)
+        entry_x = trade.entry_x(grid)
         for leg in trade.targets:
             assert leg.rule is not None
-            leg.level_x = target_x(leg.rule, trade.sign, trade.entry_avg, vol.atr, vol.adr)
+            leg.level_x = target_x(leg.rule, trade.sign, entry_x, vol, grid)
             if leg.level_id in self.book or self._target_wants(trade, leg) > 0:
                 self.book.upsert(leg.level_id, trade.symbol, leg.source, trade.sign, LevelKind.TARGET, leg.level_x)
 
@@ -244,8 +248,9 @@ class TradeManager:
         if self._exit_type is OrderType.LIMIT:
             tick = self._quote(trade.symbol)
             if tick is not None:  # offset beyond the touch, snapped away from it (sell down, buy up): exact
+                grid = self._grid(trade.symbol)
                 base = tick.bid if trade.sign > 0 else tick.ask
-                limit = marketable_limit(base, self._exit_offset, self._min_tick(trade.symbol), buy=trade.sign < 0)
+                limit = grid.price(grid.marketable_limit(base, self._exit_offset, buy=trade.sign < 0))
         intent = OrderIntent(
             key=f"{self.key_prefix}{trade.id}:{leg.name}:{leg.fired}", trade_id=trade.id, leg=leg.name, user=req.user,
             account=req.account or "", symbol=trade.symbol, action=req.side.exit_action, qty=qty,
@@ -293,14 +298,15 @@ class TradeManager:
         first = trade.entry_filled == 0
         trade.entry_filled += qty
         trade.entry_cost += price * qty
-        trade.entry_avg = float(ratio(trade.entry_cost, trade.entry_filled))
+        trade.entry_avg = ratio(trade.entry_cost, trade.entry_filled)
         if trade.entry_filled >= trade.request.qty:
             trade.entry_working = False
         self._emit(trade, "entry_fill", {"qty": qty, "price": price, "ts_ns": ts_ns})
         vol = self._vol(trade.symbol)
         if first:
             trade.entry_ts_ns = ts_ns
-            trade.best_x = trade.sign * float(price)
+            # the best so far is the fill; off the grid (a sub-tick print) it counts as no better than it was
+            trade.best_x = math.floor(trade.sign * self._grid(trade.symbol).fraction(Fraction(price)))
             time_rule = trade.request.rule(TimeStop)
             if time_rule is not None:
                 trade.time_deadline_ns = time_rule.deadline_ns(ts_ns)
@@ -310,7 +316,7 @@ class TradeManager:
         if trade.closing:  # a late entry fill after the trade was stopped: flatten it too
             leg = trade.stop or trade.time_leg
             assert leg is not None
-            self._fire_terminal(trade, leg, TriggerInfo(trade.close_reason, math.nan, float(price), -1, ts_ns))
+            self._fire_terminal(trade, leg, TriggerInfo(trade.close_reason, None, price, -1, ts_ns))
         elif vol is not None:
             self._size_levels(trade, vol, initial=first)
             self.stops.try_group(trade)
@@ -358,7 +364,7 @@ class TradeManager:
             if not trade.state.automated:  # over, or halted: no timer acts for it
                 continue
             if what == "time_stop" and trade.time_leg is not None and trade.open_qty > 0:
-                self._fire_terminal(trade, trade.time_leg, TriggerInfo("time_stop", math.nan, math.nan, -1, now_ns))
+                self._fire_terminal(trade, trade.time_leg, TriggerInfo("time_stop", None, None, -1, now_ns))
             elif what == "entry_timeout" and trade.entry_working:
                 self.cancels.append(trade.entry_key)
                 self._emit(trade, "entry_timeout", {})
@@ -368,7 +374,7 @@ class TradeManager:
 
     def _retry_leg(self, trade: Trade, leg: Leg, now_ns: int) -> None:
         if trade.closing:
-            self._fire_terminal(trade, leg, TriggerInfo(trade.close_reason, math.nan, math.nan, -1, now_ns))
+            self._fire_terminal(trade, leg, TriggerInfo(trade.close_reason, None, None, -1, now_ns))
         elif leg.level_x is not None and not leg.terminal:
             self.book.upsert(leg.level_id, trade.symbol, leg.source, trade.sign, LevelKind.TARGET, leg.level_x)
 
@@ -376,13 +382,13 @@ class TradeManager:
 
     def snapshot(self, trade: Trade) -> dict[str, Any]:
         """What the journal keeps of a trade (see ``trade_snapshots``)."""
-        return snapshot(trade, self.stops, self.book.__contains__)
+        return snapshot(trade, self.stops, self.book.__contains__, self._grid(trade.symbol))
 
     def restore(self, trade_id: str, request: TradeRequest, snap: dict[str, Any], created_ns: int,
                 entry_key: str | None = None) -> Trade:
         """Rebuild a trade from its journaled snapshot (and entry key): levels back in the book, timers re-armed."""
         trade = self._new_trade(trade_id, request, created_ns)
-        armed = apply_snapshot(trade, snap)
+        armed = apply_snapshot(trade, snap, self._grid(trade.symbol))
         trade.entry_key = entry_key or f"{self.key_prefix}{trade_id}:entry"
         if trade.state.automated and not trade.closing:  # a halted trade is restored halted: nothing armed
             for leg in trade.legs():
@@ -406,8 +412,7 @@ class TradeManager:
         if trade.closing and trade.state.automated and trade.inflight <= 0 and trade.open_qty > 0:
             leg = trade.stop or trade.time_leg or (trade.targets[0] if trade.targets else None)
             if leg is not None:
-                self._fire_terminal(trade, leg, TriggerInfo(trade.close_reason, math.nan, math.nan, -1,
-                                                            self._clock()))
+                self._fire_terminal(trade, leg, TriggerInfo(trade.close_reason, None, None, -1, self._clock()))
 
     # ----------------------------------------------------------------------------------------- queries
 
@@ -417,36 +422,33 @@ class TradeManager:
             return None
         return self.stops.effective(trade)
 
-    def stop_price(self, trade: Trade) -> float | None:
-        """The effective protective stop in price terms, for people (None: no stop armed)."""
+    def stop_price(self, trade: Trade) -> Decimal | None:
+        """The effective protective stop as a price, for people (None: no stop armed)."""
         stop = self.effective_stop(trade)
-        return None if stop is None else trade.sign * stop.level_x
+        return None if stop is None else self._grid(trade.symbol).price(trade.sign * stop.level_x)
+
+    def grid(self, symbol: str) -> PriceGrid:
+        """The symbol's price grid: how its prices and the core's units convert."""
+        return self._grid(symbol)
+
+    def _atr_units(self, symbol: str) -> float:
+        """The symbol's ATR in grid units, for distances to stop (1 unit when no volatility is known)."""
+        vol = self._vol(symbol)
+        return 1.0 if vol is None else vol.atr / self._grid(symbol).approx(1)
 
     def distance_to_stop(self, trade: Trade, tick: Tick | None = None) -> float:
         """(price - stop) / ATR, signed so that small means about to be stopped out; +inf if no stop."""
         stop = self.effective_stop(trade)
         tick = tick or self._quote(trade.symbol)
-        vol = self._vol(trade.symbol)
-        if stop is None or trade.stop is None or tick is None or vol is None:
+        if stop is None or trade.stop is None or tick is None or self._vol(trade.symbol) is None:
             return math.inf
-        return stop_distance(trade.sign * tick.price(trade.stop.source), stop.level_x, vol.atr)
+        return stop_distance(trade.sign * tick.price(trade.stop.source), stop.level_x, self._atr_units(trade.symbol))
 
     def symbol_risk_at(self, symbol: str, tick: Tick) -> float:
         """Distance to the nearest stop of ``symbol`` in ATR at ``tick``: the batch priority, from the ends
         of the book and of the trail groups in O(1) rather than from every trade."""
-        vol = self._vol(symbol)
-        atr = vol.atr if vol is not None else 1.0
-        best = math.inf
-        for (source, sign, kind), book in self.book.books(symbol).items():
-            if kind is LevelKind.STOP and book:
-                best = min(best, stop_distance(sign * tick.price(source), book[-1][0], atr))
-        marks = self.stops.groups.marks.get(symbol)
-        if marks is not None:
-            if marks.bd != math.inf:
-                best = min(best, stop_distance(tick.bid, marks.bmark - marks.bd, atr))
-            if marks.ad != math.inf:
-                best = min(best, stop_distance(-tick.ask, -marks.amark - marks.ad, atr))
-        return best
+        gap = self.stops.nearest_gap(tick)
+        return math.inf if gap is None else gap / self._atr_units(symbol)
 
     def guard(self, symbol: str) -> Guard:
         return self.guards.guard(symbol)
@@ -490,7 +492,7 @@ class TradeManager:
             self.on_event(trade, kind, record)
 
 
-def _crossing(trade: Trade, leg: Leg, rule: str, tick: Tick, price: float) -> TriggerInfo:
-    """Why a booked leg fired: its level and the tick's price that reached it, in price terms."""
-    level = math.nan if leg.level_x is None else trade.sign * leg.level_x
-    return TriggerInfo(rule, level, price, tick.seq, tick.ts_ns)
+def _crossing(grid: PriceGrid, trade: Trade, leg: Leg, rule: str, tick: Tick, price: int) -> TriggerInfo:
+    """Why a booked leg fired: its level and the tick's price that reached it, as prices."""
+    level = None if leg.level_x is None else grid.price(trade.sign * leg.level_x)
+    return TriggerInfo(rule, level, grid.price(price), tick.seq, tick.ts_ns)

@@ -9,51 +9,79 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from tickguard.core.model import TradeState
-from tickguard.core.money import exact
+from tickguard.core.money import decimal_of, exact
+from tickguard.core.price_grid import PriceGrid
 from tickguard.core.stop_motion import StopTracker
-from tickguard.core.trades import Trade
+from tickguard.core.trades import NO_BEST, Trade
 
-_FIELDS = ("entry_working", "entry_avg", "entry_ts_ns", "stop_base_x", "trail_x", "be_x", "time_deadline_ns",
-           "closing", "close_reason", "reason")
-_AMOUNTS = ("entry_filled", "entry_cost", "exited", "exit_proceeds", "commissions")  # exact decimals
+_FIELDS = ("entry_working", "entry_ts_ns", "time_deadline_ns", "closing", "close_reason", "reason")
+_AMOUNTS = ("entry_filled", "entry_cost", "entry_avg", "exited", "exit_proceeds", "commissions")  # exact decimals
+_STOP_PARTS = ("stop_base_x", "trail_x", "be_x")  # signed prices; stops round tighter when read back
+_DUST = Fraction(1, 10**6)  # of a unit: float noise in a journal written before prices were exact
 
 
-def snapshot(trade: Trade, stops: StopTracker, armed: Callable[[int], bool]) -> dict[str, Any]:
-    """Everything about a trade that ticks have shaped and a restart must not forget."""
+def snapshot(trade: Trade, stops: StopTracker, armed: Callable[[int], bool], grid: PriceGrid) -> dict[str, Any]:
+    """Everything about a trade that ticks have shaped and a restart must not forget.
+
+    Levels are written as signed prices (exact decimal text), not as grid units: a journal read back by an
+    engine that knows the instrument's tick differently still means the same prices."""
+    def price(x: int | None) -> Decimal | None:
+        return None if x is None else grid.price(x)
+
     best = stops.best_x(trade)
     snap: dict[str, Any] = {name: getattr(trade, name) for name in (*_FIELDS, *_AMOUNTS)}
     snap.update({
         "state": trade.state.value,
+        "tick": grid.tick,
         "realized": trade.realized,  # for views; a restore rebuilds it from the cost and proceeds
-        "best_x": best if math.isfinite(best) else None,
-        "trail_x": stops.trail_x(trade),
+        "best_x": None if best == NO_BEST else price(best),
+        "stop_base_x": price(trade.stop_base_x),
+        "trail_x": price(stops.trail_x(trade)),
+        "be_x": price(trade.be_x),
         "legs": {leg.name: {"fired": leg.fired, "filled": leg.filled, "inflight": leg.inflight,
-                            "level_x": leg.level_x, "armed": armed(leg.level_id)}
+                            "level_x": price(leg.level_x), "armed": armed(leg.level_id)}
                  for leg in trade.legs()},
     })
     return snap
 
 
-def apply_snapshot(trade: Trade, snap: dict[str, Any]) -> list[str]:
+def apply_snapshot(trade: Trade, snap: dict[str, Any], grid: PriceGrid) -> list[str]:
     """Set a freshly built trade to its journaled state; returns the names of the legs that were armed."""
     trade.state = TradeState(snap["state"])
     for name in _FIELDS:
         setattr(trade, name, snap[name])
     _restore_amounts(trade, snap)
-    trade.best_x = -math.inf if snap["best_x"] is None else snap["best_x"]
+    for name in _STOP_PARTS:
+        setattr(trade, name, _units(grid, snap[name], PriceGrid.up))
+    best = _units(grid, snap["best_x"], math.floor)
+    trade.best_x = NO_BEST if best is None else best
     armed = []
     for leg in trade.legs():
         saved = snap["legs"].get(leg.name)
         if saved is None:
             continue
-        leg.fired, leg.filled, leg.inflight, leg.level_x = (saved["fired"], exact(saved["filled"]),
-                                                            exact(saved["inflight"]), saved["level_x"])
+        leg.fired, leg.filled, leg.inflight = saved["fired"], exact(saved["filled"]), exact(saved["inflight"])
+        leg.level_x = _units(grid, saved["level_x"], PriceGrid.up if leg.terminal else PriceGrid.down)
         if saved["armed"] and leg.level_x is not None:
             armed.append(leg.name)
     return armed
+
+
+def _units(grid: PriceGrid, value: str | float | None, onto: Callable[[Fraction], int]) -> int | None:
+    """A journaled signed price in ``grid`` units.  Exact text on the grid converts exactly; a level off the
+    grid (written with another tick, or a float of an old journal) goes onto it by the rounding rule, ``onto``:
+    a stop tighter, a target nearer - after float noise (``169.39000000000001``) is taken for what it is."""
+    if value is None:
+        return None
+    x = grid.fraction(decimal_of(value))
+    if isinstance(value, float) and abs(x - round(x)) < _DUST:
+        x = Fraction(round(x))
+    return onto(x)
 
 
 def _restore_amounts(trade: Trade, snap: dict[str, Any]) -> None:
@@ -67,6 +95,6 @@ def _restore_amounts(trade: Trade, snap: dict[str, Any]) -> None:
         return
     trade.entry_filled, trade.exited = exact(snap["entry_filled"]), exact(snap["exited"])
     trade.commissions = exact(snap["commissions"])
-    avg = exact(snap["entry_avg"])
+    trade.entry_avg = avg = exact(snap["entry_avg"])
     trade.entry_cost = avg * trade.entry_filled
     trade.exit_proceeds = trade.sign * exact(snap["realized"]) + avg * trade.exited

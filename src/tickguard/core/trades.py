@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from decimal import Decimal
+from fractions import Fraction
 from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tickguard.core.exit_rules import BreakEven, ExitRule, StopLoss, TakeProfit, TimeStop, TrailingStop
+from tickguard.core.exit_rules import BreakEven, ExitRule, StopLoss, StopMotion, TakeProfit, TimeStop, TrailingStop
 from tickguard.core.model import OrderType, Side, TradeState, TriggerSource
 from tickguard.core.money import ZERO, ratio
+from tickguard.core.price_grid import FAR, PriceGrid
+from tickguard.core.volatility import VolSnapshot
 
+NO_BEST = -FAR  # best signed price before the first entry fill: below any price
 
 class TradeRequest(BaseModel):
     """What a user asks for.  Validation here covers everything knowable without market data."""
@@ -80,7 +83,7 @@ class Leg:
     source: TriggerSource
     fraction: Decimal = Decimal(1)  # of the filled entry; terminal legs take what is open
     rule: TakeProfit | None = None
-    level_x: float | None = None
+    level_x: int | None = None  # signed grid units (price_grid)
     fired: int = 0
     filled: Decimal = ZERO
     inflight: Decimal = ZERO
@@ -102,15 +105,18 @@ class Trade:
     entry_working: bool = False
     entry_filled: Decimal = ZERO
     entry_cost: Decimal = ZERO  # sum of entry fill price x qty: the exact basis of the average entry
-    entry_avg: float = 0.0  # the average entry as a price, for level arithmetic
+    entry_avg: Decimal = ZERO  # the average entry, for people (levels use entry_cost / entry_filled exactly)
     entry_ts_ns: int | None = None
     exited: Decimal = ZERO
     exit_proceeds: Decimal = ZERO  # sum of exit fill price x qty
     commissions: Decimal = ZERO
-    best_x: float = -math.inf
-    stop_base_x: float | None = None  # the stop_loss component, ratcheted unless allow_loosen
-    trail_x: float | None = None
-    be_x: float | None = None
+    # Signed grid units (price_grid): the best price since entry and the stop's components
+    best_x: int = NO_BEST
+    stop_base_x: int | None = None  # the stop_loss component, ratcheted unless allow_loosen
+    trail_x: int | None = None
+    be_x: int | None = None
+    motion: StopMotion | None = None  # how the stop moves, sized for ``motion_vol`` (stop_motion)
+    motion_vol: VolSnapshot | None = None
     stop: Leg | None = None
     time_leg: Leg | None = None
     targets: list[Leg] = field(default_factory=list)
@@ -147,6 +153,10 @@ class Trade:
         if self.entry_filled == 0:
             return ZERO
         return self.entry_cost if qty == self.entry_filled else ratio(self.entry_cost * qty, self.entry_filled)
+
+    def entry_x(self, grid: PriceGrid) -> Fraction:
+        """The signed average entry in grid units, exactly (a fraction: an average need not be on the grid)."""
+        return self.sign * grid.fraction(Fraction(self.entry_cost) / Fraction(self.entry_filled))
 
     @property
     def realized(self) -> Decimal:

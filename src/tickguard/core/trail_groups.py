@@ -10,31 +10,33 @@ stay on the trade manager's per-trade path until their best reaches the mark.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 from sortedcontainers import SortedList
 
+from tickguard.core.price_grid import FAR
+
 
 class Marks:
-    """Per symbol: the group marks (raw prices) and the smallest distance in each group, shared with the
-    tick handler so the per-tick check is a subtraction and a comparison."""
+    """Per symbol: the group marks (raw prices, grid units) and the smallest distance in each group, shared
+    with the tick handler so the per-tick check is a subtraction and a comparison.  ``FAR`` stands for
+    "none": an empty group's distance, a mark before any quote."""
 
     __slots__ = ("ad", "amark", "bd", "bmark")
 
     def __init__(self) -> None:
-        self.bmark = -math.inf  # running best bid of the long group
-        self.amark = math.inf  # running best (lowest) ask of the short group
-        self.bd = math.inf  # smallest trail distance in the long group (inf: empty)
-        self.ad = math.inf
+        self.bmark = -FAR  # running best bid of the long group
+        self.amark = FAR  # running best (lowest) ask of the short group
+        self.bd = FAR  # smallest trail distance in the long group (FAR: empty)
+        self.ad = FAR
 
-    def observe(self, bid: float, ask: float) -> None:
+    def observe(self, bid: int, ask: int) -> None:
         if bid > self.bmark:
             self.bmark = bid
         if ask < self.amark:
             self.amark = ask
 
-    def mark_x(self, sign: int) -> float:
+    def mark_x(self, sign: int) -> int:
         return self.bmark if sign > 0 else -self.amark
 
 
@@ -42,7 +44,7 @@ class TrailGroups:
     def __init__(self, on_change: Callable[[str], None]) -> None:
         self.marks: dict[str, Marks] = {}
         self._groups: dict[tuple[str, int], SortedList] = {}
-        self._where: dict[int, tuple[str, int, float]] = {}
+        self._where: dict[int, tuple[str, int, int]] = {}
         self._on_change = on_change
 
     def __contains__(self, level_id: int) -> bool:
@@ -54,7 +56,7 @@ class TrailGroups:
             m = self.marks[symbol] = Marks()
         return m
 
-    def join(self, level_id: int, symbol: str, sign: int, best_x: float, d: float) -> bool:
+    def join(self, level_id: int, symbol: str, sign: int, best_x: int, d: int) -> bool:
         """Add a trailing stop whose level is best_x - d; refused unless best_x is the group's mark (an
         empty group takes the stop's best as its mark)."""
         group = self._groups.get((symbol, sign))
@@ -81,14 +83,14 @@ class TrailGroups:
         self._update(symbol, sign)
         return True
 
-    def level_x(self, level_id: int) -> float | None:
+    def level_x(self, level_id: int) -> int | None:
         where = self._where.get(level_id)
         if where is None:
             return None
         symbol, sign, d = where
         return self.marks_for(symbol).mark_x(sign) - d
 
-    def pop_fired(self, symbol: str, sign: int, x: float) -> list[tuple[int, float]]:
+    def pop_fired(self, symbol: str, sign: int, x: int) -> list[tuple[int, int]]:
         """Remove and return (level id, level) of every stop of the group with x <= mark - d."""
         group = self._groups.get((symbol, sign))
         if not group:
@@ -106,7 +108,7 @@ class TrailGroups:
     def _update(self, symbol: str, sign: int) -> None:
         group = self._groups.get((symbol, sign))
         m = self.marks_for(symbol)
-        d = group[0][0] if group else math.inf
+        d = group[0][0] if group else FAR
         if sign > 0:
             m.bd = d
         else:

@@ -1,14 +1,14 @@
 """The trigger book (pure core): per-symbol sorted levels answering "which levels did [low, high] cross?".
 
-Levels live in signed price space (see exit_rules), so one structure per (symbol, price source, sign, kind)
-suffices: STOP levels fire when the signed price falls to them (all levels >= low), TARGET levels when it
-rises to them (all levels <= high).  Both are a bisection plus a walk over the k crossed levels:
-O(log n + k), independent of how many levels do *not* cross — the property the tick path relies on.
+Levels are integers in grid units (``price_grid``) and live in signed price space (see exit_rules), so one
+structure per (symbol, price source, sign, kind) suffices: STOP levels fire when the signed price falls to them
+(all levels >= low), TARGET levels when it rises to them (all levels <= high).  Both are a bisection plus a
+walk over the k crossed levels: O(log n + k), independent of how many levels do *not* cross — the property
+the tick path relies on.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from enum import IntEnum
 
@@ -17,6 +17,7 @@ from sortedcontainers import SortedList
 from tickguard.core.model import TriggerSource
 
 BookKey = tuple[TriggerSource, int, "LevelKind"]
+_AFTER_ANY_ID = 1 << 62  # sorts after every level id
 
 
 class LevelKind(IntEnum):
@@ -31,7 +32,7 @@ class TriggerBook:
 
     def __init__(self, on_change: Callable[[str], None] | None = None) -> None:
         self._by_symbol: dict[str, dict[BookKey, SortedList]] = {}
-        self._where: dict[int, tuple[str, BookKey, float]] = {}
+        self._where: dict[int, tuple[str, BookKey, int]] = {}
         self.on_change = on_change  # told the symbol whenever its levels change (guards are cached on it)
 
     def __len__(self) -> int:
@@ -40,16 +41,16 @@ class TriggerBook:
     def __contains__(self, level_id: int) -> bool:
         return level_id in self._where
 
-    def level_of(self, level_id: int) -> float | None:
+    def level_of(self, level_id: int) -> int | None:
         where = self._where.get(level_id)
         return None if where is None else where[2]
 
     def upsert(
-        self, level_id: int, symbol: str, source: TriggerSource, sign: int, kind: LevelKind, level_x: float
+        self, level_id: int, symbol: str, source: TriggerSource, sign: int, kind: LevelKind, level_x: int
     ) -> None:
         """Add a level, or move it (a moving trailing stop is a remove + insert, both O(log n))."""
-        if not math.isfinite(level_x):
-            raise ValueError(f"level {level_id} for {symbol}: not a finite price ({level_x})")
+        if type(level_x) is not int:  # a float here is a price that skipped the grid: refuse it loudly
+            raise TypeError(f"level {level_id} for {symbol}: not grid units ({level_x!r})")
         self.remove(level_id)
         key: BookKey = (source, sign, kind)
         books = self._by_symbol.setdefault(symbol, {})
@@ -85,7 +86,7 @@ class TriggerBook:
         return out
 
     def pop_crossed(
-        self, symbol: str, source: TriggerSource, sign: int, low_x: float, high_x: float
+        self, symbol: str, source: TriggerSource, sign: int, low_x: int, high_x: int
     ) -> list[int]:
         """Remove and return every level crossed by a signed price range [low_x, high_x].
 
@@ -105,7 +106,7 @@ class TriggerBook:
                 fired.append(level_id)
         targets = books.get((source, sign, LevelKind.TARGET))
         if targets and high_x >= targets[0][0]:
-            end = targets.bisect_right((high_x, math.inf))
+            end = targets.bisect_right((high_x, _AFTER_ANY_ID))
             crossed = targets[:end]
             del targets[:end]
             for _, level_id in crossed:

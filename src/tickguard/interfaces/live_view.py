@@ -13,7 +13,6 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from tickguard.core.money import exact
 from tickguard.interfaces.market_time import fmt_ns
 from tickguard.runtime.engine import Engine
 
@@ -34,18 +33,19 @@ def trades_table(engine: Engine, limit: int = 40) -> Table:
     for trade in trades[:limit]:
         tick = engine.ticks.quote(trade.symbol)
         blind = engine.health.blind.get(trade.symbol) if not trade.state.is_final else None
-        mark = None if tick is None else exact(tick.bid if trade.sign > 0 else tick.ask)
+        grid = tm.grid(trade.symbol)
+        mark = None if tick is None else grid.price(tick.bid if trade.sign > 0 else tick.ask)
         dist = tm.distance_to_stop(trade)
         pnl = trade.realized + trade.unrealized(mark) - trade.commissions
-        targets = " ".join(f"{trade.sign * leg.level_x:.2f}" for leg in trade.targets
+        targets = " ".join(str(grid.price(trade.sign * leg.level_x)) for leg in trade.targets
                            if leg.level_x is not None and leg.level_id in tm.book)
         table.add_row(
             trade.id, trade.request.user, trade.symbol, trade.side.value, f"{trade.open_qty:g}",
             f"[{_STATE_STYLE[trade.state.value]}]{trade.state.value}[/]",
-            f"{trade.entry_avg:.2f}" if trade.entry_filled else "-",
+            f"{trade.entry_avg:.{grid.decimals}f}" if trade.entry_filled else "-",
             (f"[bold red]blind {(now - blind) / 1e9:.0f}s[/]" if blind is not None
-             else f"{tick.bid:.2f}/{tick.ask:.2f}" if tick else "-"),
-            f"{stop:.2f}" if (stop := tm.stop_price(trade)) is not None else "-",
+             else f"{grid.price(tick.bid)}/{grid.price(tick.ask)}" if tick else "-"),
+            str(stop) if (stop := tm.stop_price(trade)) is not None else "-",
             targets or "-",
             f"[{'red' if dist < 0.3 else 'yellow' if dist < 1 else 'green'}]{dist:.2f}[/]"
             if math.isfinite(dist) else "-",

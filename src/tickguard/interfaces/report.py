@@ -19,7 +19,8 @@ from tickguard.runtime.engine import Engine
 
 
 class TickRecorder:
-    """Keeps every tick the engine received, in arrival order, for the report."""
+    """Keeps every tick the engine received, in arrival order, for the report (prices in the core's grid
+    units; ``build`` writes them as exact decimal prices)."""
 
     def __init__(self, keep: bool) -> None:
         self.keep = keep
@@ -43,10 +44,19 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _stop_level(engine: Engine, trade: Trade) -> float | None:
-    """The trade's effective stop in price terms (its last one, for a trade that is over)."""
+def _stop_level(engine: Engine, trade: Trade) -> Decimal | None:
+    """The trade's effective stop as a price (its last one, for a trade that is over)."""
     stop = engine.trades.stops.effective(trade)
-    return None if stop is None else trade.sign * stop.level_x
+    return None if stop is None else engine.grid(trade.symbol).price(trade.sign * stop.level_x)
+
+
+def _price_rows(engine: Engine, rows: list[list[Any]]) -> list[list[Any]]:
+    """Recorded ticks with exact decimal prices (a last of 0 is "no last": None)."""
+    out = []
+    for seq, symbol, ts_ns, bid, ask, last in rows:
+        grid = engine.grid(symbol)
+        out.append([seq, symbol, ts_ns, grid.price(bid), grid.price(ask), grid.price(last) if last else None])
+    return out
 
 
 def build(engine: Engine, meta: dict[str, Any], recorder: TickRecorder | None) -> dict[str, Any]:
@@ -63,7 +73,8 @@ def build(engine: Engine, meta: dict[str, Any], recorder: TickRecorder | None) -
             "rules": [r.model_dump(mode="json") for r in req.rules],
             "legs": [{"name": leg.name, "fired": leg.fired, "filled": leg.filled,
                       "level": _stop_level(engine, trade) if leg is trade.stop
-                      else None if leg.level_x is None else trade.sign * leg.level_x}
+                      else None if leg.level_x is None
+                      else engine.grid(trade.symbol).price(trade.sign * leg.level_x)}
                      for leg in trade.legs()],
             "history": trade.history,
         })
@@ -104,7 +115,7 @@ def build(engine: Engine, meta: dict[str, Any], recorder: TickRecorder | None) -
         "trades": trades, "orders": orders, "fills": fills, "exits": exits,
     }
     if recorder is not None and recorder.keep:
-        report["ticks"] = recorder.rows
+        report["ticks"] = _price_rows(engine, recorder.rows)
     return _clean(report)
 
 

@@ -34,6 +34,7 @@ from tickguard.config import Settings
 from tickguard.core import volatility
 from tickguard.core.model import OrderIntent, Tick
 from tickguard.core.order_state import OrderStatus
+from tickguard.core.price_grid import CENT, PriceGrid
 from tickguard.core.tick_handler import TickHandler
 from tickguard.core.trade_checks import TradeRejected
 from tickguard.core.trade_manager import TradeManager
@@ -63,6 +64,7 @@ class Engine:
         self.broker = broker
         self.journal = journal
         self.contracts: dict[str, ContractInfo] = {}
+        self._grids: dict[str, PriceGrid] = {}
         self.vol: dict[str, VolSnapshot] = {}
         eng = settings.engine
         # In every idempotency key: the journal's id, or without a journal one of this process's own.
@@ -72,7 +74,7 @@ class Engine:
             volatility=self.vol.get,
             quote=self._quote,
             lot_size=lambda s: self.contracts[s].lot_size if s in self.contracts else Decimal(1),
-            min_tick=lambda s: self.contracts[s].min_tick if s in self.contracts else 0.01,
+            grid=self.grid,
             exit_order_type=eng.exit_order_type,
             exit_limit_offset=eng.exit_limit_offset,
             retry_backoff_ns=int(eng.exit_retry_backoff_ms * 1e6),
@@ -95,7 +97,7 @@ class Engine:
         self.vol_history: list[tuple[int, str, float, float]] = []
         vcfg = settings.volatility
         self.refresher = VolatilityRefresher(vcfg.rule(), int(vcfg.refresh_interval_s * 1e9), self._apply_volatility,
-                                             self.vol.get) if vcfg.intraday else None
+                                             self.vol.get, self.grid) if vcfg.intraday else None
         self._tick_sink = tick_sink
         self._scheduled: list[tuple[int, TradeRequest]] = []
         self.watchdog = self._make_watchdog()
@@ -334,6 +336,17 @@ class Engine:
 
     def _quote(self, symbol: str) -> Tick | None:
         return self.ticks.quote(symbol)
+
+    def grid(self, symbol: str) -> PriceGrid:
+        """The symbol's price grid, from its contract's minimum tick (the broker adapter converts its prices
+        with the same tick, so the core's units mean the same on both sides)."""
+        grid = self._grids.get(symbol)
+        if grid is None:
+            contract = self.contracts.get(symbol)
+            if contract is None:
+                return CENT  # not qualified: nothing of it is armed or priced yet
+            grid = self._grids[symbol] = PriceGrid(contract.min_tick)
+        return grid
 
     def dispatch(self, events: list) -> None:
         """Order events first (they happened no later than the ticks beside them), then the ticks."""

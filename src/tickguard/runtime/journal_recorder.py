@@ -7,9 +7,9 @@ market does not turn every tick into a database write.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from tickguard.core.model import json_float
 from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import Leg, Trade
 from tickguard.runtime.order_executor import OrderRecord
@@ -65,7 +65,8 @@ class JournalRecorder:
         else:
             level_x = leg.level_x
         return {"name": leg.name, "kind": "take_profit" if leg.rule is not None else leg.name,
-                "fraction": leg.fraction, "level": None if level_x is None else json_float(trade.sign * level_x),
+                "fraction": leg.fraction,
+                "level": None if level_x is None else self.trades.grid(trade.symbol).price(trade.sign * level_x),
                 "armed": snap["legs"][leg.name]["armed"], "fired": leg.fired, "filled": leg.filled,
                 "inflight": leg.inflight, "updated_ns": now}
 
@@ -108,7 +109,7 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in data.items():
         if isinstance(v, float):
-            out[k] = json_float(v)
+            out[k] = v if math.isfinite(v) else None  # JSON has no NaN: "no such figure"
         elif isinstance(v, dict):
             out[k] = _jsonable(v)
         else:

@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tickguard.core.model import Tick
+from tickguard.core.price_grid import CENT, PriceGrid
 from tickguard.core.volatility import IntradayRule, MinuteBars, VolSnapshot, blended, regime_changed
 
 
 class VolatilityRefresher:
     def __init__(self, rule: IntradayRule, interval_ns: int, apply: Callable[[VolSnapshot], None],
-                 in_force: Callable[[str], VolSnapshot | None]) -> None:
+                 in_force: Callable[[str], VolSnapshot | None],
+                 grid: Callable[[str], PriceGrid] = lambda _s: CENT) -> None:
         self.rule = rule
+        self._grid = grid  # bars are statistics in prices: the tick's units are converted back
         self.interval_ns = interval_ns
         self._apply = apply
         self._in_force = in_force
@@ -33,7 +36,7 @@ class VolatilityRefresher:
 
     def on_tick(self, tick: Tick) -> None:
         bars = self.bars.get(tick.symbol)
-        if bars is not None and bars.add(tick.ts_ns, (tick.bid + tick.ask) * 0.5):
+        if bars is not None and bars.add(tick.ts_ns, self._grid(tick.symbol).approx(tick.bid + tick.ask) * 0.5):
             snap = self._in_force(tick.symbol)
             if snap is not None and regime_changed(bars.bars, snap.atr, self.rule):
                 self.urgent.add(tick.symbol)

@@ -2,8 +2,8 @@
 same transactions, so recovery reads state directly and ``tickguard trades`` can filter it.
 
 Money and quantities are :class:`~tickguard.store.exact.Exact` (``NUMERIC`` on PostgreSQL, ``TEXT`` on SQLite,
-``Decimal`` in Python; a float is refused).  Trigger levels (``legs.level``) and volatility are still floats in
-the engine and stay ``Float`` here until they move to exact ticks."""
+``Decimal`` in Python; a float is refused); so are trigger levels (``legs.level``, exact prices on the grid).
+Volatility figures are statistics and stay ``Float``."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ legs = sa.Table(
     sa.Column("name", sa.String(16), primary_key=True),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("fraction", Exact("legs.fraction"), nullable=False),
-    sa.Column("level", sa.Float),
+    sa.Column("level", Exact("legs.level")),
     sa.Column("armed", sa.Boolean, nullable=False),
     sa.Column("fired", sa.Integer, nullable=False),
     sa.Column("filled", Exact("legs.filled"), nullable=False),

@@ -59,10 +59,10 @@ async def test_lmt_exits_with_an_off_grid_offset_go_out_on_the_grid_without_erro
         sent = {r.intent.key: r.intent for r in engine.executor.orders.values()}
         for order in exits:
             intent = sent[order.request.order_ref]
-            assert intent.order_type is OrderType.LIMIT and intent.limit_price == order.request.lmt_price
+            assert intent.order_type is OrderType.LIMIT and float(intent.limit_price) == order.request.lmt_price
             assert intent.trigger is not None
             # marketable: at least the offset beyond the touch (sell below the bid, buy above the ask)
             if intent.action.value == "SELL":
-                assert intent.limit_price <= intent.trigger.price - OFFSET
+                assert intent.limit_price <= intent.trigger.price - Decimal(str(OFFSET))
             else:
-                assert intent.limit_price >= intent.trigger.price + OFFSET
+                assert intent.limit_price >= intent.trigger.price + Decimal(str(OFFSET))

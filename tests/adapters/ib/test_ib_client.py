@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from tickguard.adapters.ib.ib_client import IBBroker, ib_number
 from tickguard.config import load
 from tickguard.core.exit_rules import StopLoss, TakeProfit, TimeStop
 from tickguard.core.model import Side, Tick
+from tickguard.core.price_grid import CENT
 from tickguard.core.trades import TradeRequest
 from tickguard.runtime.engine import Engine
 
@@ -202,11 +204,16 @@ async def broker_ticks(broker: IBBroker, until_quote: tuple[float, float], timeo
     got: list[Tick] = []
 
     async def loop() -> None:
-        while not got or (got[-1].bid, got[-1].ask) != until_quote:
+        while not got or prices(got[-1]) != until_quote:
             got.extend(e for e in await broker.next_events(broker.now_ns() + 1_000_000_000) if isinstance(e, Tick))
 
     await asyncio.wait_for(loop(), timeout)
     return got
+
+
+def prices(tick: Tick) -> tuple[float, float]:
+    """A Tick's bid and ask as the gateway's doubles (its symbols trade on a 0.01 grid)."""
+    return float(CENT.price(tick.bid)), float(CENT.price(tick.ask))
 
 
 def burst_quotes(gw: FakeGateway, symbol: str, dip_bid: float) -> list[tuple[float, float]]:
@@ -225,9 +232,9 @@ async def test_a_burst_in_one_read_yields_a_tick_for_every_quote_in_order():
         assert gw.burst("AAA", quotes) == 1
         ticks = await broker_ticks(broker, recovery)
         assert per_read == [6]  # bid + ask of three quotes, decoded in a single read
-        pairs = [(t.bid, t.ask) for t in ticks]
+        pairs = [prices(t) for t in ticks]
         assert len(ticks) == 6 and pairs[1] == normal and pairs[3] == dip and pairs[5] == recovery
-        assert min(t.bid for t in ticks) == dip[0]  # the dip is seen although the ticker ends recovered
+        assert min(p[0] for p in pairs) == dip[0]  # the dip is seen although the ticker ends recovered
         assert all(t.bid <= t.ask for t in ticks)  # no half-applied quote is crossed
         seqs = [t.seq for t in before + ticks]
         assert seqs == sorted(set(seqs))  # one sequence number each, in arrival order
@@ -247,7 +254,7 @@ async def test_a_stop_touched_only_inside_a_burst_fires():
         exit_keys = [k for k in engine.executor.orders if k != trade.entry_key]
         await gw.wait_for(lambda: any(k in refs_sent(gw) for k in exit_keys), timeout=5)
         closing = next(h for h in trade.history if h["event"] == "closing")
-        assert closing["rule"] == "stop_loss" and closing["price"] == quotes[1][0]
+        assert closing["rule"] == "stop_loss" and Decimal(closing["price"]) == Decimal(str(quotes[1][0]))
         await until(lambda: trade.state.value == "closed", gw)
         assert gateway_position(gw, "AAA") == 0
 

@@ -14,11 +14,17 @@ import pytest
 from ib_async.objects import TickData
 
 from tickguard.adapters.ib.quotes import UNSET_DOUBLE, QuoteAssembler, ib_price, time_ns
+from tickguard.core.price_grid import CENT, PriceGrid
 
 NAN = math.nan
 T = dt.datetime(2025, 1, 6, 14, 30, 0, 123456, tzinfo=dt.UTC)
 T_NS = 1_736_173_800_123_456_000
 RECV = T_NS + 5_000
+
+
+def p(units: int) -> float:
+    """A Tick's price back as the float IB sent (NaN for no price): the units are the nearest 0.01 tick."""
+    return float(CENT.price(units)) if units else NAN
 
 
 def td(tick_type: int, price: float, size: float = 100.0, when: dt.datetime | None = T) -> TickData:
@@ -29,7 +35,7 @@ def read(q: QuoteAssembler, ticks: list[TickData], bid: float = NAN, ask: float 
          symbol: str = "AAA") -> list[tuple[float, float, float]]:
     """One read; returns (bid, ask, last) of each Tick emitted."""
     out = q.assemble(symbol, ticks, bid, ask, T, RECV, emit)
-    return [(t.bid, t.ask, t.last) for t in out]
+    return [(p(t.bid), p(t.ask), p(t.last)) for t in out]
 
 
 def same(a: list[tuple[float, ...]], b: list[tuple[float, ...]]) -> bool:
@@ -43,18 +49,18 @@ def test_every_change_of_a_read_is_a_tick_in_arrival_order_with_its_own_seq():
     q.reset("AAA")
     ticks = [td(1, 100.0), td(2, 100.02), td(1, 98.5), td(2, 98.52), td(2, 100.03), td(1, 100.01)]
     out = q.assemble("AAA", ticks, 100.01, 100.03, T, RECV)
-    assert [(t.bid, t.ask) for t in out] == [(100.0, 100.02), (98.5, 100.02), (98.5, 98.52), (98.5, 100.03),
+    assert [(p(t.bid), p(t.ask)) for t in out] == [(100.0, 100.02), (98.5, 100.02), (98.5, 98.52), (98.5, 100.03),
                                              (100.01, 100.03)]  # the first bid alone is not a quote yet
     assert [t.seq for t in out] == [1, 2, 3, 4, 5]
     assert {t.ts_ns for t in out} == {T_NS} and {t.recv_ns for t in out} == {RECV}  # TickData time, exact ns
-    assert all(t.symbol == "AAA" and math.isnan(t.last) for t in out)
+    assert all(t.symbol == "AAA" and math.isnan(p(t.last)) for t in out)
 
 
 def test_last_trades_and_their_size():
     q = QuoteAssembler()
     ticks = [td(1, 10.0), td(2, 10.1), td(4, 10.05, 300), td(5, 0, 500), td(4, 10.05, 200), td(4, 10.08, 1)]
     out = q.assemble("AAA", ticks, NAN, NAN, T, RECV)
-    assert same([(t.bid, t.ask, t.last) for t in out],
+    assert same([(p(t.bid), p(t.ask), p(t.last)) for t in out],
                 [(10.0, 10.1, NAN), (10.0, 10.1, 10.05), (10.0, 10.1, 10.08)])  # a repeated price is no change
     assert [t.size for t in out] == [0.0, 300.0, 1.0]  # the size of the last trade
 
@@ -139,3 +145,13 @@ def test_prices_and_times():
     assert ib_price(12.5) == 12.5
     assert time_ns(T, 7) == T_NS
     assert time_ns(None, 7) == 7 and time_ns(dt.datetime.min, 7) == 7  # ib_async's lastTime before any read
+
+
+@pytest.mark.parametrize(("feed", "tick", "units"), [(169.39000000000001, "0.01", 33878),
+                                                    (169.38999999999999, "0.01", 33878),
+                                                    (1.23456, "0.00005", 49382), (600000.0, "0.01", 120000000)])
+def test_prices_land_on_the_symbols_grid_once_here(feed, tick, units):
+    q = QuoteAssembler()
+    q.reset("AAA", grid=PriceGrid(tick))
+    [out] = q.assemble("AAA", [td(1, feed), td(2, feed)], NAN, NAN, T, RECV)
+    assert (out.bid, out.ask, out.last) == (units, units, 0)

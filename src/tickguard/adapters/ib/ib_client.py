@@ -40,13 +40,14 @@ from tickguard.adapters.ib.farms import FARM_CODES, FarmTable
 from tickguard.adapters.ib.order_status import order_verdict
 from tickguard.adapters.ib.quotes import QuoteAssembler
 from tickguard.adapters.ib.recovery import Placed, RecoveryMixin
-from tickguard.adapters.ib.values import account_numbers, account_problem, fill_event, ib_number
+from tickguard.adapters.ib.values import account_numbers, account_problem, fill_event, ib_number, wire_price
 from tickguard.adapters.trading_hours import us_regular_session
 from tickguard.adapters.ttl_cache import TTLCache
 from tickguard.config import IBConfig
 from tickguard.core.model import Bar, OrderType
 from tickguard.core.money import ZERO, exact
 from tickguard.core.order_state import OrderStatus
+from tickguard.core.price_grid import PriceGrid
 
 log = logging.getLogger("tickguard.ib")
 
@@ -219,9 +220,10 @@ class IBBroker(ContractsMixin, RecoveryMixin):
     # ----------------------------------------------------------------------------------- market data
 
     async def subscribe(self, symbol: str) -> None:
+        grid = PriceGrid((await self.qualify(symbol)).min_tick)  # IB's prices become this tick's units
         contract = await self._contract(symbol)
         ticker = self.ib.reqMktData(contract, "", False, False)
-        self._quotes.reset(symbol, ticker.bid, ticker.ask)
+        self._quotes.reset(symbol, ticker.bid, ticker.ask, grid)
         self._tickers[symbol] = ticker
         self._by_ticker[id(ticker)] = symbol
         self._last_tick_wall[symbol] = time.monotonic()
@@ -295,7 +297,7 @@ class IBBroker(ContractsMixin, RecoveryMixin):
         contract = details.contract
         if order.order_type is OrderType.LIMIT:
             assert order.limit_price is not None
-            ib_order: Order = LimitOrder(order.action.value, order.qty, order.limit_price)
+            ib_order: Order = LimitOrder(order.action.value, order.qty, wire_price(order.limit_price))
         else:
             ib_order = MarketOrder(order.action.value, order.qty)
         ib_order.orderRef = order.ref
@@ -346,7 +348,7 @@ class IBBroker(ContractsMixin, RecoveryMixin):
 
     async def what_if(self, order: BrokerOrder) -> WhatIf:
         contract = await self._contract(order.symbol)
-        ib_order: Order = (LimitOrder(order.action.value, order.qty, order.limit_price)
+        ib_order: Order = (LimitOrder(order.action.value, order.qty, wire_price(order.limit_price))
                            if order.order_type is OrderType.LIMIT else MarketOrder(order.action.value, order.qty))
         ib_order.account = order.account or self.default_account
         state = await asyncio.wait_for(self.ib.whatIfOrderAsync(contract, ib_order), self.cfg.request_timeout_s)

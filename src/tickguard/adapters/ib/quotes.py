@@ -11,8 +11,10 @@ does: it keeps its own running bid / ask / last per symbol, applies each tick in
 
 IB's "no price" markers (-1, ib_async's default empty price; 0; NaN; the unset double) never become a price:
 they make that side unknown, as does a bid or ask size of 0 (ib_async's own reading, ``Wrapper.tickSize``).
-Nothing is emitted for a symbol until both its bid and ask are known.  Pure: no ib_async import, so it is
-tested by feeding it ``TickData``-like tuples.
+Nothing is emitted for a symbol until both its bid and ask are known.  The running quote is kept as IB sent it
+(floats); each emitted ``Tick`` carries it in the symbol's grid units (``core.price_grid``: the nearest tick, so
+``169.39000000000001`` and ``169.38999999999999`` are one price), converted here and only here.  Pure: no ib_async
+import, so it is tested by feeding it ``TickData``-like tuples.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tickguard.core.model import Tick
+from tickguard.core.price_grid import CENT, PriceGrid
 
 NAN = math.nan
 UNSET_DOUBLE = 1.7976931348623157e308
@@ -118,12 +121,15 @@ class QuoteAssembler:
 
     def __init__(self) -> None:
         self._states: dict[str, QuoteState] = {}
+        self._grids: dict[str, PriceGrid] = {}
         self.seq = 0
 
-    def reset(self, symbol: str, ticker_bid: float = NAN, ticker_ask: float = NAN) -> None:
-        """Forget ``symbol``'s quote (a new subscription).  ``ticker_bid`` / ``ticker_ask`` are what the
-        ticker holds now (ib_async reuses a contract's ticker): they are old news, not a quote to emit."""
+    def reset(self, symbol: str, ticker_bid: float = NAN, ticker_ask: float = NAN, grid: PriceGrid = CENT) -> None:
+        """Forget ``symbol``'s quote (a new subscription) and take its grid (the contract's minimum tick).
+        ``ticker_bid`` / ``ticker_ask`` are what the ticker holds now (ib_async reuses a contract's ticker):
+        they are old news, not a quote to emit."""
         self._states[symbol] = QuoteState(seen_bid=ib_price(ticker_bid), seen_ask=ib_price(ticker_ask))
+        self._grids[symbol] = grid
 
     def known(self, symbol: str) -> bool:
         state = self._states.get(symbol)
@@ -163,4 +169,6 @@ class QuoteAssembler:
 
     def _tick(self, symbol: str, state: QuoteState, ts_ns: int, recv_ns: int) -> Tick:
         self.seq += 1
-        return Tick(symbol, state.bid, state.ask, state.last, state.last_size, ts_ns, recv_ns, self.seq)
+        grid = self._grids.get(symbol, CENT)
+        return Tick(symbol, grid.units(state.bid), grid.units(state.ask), grid.units(state.last), state.last_size,
+                    ts_ns, recv_ns, self.seq)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from decimal import Decimal
 
 from ib_async.objects import AccountValue, Fill
 from ib_async.util import UNSET_DOUBLE
@@ -18,6 +19,14 @@ from tickguard.core.money import exact
 # What the risk layer reads from IB's account updates.
 ACCOUNT_TAGS = ("NetLiquidation", "BuyingPower", "AvailableFunds", "ExcessLiquidity", "InitMarginReq",
                 "MaintMarginReq", "GrossPositionValue", "TotalCashValue")
+
+
+def wire_price(price: Decimal | None) -> float:
+    """An exact grid price as ib_async's ``lmtPrice``: the float whose ``str`` - what ib_async writes on the
+    wire, and what IB judges for error 110 - is the price's own text (``169.39``, not ``169.39000000000001``)."""
+    if price is None:
+        raise ValueError("a limit order needs a limit price")
+    return float(price)
 
 
 def ib_number(value: object) -> float:

@@ -13,10 +13,11 @@ from decimal import Decimal
 
 from tickguard.adapters.broker import BrokerEvent, BrokerOrder, ContractInfo, OrderBook, UnknownSymbol, WhatIf
 from tickguard.adapters.sim.market import NY, session_bounds
-from tickguard.adapters.sim.venue import SimVenue
+from tickguard.adapters.sim.venue import Quote, SimVenue
 from tickguard.core.model import Bar, Tick
 from tickguard.core.money import exact
 from tickguard.core.order_state import OrderStatus
+from tickguard.core.price_grid import PriceGrid
 
 # The simulated exchange's own order statuses (its view, like IB's) onto the engine's order states.
 _WORKING = frozenset({"pending", "working"})
@@ -37,6 +38,7 @@ class SimBroker:
         self._yield_every = yield_every
         self._since_yield = 0
         self.connected = False
+        self._grids: dict[str, PriceGrid] = {}
 
     def now_ns(self) -> int:
         return self.venue.now_ns
@@ -115,12 +117,14 @@ class SimBroker:
                 return []
             await self._pace(ts)
             subscribed, muted = self._subscribed, self.feed_muted
-            events = [
-                e for e in venue.step()
-                if not isinstance(e, Tick) or (e.symbol in subscribed and e.symbol not in muted)
-            ]
+            events: list[BrokerEvent] = []
+            for e in venue.step():
+                if not isinstance(e, Quote):
+                    events.append(e)  # type: ignore[arg-type]
+                elif e.symbol in subscribed and e.symbol not in muted:
+                    events.append(self._tick(e))
             if events:
-                return events  # type: ignore[return-value]
+                return events
 
     async def _pace(self, ts_ns: int) -> None:
         """Hold virtual time to ``speed`` x wall time; at full speed, still let other tasks run."""
@@ -134,6 +138,15 @@ class SimBroker:
         if self._since_yield >= self._yield_every:
             self._since_yield = 0
             await asyncio.sleep(0)
+
+
+    def _tick(self, quote: Quote) -> Tick:
+        """The venue's quote on the symbol's grid: the one place simulated prices enter the core."""
+        grid = self._grids.get(quote.symbol)
+        if grid is None:
+            grid = self._grids[quote.symbol] = PriceGrid(self.venue.specs[quote.symbol].min_tick)
+        return Tick(quote.symbol, grid.units(quote.bid), grid.units(quote.ask), grid.units(quote.last), quote.size,
+                    quote.ts_ns, quote.recv_ns, quote.seq)
 
 
 def _exact_positions(positions: dict[str, float]) -> dict[str, Decimal]:

@@ -176,7 +176,7 @@ class SimExchange:
         opening = self._opening_qty(order)
         if opening > 0:
             bid, ask, _ = self.quotes[order.symbol]
-            px = order.limit_price or (ask if order.action is Action.BUY else bid)
+            px = _limit(order) or (ask if order.action is Action.BUY else bid)
             if opening * px > self.buying_power(order.account):
                 return self._reject(sim, REJECTED_CODE, "Order rejected - reason: insufficient buying power "
                                     f"(needs {opening * px:,.0f}, has {self.buying_power(order.account):,.0f})")
@@ -242,8 +242,9 @@ class SimExchange:
         buy = order.action is Action.BUY
         touch = ask if buy else bid
         if order.order_type is OrderType.LIMIT:
-            assert order.limit_price is not None
-            if (buy and ask > order.limit_price) or (not buy and bid < order.limit_price):
+            limit = _limit(order)
+            assert limit is not None
+            if (buy and ask > limit) or (not buy and bid < limit):
                 return
             price = touch
         else:
@@ -290,9 +291,14 @@ class SimExchange:
         if order.symbol not in self.quotes:
             return WhatIf(False, 0.0, 0.0, 0.0, f"no market for {order.symbol}", now_ns)
         bid, ask, _ = self.quotes[order.symbol]
-        px = order.limit_price or (ask if order.action is Action.BUY else bid)
+        px = _limit(order) or (ask if order.action is Action.BUY else bid)
         opening = self._opening_qty(order)
         init = opening * px * self.p.margin_rate
         accepted = opening * px <= self.buying_power(order.account)
         warning = "" if accepted else "insufficient buying power"
         return WhatIf(accepted, init, init * 0.8, self.commission(float(order.qty), px), warning, now_ns)
+
+
+def _limit(order: BrokerOrder) -> float | None:
+    """The order's limit as the exchange's doubles (it keeps prices as IB's wire does)."""
+    return None if order.limit_price is None else float(order.limit_price)

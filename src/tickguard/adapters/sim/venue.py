@@ -10,6 +10,7 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,7 +24,23 @@ from tickguard.adapters.sim.market import (
     make_symbols,
     quote,
 )
-from tickguard.core.model import Bar, Tick
+from tickguard.core.model import Bar
+
+
+@dataclass(slots=True, frozen=True)
+class Quote:
+    """A quote of the simulated market, in the doubles a real feed sends (IB's wire, the fake gateway reads
+    these).  The engine never sees one: ``SimBroker`` turns each into a core ``Tick`` on the symbol's grid,
+    the way the IB adapter does with ib_async's floats."""
+
+    symbol: str
+    bid: float
+    ask: float
+    last: float
+    size: float
+    ts_ns: int
+    recv_ns: int
+    seq: int = 0
 
 
 class SimVenue:
@@ -57,7 +74,7 @@ class SimVenue:
         self._history = {s.symbol: daily_history(s, history_days, start_ns, hist_rng) for s in specs}
         self._tick_seq = itertools.count(1)
         self.ticks_emitted = 0
-        self.last_ticks: dict[str, Tick] = {}
+        self.last_ticks: dict[str, Quote] = {}
         self.stalled: set[str] = set()  # fault injection: symbols whose quotes stop arriving
 
     def schedule(self, ts_ns: int, action: Callable[[], None]) -> None:
@@ -103,7 +120,7 @@ class SimVenue:
             return
         bid, ask = quote(mid, spec, self.market, self._quote_rng)
         last = bid if self._quote_rng.random() < 0.5 else ask
-        tick = Tick(spec.symbol, bid, ask, last, float(self._quote_rng.integers(1, 20) * 100), ts, ts,
+        tick = Quote(spec.symbol, bid, ask, last, float(self._quote_rng.integers(1, 20) * 100), ts, ts,
                     next(self._tick_seq))
         self.ticks_emitted += 1
         self._out.append(tick)  # the quote goes out before any fill it causes
