@@ -4,7 +4,13 @@ Loads S symbols and T open exit levels (STOP at a trigger price, or TRAIL at an 
 starts at the symbol's first quote) into the real engine core (TradeManager + TickHandler), feeds a storm
 of ticks pre-built in memory - as fast as possible, and at fixed offered rates - and prints throughput,
 tick -> exit-intent latency (p50 / p99 / max), backlog at the end of the feed, peak memory, and missed and
-duplicate triggers against a brute-force reference (numpy over every tick).
+duplicate triggers against a brute-force reference (numpy over every tick, in int64 grid units).
+
+Prices are exact from end to end: the bench plays the adapter, turning each quote into the symbol's grid
+units once (``PriceGrid.units``); a level file's triggers and offsets are read as decimals from their text,
+never as floats; a symbol's tick is the finest decimal step its prices are written with (or ``--tick``).
+The reference applies the engine's documented rounding rule (a trailing offset is whole ticks, rounded
+down, at least one) with integer arithmetic of its own.
 
     python bench/tick_storm.py                          # 500 symbols, 5,000 and 50,000 levels, 1M ticks
     python bench/tick_storm.py --ticks FILE.csv.gz --levels LEVELS.csv --fired OUT.csv
@@ -18,13 +24,13 @@ import csv
 import gc
 import gzip
 import json
-import math
 import os
 import platform
 import resource
 import sys
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from tickguard.core.exit_rules import StopLoss, TrailingStop
 from tickguard.core.model import OrderIntent, PriorityClass, Side, Tick
+from tickguard.core.price_grid import PriceGrid
 from tickguard.core.tick_handler import TickHandler
 from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import TradeRequest
@@ -47,16 +54,20 @@ class Level:
     symbol: str
     side: str  # the exit order's side: SELL (a long's exit, watches the bid) or BUY (watches the ask)
     kind: str  # STOP or TRAIL
-    trigger: float
-    offset: float
+    trigger: Decimal | None  # a STOP's price, exact
+    offset: Decimal | None  # a TRAIL's distance behind the mark, exact
     qty: float
 
 
 # ------------------------------------------------------------------------------------------ inputs
 
 
+CENT = PriceGrid("0.01")
+
+
 def generate(symbols: int, levels: int, ticks: int, seed: int) -> tuple[list[Tick], list[Level]]:
-    """A storm: random walks with bursts, hot symbols, and levels 0.3-3 ATR away (30% trailing)."""
+    """A storm: random walks with bursts, hot symbols, and levels 0.3-3 ATR away (30% trailing), every price
+    on a 0.01 grid (trailing offsets need not be: the engine floors them to whole ticks)."""
     rng = np.random.default_rng(seed)
     names = [f"S{i:04d}" for i in range(symbols)]
     price0 = np.round(rng.uniform(20, 400, symbols), 2)
@@ -76,9 +87,9 @@ def generate(symbols: int, levels: int, ticks: int, seed: int) -> tuple[list[Tic
         start += n
     mids = np.maximum(mids, 1.0)
     half = np.maximum(0.01, np.round(mids * 0.0001, 2))
-    bid = np.round(mids - half, 2)
-    ask = np.round(mids + half, 2)
-    out = [Tick(names[s], float(b), float(a), math.nan, 100.0, T0 + i * 1000, 0, i + 1)
+    bid = np.rint((mids - half) * 100).astype(np.int64) * 2  # the adapter's conversion: whole cents, in units
+    ask = np.rint((mids + half) * 100).astype(np.int64) * 2
+    out = [Tick(names[s], b, a, 0, 100.0, T0 + i * 1000, 0, i + 1)
            for i, (s, b, a) in enumerate(zip(sym.tolist(), bid.tolist(), ask.tolist(), strict=True))]
     first = {}
     for t in out:
@@ -92,58 +103,78 @@ def generate(symbols: int, levels: int, ticks: int, seed: int) -> tuple[list[Tic
         side = "SELL" if rng.random() < 0.5 else "BUY"
         dist = float(rng.uniform(0.3, 3.0) * atr[s])
         if rng.random() < 0.3:
-            lv.append(Level(i, name, side, "TRAIL", math.nan, round(dist, 4), 100.0))
+            lv.append(Level(i, name, side, "TRAIL", None, Decimal(f"{dist:.4f}"), 100.0))
         else:
-            ref = first[name].bid if side == "SELL" else first[name].ask
-            trig = round(ref - dist, 2) if side == "SELL" else round(ref + dist, 2)
-            lv.append(Level(i, name, side, "STOP", trig, math.nan, 100.0))
+            ref = CENT.price(first[name].bid if side == "SELL" else first[name].ask)
+            cents = Decimal(f"{dist:.2f}")
+            lv.append(Level(i, name, side, "STOP", ref - cents if side == "SELL" else ref + cents, None, 100.0))
     return out, lv
 
 
-def read_ticks(path: Path) -> list[Tick]:
+def read_ticks(path: Path, tick: Decimal | None) -> tuple[list[Tick], dict[str, PriceGrid]]:
+    """The file's quotes as the adapter hands them to the core, and each symbol's grid: ``tick``, or the
+    finest decimal step the symbol's prices are written with (``1.23455`` -> 0.00001)."""
     opener = gzip.open if path.suffix == ".gz" else open
-    out = []
     with opener(path, "rt", newline="") as fh:
-        rows = csv.DictReader(fh)
-        for i, row in enumerate(rows, start=1):
-            last = float(row["last"]) if row.get("last") else math.nan
-            out.append(Tick(row["symbol"], float(row["bid"]), float(row["ask"]), last, 0.0, int(row["ts_ns"]), 0, i))
-    return out
+        rows = list(csv.DictReader(fh))
+    places: dict[str, int] = {}
+    for row in rows:
+        for name in ("bid", "ask", "last"):
+            text = row.get(name) or ""
+            if "." in text:
+                places[row["symbol"]] = max(places.get(row["symbol"], 0), len(text.split(".")[1].rstrip("0")))
+    grids = {s: PriceGrid(tick if tick is not None else Decimal(1).scaleb(-max(d, 1))) for s, d in places.items()}
+    out = []
+    for i, row in enumerate(rows, start=1):
+        grid = grids.setdefault(row["symbol"], PriceGrid(tick or Decimal("0.01")))
+        last = grid.units(float(row["last"])) if row.get("last") else 0
+        out.append(Tick(row["symbol"], grid.units(float(row["bid"])), grid.units(float(row["ask"])), last, 0.0,
+                        int(row["ts_ns"]), 0, i))
+    return out, grids
 
 
 def read_levels(path: Path) -> list[Level]:
+    """Levels with their prices and offsets exact, from the file's text."""
     with path.open(newline="") as fh:
         return [Level(int(r["order_idx"]), r["symbol"], r["side"].upper(), r["kind"].upper(),
-                      float(r["trigger"]) if r.get("trigger") else math.nan,
-                      float(r["trail_offset"]) if r.get("trail_offset") else math.nan, float(r.get("qty") or 1))
+                      Decimal(r["trigger"]) if r.get("trigger") else None,
+                      Decimal(r["trail_offset"]) if r.get("trail_offset") else None, float(r.get("qty") or 1))
                 for r in csv.DictReader(fh)]
 
 
 # --------------------------------------------------------------------------------------- reference
 
 
-def reference(ticks: list[Tick], levels: list[Level]) -> dict[int, int]:
-    """order_idx -> seq of the first tick that fires it, brute force over every (valid) tick with numpy."""
+def reference(ticks: list[Tick], levels: list[Level], grids: dict[str, PriceGrid]) -> dict[int, int]:
+    """order_idx -> seq of the first tick that fires it, brute force over every (valid) tick with numpy, in
+    int64 half-tick units: a trigger is its exact decimal over the half tick (a level off the grid is refused
+    by the engine, and skipped here), an offset is floor(offset / tick) whole ticks, at least one."""
     by_sym: dict[str, list[Tick]] = {}
     last_ts: dict[str, int] = {}
     for t in ticks:
-        if not (0 < t.bid <= t.ask < math.inf) or t.ts_ns < last_ts.get(t.symbol, 0):
+        if not (0 < t.bid <= t.ask) or t.ts_ns < last_ts.get(t.symbol, 0):
             continue  # the engine drops these too: crossed, non-positive, non-finite, time going backwards
         last_ts[t.symbol] = t.ts_ns
         by_sym.setdefault(t.symbol, []).append(t)
-    arrays = {s: (np.array([t.bid for t in ts]), np.array([t.ask for t in ts]), np.array([t.seq for t in ts]))
-              for s, ts in by_sym.items()}
+    arrays = {s: (np.array([t.bid for t in ts], dtype=np.int64), np.array([t.ask for t in ts], dtype=np.int64),
+                  np.array([t.seq for t in ts])) for s, ts in by_sym.items()}
     fired: dict[int, int] = {}
     for lv in levels:
         if lv.symbol not in arrays:
             continue
         bid, ask, seq = arrays[lv.symbol]
+        tick = grids[lv.symbol].tick
         if lv.kind == "STOP":
-            hit = bid <= lv.trigger if lv.side == "SELL" else ask >= lv.trigger
-        elif lv.side == "SELL":
-            hit = bid <= np.maximum.accumulate(bid) - lv.offset
+            assert lv.trigger is not None
+            units = lv.trigger * 2 / tick
+            if units != units.to_integral_value():
+                continue  # off the grid: the engine refuses the trade
+            hit = bid <= int(units) if lv.side == "SELL" else ask >= int(units)
         else:
-            hit = -ask <= -np.minimum.accumulate(ask) - lv.offset
+            assert lv.offset is not None
+            off = 2 * max(1, int(lv.offset // tick))
+            hit = (bid <= np.maximum.accumulate(bid) - off if lv.side == "SELL"
+                   else ask >= np.minimum.accumulate(ask) + off)
         if hit.any():
             fired[lv.idx] = int(seq[int(np.argmax(hit))])
     return fired
@@ -155,13 +186,14 @@ def reference(ticks: list[Tick], levels: list[Level]) -> dict[int, int]:
 class Harness:
     """The engine core with the benchmark's levels loaded as open trades, ready for a storm."""
 
-    def __init__(self, ticks: list[Tick], levels: list[Level], mode: str, window_ns: int) -> None:
+    def __init__(self, ticks: list[Tick], levels: list[Level], grids: dict[str, PriceGrid], mode: str,
+                 window_ns: int) -> None:
         first: dict[str, Tick] = {}
         for t in ticks:
             if 0 < t.bid <= t.ask and t.symbol not in first:
                 first[t.symbol] = t
         self.vol = {s: VolSnapshot(s, 1.0, 1.0, T0) for s in first}
-        self.tm = TradeManager(lambda: 0, self.vol.get, lambda s: None)
+        self.tm = TradeManager(lambda: 0, self.vol.get, lambda s: None, grid=grids.__getitem__)
         self.handler = TickHandler(self.tm, mode=mode, window_ns=window_ns, after_symbol=self._take)
         self.tm.read_quotes_from(self.handler.quote)
         self.handler.seed_quotes(first)
@@ -174,8 +206,8 @@ class Harness:
                 continue
             side = Side.LONG if lv.side == "SELL" else Side.SHORT
             mark = q.bid if lv.side == "SELL" else q.ask
-            rule = (StopLoss(price=lv.trigger) if lv.kind == "STOP" else
-                    TrailingStop(distance=lv.offset, unit="price"))
+            rule = (StopLoss(price=str(lv.trigger)) if lv.kind == "STOP" else
+                    TrailingStop(distance=str(lv.offset), unit="price"))
             try:
                 trade = self.tm.submit(TradeRequest(symbol=lv.symbol, side=side, qty=max(1.0, round(lv.qty)),
                                                     rules=[rule]))
@@ -184,7 +216,8 @@ class Harness:
                 continue
             entry = self.tm.outbox.pop()
             self.tm.on_fill(OrderIntent(entry.key, trade.id, "entry", "u", "a", lv.symbol, entry.action, entry.qty,
-                                        entry.order_type, None, PriorityClass.ENTRY, 0), entry.qty, mark, T0, 0.0)
+                                        entry.order_type, None, PriorityClass.ENTRY, 0), entry.qty,
+                             grids[lv.symbol].price(mark), T0, 0)
             self.by_trade[trade.id] = lv.idx
         self.tm.outbox.clear()
         self.fired: list[tuple[int, int, int]] = []  # (order_idx, tick seq, emit time ns)
@@ -273,13 +306,13 @@ def rss_mb() -> tuple[float, float]:
 # --------------------------------------------------------------------------------------------- main
 
 
-def scenario(ticks: list[Tick], levels: list[Level], rates: list[float], window_ms: float, chunk: int,
-             label: str) -> list[dict]:
-    want = reference(ticks, levels)
+def scenario(ticks: list[Tick], levels: list[Level], grids: dict[str, PriceGrid], rates: list[float],
+             window_ms: float, chunk: int, label: str) -> list[dict]:
+    want = reference(ticks, levels, grids)
     rows = []
     for feed in ["max", *rates]:
         for mode in ("per_tick", "batch"):
-            h = Harness(ticks, levels, mode, int(window_ms * 1e6))
+            h = Harness(ticks, levels, grids, mode, int(window_ms * 1e6))
             before, _ = rss_mb()
             res = run_max(h, ticks, chunk) if feed == "max" else run_rate(h, ticks, float(feed))
             after, peak = rss_mb()
@@ -325,6 +358,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=1024, help="ticks per hand-over in the as-fast-as-possible feed")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--ticks", type=Path, help="replay ticks: CSV(.gz) with ts_ns,symbol,bid,ask")
+    ap.add_argument("--tick", type=Decimal, help="every symbol's minimum tick (default: from the prices' decimals)")
     ap.add_argument("--levels", type=Path, help="levels: CSV order_idx,symbol,side,kind,trigger,trail_offset,qty")
     ap.add_argument("--fired", type=Path, help="write order_idx,ts_ns of the tick each level fired on")
     ap.add_argument("--json", type=Path, help="write every figure as JSON")
@@ -339,12 +373,13 @@ def main() -> None:
     rows: list[dict] = []
     if args.ticks:
         t_load = time.perf_counter()
-        ticks = read_ticks(args.ticks)
-        levels = read_levels(args.levels) if args.levels else generate_levels_for(ticks, args.seed)
-        print(f"loaded {len(ticks):,} ticks and {len(levels):,} levels in {time.perf_counter() - t_load:.1f}s")
-        rows += scenario(ticks, levels, args.rates, args.window_ms, args.chunk, args.ticks.name[:14])
+        ticks, grids = read_ticks(args.ticks, args.tick)
+        levels = read_levels(args.levels) if args.levels else generate_levels_for(ticks, grids, args.seed)
+        print(f"loaded {len(ticks):,} ticks and {len(levels):,} levels in {time.perf_counter() - t_load:.1f}s; "
+              f"ticks: {', '.join(f'{s} {g.tick}' for s, g in sorted(grids.items()))}")
+        rows += scenario(ticks, levels, grids, args.rates, args.window_ms, args.chunk, args.ticks.name[:14])
         if args.fired:
-            h = Harness(ticks, levels, "batch", int(args.window_ms * 1e6))
+            h = Harness(ticks, levels, grids, "batch", int(args.window_ms * 1e6))
             run_max(h, ticks, args.chunk)
             ts_of = {t.seq: t.ts_ns for t in ticks}
             with args.fired.open("w", newline="") as fh:
@@ -355,15 +390,18 @@ def main() -> None:
     else:
         for count in args.levels_count:
             ticks, levels = generate(args.symbols, count, args.n_ticks, args.seed)
-            rows += scenario(ticks, levels, args.rates, args.window_ms, args.chunk, f"{args.symbols} sym")
+            grids = {f"S{i:04d}": CENT for i in range(args.symbols)}
+            rows += scenario(ticks, levels, grids, args.rates, args.window_ms, args.chunk, f"{args.symbols} sym")
             del ticks
             gc.collect()
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=1))
 
 
-def generate_levels_for(ticks: list[Tick], seed: int, per_symbol: int = 200) -> list[Level]:
-    """Levels around a replayed file's symbols when no --levels file is given (0.1%-2% from the first quote)."""
+def generate_levels_for(ticks: list[Tick], grids: dict[str, PriceGrid], seed: int,
+                        per_symbol: int = 200) -> list[Level]:
+    """Levels around a replayed file's symbols when no --levels file is given (0.1%-2% from the first quote),
+    triggers on the symbol's grid."""
     rng = np.random.default_rng(seed)
     first: dict[str, Tick] = {}
     for t in ticks:
@@ -371,14 +409,15 @@ def generate_levels_for(ticks: list[Tick], seed: int, per_symbol: int = 200) -> 
             first.setdefault(t.symbol, t)
     out = []
     for name, q in sorted(first.items()):
+        grid = grids[name]
         for _ in range(per_symbol):
             side = "SELL" if rng.random() < 0.5 else "BUY"
-            dist = float(rng.uniform(0.001, 0.02)) * q.bid
+            dist = int(float(rng.uniform(0.001, 0.02)) * q.bid) // 2 * 2  # whole ticks, in units
             if rng.random() < 0.3:
-                out.append(Level(len(out), name, side, "TRAIL", math.nan, round(dist, 5), 100.0))
+                out.append(Level(len(out), name, side, "TRAIL", None, grid.price(dist), 100.0))
             else:
-                trig = round(q.bid - dist, 5) if side == "SELL" else round(q.ask + dist, 5)
-                out.append(Level(len(out), name, side, "STOP", trig, math.nan, 100.0))
+                trig = grid.price(q.bid - dist if side == "SELL" else q.ask + dist)
+                out.append(Level(len(out), name, side, "STOP", trig, None, 100.0))
     return out
 
 

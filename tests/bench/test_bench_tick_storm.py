@@ -44,3 +44,33 @@ def test_replay_files_and_fired_output(tmp_path):
                            str(fired), "--rates"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert fired.read_text().split() == ["order_idx,ts_ns", "1,300", "2,700", "4,600"]
+
+
+def test_exact_touches_that_floats_miss_fire_on_the_touching_tick(tmp_path):
+    """The cases of the exactness issue: a trailing level of 169.37 + 0.02 (169.39000000000001 in floats, which
+    an ask of 169.39 never reaches), 5-decimal FX on its own grid, a BRK.A-sized price, and an offset that is
+    not whole ticks (floored to one tick).  The bench's reference is integer arithmetic of its own; the engine
+    must agree with it tick for tick."""
+    ticks = tmp_path / "ticks.csv"
+    ticks.write_text("ts_ns,symbol,bid,ask\n"
+                     "100,Z,169.35,169.37\n"     # short trail: mark 169.37, offset 0.02 -> level 169.39
+                     "200,Z,169.36,169.38\n"
+                     "300,Z,169.37,169.39\n"     # touches it exactly
+                     "400,F,1.23450,1.23455\n"   # FX: grid 0.00001 (the file's finest step)
+                     "500,F,1.23441,1.23446\n"   # long stop 1.23441: touched exactly
+                     "600,B,600000.00,600000.10\n"
+                     "700,B,599999.99,600000.05\n")  # long trail 0.015 -> 1 tick: 599999.99 touches
+    levels = tmp_path / "levels.csv"
+    levels.write_text("order_idx,symbol,side,kind,trigger,trail_offset,qty\n"
+                      "1,Z,BUY,TRAIL,,0.02,100\n"
+                      "2,F,SELL,STOP,1.23441,,100\n"
+                      "3,B,SELL,TRAIL,,0.015,1\n")
+    fired = tmp_path / "fired.csv"
+    out = tmp_path / "figures.json"
+    done = subprocess.run([sys.executable, str(BENCH), "--ticks", str(ticks), "--levels", str(levels), "--fired",
+                           str(fired), "--json", str(out), "--rates"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert fired.read_text().split() == ["order_idx,ts_ns", "1,300", "2,500", "3,700"]
+    assert "F 0.00001" in done.stdout and "Z 0.01" in done.stdout
+    for row in json.loads(out.read_text())["rows"]:  # both modes agree with the reference
+        assert (row["fired"], row["expected"], row["missed"], row["extra"], row["duplicates"]) == (3, 3, 0, 0, 0)

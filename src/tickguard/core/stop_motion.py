@@ -101,9 +101,9 @@ class StopTracker:
     def nearest_gap(self, tick: Tick) -> int | None:
         """How far ``tick`` is above the nearest stop of its symbol (signed price - level, in units; negative:
         through it), over the booked stops and the trail groups; None when the symbol has no stop."""
-        gaps = [sign * tick.price(source) - book[-1][0]
+        gaps = [sign * price - book[-1][0]
                 for (source, sign, kind), book in self._book.books(tick.symbol).items()
-                if kind is LevelKind.STOP and book]
+                if kind is LevelKind.STOP and book and (price := tick.price(source))]
         marks = self.groups.marks.get(tick.symbol)
         if marks is not None:
             if marks.bd != FAR:
@@ -171,7 +171,7 @@ class StopTracker:
                 continue
             price = tick.price(source)
             x = sign * price
-            if price != price or follow[0][0] >= x:
+            if not price or follow[0][0] >= x:  # 0: no such price (no last)
                 continue
             end = follow.bisect_left((x, -1))
             moved = follow[:end]
