@@ -115,21 +115,22 @@ def read_ticks(path: Path, tick: Decimal | None) -> tuple[list[Tick], dict[str, 
     """The file's quotes as the adapter hands them to the core, and each symbol's grid: ``tick``, or the
     finest decimal step the symbol's prices are written with (``1.23455`` -> 0.00001)."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", newline="") as fh:
-        rows = list(csv.DictReader(fh))
     places: dict[str, int] = {}
-    for row in rows:
-        for name in ("bid", "ask", "last"):
-            text = row.get(name) or ""
-            if "." in text:
-                places[row["symbol"]] = max(places.get(row["symbol"], 0), len(text.split(".")[1].rstrip("0")))
-    grids = {s: PriceGrid(tick if tick is not None else Decimal(1).scaleb(-max(d, 1))) for s, d in places.items()}
+    if tick is None:  # a first pass over the text: each symbol's finest decimal step
+        with opener(path, "rt", newline="") as fh:
+            for row in csv.DictReader(fh):
+                for name in ("bid", "ask", "last"):
+                    text = row.get(name) or ""
+                    if "." in text:
+                        places[row["symbol"]] = max(places.get(row["symbol"], 0), len(text.split(".")[1].rstrip("0")))
+    grids = {s: PriceGrid(Decimal(1).scaleb(-max(d, 1))) for s, d in places.items()}
     out = []
-    for i, row in enumerate(rows, start=1):
-        grid = grids.setdefault(row["symbol"], PriceGrid(tick or Decimal("0.01")))
-        last = grid.units(float(row["last"])) if row.get("last") else 0
-        out.append(Tick(row["symbol"], grid.units(float(row["bid"])), grid.units(float(row["ask"])), last, 0.0,
-                        int(row["ts_ns"]), 0, i))
+    with opener(path, "rt", newline="") as fh:
+        for i, row in enumerate(csv.DictReader(fh), start=1):
+            grid = grids.setdefault(row["symbol"], PriceGrid(tick or Decimal("0.01")))
+            last = grid.units(float(row["last"])) if row.get("last") else 0
+            out.append(Tick(row["symbol"], grid.units(float(row["bid"])), grid.units(float(row["ask"])), last, 0.0,
+                            int(row["ts_ns"]), 0, i))
     return out, grids
 
 
