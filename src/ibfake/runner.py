@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from tickguard.adapters.sim.exchange import ExchangeParams
+
 from .server import DEFAULT_START, FakeGateway
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ async def serve(
     accounts: list[str] | None = None,
     start: dt.datetime = DEFAULT_START,
     master_client_id: int | None = None,
+    partial_fill_prob: float | None = None,
     stop: asyncio.Event | None = None,
     on_ready: Callable[[FakeGateway], Any] | None = None,
     out: TextIO | None = None,
@@ -40,8 +43,10 @@ async def serve(
     the real one), which is how an embedding caller learns the port or reaches the fault API.
     """
     stream = out or sys.stdout
+    exchange = (None if partial_fill_prob is None  # None: the gateway's own exchange parameters
+                else ExchangeParams(max_msgs_per_s=1_000_000_000, partial_fill_prob=partial_fill_prob))
     gateway = FakeGateway(seed, symbols, speed=speed, host=host, port=port, accounts=accounts, start=start,
-                          master_client_id=master_client_id)
+                          master_client_id=master_client_id, exchange=exchange)
     await gateway.start()
     try:
         names = ", ".join(gateway.all_symbols())

@@ -7,7 +7,7 @@ real broker they arrive later, in pieces, and sometimes after a reconnect.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
@@ -154,6 +154,9 @@ class OrderBook:
     # False when a part could not be fetched (IB: completed orders): the engine then draws no conclusion from an
     # order's absence - nothing is re-sent or reported on it, new entries wait, and it asks again soon
     complete: bool = True
+    # key -> the order as the broker holds it (working or ended), where known: an order of ours the journal never
+    # recorded is taken over from these details (runtime/stray_orders.py)
+    details: dict[str, BrokerOrder] = field(default_factory=dict)
 
 
 BrokerEvent = Tick | OrderStatusEvent | FillEvent | CommissionEvent | NoticeEvent

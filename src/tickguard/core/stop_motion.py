@@ -13,11 +13,12 @@ trailing stops that are in step with the symbol's running best share one mark, s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from sortedcontainers import SortedList
 
-from tickguard.core.effective_stop import STOP_LOSS, TRAILING_STOP, EffectiveStop, effective_stop
+from tickguard.core.effective_stop import STOP_LOSS, TRAILING_STOP, EffectiveStop, effective_stop, stop_distance
 from tickguard.core.exit_rules import BreakEven, StopLoss, StopMotion, TrailingStop, stop_motion, stop_x
 from tickguard.core.model import Tick, TriggerInfo, TriggerSource
 from tickguard.core.price_grid import FAR, PriceGrid
@@ -97,6 +98,24 @@ class StopTracker:
         """(source, sign, lowest best_x) of each non-empty index of ``symbol``: a new best there moves a stop."""
         return [(source, sign, follow[0][0]) for (source, sign), follow in self._following.get(symbol, {}).items()
                 if follow]
+
+    def atr_units(self, symbol: str) -> float:
+        """The symbol's ATR in grid units, for distances to stop (1 unit when no volatility is known)."""
+        vol = self._vol(symbol)
+        return 1.0 if vol is None else vol.atr / self._grid(symbol).approx(1)
+
+    def distance(self, trade: Trade, tick: Tick) -> float:
+        """(price - effective stop) / ATR at ``tick``; +inf without a stop or a volatility."""
+        stop = self.effective(trade)
+        if stop is None or trade.stop is None or self._vol(trade.symbol) is None:
+            return math.inf
+        return stop_distance(trade.sign * tick.price(trade.stop.source), stop.level_x, self.atr_units(trade.symbol))
+
+    def symbol_risk(self, tick: Tick) -> float:
+        """Distance in ATR from ``tick`` to the nearest stop of its symbol, from the ends of the book and of the
+        trail groups in O(1) rather than from every trade; +inf when the symbol has no stop."""
+        gap = self.nearest_gap(tick)
+        return math.inf if gap is None else gap / self.atr_units(tick.symbol)
 
     def nearest_gap(self, tick: Tick) -> int | None:
         """How far ``tick`` is above the nearest stop of its symbol (signed price - level, in units; negative:

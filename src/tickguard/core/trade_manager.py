@@ -18,7 +18,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from tickguard.core.effective_stop import EffectiveStop, stop_distance
+from tickguard.core.effective_stop import EffectiveStop
 from tickguard.core.exit_rules import StopLoss, TakeProfit, TimeStop, TrailingStop, target_x
 from tickguard.core.exit_sizing import target_wants, whole_lots
 from tickguard.core.guards import Guard, GuardCache
@@ -100,14 +100,10 @@ class TradeManager:
         trade.entry_key = f"{self.key_prefix}{tid}:entry"
         trade.entry_working = True
         self._emit(trade, "accepted", {"request": request.model_dump(mode="json")})
-        self.outbox.append(
-            OrderIntent(
-                key=trade.entry_key, trade_id=tid, leg="entry", user=request.user, account=request.account or "",
-                symbol=request.symbol, action=request.side.entry_action, qty=request.qty,
-                order_type=request.entry_type, limit_price=request.limit_price,
-                priority=PriorityClass.ENTRY, created_ns=now,
-            )
-        )
+        self.outbox.append(OrderIntent(
+            key=trade.entry_key, trade_id=tid, leg="entry", user=request.user, account=request.account or "",
+            symbol=request.symbol, action=request.side.entry_action, qty=request.qty, order_type=request.entry_type,
+            limit_price=request.limit_price, priority=PriorityClass.ENTRY, created_ns=now))
         if request.entry_timeout_s is not None:
             self.timers.set(now + int(request.entry_timeout_s * 1e9), tid, "entry_timeout")
         return trade
@@ -121,15 +117,13 @@ class TradeManager:
 
     def _new_trade(self, tid: str, request: TradeRequest, created_ns: int) -> Trade:
         trade = Trade(id=tid, request=request, sign=request.side.sign, created_ns=created_ns)
-        tps = [r for r in request.rules if isinstance(r, TakeProfit)]
         if request.rule(StopLoss) or request.rule(TrailingStop):
             trade.stop = Leg(tid, "stop", next(self._level_ids), stop_source(request))
         if request.rule(TimeStop):
             trade.time_leg = Leg(tid, "time", next(self._level_ids), TriggerSource.AUTO)
-        trade.targets = [
-            Leg(tid, f"tp{i}", next(self._level_ids), r.trigger.resolve(request.side), r.fraction, r)
-            for i, r in enumerate(tps, start=1)
-        ]
+        tps = [r for r in request.rules if isinstance(r, TakeProfit)]
+        trade.targets = [Leg(tid, f"tp{i}", next(self._level_ids), r.trigger.resolve(request.side), r.fraction, r)
+                         for i, r in enumerate(tps, start=1)]
         for leg in trade.legs():
             self._legs[leg.level_id] = (trade, leg)
         self.trades[tid] = trade
@@ -407,6 +401,22 @@ class TradeManager:
             self.reserve_ids(int(number))
         return trade
 
+    def adopt_order(self, intent: OrderIntent, fired: int) -> None:
+        """An order of ``intent``'s trade that the broker holds and the journal never recorded (sent, then a crash
+        before its commit): its leg counts it in flight and as fired ``fired`` times, so nothing sends it again;
+        a stop or time leg closes the trade as if it had fired (what is not covered yet goes out now)."""
+        trade = self.trades[intent.trade_id]
+        if intent.leg == "entry":
+            trade.entry_working = True
+            return
+        leg = trade.leg(intent.leg)
+        leg.fired, leg.inflight = max(leg.fired, fired), leg.inflight + intent.qty
+        self.book.remove(leg.level_id)
+        if leg.terminal:
+            rule = "time_stop" if leg is trade.time_leg else self.stops.fired_rule(trade)
+            self._fire_terminal(trade, leg, TriggerInfo(rule, None, None, -1, self._clock()))
+        self._refresh_state(trade)
+
     def resume_closing(self, trade: Trade) -> None:
         """After a restart: a trade that was closing with nothing in flight gets its exit sent again."""
         if trade.closing and trade.state.automated and trade.inflight <= 0 and trade.open_qty > 0:
@@ -431,24 +441,16 @@ class TradeManager:
         """The symbol's price grid: how its prices and the core's units convert."""
         return self._grid(symbol)
 
-    def _atr_units(self, symbol: str) -> float:
-        """The symbol's ATR in grid units, for distances to stop (1 unit when no volatility is known)."""
-        vol = self._vol(symbol)
-        return 1.0 if vol is None else vol.atr / self._grid(symbol).approx(1)
-
     def distance_to_stop(self, trade: Trade, tick: Tick | None = None) -> float:
         """(price - stop) / ATR, signed so that small means about to be stopped out; +inf if no stop."""
-        stop = self.effective_stop(trade)
         tick = tick or self._quote(trade.symbol)
-        if stop is None or trade.stop is None or tick is None or self._vol(trade.symbol) is None:
+        if self.effective_stop(trade) is None or tick is None:
             return math.inf
-        return stop_distance(trade.sign * tick.price(trade.stop.source), stop.level_x, self._atr_units(trade.symbol))
+        return self.stops.distance(trade, tick)
 
     def symbol_risk_at(self, symbol: str, tick: Tick) -> float:
-        """Distance to the nearest stop of ``symbol`` in ATR at ``tick``: the batch priority, from the ends
-        of the book and of the trail groups in O(1) rather than from every trade."""
-        gap = self.stops.nearest_gap(tick)
-        return math.inf if gap is None else gap / self._atr_units(symbol)
+        """Distance to the nearest stop of ``symbol`` in ATR at ``tick``: the batch priority (O(1))."""
+        return self.stops.symbol_risk(tick)
 
     def guard(self, symbol: str) -> Guard:
         return self.guards.guard(symbol)

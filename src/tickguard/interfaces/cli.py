@@ -114,6 +114,8 @@ def fake_gateway(
     master_client_id: Annotated[int | None, typer.Option(help="TWS's Master API client id: that client sees every "
                                                               "client's orders and executions (others: their own).")]
     = None,
+    partial_fill_prob: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Fault: the share of orders "
+                                                            "filled in two executions (default 0.15).")] = None,
 ) -> None:
     """A fake IB Gateway speaking the TWS wire protocol over a simulated market: try the IB path
     without an account (connect TWS API clients, or `tickguard run`, to it)."""
@@ -121,6 +123,7 @@ def fake_gateway(
 
     names: int | list[str] = int(symbols) if symbols.isdigit() else [s.strip().upper() for s in symbols.split(",")]
     run_forever(host=host, port=port, seed=seed, symbols=names, speed=speed, master_client_id=master_client_id,
+                partial_fill_prob=partial_fill_prob,
                 on_ready=(lambda gw: gw.delay_fills(fill_delay)) if fill_delay > 0 else None)
 
 

@@ -169,7 +169,7 @@ class Engine:
             book = await self._startup_book()
             self.reconciler.baseline(book, self.broker.now_ns())  # an incomplete book: new entries wait
             with self._batch():  # what it re-sends goes out when this commits (the journal's after-commit hook)
-                reconcile(book, self.trades, self.executor, self.recovery)
+                reconcile(book, self.trades, self.executor, self.recovery, self._cancel_stray)
                 self._flush()
             self.reconciler.defer(self.recovery.deferred)
             lines = self.recovery.lines()
@@ -333,6 +333,13 @@ class Engine:
         else:
             with self.journal.batch():
                 yield
+
+    def _cancel_stray(self, order_id: int) -> None:
+        """Cancel an order of this journal that no live trade owns (recovery found it at the broker)."""
+        try:
+            self.broker.cancel_order(order_id)
+        except BrokerError as exc:
+            log.error("could not cancel stray order %s: %s", order_id, exc)
 
     def _quote(self, symbol: str) -> Tick | None:
         return self.ticks.quote(symbol)

@@ -89,7 +89,7 @@ class JournalRecorder:
         j = self.journal
         now = entry["ts_ns"]
         i = record.intent
-        if kind == "submitting" and record.attempts == 1 and not record.events[:-1]:
+        if kind in ("submitting", "found_at_broker") and record.attempts == 1 and not record.events[:-1]:
             j.insert_order(intent_row(record, now))
         else:
             j.update_order(i.key, status=record.status.value, attempts=record.attempts, broker_order_id=record.order_id,

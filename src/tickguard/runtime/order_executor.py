@@ -450,6 +450,12 @@ class OrderExecutor:
         if record.order_id is not None and not record.final:
             self._by_order_id[record.order_id] = record
 
+    def take_over(self, record: OrderRecord) -> None:
+        """An order of this journal found at the broker that the journal never recorded (``stray_orders``):
+        journaled now, its events routed, its key known - so it is never sent a second time."""
+        self.restore(record, set())
+        self._note(record, "found_at_broker", {"order_id": record.order_id})
+
     def adopt(self, key: str, order_id: int) -> OrderRecord | None:
         """The broker knows this key under ``order_id``: route its events to the journaled record."""
         record = self.orders.get(key)

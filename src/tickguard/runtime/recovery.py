@@ -14,6 +14,8 @@ The rules, in order of how much money they protect:
 * a trade halted by an over-fill (``core/halts.py``) is restored halted, with its levels unarmed and its timers
   off; nothing is resumed or re-sent for it (an order of it that never left is closed as cancelled), and its
   evidence is repeated as an UNRECONCILED line of the report at every start until a person deals with it;
+* an order or execution with this journal's id that the journal does not hold (sent, then a crash before its
+  commit) is taken over by its trade, never sent again (``stray_orders``);
 * an order or execution whose key carries another journal's id (``tg:<other id>:...``) is foreign: reported,
   never adopted or applied.  Keys journaled before journals had ids (``tg:T00001:entry``) are matched only
   against this journal's own orders.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -35,6 +38,7 @@ from tickguard.core.order_state import OrderStatus
 from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import TradeRequest
 from tickguard.runtime.order_executor import OrderExecutor, OrderRecord
+from tickguard.runtime.stray_orders import take_over_strays
 from tickguard.store.journal import Journal
 
 log = logging.getLogger("tickguard.runtime.recovery")
@@ -133,9 +137,12 @@ def _status(row: dict[str, Any]) -> OrderStatus:
         return OrderStatus.UNKNOWN
 
 
-def reconcile(book: OrderBook, trades: TradeManager, executor: OrderExecutor, report: RecoveryReport) -> None:
-    """Bring the restored state in line with what the broker says happened."""
+def reconcile(book: OrderBook, trades: TradeManager, executor: OrderExecutor, report: RecoveryReport,
+              cancel: Callable[[int], None] | None = None) -> None:
+    """Bring the restored state in line with what the broker says happened (``cancel``: how an order of this
+    journal that no live trade owns is cancelled at the broker)."""
     book = ours_only(book, executor, report)
+    take_over_strays(book, trades, executor, report.journal_id, report.adopted, report.mismatches, cancel)
     for key, (order_id, _filled) in book.working.items():
         record = executor.orders.get(key)
         if record is not None and not record.final:

@@ -16,12 +16,13 @@ from decimal import Decimal
 from ib_async import IB, Contract, Order
 from ib_async.objects import Fill
 
-from tickguard.adapters.broker import OrderBook
+from tickguard.adapters.broker import BrokerOrder, OrderBook
 from tickguard.adapters.ib.attribution import AttributionMixin, Owner, Placed
 from tickguard.adapters.ib.order_status import ib_ended_status
 from tickguard.adapters.ib.values import fill_event
 from tickguard.config import IBConfig
-from tickguard.core.money import ZERO, exact
+from tickguard.core.model import Action, OrderType
+from tickguard.core.money import ZERO, decimal_of, exact
 from tickguard.core.order_state import OrderStatus
 
 log = logging.getLogger("tickguard.adapters.ib")
@@ -39,11 +40,13 @@ class RecoveryMixin(AttributionMixin):
         """IB's view for journal recovery: this client's working orders, completed orders and the day's
         executions (by orderRef), and positions.  Orders found here are adopted so their events route."""
         working: dict[str, tuple[int, Decimal]] = {}
+        details: dict[str, BrokerOrder] = {}
         for trade in self._own_trades():
             ref = trade.order.orderRef
             if not ref:
                 continue
             working[ref] = (trade.order.orderId, exact(trade.orderStatus.filled))
+            _add_details(details, trade.order, trade.contract)
             self._adopt(trade.order, trade.contract, exact(trade.orderStatus.filled))
         ended: dict[str, tuple[int, OrderStatus]] = {}
         complete = True
@@ -61,6 +64,7 @@ class RecoveryMixin(AttributionMixin):
             if ref and ref.startswith("tg:") and ref not in working:
                 order_id = next((oid for oid, p in self._orders.items() if p.ref == ref), trade.order.orderId)
                 ended[ref] = (order_id, ib_ended_status(trade.orderStatus.status))
+                _add_details(details, trade.order, trade.contract)
         executions = []
         for fill in self.ib.fills():
             ex = fill.execution
@@ -75,7 +79,7 @@ class RecoveryMixin(AttributionMixin):
             if pos.position:
                 acct = positions.setdefault(pos.account, {})
                 acct[pos.contract.symbol] = acct.get(pos.contract.symbol, ZERO) + exact(pos.position)
-        return OrderBook(working, ended, executions, positions, self.default_account, complete)
+        return OrderBook(working, ended, executions, positions, self.default_account, complete, details)
 
     def _adopt(self, order: Order, contract: Contract, filled: Decimal) -> None:
         if order.orderId not in self._orders:
@@ -105,3 +109,11 @@ class RecoveryMixin(AttributionMixin):
         if ex.execId not in self._seen_execs:
             found[1].filled += exact(ex.shares)
         return found[0]
+
+
+def _add_details(details: dict[str, BrokerOrder], order: Order, contract: Contract) -> None:
+    """The order as IB holds it, in the engine's terms (a market or limit order of a tickguard key only)."""
+    if order.orderRef.startswith("tg:") and order.orderType in ("MKT", "LMT") and order.action in ("BUY", "SELL"):
+        limit = decimal_of(order.lmtPrice) if order.orderType == "LMT" else None
+        details[order.orderRef] = BrokerOrder(order.orderRef, order.account, contract.symbol, Action(order.action),
+                                              exact(order.totalQuantity), OrderType(order.orderType), limit)

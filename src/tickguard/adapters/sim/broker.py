@@ -105,7 +105,8 @@ class SimBroker:
                    if o.status in _WORKING}
         ended = {o.order.ref: (o.order_id, _ENDED[o.status]) for o in ex.orders.values() if o.status in _ENDED}
         positions = {a: _exact_positions(self.venue.positions(a)) for a in ex.accounts}
-        return OrderBook(working, ended, list(ex.executions), positions)
+        details = {o.order.ref: o.order for o in ex.orders.values()}
+        return OrderBook(working, ended, list(ex.executions), positions, details=details)
 
     async def next_events(self, wake_at_ns: int | None) -> list[BrokerEvent]:
         venue = self.venue

@@ -1,0 +1,82 @@
+"""Orders of this journal that the broker holds and the journal does not: taken over, never sent again.
+
+Why this exists although write-ahead (``outbox``) forbids sending an order before its commit: a crash cannot
+be ruled out between a send and the commit that follows every fault (a bug that bypasses the outbox, a journal
+restored from a backup older than the last commit, a person re-sending an order with the engine's key).  Then
+the broker holds an exit the journal never recorded; the restarted engine, seeing the level crossed again,
+would decide the same exit and send it a second time - double the position out.  So at start-up every order
+whose ``orderRef`` carries this journal's id (``tg:<journal id>:<trade>:<leg>[:<n>]``) and that the journal
+does not know is:
+
+* **taken over** when its trade is one of this journal's live trades: journaled now as the order the broker
+  holds (its quantity, side, type and limit from the broker's details, or from its executions), its leg counts
+  it in flight and as fired, a stop or time leg closes the trade; its fills are then applied like any other's;
+* **cancelled** (if still working) and reported UNRECONCILED when its trade is unknown or over: nothing of it
+  is applied to any trade.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from tickguard.adapters.broker import BrokerOrder, OrderBook
+from tickguard.core.model import OrderIntent, OrderType, PriorityClass
+from tickguard.core.money import ZERO
+from tickguard.core.order_state import OrderStatus
+from tickguard.core.trade_manager import TradeManager
+from tickguard.runtime.order_executor import OrderExecutor, OrderRecord
+
+log = logging.getLogger("tickguard.runtime.stray_orders")
+
+
+def take_over_strays(book: OrderBook, trades: TradeManager, executor: OrderExecutor, journal_id: str | None,
+                     adopted: list[str], mismatches: list[str], cancel: Callable[[int], None] | None) -> None:
+    """Take over (or cancel) every order of this journal at the broker that the journal does not hold.
+    ``book`` is already reduced to this journal's keys (``recovery.ours_only``)."""
+    keys = set(book.working) | set(book.ended) | {f.ref for f in book.executions}
+    prefix = f"tg:{journal_id}:"
+    for key in sorted(k for k in keys if k not in executor.orders and journal_id and k.startswith(prefix)):
+        parts = key.split(":")  # tg, journal id, trade id, leg[, n]
+        trade = trades.trades.get(parts[2]) if len(parts) >= 4 else None
+        order = _order_of(key, book)
+        order_id = _order_id(key, book)
+        if trade is None or not trade.state.automated or order is None:
+            working = key in book.working
+            if working and cancel is not None and order_id is not None:
+                cancel(order_id)
+            mismatches.append(f"{key}: an order of this journal at the broker that the journal does not hold, for a "
+                              f"trade that is {'unknown' if trade is None else trade.state.value}; "
+                              f"{'cancelled' if working else 'not applied'} - left for the user")
+            continue
+        leg = parts[3]
+        fired = int(parts[4]) if len(parts) > 4 and parts[4].isdigit() else 1
+        intent = OrderIntent(
+            key=key, trade_id=trade.id, leg=leg, user=trade.request.user, account=order.account,
+            symbol=order.symbol, action=order.action, qty=order.qty, order_type=order.order_type,
+            limit_price=order.limit_price, created_ns=trade.created_ns,
+            priority=PriorityClass.ENTRY if leg == "entry" else PriorityClass.EXIT_CRITICAL if leg in ("stop", "time")
+            else PriorityClass.EXIT)
+        executor.take_over(OrderRecord(intent, status=OrderStatus.SUBMITTED, attempts=1, order_id=order_id))
+        trades.adopt_order(intent, fired)
+        adopted.append(f"{key} (found at the broker, never journaled: taken over, not sent again)")
+        log.error("order %s was at the broker but not in the journal (sent before its commit): taken over", key)
+
+
+def _order_of(key: str, book: OrderBook) -> BrokerOrder | None:
+    """The order as the broker holds it, or as its executions describe it (their total, at market)."""
+    if key in book.details:
+        return book.details[key]
+    fills = [f for f in book.executions if f.ref == key]
+    if not fills:
+        return None
+    qty = sum((f.qty for f in fills), ZERO)
+    first = fills[0]
+    return BrokerOrder(key, first.account, first.symbol, first.action, qty, OrderType.MARKET)
+
+
+def _order_id(key: str, book: OrderBook) -> int | None:
+    for source in (book.working, book.ended):
+        if key in source and source[key][0]:
+            return source[key][0]
+    return next((f.order_id for f in book.executions if f.ref == key), None)

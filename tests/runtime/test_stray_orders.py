@@ -1,0 +1,60 @@
+"""Orders of this journal at the broker that the journal never recorded (runtime/stray_orders.py).
+
+Write-ahead keeps this engine from producing them, so they are made here by hand: an order placed at the
+simulated exchange with the engine's own key.  A restart must take over one whose trade is live (its stop is
+then never sent a second time) and cancel, unapplied, one whose trade the journal does not know.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from test_recovery import ACCOUNT, NS, settings, started
+
+from tickguard.adapters.broker import BrokerOrder
+from tickguard.core.exit_rules import StopLoss
+from tickguard.core.model import Action, OrderType, Side
+from tickguard.core.trades import TradeRequest
+
+
+def req(symbol: str) -> TradeRequest:
+    return TradeRequest(symbol=symbol, side=Side.LONG, qty=100, account=ACCOUNT, rules=[StopLoss(distance=2.0)])
+
+
+async def test_a_live_trades_exit_found_at_the_broker_is_taken_over_not_sent_again(tmp_path):
+    s = settings(str(tmp_path / "j.db"))
+    a = await started(s)
+    sym = sorted(a.venue.specs)[0]
+    trade = a.submit(req(sym))
+    while trade.state.value != "open":
+        await a.run_until(a.broker.now_ns() + NS)
+    venue = a.venue
+    key = f"{a.trades.key_prefix}{trade.id}:stop:1"  # the key the engine would give its stop's first exit
+    a.journal.close()
+    venue.place(BrokerOrder(key, ACCOUNT, sym, Action.SELL, Decimal(100), OrderType.MARKET))  # sent, never journaled
+    venue.advance_to(venue.now_ns + 2 * NS)
+    b = await started(s, venue)
+    restored = b.trades.trades[trade.id]
+    assert any(key in line for line in b.recovery.adopted)
+    await b.run_until(b.broker.now_ns() + 10 * NS)
+    assert restored.state.value == "closed" and restored.close_reason == "stop_loss"
+    sent = [o for o in venue.exchange.orders.values() if o.order.ref.startswith(f"{b.trades.key_prefix}{trade.id}:")]
+    assert [o.order.ref for o in sent].count(key) == 1 and len(sent) == 2  # the entry and that one exit
+    assert venue.positions(ACCOUNT).get(sym, 0.0) == 0.0
+    assert b.journal.orders_of([trade.id])[-1]["order_key"] == key
+
+
+async def test_an_order_of_this_journal_for_an_unknown_trade_is_cancelled_and_reported(tmp_path):
+    s = settings(str(tmp_path / "j.db"))
+    a = await started(s)
+    sym = sorted(a.venue.specs)[0]
+    venue = a.venue
+    far = round(venue.last_ticks[sym].bid * 0.5, 2)  # a limit that never fills: it stays working
+    key = f"{a.trades.key_prefix}T09999:entry"
+    a.journal.close()
+    order_id = venue.place(BrokerOrder(key, ACCOUNT, sym, Action.BUY, Decimal(10), OrderType.LIMIT, Decimal(str(far))))
+    venue.advance_to(venue.now_ns + NS)
+    b = await started(s, venue)
+    assert any(key in line and "cancelled" in line for line in b.recovery.mismatches)
+    assert venue.exchange.orders[order_id].status == "cancelled"
+    assert "T09999" not in b.trades.trades
