@@ -104,6 +104,14 @@ class FaultsMixin:
             if session.client_id is not None:
                 session.send(out.error(-1, code, text))
 
+    def farm_status(self) -> list[tuple[int, str]]:
+        """What IB tells a client right after it connects, one system message per farm, in IB's order: the
+        market-data farm (2104 OK, or 2103 broken while every symbol's quotes are cut), the historical-data farm
+        (2106 or 2105) and the security-definition farm (2158)."""
+        market = 2103 if self._muted is None else 2104
+        hmds = 2105 if self.hmds_down else 2106
+        return [(code, SYSTEM_MESSAGES[code]) for code in (market, hmds, 2158)]
+
     def connectivity_lost(self) -> None:
         """Error 1100. Quotes keep flowing here; the point is how the client reacts to the message."""
         self.send_system_message(1100)

@@ -110,6 +110,10 @@ def _session_date(ts_ns: int) -> dt.date:
     return dt.datetime.fromtimestamp(ts_ns / NS, tz=NY).date()
 
 
+def _bar_date(bar: out.Bar) -> dt.date:
+    return bar.date.date() if isinstance(bar.date, dt.datetime) else bar.date
+
+
 def ib_time(ts_ns: int) -> str:
     return dt.datetime.fromtimestamp(ts_ns / NS, tz=NY).strftime("%Y%m%d %H:%M:%S") + " US/Eastern"
 
@@ -165,9 +169,13 @@ class HistoryBook:
         return _aggregate(minutes, bar_seconds * NS)
 
     def daily(self, symbol: str, history: list, duration: str, end_ns: int) -> list[out.Bar]:
-        """The venue's daily history plus today's bar built from live minutes, ending at ``end_ns``."""
+        """The venue's daily history plus today's bar built from live minutes, ending at ``end_ns``.
+
+        The duration is a calendar span, as IB reads it for daily bars: "60 D" is the sessions of the last 60
+        calendar days (about 42 bars), "1 Y" a year of them (about 252); not N bars."""
         count, unit = parse_duration(duration)
-        days = math.ceil(count / 86400) if unit == "S" else count * {"D": 1, "W": 5, "M": 21, "Y": 252}[unit]
+        span = math.ceil(count / 86400) if unit == "S" else count * {"D": 1, "W": 7, "M": 30, "Y": 365}[unit]
+        first = _session_date(end_ns) - dt.timedelta(days=span - 1)
         bars = [out.Bar(_session_date(b.ts_ns), b.open, b.high, b.low, b.close, b.volume, b.close, 1)
                 for b in history if b.ts_ns < end_ns]  # fmt: skip
         live = [b for b in self._minutes[symbol].live.values() if b.ts_ns < end_ns]
@@ -176,7 +184,7 @@ class HistoryBook:
             todays = sorted((b for b in live if _session_date(b.ts_ns) == today), key=lambda b: b.ts_ns)
             bars = [b for b in bars if b.date != today]
             bars.append(_combine(today, todays))
-        return bars[-days:]
+        return [b for b in bars if _bar_date(b) >= first]
 
 
 def _combine(date: dt.date | dt.datetime, minutes: list[MinuteBar]) -> out.Bar:

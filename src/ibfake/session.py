@@ -75,6 +75,8 @@ class GatewayPort(Protocol):
 
     def muted_symbols(self) -> set[str]: ...
 
+    def farm_status(self) -> list[tuple[int, str]]: ...
+
     def notify(self) -> None: ...
 
 
@@ -253,6 +255,8 @@ class ClientSession:
         self.client_id = msg.client_id
         self.send(out.managed_accounts(self.gateway.accounts))
         self.send(out.next_valid_id(self.gateway.book.next_order_id(msg.client_id)))
+        for code, text in self.gateway.farm_status():  # IB's greeting: each farm's state (2104/2106/2158 when OK)
+            self.send(out.error(-1, code, text))
 
     def _on_ReqIds(self, msg: inc.ReqIds) -> None:
         self.send(out.next_valid_id(self.gateway.book.next_order_id(self._cid)))

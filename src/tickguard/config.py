@@ -62,7 +62,8 @@ class EngineConfig(_Section):
 class VolatilityConfig(_Section):
     atr_period: int = Field(14, ge=1, description="ATR period in daily bars (Wilder's smoothing).")
     adr_period: int = Field(20, ge=1, description="ADR period in daily bars (simple mean of high - low).")
-    history_days: int = Field(60, ge=2, description="Daily bars requested per symbol at start.")
+    history_days: int = Field(60, ge=2, description="Daily bars (trading sessions) fetched per symbol at start; "
+                              "IB is asked for the calendar span that holds them.")
     intraday: bool = Field(True, description="Blend a rolling intraday ATR from 1-minute bars into the daily one.")
     refresh_interval_s: float = Field(300.0, gt=0, description="How often the intraday blend is refreshed.")
     intraday_period: int = Field(30, ge=2, description="1-minute bars in the rolling intraday ATR.")

@@ -47,7 +47,10 @@ async def test_historical_daily_and_minute_bars() -> None:
         daily = await asyncio.wait_for(
             ib.reqHistoricalDataAsync(contract, "", "20 D", "1 day", "TRADES", True), TIMEOUT
         )
-        assert len(daily) == 20
+        # "20 D" of daily bars is a calendar span, as IB reads it: the sessions of the last 20 days, not 20 bars
+        today = gw.now.date()
+        window = [today - dt.timedelta(days=n) for n in range(20)]
+        assert [b.date for b in daily] == sorted(d for d in window if d.weekday() < 5) and len(daily) < 20
         assert all(isinstance(b.date, dt.date) and b.low <= min(b.open, b.close) for b in daily)
         assert daily[-1].date == gw.now.date()  # today's bar, built from the live minutes
 
@@ -208,3 +211,28 @@ async def test_runner_serves_in_real_time_until_stopped() -> None:
     finally:
         stop.set()
         await asyncio.wait_for(task, TIMEOUT)
+
+
+async def test_connecting_client_hears_each_farms_state_as_ib_greets() -> None:
+    """IB's greeting after startApi: 2104 (market data farm OK), 2106 (HMDS OK), 2158 (sec-def OK) with reqId -1,
+    logged by ib_async as warnings (codes 2100-2199), not errors; a farm that is down is greeted as down."""
+    with IbErrorCapture.installed() as errors:
+        gw = await make_gateway().start()
+        try:
+            for down, expected in ((False, [2104, 2106, 2158]), (True, [2103, 2105, 2158])):
+                if down:
+                    gw.farm_outage()
+                    gw.hmds_outage()
+                ib = IB()
+                seen: list[tuple[int, int]] = []
+                ib.errorEvent += lambda req_id, code, msg, contract: seen.append((req_id, code))
+                await asyncio.wait_for(ib.connectAsync("127.0.0.1", gw.port, clientId=7 + down, timeout=TIMEOUT),
+                                       TIMEOUT)
+                try:
+                    await until(lambda: len(seen) >= 3)
+                    assert seen[:3] == [(-1, code) for code in expected]
+                finally:
+                    ib.disconnect()
+        finally:
+            await gw.close()
+        assert not gw.errors and not errors.unexpected(), errors.unexpected()

@@ -19,6 +19,7 @@ from fractions import Fraction
 from typing import Any
 
 from tickguard.core.effective_stop import EffectiveStop
+from tickguard.core.exit_orders import ExitAlert, ExitPolicy
 from tickguard.core.exit_rules import StopLoss, TakeProfit, TimeStop, TrailingStop, target_x
 from tickguard.core.exit_sizing import target_wants, whole_lots
 from tickguard.core.guards import Guard, GuardCache
@@ -59,9 +60,8 @@ class TradeManager:
         self._quote = quote
         self._lot = lot_size
         self._grid = grid  # each symbol's tick: every price in the core is in its units (price_grid)
-        self._exit_type = exit_order_type
-        self._exit_offset = decimal_of(exit_limit_offset)
-        self._retry_ns = retry_backoff_ns
+        self.exit_policy = ExitPolicy(exit_order_type, decimal_of(exit_limit_offset), retry_backoff_ns)
+        self.alerts: list[ExitAlert] = []  # exits refused, newest last: the engine logs and drains them
         self.on_event = on_event  # the journal recorder listens here
         self.book = TriggerBook()
         self.stops = StopTracker(self.book, volatility, self._trade_of_level, self._changed, grid)
@@ -238,17 +238,11 @@ class TradeManager:
         leg.fired += 1
         leg.inflight += qty
         req = trade.request
-        limit = None
-        if self._exit_type is OrderType.LIMIT:
-            tick = self._quote(trade.symbol)
-            if tick is not None:  # offset beyond the touch, snapped away from it (sell down, buy up): exact
-                grid = self._grid(trade.symbol)
-                base = tick.bid if trade.sign > 0 else tick.ask
-                limit = grid.price(grid.marketable_limit(base, self._exit_offset, buy=trade.sign < 0))
+        limit = self.exit_policy.limit(leg.failures, self._quote(trade.symbol), self._grid(trade.symbol), trade.sign)
         intent = OrderIntent(
             key=f"{self.key_prefix}{trade.id}:{leg.name}:{leg.fired}", trade_id=trade.id, leg=leg.name, user=req.user,
             account=req.account or "", symbol=trade.symbol, action=req.side.exit_action, qty=qty,
-            order_type=self._exit_type if limit is not None else OrderType.MARKET, limit_price=limit,
+            order_type=OrderType.MARKET if limit is None else OrderType.LIMIT, limit_price=limit,
             priority=priority, created_ns=self._clock(), trigger=info,
         )
         self._emit(trade, "exit_intent", {"key": intent.key, "leg": leg.name, "qty": qty,
@@ -338,12 +332,13 @@ class TradeManager:
         elif remaining > 0:
             leg = trade.leg(intent.leg)
             leg.inflight = max(ZERO, leg.inflight - remaining)
+            leg.failures += 1  # never leave a position unprotected: retried by the policy (core/exit_orders.py)
+            pause = self.exit_policy.pause_ns(leg.failures) if trade.state.automated else None
             self._emit(trade, "exit_failed", {"key": intent.key, "leg": leg.name, "remaining": remaining,
-                                              "status": status, "reason": reason})
-            # Never leave a position unprotected: retry a closing exit, re-arm a target, after a pause that
-            # doubles with each failure of the leg (capped) so a broker that keeps refusing is not flooded.
-            pause = self._retry_ns * min(2 ** max(leg.fired - 1, 0), 64)
-            if trade.state.automated:  # a halted trade is retried by no one
+                                              "status": status, "reason": reason, "retry_in_ns": pause})
+            self.alerts.append(ExitAlert(trade.id, leg.name, intent.key, str(status), reason, remaining,
+                                         self.exit_policy.type_after(leg.failures), pause, self._clock()))
+            if pause is not None:  # a halted trade is retried by no one
                 self.timers.set(self._clock() + pause, trade.id, f"retry:{leg.name}")
         self._refresh_state(trade)
 

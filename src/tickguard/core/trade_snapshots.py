@@ -43,8 +43,8 @@ def snapshot(trade: Trade, stops: StopTracker, armed: Callable[[int], bool], gri
         "stop_base_x": price(trade.stop_base_x),
         "trail_x": price(stops.trail_x(trade)),
         "be_x": price(trade.be_x),
-        "legs": {leg.name: {"fired": leg.fired, "filled": leg.filled, "inflight": leg.inflight,
-                            "level_x": price(leg.level_x), "armed": armed(leg.level_id)}
+        "legs": {leg.name: {"fired": leg.fired, "failures": leg.failures, "filled": leg.filled,
+                            "inflight": leg.inflight, "level_x": price(leg.level_x), "armed": armed(leg.level_id)}
                  for leg in trade.legs()},
     })
     return snap
@@ -66,6 +66,7 @@ def apply_snapshot(trade: Trade, snap: dict[str, Any], grid: PriceGrid) -> list[
         if saved is None:
             continue
         leg.fired, leg.filled, leg.inflight = saved["fired"], exact(saved["filled"]), exact(saved["inflight"])
+        leg.failures = saved.get("failures", 0)  # absent in snapshots written before the retry policy
         leg.level_x = _units(grid, saved["level_x"], PriceGrid.up if leg.terminal else PriceGrid.down)
         if saved["armed"] and leg.level_x is not None:
             armed.append(leg.name)

@@ -85,6 +85,7 @@ class Leg:
     rule: TakeProfit | None = None
     level_x: int | None = None  # signed grid units (price_grid)
     fired: int = 0
+    failures: int = 0  # exits of this leg the broker refused: the retry policy escalates on it (exit_orders)
     filled: Decimal = ZERO
     inflight: Decimal = ZERO
 

@@ -32,6 +32,7 @@ from tickguard.adapters.sim.broker import SimBroker
 from tickguard.adapters.sim.venue import SimVenue
 from tickguard.config import Settings
 from tickguard.core import volatility
+from tickguard.core.exit_orders import ExitAlert
 from tickguard.core.model import OrderIntent, Tick
 from tickguard.core.order_state import OrderStatus
 from tickguard.core.price_grid import CENT, PriceGrid
@@ -93,6 +94,7 @@ class Engine:
             self.trades.on_event = self.recorder.on_trade_event
             self.executor.on_event = self.recorder.on_order_event
         self.recovery: RecoveryReport | None = None
+        self.exit_alerts: list[ExitAlert] = []  # every refused exit of the run, newest last
         self.stats = EngineStats()
         self.vol_history: list[tuple[int, str, float, float]] = []
         vcfg = settings.volatility
@@ -334,6 +336,13 @@ class Engine:
             with self.journal.batch():
                 yield
 
+    def _raise_alerts(self) -> None:
+        """Exits the broker refused (core/exit_orders.py): an ERROR line each, at once, kept for views."""
+        alerts, self.trades.alerts = self.trades.alerts, []
+        for alert in alerts:
+            log.error("%s", alert.describe())
+        self.exit_alerts.extend(alerts)
+
     def _cancel_stray(self, order_id: int) -> None:
         """Cancel an order of this journal that no live trade owns (recovery found it at the broker)."""
         try:
@@ -408,6 +417,8 @@ class Engine:
 
     def _flush(self) -> None:
         tm = self.trades
+        if tm.alerts:
+            self._raise_alerts()
         while tm.outbox or tm.cancels:
             intents, tm.outbox = tm.outbox, []
             for intent in intents:

@@ -58,9 +58,8 @@ class ContractsMixin:
     async def _load_bars(self, key: tuple[str, int]) -> list[Bar]:
         symbol, days = key
         contract = await self._contract(symbol)
-        duration = f"{days} D" if days <= 365 else f"{math.ceil(days / 365)} Y"
         bars = await asyncio.wait_for(
-            self.ib.reqHistoricalDataAsync(contract, "", duration, "1 day", "TRADES", useRTH=True),
+            self.ib.reqHistoricalDataAsync(contract, "", daily_duration(days), "1 day", "TRADES", useRTH=True),
             self.cfg.request_timeout_s,
         )
         if not bars:
@@ -70,7 +69,16 @@ class ContractsMixin:
             day = b.date if isinstance(b.date, dt.date) else dt.date.fromisoformat(str(b.date)[:10])
             ts = int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()) * 1_000_000_000
             out.append(Bar(ts, float(b.open), float(b.high), float(b.low), float(b.close), float(b.volume)))
-        return out
+        return out[-days:]  # the last ``days`` sessions (the calendar span asked for holds a few more)
 
     async def daily_bars(self, symbol: str, days: int) -> list[Bar]:
         return await self.volatility_cache.get((symbol, days))
+
+
+def daily_duration(sessions: int) -> str:
+    """IB's duration for at least ``sessions`` daily bars.  IB reads "N D" of daily bars as a calendar span
+    ("60 D" is about 42 sessions), so the span asked for covers the weekends and a margin of holidays in it
+    (about ten a year, never more than three in a row): 7/5 of the sessions plus 3, and one more per 20.
+    Past 365 days IB wants years."""
+    calendar = math.ceil(sessions * 7 / 5) + 3 + sessions // 20
+    return f"{calendar} D" if calendar <= 365 else f"{math.ceil(calendar / 365)} Y"

@@ -89,11 +89,22 @@ def daily_history(spec: SymbolSpec, days: int, end_ns: int, rng: np.random.Gener
     highs = np.maximum(opens, closes) * np.exp(spread_up)
     lows = np.minimum(opens, closes) * np.exp(-spread_dn)
     bars = []
-    day_ns = end_ns - days * 86400 * NS
-    for i in range(days):
-        bars.append(Bar(day_ns + i * 86400 * NS, round(float(opens[i]), 4), round(float(highs[i]), 4),
+    for i, back in enumerate(_weekdays_back(end_ns, days)):  # sessions are weekdays, as at an exchange
+        bars.append(Bar(end_ns - back * 86400 * NS, round(float(opens[i]), 4), round(float(highs[i]), 4),
                         round(float(lows[i]), 4), round(float(closes[i]), 4), float(rng.integers(1e5, 5e6))))
     return bars
+
+
+def _weekdays_back(end_ns: int, count: int) -> list[int]:
+    """How many calendar days before ``end_ns``'s New York date each of the last ``count`` weekdays before it
+    is, oldest first."""
+    end = dt.datetime.fromtimestamp(end_ns / NS, tz=NY).date()
+    out, back = [], 0
+    while len(out) < count:
+        back += 1
+        if (end - dt.timedelta(days=back)).weekday() < 5:
+            out.append(back)
+    return out[::-1]
 
 
 class PricePath:
