@@ -225,11 +225,11 @@ async def test_connecting_client_hears_each_farms_state_as_ib_greets() -> None:
                     gw.hmds_outage()
                 ib = IB()
                 seen: list[tuple[int, int]] = []
-                ib.errorEvent += lambda req_id, code, msg, contract: seen.append((req_id, code))
+                ib.errorEvent += lambda req_id, code, msg, contract, seen=seen: seen.append((req_id, code))
                 await asyncio.wait_for(ib.connectAsync("127.0.0.1", gw.port, clientId=7 + down, timeout=TIMEOUT),
                                        TIMEOUT)
                 try:
-                    await until(lambda: len(seen) >= 3)
+                    await until(lambda seen=seen: len(seen) >= 3)
                     assert seen[:3] == [(-1, code) for code in expected]
                 finally:
                     ib.disconnect()

@@ -17,7 +17,7 @@ def test_the_calendar_span_holds_the_sessions_with_weekends_and_holidays(session
 
 @pytest.mark.parametrize("sessions", [5, 14, 60])
 async def test_the_adapter_gets_exactly_the_sessions_it_asked_for(sessions):
-    async with broker_on_gateway() as (gw, broker, _):
+    async with broker_on_gateway() as (_gw, broker, _):
         bars = await broker.daily_bars("AAA", sessions)
         assert len(bars) == sessions  # the gateway reads "N D" as calendar days, as IB does
         assert len({b.ts_ns for b in bars}) == sessions and [b.ts_ns for b in bars] == sorted(b.ts_ns for b in bars)
