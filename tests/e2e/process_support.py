@@ -73,10 +73,10 @@ class JournalProbe:
 ENGINE_CLIENT_ID = 21  # the [ib] client_id of the engines' configs
 
 
-async def gateway_record(port: int) -> tuple[list[Any], dict[str, float]]:
+async def gateway_record(port: int, client_id: int = ENGINE_CLIENT_ID) -> tuple[list[Any], dict[str, float]]:
     ib = IB()
     # as the engine's client id (it has stopped): IB hands a client only its own executions, like the gateway
-    await asyncio.wait_for(ib.connectAsync("127.0.0.1", port, clientId=ENGINE_CLIENT_ID, timeout=10), 20)
+    await asyncio.wait_for(ib.connectAsync("127.0.0.1", port, clientId=client_id, timeout=10), 20)
     try:
         fills = await asyncio.wait_for(ib.reqExecutionsAsync(ExecutionFilter()), 20)
         positions = {p.contract.symbol: float(p.position) for p in ib.positions() if p.position}

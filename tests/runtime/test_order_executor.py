@@ -465,6 +465,8 @@ def test_a_fill_of_another_account_symbol_or_side_is_foreign_and_never_applied(p
     assert listener.fills == [] and rec.filled == 0 and rec.exec_ids == set() and rec.commission == 0
     assert rec.status is OrderStatus.SUBMITTED and ex.foreign_fills == 1
     assert any("foreign execution x1" in r.getMessage() and field in r.getMessage() for r in anomaly_logs(caplog))
+    [note] = [e for e in rec.events if e["event"] == "foreign_execution"]  # journaled with the order (recorder)
+    assert note["exec_id"] == "x1" and note["qty"] == 7 and any(field in why for why in note["why"])
     ex.on_fill(fill(1, "e1", 100))  # the order's own execution still applies
     assert listener.fills == [("tg:T1:stop:1", 100, 99.0, 0)] and rec.status is OrderStatus.FILLED
 

@@ -325,6 +325,8 @@ class OrderExecutor:
             self.foreign_fills += 1
             log.error("order %s: foreign execution %s (%s @ %s, order id %s) not applied: %s", record.intent.key,
                       event.exec_id, event.qty, event.price, event.order_id, "; ".join(why))
+            self._note(record, "foreign_execution", {"exec_id": event.exec_id, "qty": event.qty, "price": event.price,
+                                                     "account": event.account, "symbol": event.symbol, "why": why})
             return False
         if event.exec_id in record.exec_ids:
             self.replays += 1
