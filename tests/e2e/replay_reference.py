@@ -86,8 +86,10 @@ def _signed(tick: RefTick, source: str, s: int) -> Fraction | None:
 
 
 def _unit(rule: dict, vol: dict) -> Fraction:
+    """One unit of a rule in price.  ATR and ADR are float statistics: the documented rule takes them to 12
+    significant digits (``0.01999999999999602`` is 0.02), so float noise in them never costs a tick."""
     unit = rule.get("unit", "atr")
-    return Fraction(1) if unit == "price" else _q(vol[unit])
+    return Fraction(1) if unit == "price" else Fraction(Decimal(format(float(vol[unit]), ".12g")))
 
 
 def _ticks(value: Any, unit: Fraction, t: Fraction, least: int | None = 1) -> Fraction:
@@ -198,14 +200,11 @@ def first_exits(trade: dict, entry_fills: list[dict], ticks: list[RefTick], vol0
             filled += qty
             cost += price * qty
             entry = s * cost / filled
-            if first:
-                best = s * price
-                if ts_rule is not None:
-                    deadline = _deadline(ts_rule, f["ts_ns"])
+            best = s * price  # moves are measured from the latest entry fill
+            if first and ts_rule is not None:
+                deadline = _deadline(ts_rule, f["ts_ns"])
             if sl is not None:
-                lvl = sl_level()
-                if first or sl.get("allow_loosen") or base is None or lvl > base:
-                    base = lvl
+                base = sl_level()  # after a fill: the distance from the new average entry, both ways
             if tr is not None and first:
                 trail = trail_candidate()
             arm_break_even()

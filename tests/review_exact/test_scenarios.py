@@ -1,4 +1,7 @@
-"""Reviewer's scenario tests against the "Prices and rounding" contract (README).  A failing test = a finding."""
+"""An independent review's scenario tests against the "Prices and rounding" contract (README), written from the
+contract without the engine's code.  Each pins a finding of that review (all fixed since): a break-even armed by
+averaging down, a stop-loss not following the average entry, an ATR-unit break-even firing as it arms, a live
+view reading "no last" as a price of 0, a huge feed price crashing the conversion."""
 
 from __future__ import annotations
 
@@ -6,11 +9,11 @@ import math
 from decimal import Decimal
 
 import pytest
-from harness import Rig
+from review_harness import Rig
 
-from tickguard.core.exit_rules import BreakEven, StopLoss, TakeProfit, TrailingStop
-from tickguard.core.model import Tick
+from tickguard.core.exit_rules import BreakEven, StopLoss
 from tickguard.core.price_grid import PriceGrid
+from tickguard.core.trade_checks import TradeRejected
 
 MODES = ["per_tick", "batch"]
 
@@ -77,13 +80,9 @@ def test_adapter_conversion_of_a_huge_but_not_unset_double_does_not_crash():
     grid.units(1.7976931348623155e308)
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_break_even_in_atr_with_an_offset_beyond_after_fires_the_moment_it_arms(mode):
-    """break_even.offset >= after is refused for unit='price' ('the move would fire at once') but not for
-    unit='atr': after=1 ATR (0.05) with offset 0.20 is accepted, and fires the stop at the arming tick at
-    +0.05 instead of protecting +0.20."""
-    rig = Rig("0.01", ("100.00", "100.01"), atr=0.05, mode=mode)
-    i = rig.submit("long", 100, [StopLoss(distance=2.0, unit="atr"), BreakEven(after=1.0, unit="atr", offset=0.20)])
-    rig.fill(i, 100, "100.00")
-    s = rig.tick("100.05", "100.06")
-    assert rig.result() == {}, f"break-even fired on its own arming tick {s}: {rig.intents[0].trigger}"
+def test_break_even_in_atr_with_an_offset_beyond_after_is_refused_at_submit():
+    """break_even.offset >= after fires the moment it arms: refused for unit='price' by the rule itself, and for
+    unit='atr' when the trade is submitted (after=1 ATR = 0.05 now, offset 0.20), naming both figures."""
+    rig = Rig("0.01", ("100.00", "100.01"), atr=0.05, mode="per_tick")
+    with pytest.raises(TradeRejected, match=r"break_even offset 0.2 must be smaller than its 'after' of 1.0 atr"):
+        rig.submit("long", 100, [StopLoss(distance=2.0, unit="atr"), BreakEven(after=1.0, unit="atr", offset=0.20)])

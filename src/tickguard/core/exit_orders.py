@@ -72,4 +72,5 @@ class ExitPolicy:
             return None
         offset = self.limit_offset if failures == 0 else Decimal(0)
         base = touch.bid if sign > 0 else touch.ask  # snapped away from the touch: a sell down, a buy up
-        return grid.price(grid.marketable_limit(base, offset, buy=sign < 0))
+        # an offset larger than the price (a cheap stock) must not make a sell limit of zero or less: one tick
+        return grid.price(max(grid.marketable_limit(base, offset, buy=sign < 0), 2))

@@ -147,13 +147,24 @@ def _exactly_one(a: object, b: object, rule: str, names: tuple[str, str] = ("pri
 # entry - a stop up in signed space (tighter), a target down (nearer).
 
 
+VOLATILITY_DIGITS = 12
+
+
 def unit_size(unit: Unit, vol: VolSnapshot) -> Decimal:
-    """Price value of one unit, exactly as the volatility figure reads (``price`` units are 1:1)."""
+    """Price value of one unit (``price`` units are 1:1).  ATR and ADR are statistics computed in floating
+    point from float bars: ten bars of range 0.02 average to 0.01999999999999602, which floored to whole ticks
+    would lose a tick.  So a volatility figure is taken to ``VOLATILITY_DIGITS`` significant digits - far finer
+    than any tick, far coarser than the float noise - before a distance is measured with it."""
     if unit == "atr":
-        return decimal_of(vol.atr)
+        return statistic(vol.atr)
     if unit == "adr":
-        return decimal_of(vol.adr)
+        return statistic(vol.adr)
     return Decimal(1)
+
+
+def statistic(x: float) -> Decimal:
+    """A volatility figure as the decimal it stands for: ``VOLATILITY_DIGITS`` significant digits."""
+    return Decimal(format(x, f".{VOLATILITY_DIGITS}g"))
 
 
 def rule_distance(value: float, unit: Unit, vol: VolSnapshot, grid: PriceGrid, minimum: int = 1) -> int:

@@ -37,6 +37,7 @@ from tickguard.core.money import decimal_of
 NO_PRICE = 0  # the units of "no such price" (a quote-only feed's last)
 FAR = 1 << 60  # units beyond any price (an open end of a guard, an empty group): still a small, fast int
 _UNSET_DOUBLE = 1.7976931348623157e308  # IB's "unset" marker
+_MAX_TICKS = float(1 << 58)  # a price of more ticks than this is no price (and its units stay below FAR)
 
 
 class PriceGrid:
@@ -74,7 +75,8 @@ class PriceGrid:
         """A feed's price (a float) in units: the nearest tick, or ``NO_PRICE`` for any "no price" marker."""
         if price is None or not 0.0 < price < _UNSET_DOUBLE:  # NaN fails both comparisons
             return NO_PRICE
-        return 2 * round(price / self._tick_f)
+        ticks = price / self._tick_f
+        return 2 * round(ticks) if ticks < _MAX_TICKS else NO_PRICE  # beyond any price: a corrupt value
 
     # --------------------------------------------------------------------------------- exact conversions
 

@@ -82,10 +82,13 @@ class StopTracker:
         return current.rule if current is not None and current.level_x == book.level_x else book.rule
 
     def take_moved(self) -> set[str] | frozenset[str]:
-        """The trades whose stop moved since the last call (for the journal's coalesced snapshots)."""
-        if not self.moved:
+        """The trades whose stop moved since the last call (for the journal's coalesced snapshots): those moved
+        on the per-trade path, and every member of a trail group whose mark advanced."""
+        grouped = self.groups.moved_members()
+        if not self.moved and not grouped:
             return _NONE  # called every engine step: no allocation when nothing moved
         moved, self.moved = self.moved, set()
+        moved.update(self._trade_of(level_id).id for level_id in grouped)
         return moved
 
     def _book_stop(self, trade: Trade) -> EffectiveStop | None:
@@ -107,9 +110,10 @@ class StopTracker:
     def distance(self, trade: Trade, tick: Tick) -> float:
         """(price - effective stop) / ATR at ``tick``; +inf without a stop or a volatility."""
         stop = self.effective(trade)
-        if stop is None or trade.stop is None or self._vol(trade.symbol) is None:
+        price = 0 if trade.stop is None else tick.price(trade.stop.source)
+        if stop is None or not price or self._vol(trade.symbol) is None:  # 0: no such price (no last)
             return math.inf
-        return stop_distance(trade.sign * tick.price(trade.stop.source), stop.level_x, self.atr_units(trade.symbol))
+        return stop_distance(trade.sign * price, stop.level_x, self.atr_units(trade.symbol))
 
     def symbol_risk(self, tick: Tick) -> float:
         """Distance in ATR from ``tick`` to the nearest stop of its symbol, from the ends of the book and of the
@@ -133,17 +137,17 @@ class StopTracker:
 
     # -------------------------------------------------------------------------------------- placement
 
-    def size(self, trade: Trade, vol: VolSnapshot, initial: bool) -> None:
-        """(Re)size the stop's components from the volatility.  A stop-loss never loosens unless its rule
-        allows it; a trail keeps its level and uses the new distance from the next best on; a break-even
-        level, once armed, stays."""
+    def size(self, trade: Trade, vol: VolSnapshot, initial: bool, fill: bool = False) -> None:
+        """(Re)size the stop's components.  After an entry ``fill`` the stop-loss is its distance from the new
+        average entry, both ways; after a volatility change it never loosens unless its rule allows it.  A trail
+        keeps its level and uses the new distance from the next best on; a break-even level, once armed, stays."""
         req = trade.request
         grid = self._grid(trade.symbol)
         entry_x = trade.entry_x(grid)
         sl = req.rule(StopLoss)
         if sl is not None:
             level = stop_x(sl, trade.sign, entry_x, vol, grid)
-            if initial or sl.allow_loosen or trade.stop_base_x is None or level > trade.stop_base_x:
+            if initial or fill or sl.allow_loosen or trade.stop_base_x is None or level > trade.stop_base_x:
                 trade.stop_base_x = level
         motion = self.measure(trade, vol)
         if initial:

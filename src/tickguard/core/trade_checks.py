@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from tickguard.core.exit_rules import StopLoss, TakeProfit
+from tickguard.core.exit_rules import BreakEven, StopLoss, TakeProfit, unit_size
 from tickguard.core.model import Tick
+from tickguard.core.money import decimal_of
 from tickguard.core.price_grid import PriceGrid
 from tickguard.core.trades import TradeRequest
+from tickguard.core.volatility import VolSnapshot
 
 
 class TradeRejected(ValueError):
@@ -24,7 +26,7 @@ class TradeRejected(ValueError):
 class MarketFacts:
     """What the engine knows of the request's symbol right now."""
 
-    known: bool  # a contract and a volatility are there
+    vol: VolSnapshot | None  # None: no contract or volatility for the symbol (unknown to the engine)
     quote: Tick | None
     lot: Decimal
     grid: PriceGrid
@@ -34,9 +36,14 @@ def check_request(request: TradeRequest, facts: MarketFacts) -> None:
     """Raise ``TradeRejected`` naming the first problem: an unknown symbol, a user's price (limit, fixed stop
     or target) off the tick grid (refused, never moved: it is the user's price), fixed exit prices on the
     wrong side of the entry, a quantity that is not a whole number of lots."""
-    symbol, grid = request.symbol, facts.grid
-    if not facts.known:
+    symbol, grid, vol = request.symbol, facts.grid, facts.vol
+    if vol is None:
         raise TradeRejected(f"unknown symbol {symbol!r}: no contract or volatility for it")
+    be = request.rule(BreakEven)
+    after = None if be is None else decimal_of(be.after) * unit_size(be.unit, vol)
+    if be is not None and after is not None and be.unit != "price" and decimal_of(be.offset) >= after:
+        raise TradeRejected(f"break_even offset {be.offset} must be smaller than its 'after' of {be.after} {be.unit} "
+                            f"(= {after:.6g} now), or the move would fire the moment it arms")
     named = [("limit price", request.limit_price)] + [
         (f"{rule.kind} price", rule.price) for rule in request.rules if isinstance(rule, StopLoss | TakeProfit)]
     for what, price in named:

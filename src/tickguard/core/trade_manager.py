@@ -110,8 +110,8 @@ class TradeManager:
 
     def _check(self, request: TradeRequest) -> None:
         symbol = request.symbol
-        check_request(request, MarketFacts(self._vol(symbol) is not None, self._quote(symbol), self._lot(symbol),
-                                           self._grid(symbol)))
+        facts = MarketFacts(self._vol(symbol), self._quote(symbol), self._lot(symbol), self._grid(symbol))
+        check_request(request, facts)
         if request.ref is not None and (request.user, request.ref) in self._refs:
             raise TradeRejected(f"user {request.user!r} already has a trade with ref {request.ref!r}")
 
@@ -189,8 +189,8 @@ class TradeManager:
                 self.stops.track(trade)
             self._size_levels(trade, snap, initial=False)
 
-    def _size_levels(self, trade: Trade, vol: VolSnapshot, initial: bool) -> None:
-        self.stops.size(trade, vol, initial)
+    def _size_levels(self, trade: Trade, vol: VolSnapshot, initial: bool, fill: bool = False) -> None:
+        self.stops.size(trade, vol, initial, fill)
         if trade.closing:
             return
         grid = self._grid(trade.symbol)
@@ -291,10 +291,12 @@ class TradeManager:
             trade.entry_working = False
         self._emit(trade, "entry_fill", {"qty": qty, "price": price, "ts_ns": ts_ns})
         vol = self._vol(trade.symbol)
+        # Moves are measured from the latest entry fill (off the grid, a sub-tick print, it counts as no better
+        # than it was): a position averaged down was never in profit at its old best (no break-even armed by it)
+        self.stops.ungroup(trade)
+        trade.best_x = math.floor(trade.sign * self._grid(trade.symbol).fraction(Fraction(price)))
         if first:
             trade.entry_ts_ns = ts_ns
-            # the best so far is the fill; off the grid (a sub-tick print) it counts as no better than it was
-            trade.best_x = math.floor(trade.sign * self._grid(trade.symbol).fraction(Fraction(price)))
             time_rule = trade.request.rule(TimeStop)
             if time_rule is not None:
                 trade.time_deadline_ns = time_rule.deadline_ns(ts_ns)
@@ -306,7 +308,7 @@ class TradeManager:
             assert leg is not None
             self._fire_terminal(trade, leg, TriggerInfo(trade.close_reason, None, price, -1, ts_ns))
         elif vol is not None:
-            self._size_levels(trade, vol, initial=first)
+            self._size_levels(trade, vol, initial=first, fill=True)
             self.stops.try_group(trade)
         self.stops.track(trade)
 

@@ -45,6 +45,7 @@ class TrailGroups:
         self.marks: dict[str, Marks] = {}
         self._groups: dict[tuple[str, int], SortedList] = {}
         self._where: dict[int, tuple[str, int, int]] = {}
+        self._seen: dict[tuple[str, int], int] = {}  # each group's mark when ``moved_members`` last looked
         self._on_change = on_change
 
     def __contains__(self, level_id: int) -> bool:
@@ -73,6 +74,18 @@ class TrailGroups:
         self._where[level_id] = (symbol, sign, d)
         self._update(symbol, sign)
         return True
+
+    def moved_members(self) -> list[int]:
+        """Level ids of the stops whose group's mark moved since the last call: their levels moved with it
+        (the tick handler advances marks without telling anyone, so the journal asks here)."""
+        out: list[int] = []
+        for key, group in self._groups.items():
+            if group:
+                mark = self.marks_for(key[0]).mark_x(key[1])
+                if self._seen.get(key) != mark:
+                    self._seen[key] = mark
+                    out.extend(level_id for _, level_id in group)
+        return out
 
     def leave(self, level_id: int) -> bool:
         where = self._where.pop(level_id, None)

@@ -48,7 +48,7 @@ class RefTrade:
         return math.floor(x / self.t) * self.t
 
     def dist(self, value, unit, minimum=1) -> F:
-        size = F(1) if unit == "price" else dec(self.atr)
+        size = F(1) if unit == "price" else F(Decimal(format(self.atr, ".12g")))  # the contract: 12 digits
         return max(minimum, math.floor(dec(value) * size / self.t)) * self.t
 
     @property
@@ -59,21 +59,22 @@ class RefTrade:
         first = self.filled == 0
         self.filled += qty
         self.cost += F(price) * qty
-        if first:
-            self.best = self.s * F(price)
-        self._size(initial=first)
+        self.best = self.s * F(price)  # the contract: moves are measured from the latest entry fill
+        self._size(initial=first, fill=True)
 
     def set_atr(self, atr: float) -> None:
         self.atr = atr
         if self.filled and not self.closed:
             self._size(initial=False)
 
-    def _size(self, initial: bool) -> None:
+    def _size(self, initial: bool, fill: bool = False) -> None:
         e = self.entry
         sl = self.rules.get("StopLoss")
         if sl is not None:
-            lvl = self.s * F(Decimal(repr(sl.price))) if sl.price is not None else self.up(e - self.dist(sl.distance, sl.unit))
-            if initial or sl.allow_loosen or self.base is None or lvl > self.base:
+            lvl = (self.s * F(Decimal(repr(sl.price))) if sl.price is not None
+                   else self.up(e - self.dist(sl.distance, sl.unit)))
+            # after a fill: the distance from the new average, both ways; a volatility change only tightens it
+            if initial or fill or sl.allow_loosen or self.base is None or lvl > self.base:
                 self.base = lvl
         for i, tp in enumerate(self.targets):
             self.tp_level[i] = (self.s * F(Decimal(repr(tp.price))) if tp.price is not None
