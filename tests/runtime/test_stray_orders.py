@@ -58,3 +58,20 @@ async def test_an_order_of_this_journal_for_an_unknown_trade_is_cancelled_and_re
     assert any(key in line and "cancelled" in line for line in b.recovery.mismatches)
     assert venue.exchange.orders[order_id].status == "cancelled"
     assert "T09999" not in b.trades.trades
+
+
+async def test_a_stray_appearing_while_running_is_taken_over_by_the_next_reconciliation_pass(tmp_path):
+    s = settings(str(tmp_path / "j.db"))
+    engine = await started(s)
+    sym = sorted(engine.venue.specs)[0]
+    trade = engine.submit(req(sym))
+    while trade.state.value != "open":
+        await engine.run_until(engine.broker.now_ns() + NS)
+    venue = engine.venue
+    key = f"{engine.trades.key_prefix}{trade.id}:stop:1"
+    venue.place(BrokerOrder(key, ACCOUNT, sym, Action.SELL, Decimal(100), OrderType.MARKET))  # behind its back
+    await engine.run_until(engine.broker.now_ns() + int(engine.settings.engine.reconcile_interval_s * NS) + 5 * NS)
+    assert key in engine.executor.orders and trade.state.value == "closed"
+    assert any("taken over" in how for k, how in engine.reconciliation.resolved if k == key)
+    sent = [o.order.ref for o in venue.exchange.orders.values() if o.order.ref.startswith(key.rsplit(":", 2)[0])]
+    assert sent.count(key) == 1 and venue.positions(ACCOUNT).get(sym, 0.0) == 0.0

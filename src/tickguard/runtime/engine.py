@@ -110,6 +110,7 @@ class Engine:
                                      int(eng.ack_timeout_s * 1e9))
         self.reconciliation = self.reconciler.state  # last pass, differences, incomplete (new entries wait)
         self.executor.on_sent = self.reconciler.on_sent
+        self.reconciler.cancel_stray = self._cancel_stray
         self._book_task: asyncio.Task[OrderBook | BaseException] | None = None
         self._held_entries: list[OrderIntent] = []  # entries waiting for a complete reconciliation
 

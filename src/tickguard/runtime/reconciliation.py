@@ -39,6 +39,7 @@ from tickguard.core.order_state import OrderStatus
 from tickguard.core.trade_manager import TradeManager
 from tickguard.runtime.order_executor import OrderExecutor, OrderRecord
 from tickguard.runtime.recovery import RecoveryReport, ours_only, position_differences, settle
+from tickguard.runtime.stray_orders import take_over_strays
 
 log = logging.getLogger("tickguard.runtime.reconciliation")
 
@@ -79,6 +80,7 @@ class Reconciler:
         self._due: int | None = None
         self.wanted = ""  # why a check of the book is due now (the engine starts it)
         self.running = False
+        self.cancel_stray: Callable[[int], None] | None = None  # how an order of ours no live trade owns is cancelled
 
     # -------------------------------------------------------------------------------------- schedule
 
@@ -144,7 +146,12 @@ class Reconciler:
         if not isinstance(result, OrderBook) or not complete:
             return
         book = ours_only(result, self._executor, RecoveryReport(journal_id=self._journal_id))
-        found = self._executions(book)
+        taken: list[str] = []
+        found: list[str] = []
+        take_over_strays(book, self._trades, self._executor, self._journal_id, taken, found, self.cancel_stray)
+        for line in taken:
+            self.state.resolved.append((line.split(" ", 1)[0], "found at the broker, never journaled: taken over"))
+        found += self._executions(book)
         self._settle_deferred(book)
         self._resolve_questioned(book)
         found += self._open_orders(book) + position_differences(result, self._trades)
