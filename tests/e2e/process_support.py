@@ -4,6 +4,8 @@ read-only look at the journal, and the gateway's own record of what was executed
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -19,6 +21,7 @@ from ib_async import IB, ExecutionFilter
 from tickguard.store.journal import Journal
 
 ACCOUNT = "DU0000001"
+ENGINE_CLIENT_ID = 21  # the [ib] client_id of the engines' configs
 TG = [sys.executable, "-m", "tickguard"]
 
 
@@ -26,6 +29,79 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def engine_toml(port: int, journal_target: str, client_id: int = ENGINE_CLIENT_ID, extra: str = "") -> str:
+    """The [ib] and [journal] sections of an engine on the fake gateway at ``port``: quick to reconnect,
+    snapshots every 20 ms (so a kill finds recent levels journaled); ``extra`` is appended (trades, ...)."""
+    key = "url" if "://" in journal_target else "path"
+    return f"""
+[ib]
+port = {port}
+client_id = {client_id}
+account = "{ACCOUNT}"
+connect_timeout_s = 5
+connect_attempts = 20
+reconnect_initial_s = 0.1
+reconnect_max_s = 1
+[journal]
+{key} = "{journal_target}"
+snapshot_interval_ms = 20
+""" + extra
+
+
+def shared_trades_toml(refs: list[str], symbols: list[str], qty_step: int, time_stop_s: int) -> str:
+    """Trades whose tight stop and target fire within seconds and whose time stop closes what is left."""
+    return "".join(f"""
+[[trades]]
+ref = "{ref}"
+symbol = "{symbols[i % len(symbols)]}"
+side = "{('long', 'short')[i % 2]}"
+qty = {qty_step * (i + 1)}
+account = "{ACCOUNT}"
+rules = [{{kind = "stop_loss", distance = 0.1}}, {{kind = "take_profit", distance = 0.1}},
+         {{kind = "time_stop", after_seconds = {time_stop_s + 4 * i}}}]
+""" for i, ref in enumerate(refs))
+
+
+def start_engine(cfg: Path, log: Path, runner: list[str] | None = None) -> subprocess.Popen:
+    """``tickguard run`` on ``cfg`` (or ``runner`` + its run arguments), its output appended to ``log``."""
+    return subprocess.Popen([*(runner or TG), "run", "--config", str(cfg), "--no-live"], stdout=log.open("a"),
+                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def run_until_over(cfg: Path, journal_target: str, n_trades: int, log: Path, timeout: float = 90,
+                   final: frozenset[str] = frozenset({"closed"})) -> None:
+    """An undisturbed run until every trade is over, then a clean stop (SIGTERM); every trade must end in
+    ``final``."""
+    probe = JournalProbe(journal_target)
+    engine = start_engine(cfg, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and engine.poll() is None:
+        states = probe.states()
+        if sum(states.values()) == n_trades and set(states) <= {"closed", "rejected", "cancelled"}:
+            break
+        time.sleep(0.2)
+    assert engine.poll() is None, log.read_text()[-3000:]
+    engine.send_signal(signal.SIGTERM)
+    engine.wait(20)
+    assert set(probe.states()) <= final, (probe.states(), log.read_text()[-3000:])
+
+
+def start_gateway(port: int, *options: str) -> subprocess.Popen:
+    """``tickguard fake-gateway`` in its own process, listening on ``port`` once this returns."""
+    gateway = subprocess.Popen([*TG, "fake-gateway", "--port", str(port), *options], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    wait_line(gateway, "listening on", 30)
+    return gateway
+
+
+def stop_gateway(gateway: subprocess.Popen) -> None:
+    gateway.send_signal(signal.SIGINT)
+    try:
+        gateway.wait(10)
+    except subprocess.TimeoutExpired:
+        gateway.kill()
 
 
 def wait_line(proc: subprocess.Popen, needle: str, timeout: float) -> str:
@@ -70,7 +146,6 @@ class JournalProbe:
         return dict(self._query("SELECT state, count(*) FROM trades GROUP BY state"))
 
 
-ENGINE_CLIENT_ID = 21  # the [ib] client_id of the engines' configs
 
 
 async def gateway_record(port: int, client_id: int = ENGINE_CLIENT_ID) -> tuple[list[Any], dict[str, float]]:

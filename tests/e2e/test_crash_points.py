@@ -11,24 +11,22 @@ the exit again.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from crash_runner import POINTS
 from process_support import (
-    ACCOUNT,
-    ENGINE_CLIENT_ID,
-    TG,
-    JournalProbe,
     assert_gateway_matches_journal,
+    engine_toml,
     free_port,
     gateway_record,
-    wait_line,
+    run_until_over,
+    shared_trades_toml,
+    start_engine,
+    start_gateway,
+    stop_gateway,
 )
 
 RUNNER = Path(__file__).with_name("crash_runner.py")
@@ -37,33 +35,7 @@ REFS = ["crash-0", "crash-1", "crash-2"]
 
 
 def config(port: int, journal_target: str) -> str:
-    key = "url" if "://" in journal_target else "path"
-    trades = []
-    for i, ref in enumerate(REFS):
-        # a tight stop and target fire within seconds; the time stop closes whatever is left
-        trades.append(f"""
-[[trades]]
-ref = "{ref}"
-symbol = "{SYMBOLS.split(',')[i % 2]}"
-side = "{'long' if i % 2 == 0 else 'short'}"
-qty = {200 * (i + 1)}
-account = "{ACCOUNT}"
-rules = [{{kind = "stop_loss", distance = 0.1}}, {{kind = "take_profit", distance = 0.1}},
-         {{kind = "time_stop", after_seconds = {8 + 4 * i}}}]
-""")
-    return f"""
-[ib]
-port = {port}
-client_id = {ENGINE_CLIENT_ID}
-account = "{ACCOUNT}"
-connect_timeout_s = 5
-connect_attempts = 20
-reconnect_initial_s = 0.1
-reconnect_max_s = 1
-[journal]
-{key} = "{journal_target}"
-snapshot_interval_ms = 20
-""" + "".join(trades)
+    return engine_toml(port, journal_target, extra=shared_trades_toml(REFS, SYMBOLS.split(","), 200, 8))
 
 
 @pytest.mark.timeout(240)
@@ -71,38 +43,17 @@ snapshot_interval_ms = 20
 def test_a_kill_at_each_point_of_an_exits_life_loses_nothing_and_sends_nothing_twice(tmp_path, journal_target,
                                                                                       point):
     port = free_port()
-    gateway = subprocess.Popen([*TG, "fake-gateway", "--port", str(port), "--seed", "5", "--symbols", SYMBOLS,
-                                "--speed", "10", "--fill-delay", "0.5",
-                                "--partial-fill-prob", "1" if point == "partially_filled" else "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    gateway = start_gateway(port, "--seed", "5", "--symbols", SYMBOLS, "--speed", "10", "--fill-delay", "0.5",
+                            "--partial-fill-prob", "1" if point == "partially_filled" else "0")
     log = tmp_path / "engine.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
-        wait_line(gateway, "listening on", 30)
         cfg = tmp_path / "engine.toml"
         cfg.write_text(config(port, journal_target))
-        crashing = subprocess.Popen([sys.executable, str(RUNNER), point, "run", "--config", str(cfg), "--no-live"],
-                                    stdout=log.open("a"), stderr=subprocess.STDOUT, env=env)
+        crashing = start_engine(cfg, log, runner=[sys.executable, str(RUNNER), point])
         assert crashing.wait(90) == -signal.SIGKILL, log.read_text()[-3000:]
         assert f"CRASH POINT {point}:" in log.read_text()
-        engine = subprocess.Popen([*TG, "run", "--config", str(cfg), "--no-live"], stdout=log.open("a"),
-                                  stderr=subprocess.STDOUT, env=env)
-        probe = JournalProbe(journal_target)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and engine.poll() is None:
-            states = probe.states()
-            if sum(states.values()) == len(REFS) and set(states) <= {"closed", "rejected", "cancelled"}:
-                break
-            time.sleep(0.2)
-        assert engine.poll() is None, log.read_text()[-3000:]
-        engine.send_signal(signal.SIGTERM)
-        engine.wait(20)
-        assert set(probe.states()) == {"closed"}, (probe.states(), log.read_text()[-3000:])
+        run_until_over(cfg, journal_target, len(REFS), log)
         fills, positions = asyncio.run(gateway_record(port))
     finally:
-        gateway.send_signal(signal.SIGINT)
-        try:
-            gateway.wait(10)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
+        stop_gateway(gateway)
     assert_gateway_matches_journal(journal_target, fills, positions, REFS)

@@ -7,22 +7,22 @@ no trade lost, no leg executed by two orders, every fill journaled once, positio
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
-import subprocess
 import time
 
 import pytest
 from process_support import (
     ACCOUNT,
-    ENGINE_CLIENT_ID,
-    TG,
     JournalProbe,
     assert_gateway_matches_journal,
+    engine_toml,
     free_port,
     gateway_record,
-    wait_line,
+    run_until_over,
+    start_engine,
+    start_gateway,
+    stop_gateway,
 )
 
 SYMBOLS = "AAA,BBB,CCC"
@@ -57,37 +57,16 @@ rules = {rules[i % 4]}
 @pytest.mark.timeout(420)
 def test_twenty_kills_lose_nothing_and_send_nothing_twice(tmp_path, journal_target):
     port = free_port()
-    gateway = subprocess.Popen([*TG, "fake-gateway", "--port", str(port), "--seed", "4", "--symbols", SYMBOLS,
-                                "--speed", "10", "--fill-delay", "2"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    gateway = start_gateway(port, "--seed", "4", "--symbols", SYMBOLS, "--speed", "10", "--fill-delay", "2")
     try:
-        wait_line(gateway, "listening on", 30)
-        journal_key = "url" if "://" in journal_target else "path"
         cfg = tmp_path / "engine.toml"
-        cfg.write_text(f"""
-[ib]
-port = {port}
-client_id = {ENGINE_CLIENT_ID}
-account = "{ACCOUNT}"
-connect_timeout_s = 5
-connect_attempts = 20
-reconnect_initial_s = 0.1
-reconnect_max_s = 1
-[journal]
-{journal_key} = "{journal_target}"
-snapshot_interval_ms = 20
-""" + trades_toml())
+        cfg.write_text(engine_toml(port, journal_target, extra=trades_toml()))
         probe = JournalProbe(journal_target)
         rng = random.Random(20261124)
         log = tmp_path / "engine.log"
         kills_with_exit_in_flight = 0
-
-        def start_engine() -> subprocess.Popen:
-            return subprocess.Popen([*TG, "run", "--config", str(cfg), "--no-live"], stdout=log.open("a"),
-                                    stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
         for _ in range(KILLS):
-            engine = start_engine()
+            engine = start_engine(cfg, log)
             deadline = time.monotonic() + rng.uniform(0.8, 3.0)
             hunt = rng.random() < 0.5  # half the kills wait for an exit between journal and fill
             while time.monotonic() < deadline and engine.poll() is None:
@@ -99,23 +78,11 @@ snapshot_interval_ms = 20
             engine.send_signal(signal.SIGKILL)
             engine.wait(10)
         # a last, undisturbed run until every trade is over, then a clean stop
-        engine = start_engine()
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline:
-            states = probe.states()
-            if sum(states.values()) == N_TRADES and set(states) <= {"closed", "rejected", "cancelled"}:
-                break
-            time.sleep(0.2)
-        engine.send_signal(signal.SIGTERM)
-        engine.wait(20)
-        assert set(probe.states()) <= {"closed", "rejected", "cancelled"}, (probe.states(), log.read_text()[-3000:])
+        run_until_over(cfg, journal_target, N_TRADES, log, timeout=150,
+                       final=frozenset({"closed", "rejected", "cancelled"}))
         fills, positions = asyncio.run(gateway_record(port))
     finally:
-        gateway.send_signal(signal.SIGINT)
-        try:
-            gateway.wait(10)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
+        stop_gateway(gateway)
 
     print(f"\n{KILLS} kills, {kills_with_exit_in_flight} with an exit journaled and not yet filled")
     assert kills_with_exit_in_flight >= 1  # some kills landed between journaling an exit and its fill

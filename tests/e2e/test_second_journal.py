@@ -8,20 +8,21 @@ executions applied: IB's record of the day holds every journal's orders, and ord
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
 import time
 
 import pytest
 from process_support import (
-    ACCOUNT,
-    TG,
     JournalProbe,
     assert_gateway_matches_journal,
+    engine_toml,
     free_port,
     gateway_record,
-    wait_line,
+    run_until_over,
+    shared_trades_toml,
+    start_engine,
+    start_gateway,
+    stop_gateway,
 )
 
 from tickguard.store.journal import Journal
@@ -30,71 +31,33 @@ REFS = ["shared-0", "shared-1", "shared-2"]
 
 
 def config(port: int, client_id: int, journal: str) -> str:
-    trades = "".join(f"""
-[[trades]]
-ref = "{ref}"
-symbol = "{('AAA', 'BBB')[i % 2]}"
-side = "{('long', 'short')[i % 2]}"
-qty = {100 * (i + 1)}
-account = "{ACCOUNT}"
-rules = [{{kind = "stop_loss", distance = 0.1}}, {{kind = "take_profit", distance = 0.1}},
-         {{kind = "time_stop", after_seconds = {6 + 3 * i}}}]
-""" for i, ref in enumerate(REFS))
-    return f"""
-[ib]
-port = {port}
-client_id = {client_id}
-account = "{ACCOUNT}"
-connect_timeout_s = 5
-connect_attempts = 20
-reconnect_initial_s = 0.1
-reconnect_max_s = 1
-[journal]
-path = "{journal}"
-snapshot_interval_ms = 20
-[volatility]
-# each journal asks IB for a different span of daily bars: identical history requests within 15 s are a pacing
-# violation (162) at IB and at the fake gateway, and a new journal has no saved volatility to fall back on
-history_days = {20 + client_id + len(journal)}
-""" + trades
+    # each journal asks IB for a different span of daily bars: identical history requests within 15 s are a pacing
+    # violation (162) at IB and at the fake gateway, and a new journal has no saved volatility to fall back on
+    days = 20 + client_id + len(journal)
+    return engine_toml(port, journal, client_id, f"[volatility]\nhistory_days = {days}\n"
+                       + shared_trades_toml(REFS, ["AAA", "BBB"], 100, 6))
 
 
 def run_with_a_kill(cfg, journal: str, log) -> None:
-    """Start, kill -9 once an exit is in flight (or after 2 s), restart, run until every trade is over, stop."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    """Start, kill -9 once an exit is in flight (or after 4 s), restart, run until every trade is over, stop."""
     probe = JournalProbe(journal)
-    engine = subprocess.Popen([*TG, "run", "--config", str(cfg), "--no-live"], stdout=log.open("a"),
-                              stderr=subprocess.STDOUT, env=env)
+    engine = start_engine(cfg, log)
     deadline = time.monotonic() + 4
     while time.monotonic() < deadline and probe.exits_in_flight() == 0 and engine.poll() is None:
         time.sleep(0.01)
     assert engine.poll() is None, log.read_text()[-3000:]
     engine.send_signal(signal.SIGKILL)
     engine.wait(10)
-    engine = subprocess.Popen([*TG, "run", "--config", str(cfg), "--no-live"], stdout=log.open("a"),
-                              stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and engine.poll() is None:
-        states = probe.states()
-        if sum(states.values()) == len(REFS) and set(states) <= {"closed", "rejected", "cancelled"}:
-            break
-        time.sleep(0.2)
-    assert engine.poll() is None, log.read_text()[-3000:]
-    engine.send_signal(signal.SIGTERM)
-    engine.wait(20)
-    assert set(probe.states()) == {"closed"}, (probe.states(), log.read_text()[-3000:])
+    run_until_over(cfg, journal, len(REFS), log)
 
 
 @pytest.mark.timeout(300)
 def test_journals_sharing_an_account_never_take_each_others_executions(tmp_path):
     port = free_port()
-    gateway = subprocess.Popen([*TG, "fake-gateway", "--port", str(port), "--seed", "6", "--symbols", "AAA,BBB",
-                                "--speed", "10", "--fill-delay", "0.5"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    gateway = start_gateway(port, "--seed", "6", "--symbols", "AAA,BBB", "--speed", "10", "--fill-delay", "0.5")
     runs = [("first", 21), ("second", 22), ("third", 21)]
     records = {}
     try:
-        wait_line(gateway, "listening on", 30)
         for name, client_id in runs:
             journal = str(tmp_path / f"{name}.db")
             cfg = tmp_path / f"{name}.toml"
@@ -102,11 +65,7 @@ def test_journals_sharing_an_account_never_take_each_others_executions(tmp_path)
             run_with_a_kill(cfg, journal, tmp_path / f"{name}.log")
             records[name] = asyncio.run(gateway_record(port, client_id))
     finally:
-        gateway.send_signal(signal.SIGINT)
-        try:
-            gateway.wait(10)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
+        stop_gateway(gateway)
     ids = {}
     for name, _ in runs:
         journal_path = str(tmp_path / f"{name}.db")

@@ -39,6 +39,14 @@ async def started(s, venue=None) -> Engine:
     return engine
 
 
+async def opened(engine: Engine, request: TradeRequest):
+    """Submit ``request`` and run until its entry has filled; returns the trade."""
+    trade = engine.submit(request)
+    while trade.state.value != "open":
+        await engine.run_until(engine.broker.now_ns() + NS)
+    return trade
+
+
 class Crash(BaseException):
     """The process dies here (a BaseException: nothing in the engine catches it)."""
 
@@ -134,9 +142,7 @@ async def test_level_crossed_while_down_exits_on_first_tick(journal_target):
     s = settings(journal_target)
     a = await started(s)
     sym = sorted(a.venue.specs)[2]
-    trade = a.submit(req(sym))
-    while trade.state.value != "open":
-        await a.run_until(a.broker.now_ns() + NS)
+    trade = await opened(a, req(sym))
     venue = a.venue
     stop = a.trades.stop_price(trade)
     # while down, move time until the bid has gone through the stop

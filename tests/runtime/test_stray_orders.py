@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from test_recovery import ACCOUNT, NS, settings, started
+from test_recovery import ACCOUNT, NS, opened, settings, started
 
 from tickguard.adapters.broker import BrokerOrder
 from tickguard.core.exit_rules import StopLoss
@@ -25,9 +25,7 @@ async def test_a_live_trades_exit_found_at_the_broker_is_taken_over_not_sent_aga
     s = settings(str(tmp_path / "j.db"))
     a = await started(s)
     sym = sorted(a.venue.specs)[0]
-    trade = a.submit(req(sym))
-    while trade.state.value != "open":
-        await a.run_until(a.broker.now_ns() + NS)
+    trade = await opened(a, req(sym))
     venue = a.venue
     key = f"{a.trades.key_prefix}{trade.id}:stop:1"  # the key the engine would give its stop's first exit
     a.journal.close()
@@ -64,9 +62,7 @@ async def test_a_stray_appearing_while_running_is_taken_over_by_the_next_reconci
     s = settings(str(tmp_path / "j.db"))
     engine = await started(s)
     sym = sorted(engine.venue.specs)[0]
-    trade = engine.submit(req(sym))
-    while trade.state.value != "open":
-        await engine.run_until(engine.broker.now_ns() + NS)
+    trade = await opened(engine, req(sym))
     venue = engine.venue
     key = f"{engine.trades.key_prefix}{trade.id}:stop:1"
     venue.place(BrokerOrder(key, ACCOUNT, sym, Action.SELL, Decimal(100), OrderType.MARKET))  # behind its back
