@@ -99,6 +99,7 @@ class FakeGateway(FaultsMixin):
         self.connections = 0  # sockets accepted so far
         self.stalled = False
         self.hmds_down = False
+        self.completed_orders_silent = False  # fault: reqCompletedOrders is never answered
         self._muted: set[str] | None = set()
         self._stall_handle: asyncio.TimerHandle | None = None
         self._server: asyncio.Server | None = None

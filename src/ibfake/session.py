@@ -62,6 +62,7 @@ class GatewayPort(Protocol):
     history_pacer: HistoryPacer
     pacing: PacingLimits
     wall: WallClock
+    completed_orders_silent: bool  # fault: reqCompletedOrders goes unanswered
     accounts: list[str]
     errors: list[BaseException]
     unsupported: list[str]
@@ -388,7 +389,10 @@ class ClientSession:
 
     def _on_ReqCompletedOrders(self, msg: inc.ReqCompletedOrders) -> None:
         """Every client's orders that ended today, then the end: IB does not filter completed orders by client id
-        (the message has no clientId), and apiOnly only drops manual TWS orders, of which there are none here."""
+        (the message has no clientId), and apiOnly only drops manual TWS orders, of which there are none here.
+        While ``completed_orders_silent`` is set (a fault) the request is not answered, as when TWS is too busy."""
+        if self.gateway.completed_orders_silent:
+            return
         self.send_all(self.gateway.book.completed_order_messages())
         self.send(oo.completed_orders_end())
 

@@ -305,3 +305,18 @@ async def test_a_new_process_learns_from_ibs_completed_orders_what_ended_while_i
             await fresh.close()
         assert book.complete and "tg:abcd0123:T00001:entry" not in book.working
         assert book.ended["tg:abcd0123:T00001:entry"][1] is OrderStatus.CANCELLED
+
+
+async def test_when_ib_does_not_answer_for_completed_orders_the_book_says_it_is_incomplete():
+    """Recovery must not take an order's absence from a book it could not read as "never sent": an unanswered
+    reqCompletedOrders makes the order book incomplete (nothing is re-sent blind; new entries wait), loudly."""
+    async with broker_on_gateway(allow=("Peer closed connection", "completed orders could not be read")) as (
+            gw, broker, seen):
+        oid = broker.place_order(resting_buy(gw, "tg:abcd0123:T00001:entry"))
+        await pump(gw, broker, seen, lambda: statuses(seen, oid))
+        gw.completed_orders_silent = True
+        broker.cfg = broker.cfg.model_copy(update={"request_timeout_s": 0.5})
+        book = await asyncio.wait_for(broker.order_book(), 15)
+        assert not book.complete and "tg:abcd0123:T00001:entry" in book.working  # what it could read, it keeps
+        gw.completed_orders_silent = False
+        assert (await asyncio.wait_for(broker.order_book(), 15)).complete
