@@ -296,3 +296,22 @@ async def test_duplicate_client_id_is_a_clear_connection_error():
             await asyncio.wait_for(second.connect(), 15)
         await second.close()
         assert engine.broker.state.connected  # the first connection is unaffected
+
+
+async def test_commissions_after_three_reconnects_equal_those_charged():
+    """At each reconnect ib_async asks IB for the day's executions again, and IB sends every commission report
+    again with them: the journaled commissions must stay what was charged (once per execution id)."""
+    async with engine_on_gateway() as (gw, engine, errors):
+        errors.allow("Peer closed connection")
+        trade = engine.submit(req())
+        await until(lambda: trade.state.value == "closed", gw)
+        charged = sum(Decimal(str(r.commission)) for r in gw.book.executions)
+        await until(lambda: trade.commissions == charged, gw)
+        broker: IBBroker = engine.broker  # type: ignore[assignment]
+        for n in range(1, 4):
+            assert await gw.drop_connections() == 1
+            await until(lambda n=n: broker.state.reconnects >= n and broker.state.connected, gw, timeout=20)
+            await gw.advance(1.0)
+        await until(lambda: engine.executor.replays >= 3, gw)  # each reconnect brought the executions again
+        assert trade.commissions == charged and charged > 0
+        assert sum(r.commission for r in engine.executor.orders.values()) == charged
