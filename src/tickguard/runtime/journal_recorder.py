@@ -15,6 +15,8 @@ from tickguard.core.trades import Leg, Trade
 from tickguard.runtime.order_executor import OrderRecord
 from tickguard.store.journal import Journal
 
+MOVES_PER_STEP = 4  # level-move snapshots written per engine step at most (see JournalRecorder.flush_moved)
+
 
 def intent_row(record: OrderRecord, now: int) -> dict[str, Any]:
     i = record.intent
@@ -71,19 +73,21 @@ class JournalRecorder:
                 "inflight": leg.inflight, "updated_ns": now}
 
     def flush_moved(self, now: int) -> None:
-        """Snapshot trades whose stop moved, unless one was written within the interval (those wait)."""
+        """Snapshot trades whose stop moved, unless one was written within the interval (those wait), at most
+        ``MOVES_PER_STEP`` per engine step, the longest-waiting first.  Why a bound: the trailing stops of a trail
+        group all move when its mark does; written in one step they would make one long stall of the tick path,
+        spread over the next steps each step pays for a few."""
         moved = self.trades.stops.take_moved()
         if moved:
             self._moved |= moved
         if not self._moved:
             return
-        keep = set()
-        for tid in self._moved:
-            if now - self._last_snapshot.get(tid, -self._interval) >= self._interval:
-                self._snapshot(self.trades.trades[tid], now)
-            else:
-                keep.add(tid)
-        self._moved = keep
+        due = [tid for tid in self._moved if now - self._last_snapshot.get(tid, -self._interval) >= self._interval]
+        if len(due) > MOVES_PER_STEP:
+            due = sorted(due, key=lambda tid: self._last_snapshot.get(tid, -self._interval))[:MOVES_PER_STEP]
+        for tid in due:
+            self._snapshot(self.trades.trades[tid], now)
+        self._moved.difference_update(due)
 
     def on_order_event(self, record: OrderRecord, kind: str, entry: dict[str, Any]) -> None:
         j = self.journal

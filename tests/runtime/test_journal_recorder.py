@@ -1,0 +1,54 @@
+"""The journal recorder's coalesced level-move snapshots (runtime/journal_recorder.py).
+
+Why: trailing stops in a trail group move together whenever the group's mark does, and nobody is told (the tick
+handler advances the mark inline).  They must still reach the journal - a crash would otherwise restore them at
+a looser, older level - but a large group must not write all its snapshots in one engine step.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from tickguard.core.exit_rules import TrailingStop
+from tickguard.core.model import Side
+from tickguard.core.trade_manager import TradeManager
+from tickguard.core.trades import TradeRequest
+from tickguard.runtime.journal_recorder import MOVES_PER_STEP, JournalRecorder
+from tickguard.store.journal import Journal
+
+N = 10
+
+
+def test_a_trail_groups_moves_reach_the_journal_a_few_per_step_and_restore_exactly(tmp_path, clock, market):
+    journal = Journal.open(str(tmp_path / "j.db"))
+    tm = TradeManager(clock, market.vol.get, market.quotes.get, instance_id=journal.journal_id)
+    recorder = JournalRecorder(journal, tm, 0)
+    tm.on_event = recorder.on_trade_event
+    market.tick("AAA", 100.0, 100.02)
+    trades = []
+    with journal.batch():
+        for _ in range(N):
+            trade = tm.submit(TradeRequest(symbol="AAA", side=Side.LONG, qty=100,
+                                           rules=[TrailingStop(distance=0.5, unit="price")]))
+            [entry] = tm.outbox
+            tm.outbox = []
+            tm.on_fill(entry, 100, 100.0, clock(), 0)
+            trades.append(trade)
+    assert all(t.grouped for t in trades)
+    recorder.flush_moved(clock())
+    tm.stops.marks_for("AAA").observe(tm.grid("AAA").units(101.0), tm.grid("AAA").units(101.02))  # the tick path
+    written = []
+    for _ in range(N):
+        before = {t.id: journal.list_trades()[i]["snapshot"]["trail_x"] for i, t in enumerate(trades)}
+        with journal.batch():
+            recorder.flush_moved(clock())
+        after = {t.id: journal.list_trades()[i]["snapshot"]["trail_x"] for i, t in enumerate(trades)}
+        written.append(sum(before[k] != after[k] for k in before))
+    assert max(written) <= MOVES_PER_STEP and sum(written) == N  # every member once, a few per step
+    assert {row["snapshot"]["trail_x"] for row in journal.list_trades()} == {"100.50"}
+    fresh = TradeManager(clock, market.vol.get, market.quotes.get, instance_id=journal.journal_id)
+    row = journal.list_trades()[0]
+    restored = fresh.restore(row["trade_id"], TradeRequest.model_validate(row["request"]), row["snapshot"],
+                             row["created_ns"])
+    assert fresh.stop_price(restored) == Decimal("100.50")  # not the 99.50 of the entry
+    journal.close()
