@@ -112,3 +112,29 @@ def test_a_second_sim_on_the_same_journal_runs(tmp_path):
     done = run("trades", "--journal", str(journal), "--json")
     keys = {o["order_key"].split(":")[1] for t in json.loads(done.stdout) for o in t["orders"]}
     assert len(keys) == 1  # one journal, one id in every key
+
+
+def test_run_without_a_journal_is_refused_with_how_to_fix_it(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('[ib]\nport = 1\naccount = "DU0000001"\n')
+    done = run("run", "--config", str(cfg), "--duration", "1", "--no-live")
+    assert done.returncode != 0 and "Traceback" not in done.stderr + done.stdout
+    assert "tickguard run needs a journal" in done.stderr and "[journal]" in done.stderr  # brackets printed as such
+
+
+def test_a_journal_serves_live_or_simulated_trades_never_both(tmp_path):
+    from tickguard.store.journal import Journal
+
+    sim_journal = tmp_path / "sim.db"
+    first = run("sim", "--journal", str(sim_journal), "--duration", "60", "--speed", "0", "--no-live")
+    assert first.returncode == 0, first.stderr
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'[ib]\nport = 1\naccount = "DU0000001"\nconnect_attempts = 1\n[journal]\npath = "{sim_journal}"\n')
+    live = run("run", "--config", str(cfg), "--duration", "1", "--no-live")
+    assert live.returncode != 0 and "Traceback" not in live.stderr + live.stdout
+    assert "holds simulated trades (written by tickguard sim); tickguard run refuses it" in live.stderr
+    live_journal = tmp_path / "live.db"
+    Journal.open(str(live_journal)).claim("live")  # as `tickguard run` leaves it
+    sim = run("sim", "--journal", str(live_journal), "--duration", "60", "--speed", "0", "--no-live")
+    assert sim.returncode != 0 and "Traceback" not in sim.stderr + sim.stdout
+    assert "holds live trades (written by tickguard run); tickguard sim refuses it" in sim.stderr

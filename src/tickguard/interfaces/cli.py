@@ -12,16 +12,21 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tickguard import config as config_mod
 from tickguard.interfaces import report as report_mod
 from tickguard.store.journal import JournalError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="tickguard: dynamic contingent exits for IB.")
+# rich_markup_mode=None: help texts name config sections such as [ib] and [journal], which rich markup would eat
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="tickguard: dynamic contingent exits for IB.")
 
 
 def _fail(message: str) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}")
+    """One clear line on stderr and exit code 2; the message is printed as written (``[journal]`` is not markup)
+    and not wrapped, so it can be read and grepped whole."""
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(2)
 
 
@@ -94,6 +99,10 @@ def run(
     from tickguard.interfaces.ib_session import run_ib
 
     settings = _settings(config, {})
+    if not settings.journal.target:
+        _fail(f"{config}: tickguard run needs a journal - set [journal] path = \"tickguard.db\" (SQLite) or url = "
+              "\"postgresql://...\". Without one a restart forgets every open trade: its exits are no longer "
+              "watched, and the same trades can be opened again")
     console, watcher = _terminal(live)
     try:
         engine = asyncio.run(run_ib(settings, sys.stdout, duration, watcher))

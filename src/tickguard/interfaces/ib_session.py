@@ -22,7 +22,7 @@ async def run_ib(
     duration_s: float | None = None,
     watcher: Callable[[Engine], Awaitable[None]] | None = None,
 ) -> Engine:
-    journal = open_journal(settings)
+    journal = open_journal(settings, kind="live")
     engine = ib_engine(settings, journal=journal)
     cfg = settings.ib
     symbols = sorted({t.symbol for t in settings.trades} | {s.upper() for s in cfg.symbols})

@@ -22,7 +22,7 @@ async def run_session(
 ) -> tuple[Engine, dict[str, Any]]:
     sim = settings.sim
     recorder = report.TickRecorder(keep=include_ticks)
-    engine, venue = sim_engine(settings, recorder, open_journal(settings))
+    engine, venue = sim_engine(settings, recorder, open_journal(settings, kind="simulated"))
     symbols = sorted(venue.specs)
     wanted = sorted({t.symbol for t in settings.trades}) if settings.trades else symbols
     failed = await engine.start(wanted)

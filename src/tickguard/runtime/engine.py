@@ -461,9 +461,17 @@ def ib_engine(settings: Settings, tick_sink: Callable[[Tick], None] | None = Non
     return Engine(settings, IBBroker(settings.ib), tick_sink, journal)
 
 
-def open_journal(settings: Settings, create: bool = True) -> Journal | None:
-    """The journal the settings name (None if they name none)."""
+def open_journal(settings: Settings, create: bool = True, kind: str | None = None) -> Journal | None:
+    """The journal the settings name (None if they name none), claimed for ``kind`` ("live" / "simulated") trades
+    when given: a journal of the other kind is refused (``Journal.claim``)."""
     target = settings.journal.target
     if not target:
         return None
-    return Journal.open(target, create=create, synchronous=settings.journal.sqlite_synchronous)
+    journal = Journal.open(target, create=create, synchronous=settings.journal.sqlite_synchronous)
+    if kind is not None:
+        try:
+            journal.claim(kind)
+        except Exception:
+            journal.close()
+            raise
+    return journal

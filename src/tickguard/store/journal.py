@@ -293,6 +293,22 @@ class Journal:
             self._id = str(value)
         return self._id
 
+    def claim(self, kind: str) -> None:
+        """Mark this journal as holding ``kind`` trades ("live" for ``tickguard run``, "simulated" for ``tickguard
+        sim``) the first time, and refuse it to the other kind ever after: a live engine must never adopt, resend
+        or reconcile simulated trades against a real account, and a simulation must not write into a live
+        journal.  A journal from before the mark is claimed by whichever opens it first."""
+        with self._engine.connect() as conn:
+            held = conn.execute(sa.select(journal_meta.c.value).where(journal_meta.c.name == "kind")).scalar()
+        if held is None:
+            with self.batch():
+                self._write(journal_meta.insert().values(name="kind", value=kind))
+        elif held != kind:
+            run, sim = "tickguard run", "tickguard sim"
+            command, other = (run, sim) if held == "live" else (sim, run)
+            raise JournalError(f"journal {self.where} holds {held} trades (written by {command}); {other} refuses it "
+                               f"- give it a journal of its own")
+
     def load_volatility(self, symbol: str) -> dict[str, Any] | None:
         rows = self._rows(sa.select(volatility).where(volatility.c.symbol == symbol))
         return rows[0] if rows else None
