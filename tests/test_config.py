@@ -87,3 +87,25 @@ def test_environment_overrides_file_and_overrides_win(tmp_path, monkeypatch):
 
 def test_settings_type():
     assert isinstance(load(), Settings)
+
+
+@pytest.mark.parametrize("url", ["postgres://u:pw@h/db", "postgresql://u:pw@h/db", "postgresql+psycopg://u:pw@h/db"])
+def test_a_postgres_url_as_users_write_it_uses_the_shipped_driver(url):
+    assert load(None, {"journal": {"url": url}}).journal.target == "postgresql+psycopg://u:pw@h/db"
+
+
+@pytest.mark.parametrize(("url", "why"), [("mysql://u@h/db", "scheme 'mysql' is not supported"),
+                                          ("just-a-name", "is not a database URL")])
+def test_an_unusable_database_url_is_refused_by_name(url, why):
+    with pytest.raises(ConfigError, match=why):
+        load(None, {"journal": {"url": url}})
+
+
+def test_the_config_command_never_prints_a_database_password():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "tickguard", "config"], capture_output=True, text=True, timeout=60,
+                          env={"TICKGUARD_JOURNAL__URL": "postgres://alice:s3cret@db.example/tg", "PATH": ""})
+    assert done.returncode == 0, done.stderr
+    assert "s3cret" not in done.stdout and "postgresql+psycopg://alice:***@db.example/tg" in done.stdout

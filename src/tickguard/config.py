@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -140,9 +140,40 @@ class JournalConfig(_Section):
     snapshot_interval_ms: float = Field(250.0, gt=0, description="Most frequent journal snapshot of a trade "
                                         "whose stop only moved (trailing / break-even).")
 
+    @field_validator("url")
+    @classmethod
+    def _driver(cls, v: str) -> str:
+        """URLs as users write them (``postgres://``, ``postgresql://``) use the psycopg 3 driver tickguard ships;
+        another scheme is refused here, by name, rather than deep in SQLAlchemy."""
+        v = v.strip()
+        if not v:
+            return v
+        scheme, sep, rest = v.partition("://")
+        if not sep:
+            raise ValueError(f"{v!r} is not a database URL (expected postgresql://user@host/db)")
+        if scheme in ("postgres", "postgresql", "postgresql+psycopg"):
+            return f"postgresql+psycopg://{rest}"
+        raise ValueError(f"database URL scheme {scheme!r} is not supported: use postgresql://user@host/db "
+                         "(PostgreSQL), or [journal] path for SQLite")
+
     @property
     def target(self) -> str:
         return self.url or self.path
+
+    def shown(self) -> dict[str, Any]:
+        """The section as ``tickguard config`` prints it: a database password is never shown."""
+        data = self.model_dump()
+        data["url"] = _masked(self.url)
+        return data
+
+
+def _masked(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (``postgresql+psycopg://user:***@host/db``)."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
 
 
 class WatchdogConfig(_Section):

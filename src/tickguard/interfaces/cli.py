@@ -171,7 +171,9 @@ def show_config(
         typer.echo(config_mod.reference_markdown())
         return
     settings = _settings(config, {})
-    typer.echo(settings.model_dump_json(indent=2))
+    data = json.loads(settings.model_dump_json())
+    data["journal"] = json.loads(json.dumps(settings.journal.shown(), default=str))  # no password in clear
+    typer.echo(json.dumps(data, indent=2))
 
 
 def main() -> None:  # pragma: no cover - console entry point
