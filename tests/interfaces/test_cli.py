@@ -138,3 +138,103 @@ def test_a_journal_serves_live_or_simulated_trades_never_both(tmp_path):
     sim = run("sim", "--journal", str(live_journal), "--duration", "60", "--speed", "0", "--no-live")
     assert sim.returncode != 0 and "Traceback" not in sim.stderr + sim.stdout
     assert "holds live trades (written by tickguard run); tickguard sim refuses it" in sim.stderr
+
+
+
+def _trades_in(journal) -> int:
+    import sqlite3
+
+    if not journal.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)
+    try:
+        return conn.execute("SELECT count(*) FROM trades").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0  # not created yet
+    finally:
+        conn.close()
+
+
+def _until_trades(journal, proc, timeout: float = 60.0) -> None:
+    """Poll (with a deadline) until the engine journaled a trade: it has started and handles signals."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None and _trades_in(journal) == 0:
+        time.sleep(0.05)
+    assert proc.poll() is None and _trades_in(journal) > 0
+
+
+def test_ctrl_c_in_sim_still_prints_the_summary_and_writes_the_report(tmp_path):
+    import signal
+
+    out, report, journal = tmp_path / "out.txt", tmp_path / "r.json", tmp_path / "sim.db"
+    proc = subprocess.Popen([*TG, "sim", "--duration", "100000", "--speed", "500", "--no-live", "--report",
+                             str(report), "--journal", str(journal)], stdout=out.open("w"), stderr=subprocess.STDOUT)
+    _until_trades(journal, proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 0, out.read_text()[-2000:]
+    text = out.read_text()
+    assert "Traceback" not in text and "stopped early at" in text and "tickguard sim - summary" in text
+    meta = json.loads(report.read_text())["meta"]
+    assert meta["stopped_early_ns"] is not None and meta["stopped_early_ns"] < meta["end_ns"]
+
+
+def test_stopping_run_lists_the_unguarded_trades_and_journals_the_stop(tmp_path):
+    import signal
+    import socket
+
+    from tickguard.store.journal import Journal
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    gateway = subprocess.Popen([*TG, "fake-gateway", "--port", str(port), "--symbols", "AAA", "--speed", "5"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    journal = tmp_path / "live.db"
+    out = tmp_path / "out.txt"
+    try:
+        assert "listening on" in gateway.stdout.readline()
+        cfg = tmp_path / "run.toml"
+        cfg.write_text(f"""
+[ib]
+port = {port}
+client_id = 6
+account = "DU0000001"
+[journal]
+path = "{journal}"
+[[trades]]
+ref = "held"
+symbol = "AAA"
+side = "long"
+qty = 100
+account = "DU0000001"
+rules = [{{kind = "stop_loss", distance = 50.0}}]
+""")
+        proc = subprocess.Popen([*TG, "run", "--config", str(cfg), "--no-live"], stdout=out.open("w"),
+                                stderr=subprocess.STDOUT)
+        _until_trades(journal, proc)
+        import time
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until the entry has filled: the trade is open
+            j = Journal.open(str(journal), create=False)
+            state = j.list_trades()[0]["state"]
+            j.close()
+            if state == "open":
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, out.read_text()[-2000:]
+    finally:
+        gateway.terminate()
+        gateway.wait(10)
+    text = out.read_text()
+    assert "Traceback" not in text and "1 trade(s) open and no longer watched" in text
+    assert "UNGUARDED T00001 long 100 AAA" in text and "NOTHING at the broker protects it" in text
+    import sqlite3
+
+    conn = sqlite3.connect(journal)
+    rows = conn.execute("SELECT data FROM events WHERE kind = 'engine_stopped'").fetchall()
+    conn.close()
+    assert len(rows) == 1 and json.loads(rows[0][0])["unguarded"] == ["T00001"]  # the journal records the stop

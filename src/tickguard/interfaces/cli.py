@@ -67,6 +67,7 @@ def sim(
 ) -> None:
     """Run the engine on the built-in simulated market, with demo trades or the config's trades."""
     from tickguard.interfaces import live_view
+    from tickguard.interfaces.market_time import fmt_ns
     from tickguard.interfaces.simulation import run_session
 
     given = {"seed": seed, "duration_s": duration, "speed": speed, "symbols": symbols, "trades": trades}
@@ -81,6 +82,10 @@ def sim(
         _fail(str(exc))
     if watcher is None:
         console.print(live_view.trades_table(engine))
+    stopped = result["meta"].get("stopped_early_ns")
+    if stopped is not None:
+        console.print(f"stopped early at {fmt_ns(stopped)} (virtual time): the summary and the report cover the "
+                      "part that ran", markup=False)
     console.print(live_view.summary_table(result))
     if report is not None:
         report_mod.write(result, report)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 from collections.abc import Awaitable, Callable
 from typing import TextIO
 
 from tickguard.config import Settings
 from tickguard.core.trade_checks import TradeRejected
+from tickguard.interfaces.simulation import run_until_stopped
 from tickguard.runtime.engine import Engine, ib_engine, open_journal
 
 log = logging.getLogger("tickguard.run")
@@ -50,24 +49,37 @@ async def run_ib(
                       file=out, flush=True)
             except TradeRejected as exc:
                 print(f"trade refused: {exc}", file=out, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
         end = None if duration_s is None else engine.broker.now_ns() + int(duration_s * 1e9)
         watch = asyncio.create_task(watcher(engine)) if watcher else None
-        runner = asyncio.create_task(engine.run_until(end if end is not None else 2**62))
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (runner, stopper, watch):
-            if task is not None and not task.done():
-                task.cancel()
-        await asyncio.gather(runner, stopper, *( [watch] if watch else []), return_exceptions=True)
-        if runner.done() and not runner.cancelled() and runner.exception() is not None:
-            raise runner.exception()  # type: ignore[misc]
+        try:
+            stopped = await run_until_stopped(engine.run_until(end if end is not None else 2**62))
+        finally:
+            if watch is not None:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
+        report_unguarded(engine, out, "stopped by a signal" if stopped else "the run's duration ended")
     finally:
         await engine.broker.close()
         if journal is not None:
             journal.close()
     return engine
+
+
+def report_unguarded(engine: Engine, out: TextIO, why: str) -> None:
+    """The engine is about to stop watching: say which trades are open and unguarded from now on, and what still
+    protects each (exit orders working at the broker), and journal the stop."""
+    live = [t for t in engine.trades.live_trades() if t.open_qty > 0 or t.entry_working]
+    now = engine.broker.now_ns()
+    print(f"tickguard stopped ({why}): {len(live)} trade(s) open and no longer watched", file=out, flush=True)
+    for trade in live:
+        working = [r.intent.key for r in engine.executor.orders.values()
+                   if r.intent.trade_id == trade.id and r.intent.is_exit and not r.final]
+        stop = engine.trades.stop_price(trade)
+        guard = (f"exit order(s) working at the broker: {', '.join(working)}" if working
+                 else "NOTHING at the broker protects it")
+        print(f"  UNGUARDED {trade.id} {trade.side.value} {trade.open_qty} {trade.symbol}"
+              f"{f' (its stop {stop} is no longer watched)' if stop is not None else ''}; {guard}",
+              file=out, flush=True)
+    if engine.journal is not None:
+        with engine.journal.batch():
+            engine.journal.event("engine_stopped", now, {"why": why, "unguarded": [t.id for t in live]})

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,8 +38,10 @@ async def run_session(
         at = warm_ns + (spread * i // max(1, len(requests)) if not settings.trades else 0)
         engine.schedule(at, request)
     watch_task = asyncio.create_task(watcher(engine)) if watcher else None
+    stopped_ns: int | None = None
     try:
-        await engine.run_until(end_ns)
+        if await run_until_stopped(engine.run_until(end_ns)):
+            stopped_ns = engine.broker.now_ns()
     finally:
         if watch_task is not None:
             watch_task.cancel()
@@ -49,6 +53,7 @@ async def run_session(
         "version": __version__, "seed": sim.seed, "symbols": symbols, "failed_symbols": sorted(failed),
         "start": dt.datetime.fromtimestamp(start_ns / 1e9, tz=dt.UTC).isoformat(),
         "start_ns": start_ns, "end_ns": end_ns, "duration_s": sim.duration_s,
+        "stopped_early_ns": stopped_ns,  # Ctrl-C / SIGTERM: the report covers the part that ran, up to here
         "settings": settings.model_dump(mode="json"),
         "venue": {"ticks_emitted": venue.ticks_emitted, "pacing_violations": venue.exchange.pacing_violations,
                   "positions": {a: venue.positions(a) for a in venue.exchange.accounts}},
@@ -56,4 +61,31 @@ async def run_session(
     return engine, report.build(engine, meta, recorder)
 
 
-__all__ = ["TradeRejected", "run_session"]
+async def run_until_stopped(work: Awaitable[None]) -> bool:
+    """Run ``work`` until it ends or the process is asked to stop (Ctrl-C, SIGTERM); returns whether it was
+    stopped.  Why not let KeyboardInterrupt fly: a stop must still close the broker and the journal cleanly,
+    and the caller must still say what ran (the sim's summary and report) and what is left unguarded (run)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    runner = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (runner, stopper):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(runner, stopper, return_exceptions=True)
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    if runner.done() and not runner.cancelled() and runner.exception() is not None:
+        raise runner.exception()  # type: ignore[misc]
+    return stop.is_set()
+
+
+__all__ = ["TradeRejected", "run_session", "run_until_stopped"]
