@@ -77,10 +77,14 @@ async def run_until_stopped(work: Awaitable[None]) -> bool:
     try:
         await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (runner, stopper):
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(runner, stopper, return_exceptions=True)
+        # Cancel until done, not once: on Python 3.11 ``asyncio.wait_for`` swallows a cancellation that races
+        # its inner future's completion (CPython gh-86296), and a run loop built on it would go on for ever -
+        # an engine that ignores SIGTERM.  Seen twice in the crash-point tests under load.
+        while not (runner.done() and stopper.done()):
+            for task in (runner, stopper):
+                if not task.done():
+                    task.cancel()
+            await asyncio.wait({runner, stopper}, timeout=0.2)
         for sig in installed:
             loop.remove_signal_handler(sig)
     if runner.done() and not runner.cancelled() and runner.exception() is not None:
