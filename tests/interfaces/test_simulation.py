@@ -36,3 +36,20 @@ async def test_work_that_ends_by_itself_is_not_a_stop():
         await asyncio.sleep(0)
 
     assert await run_until_stopped(quick()) is False
+
+
+async def test_sigusr1_dumps_what_every_task_is_waiting_on(capsys):
+    async def waiting_here() -> None:
+        await asyncio.sleep(3600)
+
+    async def poke() -> None:
+        await asyncio.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        await asyncio.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    poker = asyncio.ensure_future(poke())
+    assert await asyncio.wait_for(run_until_stopped(waiting_here()), 10) is True
+    await poker
+    err = capsys.readouterr().err
+    assert "asyncio task(s)" in err and "waiting_here" in err

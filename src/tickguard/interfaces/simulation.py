@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import signal
+import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TextIO
 
 from tickguard import __version__
 from tickguard.config import Settings
@@ -68,9 +69,9 @@ async def run_until_stopped(work: Awaitable[None]) -> bool:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    for sig, handler in ((signal.SIGINT, stop.set), (signal.SIGTERM, stop.set), (signal.SIGUSR1, dump_tasks)):
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+            loop.add_signal_handler(sig, handler)
             installed.append(sig)
     runner = asyncio.ensure_future(work)
     stopper = asyncio.ensure_future(stop.wait())
@@ -92,4 +93,16 @@ async def run_until_stopped(work: Awaitable[None]) -> bool:
     return stop.is_set()
 
 
-__all__ = ["TradeRejected", "run_session", "run_until_stopped"]
+def dump_tasks(out: TextIO | None = None) -> None:
+    """What every task of the engine's loop is waiting on, to stderr (``kill -USR1 <pid>``): for an engine that
+    seems stuck, the one look inside that needs no restart."""
+    stream = out or sys.stderr
+    tasks = asyncio.all_tasks()
+    print(f"--- {len(tasks)} asyncio task(s) ---", file=stream, flush=True)
+    for task in tasks:
+        print(f"{task.get_name()}: {task.get_coro()!r}", file=stream)
+        task.print_stack(limit=12, file=stream)
+    stream.flush()
+
+
+__all__ = ["TradeRejected", "dump_tasks", "run_session", "run_until_stopped"]
