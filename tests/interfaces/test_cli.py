@@ -1,6 +1,8 @@
 """The command line as a user runs it (a real subprocess)."""
 
+import contextlib
 import json
+import socket
 import subprocess
 import sys
 
@@ -9,6 +11,22 @@ TG = [sys.executable, "-m", "tickguard"]
 
 def run(*args, **kw):
     return subprocess.run([*TG, *args], capture_output=True, text=True, timeout=240, **kw)
+
+
+@contextlib.contextmanager
+def fake_gateway(symbols: str):
+    """``tickguard fake-gateway`` in its own process on a free port (yielded), stopped afterwards."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    gateway = subprocess.Popen([*TG, "fake-gateway", "--port", str(port), "--symbols", symbols, "--speed", "5"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "listening on 127.0.0.1:" in gateway.stdout.readline()
+        yield port
+    finally:
+        gateway.terminate()
+        gateway.wait(10)
 
 
 def test_sim_runs_config_trades_and_refuses_bad_ones(tmp_path):
@@ -53,15 +71,7 @@ def test_config_command_prints_effective_settings():
 
 
 def test_run_against_the_fake_gateway_reports_what_it_cannot_trade(tmp_path):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    gateway = subprocess.Popen([*TG, "fake-gateway", "--port", str(port), "--symbols", "AAA,BBB", "--speed", "5"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert "listening on 127.0.0.1:" in gateway.stdout.readline()
+    with fake_gateway("AAA,BBB") as port:
         cfg = tmp_path / "run.toml"
         cfg.write_text(f"""
 [ib]
@@ -94,9 +104,6 @@ rules = [{{kind = "stop_loss", distance = 1.0}}, {{kind = "time_stop", after_sec
         assert legs["stop"]["fired"] == 0 and legs["stop"]["armed"] is False
         assert [t["trade_id"] for t in json.loads(run("trades", "--journal", str(tmp_path / "j.db"), "--json",
                                                        "--state", "open").stdout)] == []
-    finally:
-        gateway.terminate()
-        gateway.wait(10)
 
 
 def test_a_second_sim_on_the_same_journal_runs(tmp_path):
@@ -182,19 +189,12 @@ def test_ctrl_c_in_sim_still_prints_the_summary_and_writes_the_report(tmp_path):
 
 def test_stopping_run_lists_the_unguarded_trades_and_journals_the_stop(tmp_path):
     import signal
-    import socket
 
     from tickguard.store.journal import Journal
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    gateway = subprocess.Popen([*TG, "fake-gateway", "--port", str(port), "--symbols", "AAA", "--speed", "5"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     journal = tmp_path / "live.db"
     out = tmp_path / "out.txt"
-    try:
-        assert "listening on" in gateway.stdout.readline()
+    with fake_gateway("AAA") as port:
         cfg = tmp_path / "run.toml"
         cfg.write_text(f"""
 [ib]
@@ -226,9 +226,6 @@ rules = [{{kind = "stop_loss", distance = 50.0}}]
             time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, out.read_text()[-2000:]
-    finally:
-        gateway.terminate()
-        gateway.wait(10)
     text = out.read_text()
     assert "Traceback" not in text and "1 trade(s) open and no longer watched" in text
     assert "UNGUARDED T00001 long 100 AAA" in text and "NOTHING at the broker protects it" in text

@@ -158,9 +158,8 @@ class StopTracker:
 
     def measure(self, trade: Trade, vol: VolSnapshot) -> StopMotion:
         """How the trade's stop moves, sized for ``vol`` and its entry now (kept until either changes)."""
-        req = trade.request
-        trade.motion = stop_motion(req.rule(TrailingStop), req.rule(BreakEven), trade.entry_x(self._grid(trade.symbol)),
-                                   vol, self._grid(trade.symbol))
+        req, grid = trade.request, self._grid(trade.symbol)
+        trade.motion = stop_motion(req.rule(TrailingStop), req.rule(BreakEven), trade.entry_x(grid), vol, grid)
         trade.motion_vol = vol
         return trade.motion
 

@@ -40,10 +40,11 @@ def check_request(request: TradeRequest, facts: MarketFacts) -> None:
     if vol is None:
         raise TradeRejected(f"unknown symbol {symbol!r}: no contract or volatility for it")
     be = request.rule(BreakEven)
-    after = None if be is None else decimal_of(be.after) * unit_size(be.unit, vol)
-    if be is not None and after is not None and be.unit != "price" and decimal_of(be.offset) >= after:
-        raise TradeRejected(f"break_even offset {be.offset} must be smaller than its 'after' of {be.after} {be.unit} "
-                            f"(= {after:.6g} now), or the move would fire the moment it arms")
+    if be is not None and be.unit != "price":  # in price units the rule itself refuses it
+        after = decimal_of(be.after) * unit_size(be.unit, vol)
+        if decimal_of(be.offset) >= after:
+            raise TradeRejected(f"break_even offset {be.offset} must be smaller than its 'after' of {be.after} "
+                                f"{be.unit} (= {after:.6g} now), or the move would fire the moment it arms")
     named = [("limit price", request.limit_price)] + [
         (f"{rule.kind} price", rule.price) for rule in request.rules if isinstance(rule, StopLoss | TakeProfit)]
     for what, price in named:

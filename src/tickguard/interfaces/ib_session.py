@@ -9,7 +9,7 @@ from typing import TextIO
 
 from tickguard.config import Settings
 from tickguard.core.trade_checks import TradeRejected
-from tickguard.interfaces.simulation import run_until_stopped
+from tickguard.interfaces.stopping import run_until_stopped
 from tickguard.runtime.engine import Engine, ib_engine, open_journal
 
 log = logging.getLogger("tickguard.run")

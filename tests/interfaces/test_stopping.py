@@ -1,4 +1,4 @@
-"""Stopping a run on a signal (interfaces/simulation.run_until_stopped).
+"""Stopping a run on a signal (interfaces/stopping.py).
 
 Why: Python 3.11's ``asyncio.wait_for`` can swallow a cancellation that races its inner future (CPython
 gh-86296), and the engine's loop is built on it; an engine cancelled once could go on for ever and ignore
@@ -11,7 +11,7 @@ import asyncio
 import os
 import signal
 
-from tickguard.interfaces.simulation import run_until_stopped
+from tickguard.interfaces.stopping import run_until_stopped
 
 
 async def test_a_stop_ends_work_that_swallows_the_first_cancellation():
