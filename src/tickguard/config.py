@@ -8,6 +8,7 @@ A bad config is refused with the dotted name of the field and what is wrong with
 from __future__ import annotations
 
 import datetime as dt
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,9 @@ class SimConfig(_Section):
     duration_s: float = Field(7200.0, gt=0, description="Virtual seconds to run.")
     speed: float = Field(120.0, ge=0, description="Virtual seconds per wall second; 0 = as fast as possible.")
     warmup_s: float = Field(5.0, ge=0, description="Virtual seconds of quotes before the demo trades open.")
+    entry_interval_s: float = Field(30.0, ge=0, description="Virtual seconds between two demo trades' entries. "
+                                    "Fixed, not spread over the duration, so a longer run with the same seed "
+                                    "extends a shorter one.")
     market: SimMarketConfig = SimMarketConfig()
     exchange: SimExchangeConfig = SimExchangeConfig()
 
@@ -163,17 +167,52 @@ class JournalConfig(_Section):
     def shown(self) -> dict[str, Any]:
         """The section as ``tickguard config`` prints it: a database password is never shown."""
         data = self.model_dump()
-        data["url"] = _masked(self.url)
+        data["url"] = mask_secrets(self.url)
         return data
 
 
-def _masked(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (``postgresql+psycopg://user:***@host/db``)."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in credentials:
-        return url
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+# user:password@ in any URL, and password=... in a key/value DSN
+SECRETS = ((re.compile(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]+:)[^@\s]+@"), r"\1***@"),
+           (re.compile(r"(\bpassword\s*=\s*)[^\s&;,'\"]+", re.IGNORECASE), r"\1***"))
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every password replaced by ``***`` (``postgresql+psycopg://user:***@host/db``): for
+    ``tickguard config``, error messages and every log record."""
+    for pattern, replacement in SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"log level {value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+class LogConfig(_Section):
+    level: str = Field("INFO", description="Level of tickguard's log: DEBUG, INFO (every event), WARNING, ERROR.")
+    format: str = Field("text", pattern="^(text|json)$", description="text: one line per event, for people; json: "
+                        "one JSON object per line, for machines (also --log-format).")
+    file: str = Field("", description="File the log is appended to; empty = standard error.  The tables and the "
+                      "live view are on standard output, apart from the log.")
+    components: dict[str, str] = Field(default_factory=dict, description="Level per component, e.g. "
+                                       "{\"adapters.ib\" = \"DEBUG\", \"ib_async\" = \"INFO\"}: a module path "
+                                       "under tickguard (runtime.order_executor, store.journal, ...) or ib_async.")
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, v: str) -> str:
+        return _level(v)
+
+    @field_validator("components")
+    @classmethod
+    def _known_levels(cls, v: dict[str, str]) -> dict[str, str]:
+        return {name.strip(): _level(level) for name, level in v.items()}
 
 
 class WatchdogConfig(_Section):
@@ -221,6 +260,7 @@ class Settings(BaseSettings):
     ib: IBConfig = IBConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
     journal: JournalConfig = JournalConfig()
+    log: LogConfig = LogConfig()
     trades: list[TradeRequest] = Field(default_factory=list)
 
     @classmethod
@@ -302,4 +342,5 @@ def reference_markdown() -> str:
     walk(IBConfig, "ib.")
     walk(WatchdogConfig, "watchdog.")
     walk(JournalConfig, "journal.")
+    walk(LogConfig, "log.")
     return "\n".join(rows)

@@ -83,9 +83,12 @@ def run_until_over(cfg: Path, journal_target: str, n_trades: int, log: Path, tim
             break
         time.sleep(0.2)
     assert engine.poll() is None, log.read_text()[-3000:]
+    if time.monotonic() >= deadline:  # stuck: have it print what each of its tasks waits on, for the failure
+        engine.send_signal(signal.SIGUSR1)
+        time.sleep(1)
     engine.send_signal(signal.SIGTERM)
     engine.wait(20)
-    assert set(probe.states()) <= final, (probe.states(), log.read_text()[-3000:])
+    assert set(probe.states()) <= final, (probe.states(), log.read_text()[-8000:])
 
 
 def start_gateway(port: int, *options: str) -> subprocess.Popen:

@@ -125,3 +125,23 @@ def test_same_seed_same_report(report, tmp_path):
     for key in ("trades", "orders", "fills", "exits", "summary"):
         assert without_key_id(again[key]) == without_key_id(report[key]), key
     assert Path(out).stat().st_size > 0
+
+
+def test_a_longer_run_extends_a_shorter_one_with_the_same_seed(report, tmp_path):
+    """The market and the demo trades of a seed do not depend on the duration: the first half hour of the hour's
+    run is the half-hour run, tick for tick, fill for fill, exit for exit."""
+    out = tmp_path / "half.json"
+    cmd = [sys.executable, "-m", "tickguard", "sim", "--seed", str(SEED), "--duration", "1800", "--speed", "0",
+           "--symbols", "4", "--trades", "40", "--no-live", "--include-ticks", "--report", str(out)]
+    subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+    half = json.loads(out.read_text())
+    end = half["meta"]["end_ns"]
+    assert half["meta"]["start_ns"] == report["meta"]["start_ns"]
+    before = [t for t in report["ticks"] if t[2] <= end]
+    assert len(half["ticks"]) > 1000 and half["ticks"] == before[:len(half["ticks"])]
+    assert len(before) - len(half["ticks"]) <= 1  # at most a tick at the very end instant
+    for key, ts in (("fills", "ts_ns"), ("exits", "tick_ts_ns")):
+        longer = [r for r in report[key] if r[ts] < end]
+        assert longer and without_key_id(half[key]) == without_key_id(longer)[:len(half[key])] and \
+            len(half[key]) >= len(longer) - 1, key
+    assert [t["id"] for t in half["trades"]] == [t["id"] for t in report["trades"]][:len(half["trades"])]

@@ -91,10 +91,20 @@ rules = [{{kind = "stop_loss", distance = 1.0}}, {{kind = "time_stop", after_sec
 """)
         done = run("run", "--config", str(cfg), "--duration", "4", "--no-live")
         assert done.returncode == 0, done.stdout + done.stderr
-        assert "NOT READY" in done.stdout and "NOPE" in done.stdout and "no security definition" in done.stdout
-        assert "trade T00001 accepted: long 100 AAA" in done.stdout
-        again = run("run", "--config", str(cfg), "--duration", "1", "--no-live")  # a restart re-opens nothing
-        assert "accepted" not in again.stdout and "recovered" in again.stdout
+        # the events are in the log (stderr), once each; the table is on stdout
+        assert "NOT READY" in done.stderr and "NOPE" in done.stderr and "no security definition" in done.stderr
+        assert "trade T00001 accepted: long 100 AAA" in done.stderr and "T00001" in done.stdout
+        assert_one_line_per_event(done.stderr)
+        # a restart re-opens nothing; its log as JSON, one object per line, ib_async's included at DEBUG
+        again = run("run", "--config", str(cfg), "--duration", "1", "--no-live", "--log-format", "json",
+                    "--log-level", "WARNING", "--log-level", "ib_async=DEBUG", "--log-level", "runtime.engine=INFO")
+        records = [json.loads(line) for line in again.stderr.splitlines()]
+        assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+        assert any(r["logger"] == "tickguard.runtime.engine" and r["message"].startswith("recovered")
+                   for r in records)
+        assert any(r["logger"].startswith("ib_async") and r["level"] == "DEBUG" for r in records)
+        assert not any(r["logger"] == "tickguard.interfaces.ib_session" and r["level"] == "INFO" for r in records)
+        assert not any("accepted" in r["message"] for r in records)
         listing = run("trades", "--journal", str(tmp_path / "j.db"), "--json")
         [trade] = json.loads(listing.stdout)
         assert trade["state"] == "closed" and trade["close_reason"] == "time_stop"
@@ -104,6 +114,13 @@ rules = [{{kind = "stop_loss", distance = 1.0}}, {{kind = "time_stop", after_sec
         assert legs["stop"]["fired"] == 0 and legs["stop"]["armed"] is False
         assert [t["trade_id"] for t in json.loads(run("trades", "--journal", str(tmp_path / "j.db"), "--json",
                                                        "--state", "open").stdout)] == []
+
+
+def assert_one_line_per_event(log: str) -> None:
+    """No event logged twice: ib_async's copy of an IB message is dropped, the start-up report is only logged."""
+    messages = [line.split(" ", 3)[3] for line in log.splitlines() if line[:4].isdigit()]
+    assert messages and len(messages) == len(set(messages)), messages
+    assert not any(m.startswith("ERROR ib_async") or "Error 2104" in m for m in messages)
 
 
 def test_a_second_sim_on_the_same_journal_runs(tmp_path):

@@ -7,6 +7,7 @@ real broker they arrive later, in pieces, and sometimes after a reconnect.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
@@ -122,11 +123,13 @@ class CommissionEvent:
 
 @dataclass(slots=True, frozen=True)
 class NoticeEvent:
-    """A broker message that is not about one order: connectivity, data farms, pacing."""
+    """A broker message that is not about one order: connectivity, data farms, pacing.  ``level``: how loud the
+    engine logs it (the adapter knows what the code means: a farm that is OK is INFO, a lost connection ERROR)."""
 
     code: int
     message: str
     ts_ns: int
+    level: int = logging.WARNING
 
 
 @dataclass(slots=True, frozen=True)

@@ -26,7 +26,7 @@ from typing import Generic, TypeVar
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
-log = logging.getLogger("tickguard.adapters.ttl_cache")
+log = logging.getLogger(__name__)
 
 
 class CacheError(Exception):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,9 +24,25 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 
 def _fail(message: str) -> None:
     """One clear line on stderr and exit code 2; the message is printed as written (``[journal]`` is not markup)
-    and not wrapped, so it can be read and grepped whole."""
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
+    and not wrapped, so it can be read and grepped whole; a password in it (a database URL) is masked."""
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(config_mod.mask_secrets(message))}")
     raise typer.Exit(2)
+
+
+LogFormat = Annotated[str | None, typer.Option(
+    metavar="text|json", help="Log as text (people) or json (one object per line, machines); default [log] format.")]
+LogLevel = Annotated[list[str] | None, typer.Option(
+    metavar="[COMPONENT=]LEVEL", help="Log level (DEBUG, INFO, WARNING, ERROR), or COMPONENT=LEVEL for one "
+    "component (adapters.ib=DEBUG, ib_async=INFO); repeatable.")]
+
+
+def _logs(settings: config_mod.Settings, fmt: str | None, levels: list[str] | None) -> None:
+    from tickguard.interfaces.logs import LogSetupError, setup
+
+    try:
+        setup(settings.log, fmt, levels or ())
+    except LogSetupError as exc:
+        _fail(str(exc))
 
 
 def _settings(config: Path | None, overrides: dict[str, Any]) -> config_mod.Settings:
@@ -44,7 +59,6 @@ def _terminal(live: bool | None) -> tuple[Console, Callable[[Any], Awaitable[Non
 
     show_live = sys.stdout.isatty() if live is None else live
     console = Console() if sys.stdout.isatty() else Console(width=160)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     async def watcher(engine: Any) -> None:
         await live_view.watch(engine, console)
@@ -64,6 +78,8 @@ def sim(
     include_ticks: Annotated[bool, typer.Option(help="Put every received tick in the report (for replay).")] = False,
     journal: Annotated[Path | None, typer.Option(help="SQLite journal file (default: none in the sim).")] = None,
     live: Annotated[bool | None, typer.Option(help="Live terminal view (default: when on a terminal).")] = None,
+    log_format: LogFormat = None,
+    log_level: LogLevel = None,
 ) -> None:
     """Run the engine on the built-in simulated market, with demo trades or the config's trades."""
     from tickguard.interfaces import live_view
@@ -75,6 +91,7 @@ def sim(
     if journal is not None:
         overrides["journal"] = {"path": str(journal)}
     settings = _settings(config, overrides)
+    _logs(settings, log_format, log_level)
     console, watcher = _terminal(live)
     try:
         engine, result = asyncio.run(run_session(settings, include_ticks, watcher))
@@ -97,8 +114,12 @@ def run(
     config: Annotated[Path, typer.Option("--config", "-c", help="TOML config: [ib], [journal], [[trades]].")],
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: run).")] = None,
     live: Annotated[bool | None, typer.Option(help="Live terminal view (default: when on a terminal).")] = None,
+    log_format: LogFormat = None,
+    log_level: LogLevel = None,
 ) -> None:
-    """Run the engine against TWS / IB Gateway (paper or live), or tickguard's fake gateway."""
+    """Run the engine against TWS / IB Gateway (paper or live), or tickguard's fake gateway.  Its events (start-up,
+    recovery, trades opened, broker messages, the stop) are logged to standard error or [log] file; the live view
+    and the final table are on standard output."""
     from tickguard.adapters.broker import BrokerError
     from tickguard.interfaces import live_view
     from tickguard.interfaces.ib_session import run_ib
@@ -108,9 +129,10 @@ def run(
         _fail(f"{config}: tickguard run needs a journal - set [journal] path = \"tickguard.db\" (SQLite) or url = "
               "\"postgresql://...\". Without one a restart forgets every open trade: its exits are no longer "
               "watched, and the same trades can be opened again")
+    _logs(settings, log_format, log_level)
     console, watcher = _terminal(live)
     try:
-        engine = asyncio.run(run_ib(settings, sys.stdout, duration, watcher))
+        engine = asyncio.run(run_ib(settings, duration, watcher))
     except (BrokerError, JournalError) as exc:
         _fail(str(exc))
     console.print(live_view.trades_table(engine))

@@ -31,11 +31,12 @@ async def run_session(
     end_ns = start_ns + int(sim.duration_s * 1e9)
     warm_ns = start_ns + int(sim.warmup_s * 1e9)
     requests = list(settings.trades) or demo_trades(sim.trades, symbols, sim.seed)
-    # Demo trades open over the first third of the run so entries and exits interleave on screen.
-    spread = max(0, (end_ns - warm_ns) // 3)
+    # Demo trades open one every entry_interval_s so entries and exits interleave on screen.  The cadence does not
+    # depend on the duration: a seed is one run, and a longer run extends a shorter one (same ticks, same trades,
+    # same fills up to the shorter one's end).
+    interval_ns = int(sim.entry_interval_s * 1e9)
     for i, request in enumerate(requests):
-        at = warm_ns + (spread * i // max(1, len(requests)) if not settings.trades else 0)
-        engine.schedule(at, request)
+        engine.schedule(warm_ns + (interval_ns * i if not settings.trades else 0), request)
     watch_task = asyncio.create_task(watcher(engine)) if watcher else None
     stopped_ns: int | None = None
     try:

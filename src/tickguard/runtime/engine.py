@@ -49,7 +49,7 @@ from tickguard.runtime.vol_refresh import VolatilityRefresher
 from tickguard.runtime.watchdog import MarketDataHealth, Watchdog
 from tickguard.store.journal import Journal
 
-log = logging.getLogger("tickguard.runtime.engine")
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -178,7 +178,7 @@ class Engine:
             lines = self.recovery.lines()
             log.info("%s", lines[0])
             for line in lines[1:]:
-                log.warning("%s", line)
+                (log.error if line.startswith("UNRECONCILED") else log.warning)("%s", line)
         else:
             self.reconciler.baseline(None, self.broker.now_ns())
         # Start-up objects (contracts, bars, restored trades, imported modules) live for the whole run: move
@@ -385,7 +385,7 @@ class Engine:
                 self.executor.on_commission(event)
             elif isinstance(event, NoticeEvent):
                 self.stats.notices.append((event.ts_ns, event.code, event.message))
-                log.warning("broker notice %s: %s", event.code, event.message)
+                log.log(event.level, "broker notice %s: %s", event.code, event.message)
                 self.reconciler.on_notice(event)
         self._flush()
         if ticks:

@@ -40,7 +40,7 @@ from tickguard.core.order_state import OrderStatus, Transition, acknowledged, ad
 from tickguard.runtime.outbox import Outbox
 from tickguard.store.journal import CommitReceipt, Journal
 
-log = logging.getLogger("tickguard.runtime.order_executor")
+log = logging.getLogger(__name__)
 
 # Broker codes after which the same order may simply be sent again: pacing (100), connectivity (1100,
 # 1101, 1102 lost-and-restored, 2110 TWS-server connectivity) and the simulator's transient refusals (0).

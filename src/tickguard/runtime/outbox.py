@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from tickguard.store.journal import CommitReceipt, Journal
 
-log = logging.getLogger("tickguard.runtime.outbox")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

@@ -41,7 +41,7 @@ from tickguard.runtime.order_executor import OrderExecutor, OrderRecord
 from tickguard.runtime.recovery import RecoveryReport, ours_only, position_differences, settle
 from tickguard.runtime.stray_orders import take_over_strays
 
-log = logging.getLogger("tickguard.runtime.reconciliation")
+log = logging.getLogger(__name__)
 
 RECONNECT_CODES = frozenset({1101, 1102})  # IB: connectivity restored (data lost / kept)
 

@@ -41,7 +41,7 @@ from tickguard.runtime.order_executor import OrderExecutor, OrderRecord
 from tickguard.runtime.stray_orders import take_over_strays
 from tickguard.store.journal import Journal
 
-log = logging.getLogger("tickguard.runtime.recovery")
+log = logging.getLogger(__name__)
 
 _JOURNAL_ID = re.compile(r"tg:([0-9a-f]{8}):")  # the journal id in a key (tg:<journal id>:<trade>:<leg>...)
 
@@ -218,10 +218,8 @@ def settle(key: str, record: OrderRecord, book: OrderBook, executor: OrderExecut
 def _check_positions(book: OrderBook, trades: TradeManager, report: RecoveryReport) -> None:
     """Every (account, symbol) position must equal what the journal's open trades explain - exactly (checked
     once the broker's book is complete: fills still unread would show as false differences)."""
-    if book.complete:
+    if book.complete:  # the engine logs them (RecoveryReport.lines), once
         report.mismatches += position_differences(book, trades)
-    for line in report.mismatches:  # the halted trades' lines too
-        log.error("reconciliation: %s", line)
 
 
 def position_differences(book: OrderBook, trades: TradeManager) -> list[str]:

@@ -27,7 +27,7 @@ from tickguard.core.order_state import OrderStatus
 from tickguard.core.trade_manager import TradeManager
 from tickguard.runtime.order_executor import OrderExecutor, OrderRecord
 
-log = logging.getLogger("tickguard.runtime.stray_orders")
+log = logging.getLogger(__name__)
 
 
 def take_over_strays(book: OrderBook, trades: TradeManager, executor: OrderExecutor, journal_id: str | None,

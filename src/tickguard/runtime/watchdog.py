@@ -31,7 +31,7 @@ from typing import Any
 from tickguard.core.model import TradeState
 from tickguard.core.trades import Trade
 
-log = logging.getLogger("tickguard.runtime.watchdog")
+log = logging.getLogger(__name__)
 
 WATCHED_STATES = frozenset({TradeState.OPEN, TradeState.EXITING})
 NS = 1_000_000_000

@@ -41,7 +41,7 @@ FINAL_ORDER_STATES = tuple(sorted(status.value for status in FINAL))  # the orde
 SQLITE_MAGIC = b"SQLite format 3\x00"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _ISSUER = object()  # only the Journal issues commit receipts
-log = logging.getLogger("tickguard.store.journal")
+log = logging.getLogger(__name__)
 
 
 class JournalError(RuntimeError):

@@ -92,7 +92,7 @@ def fills(b: IBBroker) -> list[str]:
     {"order_id": 6, "side": "SLD"},  # another order id of ours with the same orderRef (IB does not keep it unique)
 ])
 def test_an_execution_that_differs_in_any_field_is_foreign_logged_once_and_counted(broker, caplog, foreign):
-    with caplog.at_level("WARNING", logger="tickguard.ib"):
+    with caplog.at_level("WARNING", logger="tickguard.adapters.ib"):
         broker._apply_fill(execution("x1", **foreign))
         broker._apply_fill(execution("x1", **foreign))  # replayed: still refused, logged and counted once
     assert fills(broker) == [] and broker._orders[5].filled == 0 and broker.foreign_executions == 1

@@ -177,9 +177,9 @@ def test_a_failing_callback_is_logged_with_context_and_never_raises(callback, ar
     w = Wired()
     if callback == "_on_tickers":
         w.broker._by_ticker[id("not a ticker")] = "AAA"
-    with caplog.at_level(logging.ERROR, logger="tickguard.ib"):
+    with caplog.at_level(logging.ERROR, logger="tickguard.adapters.ib"):
         getattr(w.broker, callback)(*args(w))  # must not raise
-    [record] = [r for r in caplog.records if r.name == "tickguard.ib"]
+    [record] = [r for r in caplog.records if r.name.startswith("tickguard.adapters.ib")]
     assert "callback failed on" in record.getMessage() and context in record.getMessage()
     assert record.exc_info is not None  # the traceback is in the log
 
@@ -191,4 +191,4 @@ def test_ib_async_never_sees_an_exception_from_the_adapter(caplog):
         w.ib.orderStatusEvent.emit(object())
         w.ib.errorEvent.emit(-1, 2103, 12345, None)
     assert not [r for r in caplog.records if "caused exception" in r.getMessage()]
-    assert len([r for r in caplog.records if r.name == "tickguard.ib"]) == 2
+    assert len([r for r in caplog.records if r.name.startswith("tickguard.adapters.ib")]) == 2

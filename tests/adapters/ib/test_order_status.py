@@ -115,7 +115,7 @@ def test_the_adapter_reports_the_first_acknowledgement_only(broker):
 
 
 def test_an_unknown_ib_status_is_logged_and_changes_nothing(broker, caplog):
-    with caplog.at_level("WARNING", logger="tickguard.ib"):
+    with caplog.at_level("WARNING", logger="tickguard.adapters.ib"):
         broker._on_status(trade("SomethingNew"))
     assert reported(broker) == [] and "'SomethingNew' is not in the status table" in caplog.text
 

@@ -23,7 +23,7 @@ from ib_async.objects import Fill
 
 from tickguard.core.money import ZERO
 
-log = logging.getLogger("tickguard.ib")
+log = logging.getLogger(__name__)
 
 SIDES = {"BOT": "BUY", "SLD": "SELL", "BUY": "BUY", "SELL": "SELL"}
 

@@ -82,6 +82,23 @@ def error_kind(code: int) -> ErrorKind:
     return ErrorKind.REJECTS
 
 
+# IB messages that say all is well (a farm connected or idle, connectivity restored with data kept): INFO; those
+# that say tickguard cannot work as it should (client id in use, connectivity or a farm lost): ERROR; the rest,
+# warnings (a refused request, pacing, 1101 restored with data lost - resubscribed): WARNING.
+ALL_WELL = frozenset({0, 1102, 2104, 2106, 2107, 2108, 2119, 2158})
+SERIOUS = frozenset({326, 1100, 2103, 2105, 2110})
+
+
+def message_level(code: int, on_order: bool = False) -> int:
+    """How loud to log one IB message, for the one line it gets: a message about an order that does not end it
+    (a refused cancel, information) is INFO, one that ends it (a rejection) WARNING."""
+    if on_order:
+        return logging.INFO if error_kind(code) is ErrorKind.KEEPS else logging.WARNING
+    if code in ALL_WELL:
+        return logging.INFO
+    return logging.ERROR if code in SERIOUS else logging.WARNING
+
+
 # ------------------------------------------------------------------------------------------ callback guard
 
 F = TypeVar("F", bound=Callable[..., None])

@@ -16,10 +16,9 @@ import math
 import random
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from decimal import Decimal
 
-from ib_async import IB, Contract, ContractDetails, LimitOrder, MarketOrder, Order, Ticker, Trade
+from ib_async import IB, ContractDetails, LimitOrder, MarketOrder, Order, Ticker, Trade
 from ib_async.ib import StartupFetch, StartupFetchALL
 from ib_async.objects import CommissionReport, Fill
 
@@ -34,9 +33,10 @@ from tickguard.adapters.broker import (
     UnknownSymbol,
     WhatIf,
 )
-from tickguard.adapters.ib.contracts import NO_SECURITY_DEFINITION, ContractsMixin
+from tickguard.adapters.ib.contracts import ContractsMixin
 from tickguard.adapters.ib.errors import guarded
-from tickguard.adapters.ib.farms import FARM_CODES, FarmTable
+from tickguard.adapters.ib.farms import FarmTable
+from tickguard.adapters.ib.messages import CONNECTIVITY_LOST, ConnectionState, MessagesMixin
 from tickguard.adapters.ib.order_status import order_verdict
 from tickguard.adapters.ib.quotes import QuoteAssembler
 from tickguard.adapters.ib.recovery import Placed, RecoveryMixin
@@ -49,30 +49,14 @@ from tickguard.core.money import ZERO, exact
 from tickguard.core.order_state import OrderStatus
 from tickguard.core.price_grid import PriceGrid
 
-log = logging.getLogger("tickguard.ib")
+log = logging.getLogger(__name__)
 
-CONNECTIVITY_LOST, RESTORED_DATA_LOST, RESTORED_DATA_KEPT = 1100, 1101, 1102
-FARM_BROKEN, FARM_OK, HMDS_BROKEN, HMDS_OK = 2103, 2104, 2105, 2106
-PACING, HISTORICAL_PACING, DUPLICATE_CLIENT_ID = 100, 162, 326
-# Codes reported to the engine as notices (not tied to one order).
-SYSTEM_CODES = frozenset({CONNECTIVITY_LOST, RESTORED_DATA_LOST, RESTORED_DATA_KEPT, FARM_BROKEN, FARM_OK,
-                          HMDS_BROKEN, HMDS_OK, PACING, HISTORICAL_PACING, DUPLICATE_CLIENT_ID, 1300, 2110, 2157})
 # ib_async's start-up sync, less the account updates: the adapter asks for those itself once it has checked that IB
 # manages the configured account (IB may not answer a request for an account it does not manage).
 SYNC = StartupFetchALL & ~StartupFetch.ACCOUNT_UPDATES
 
 
-@dataclass(slots=True)
-class ConnectionState:
-    connected: bool = False
-    feed_trusted: bool = False
-    farm_ok: bool = True
-    reconnects: int = 0
-    last_error: str = ""
-    broken_farms: set[str] = field(default_factory=set)
-
-
-class IBBroker(ContractsMixin, RecoveryMixin):
+class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin):
     """One IB API connection."""
 
     name = "ib"
@@ -96,6 +80,7 @@ class IBBroker(ContractsMixin, RecoveryMixin):
         self._quotes = QuoteAssembler()
         self._closing = False
         self._connecting = False  # inside one connection attempt: a drop there fails the attempt, not a reconnect
+        self._refused = asyncio.Event()  # 326 inside a connection attempt: it is over, and not retried
         self._held_cancels: dict[int, str] = {}  # order id -> ref: cancels asked while the connection was down
         self._cancels_sent: set[int] = set()  # order ids whose cancel was handed to ib_async (it may be lost)
         self._reconnect_task: asyncio.Task[None] | None = None
@@ -157,9 +142,9 @@ class IBBroker(ContractsMixin, RecoveryMixin):
         ``BrokerError``, which is not retried)."""
         cfg = self.cfg
         self._connecting = True
+        self._refused.clear()
         try:
-            await self.ib.connectAsync(cfg.host, cfg.port, cfg.client_id, timeout=cfg.connect_timeout_s,
-                                       raiseSyncErrors=True, fetchFields=SYNC)
+            await self._connect_or_refused()
             try:
                 problem = account_problem(cfg.account, self.ib.managedAccounts())
                 if problem:
@@ -171,6 +156,26 @@ class IBBroker(ContractsMixin, RecoveryMixin):
                 raise
         finally:
             self._connecting = False
+
+    async def _connect_or_refused(self) -> None:
+        """ib_async's connect, cut short by error 326: IB has refused this client id and closes the socket, but
+        ib_async would wait for its start-up until the timeout (and ``connect`` retry it), so a client id already
+        in use took a minute to be reported.  It is a ``BrokerError``, not retried: only the user can fix it."""
+        cfg = self.cfg
+        connecting = asyncio.ensure_future(self.ib.connectAsync(
+            cfg.host, cfg.port, cfg.client_id, timeout=cfg.connect_timeout_s, raiseSyncErrors=True, fetchFields=SYNC))
+        refused = asyncio.ensure_future(self._refused.wait())
+        try:
+            await asyncio.wait({connecting, refused}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            refused.cancel()
+            if not connecting.done():
+                connecting.cancel()
+            await asyncio.gather(connecting, refused, return_exceptions=True)
+        if self._refused.is_set():
+            self.ib.disconnect()
+            raise BrokerError(self.state.last_error)
+        connecting.result()  # its own failure (timeout, refused socket), retried by connect()
 
     async def close(self) -> None:
         self._closing = True
@@ -443,32 +448,6 @@ class IBBroker(ContractsMixin, RecoveryMixin):
                                         "not working at IB after reconnect (cancelled or expired while away)"))
 
     # ---------------------------------------------------------------------------------------- errors
-
-    @guarded("error", log)
-    def _on_error(self, req_id: int, code: int, message: str, contract: Contract | None) -> None:
-        now = self.now_ns()
-        self.farms.on_code(code, message, now)  # 1100/1101/1102 and the farm codes (farms.py)
-        if code == CONNECTIVITY_LOST:
-            self.state.feed_trusted = False
-        elif code in (RESTORED_DATA_LOST, RESTORED_DATA_KEPT):
-            self.state.feed_trusted = True
-            self._spawn(self._resubscribe_all() if code == RESTORED_DATA_LOST else self._renew_silent())
-        elif code in FARM_CODES:
-            self._on_farm(code, message)
-        elif code == DUPLICATE_CLIENT_ID:
-            self.state.last_error = (f"IB error 326: client id {self.cfg.client_id} is already in use by another "
-                                     "connection - choose another ib.client_id")
-        elif code == NO_SECURITY_DEFINITION and contract is not None and contract.symbol:
-            self.contract_cache.invalidate(contract.symbol)
-        if code in SYSTEM_CODES or code == NO_SECURITY_DEFINITION:
-            self._emit(NoticeEvent(code, message, now))
-
-    def _on_farm(self, code: int, message: str) -> None:
-        """The farm table was updated (farms.py); ``farm_ok`` / ``broken_farms``: is a market-data farm broken?"""
-        self.state.broken_farms = set(self.farms.broken())
-        self.state.farm_ok = not self.state.broken_farms
-        if code == FARM_OK:
-            self._spawn(self._renew_silent())
 
     # ---------------------------------------------------------------------------------------- events
 

@@ -25,7 +25,7 @@ from tickguard.core.model import Action, OrderType
 from tickguard.core.money import ZERO, decimal_of, exact
 from tickguard.core.order_state import OrderStatus
 
-log = logging.getLogger("tickguard.adapters.ib")
+log = logging.getLogger(__name__)
 
 
 class RecoveryMixin(AttributionMixin):
