@@ -7,8 +7,10 @@ in one place keeps them consistent with each other and with the venue's bookkeep
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from decimal import Decimal, InvalidOperation
+from zoneinfo import ZoneInfo
 
 from tickguard.adapters.sim.market import SymbolSpec
 from tickguard.adapters.sim.venue import SimVenue
@@ -17,6 +19,7 @@ from . import outgoing as out
 from .incoming_orders import RequestContract
 from .wire import Field
 
+NY = ZoneInfo("America/New_York")
 CURRENCY = "USD"
 PRIMARY_EXCHANGE = "NASDAQ"
 OFF_TICK = "The price does not conform to the minimum price variation for this contract."
@@ -37,14 +40,31 @@ def contract_spec(spec: SymbolSpec) -> out.ContractSpec:
     )
 
 
-def contract_details(spec: SymbolSpec) -> out.ContractDetailsSpec:
+def contract_details(spec: SymbolSpec, now_ns: int) -> out.ContractDetailsSpec:
     return out.ContractDetailsSpec(
         contract_spec(spec),
         market_name=spec.symbol,
         long_name=f"SIMULATED {spec.symbol}",
         order_types="LMT,MKT",
         valid_exchanges="SMART",
+        time_zone_id="US/Eastern",
+        trading_hours=session_hours(now_ns, "0400", "2000"),
+        liquid_hours=session_hours(now_ns, "0930", "1600"),
     )
+
+
+def session_hours(now_ns: int, open_: str, close: str, days: int = 7) -> str:
+    """A US stock's hours as IB's contract details give them (the format of API servers 970 and later): a week of
+    New York days from today, ``20261130:0930-20261130:1600`` on a weekday, ``20261205:CLOSED`` on a weekend
+    (``tradingHours`` with the extended session 04:00-20:00, ``liquidHours`` the regular one).  Exchange holidays
+    are not simulated."""
+    today = dt.datetime.fromtimestamp(now_ns / 1e9, tz=NY).date()
+    out_ = []
+    for i in range(days):
+        day = (today + dt.timedelta(days=i)).strftime("%Y%m%d")
+        weekday = (today + dt.timedelta(days=i)).weekday() < 5
+        out_.append(f"{day}:{open_}-{day}:{close}" if weekday else f"{day}:CLOSED")
+    return ";".join(out_)
 
 
 def resolve(venue: SimVenue, contract: RequestContract) -> SymbolSpec | None:

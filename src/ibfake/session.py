@@ -276,7 +276,7 @@ class ClientSession:
         if spec is None:
             self.send(out.error(msg.req_id, 200, "No security definition has been found for the request"))
             return
-        self.send(out.contract_details(msg.req_id, acc.contract_details(spec)))
+        self.send(out.contract_details(msg.req_id, acc.contract_details(spec, self.gateway.venue.now_ns)))
         self.send(out.contract_details_end(msg.req_id))
 
     # -------------------------------------------------------------------------------- market data

@@ -9,8 +9,8 @@ import sys
 TG = [sys.executable, "-m", "tickguard"]
 
 
-def run(*args, **kw):
-    return subprocess.run([*TG, *args], capture_output=True, text=True, timeout=240, **kw)
+def run(*args, timeout: float = 240, **kw):
+    return subprocess.run([*TG, *args], capture_output=True, text=True, timeout=timeout, **kw)
 
 
 @contextlib.contextmanager

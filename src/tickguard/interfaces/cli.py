@@ -138,6 +138,35 @@ def run(
     console.print(live_view.trades_table(engine))
 
 
+@app.command()
+def doctor(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The TOML config tickguard run would use.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Check that tickguard run would start cleanly: TWS / IB Gateway reachable, server version, the account,
+    market-data farms, each symbol (min tick, trading hours, a what-if for one share), the journal.  Places and
+    writes nothing.  Exit code 0 only when every check passed."""
+    from tickguard.interfaces.doctor import diagnose
+    from tickguard.interfaces.logs import setup
+
+    settings = _settings(config, {})
+    setup(settings.log.model_copy(update={"level": "ERROR"}))  # the checks say it all; the log only what breaks
+    checks = asyncio.run(diagnose(settings))
+    failed = [c for c in checks if not c.ok]
+    if as_json:
+        typer.echo(json.dumps({"ok": not failed, "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail}
+                                                              for c in checks]}, indent=1))
+    else:
+        width = max(len(c.name) for c in checks)
+        typer.echo(f"tickguard doctor: {config} - {settings.ib.host}:{settings.ib.port}, client id "
+                   f"{settings.ib.client_id}")
+        for c in checks:
+            typer.echo(f"  {'ok  ' if c.ok else 'FAIL'}  {c.name:<{width}}  {config_mod.mask_secrets(c.detail)}")
+        typer.echo(f"{len(failed)} check(s) failed: tickguard run would not start cleanly" if failed
+                   else "every check passed: tickguard run would start cleanly")
+    raise typer.Exit(1 if failed else 0)
+
+
 @app.command("fake-gateway")
 def fake_gateway(
     port: Annotated[int, typer.Option(help="TCP port to listen on (IB Gateway paper uses 4002).")] = 4002,

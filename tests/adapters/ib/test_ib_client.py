@@ -284,16 +284,20 @@ def _tick_type_is_engine_tick():
     assert Tick.__slots__
 
 
-async def test_duplicate_client_id_is_a_clear_connection_error():
+async def test_duplicate_client_id_is_a_clear_connection_error_at_once():
+    """IB closes the socket after 326 but ib_async waits for its start-up until the timeout: the adapter must cut
+    that short and not retry (only the user can free the client id) - with a 60 s timeout and 5 attempts, the
+    error must still come within the 10 s allowed here."""
     from tickguard.adapters.broker import BrokerError
 
     async with engine_on_gateway() as (gw, engine, errors):
         errors.allow("Error 326")
-        settings = load(None, {"ib": {"port": gw.port, "client_id": 11, "connect_attempts": 1,
-                                      "connect_timeout_s": 3}})
+        errors.allow("Peer closed connection")
+        settings = load(None, {"ib": {"port": gw.port, "client_id": 11, "connect_attempts": 5,
+                                      "connect_timeout_s": 60}})
         second = IBBroker(settings.ib)
         with pytest.raises(BrokerError, match=r"IB error 326: client id 11 is already in use"):
-            await asyncio.wait_for(second.connect(), 15)
+            await asyncio.wait_for(second.connect(), 10)
         await second.close()
         assert engine.broker.state.connected  # the first connection is unaffected
 
