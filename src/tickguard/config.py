@@ -240,6 +240,9 @@ class IBConfig(_Section):
     cache_max_stale_s: float = Field(900.0, ge=0, description="How long a stale entry may be served while "
                                      "its refresh fails.")
     qualify_attempts: int = Field(3, ge=1, description="Attempts to qualify a symbol at start.")
+    history_pacing_wait_s: float = Field(16.0, ge=0, description="How long a daily-bars request IB refused "
+                                         "with 162 (the same request within 15 s, e.g. a restart) is asked "
+                                         "again, every quarter of it, before the symbol goes without.")
     stale_feed_s: float = Field(30.0, gt=0, description="A subscription silent this long after a recovery "
                                 "message (1102, 2104) is renewed.")
     symbols: list[str] = Field(default_factory=list, description="Symbols to watch besides the trades'.")

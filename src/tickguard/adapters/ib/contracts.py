@@ -1,10 +1,18 @@
-"""Contracts and daily bars from IB, behind the adapter's TTL caches (a mixin of ``IBBroker``)."""
+"""Contracts and daily bars from IB, behind the adapter's TTL caches (a mixin of ``IBBroker``).
+
+Daily bars and IB's history pacing: IB refuses (error 162) a historical request identical to one made in the last
+15 seconds - which is exactly what an engine restarted at once asks for (the same symbols, the same span).  The
+refusal is waited out: the request is asked again every quarter of ``[ib] history_pacing_wait_s`` until it is
+answered or that long has passed, instead of starting without the symbol's volatility.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import math
+import time
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -17,6 +25,7 @@ from tickguard.core.model import Bar
 from tickguard.core.money import exact
 
 NO_SECURITY_DEFINITION = 200
+log = logging.getLogger(__name__)
 
 
 class ContractsMixin:
@@ -28,6 +37,7 @@ class ContractsMixin:
     volatility_cache: TTLCache[tuple[str, int], list[Bar]]
     _emit: Callable[[BrokerEvent], None]
     now_ns: Callable[[], int]
+    _history_paced: set[str]  # symbols whose historical request IB refused with 162 (messages.py records them)
 
     async def _load_contract(self, symbol: str) -> ContractDetails:
         contract = Stock(symbol, self.cfg.exchange, self.cfg.currency)
@@ -58,10 +68,19 @@ class ContractsMixin:
     async def _load_bars(self, key: tuple[str, int]) -> list[Bar]:
         symbol, days = key
         contract = await self._contract(symbol)
-        bars = await asyncio.wait_for(
-            self.ib.reqHistoricalDataAsync(contract, "", daily_duration(days), "1 day", "TRADES", useRTH=True),
-            self.cfg.request_timeout_s,
-        )
+        wait_s = self.cfg.history_pacing_wait_s
+        deadline = time.monotonic() + wait_s
+        while True:
+            self._history_paced.discard(symbol)
+            bars = await asyncio.wait_for(
+                self.ib.reqHistoricalDataAsync(contract, "", daily_duration(days), "1 day", "TRADES", useRTH=True),
+                self.cfg.request_timeout_s,
+            )
+            if bars or symbol not in self._history_paced or time.monotonic() >= deadline:
+                break
+            log.warning("%s: IB paced the daily-bars request (162: the same request within 15 s, as after a "
+                        "restart); asking again in %gs", symbol, wait_s / 4)
+            await asyncio.sleep(wait_s / 4)
         if not bars:
             raise BrokerError(f"{symbol}: IB returned no daily bars")
         out = []

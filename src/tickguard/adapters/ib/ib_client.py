@@ -81,6 +81,7 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin):
         self._closing = False
         self._connecting = False  # inside one connection attempt: a drop there fails the attempt, not a reconnect
         self._refused = asyncio.Event()  # 326 inside a connection attempt: it is over, and not retried
+        self._history_paced: set[str] = set()
         self._held_cancels: dict[int, str] = {}  # order id -> ref: cancels asked while the connection was down
         self._cancels_sent: set[int] = set()  # order ids whose cancel was handed to ib_async (it may be lost)
         self._reconnect_task: asyncio.Task[None] | None = None

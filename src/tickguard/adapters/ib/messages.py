@@ -49,6 +49,7 @@ class MessagesMixin:
     _orders: dict[int, Placed]
     _connecting: bool
     _refused: asyncio.Event  # set by 326 inside a connection attempt: that attempt is over at once
+    _history_paced: set[str]
     contract_cache: TTLCache
     now_ns: Callable[[], int]
     _emit: Callable[[BrokerEvent], None]
@@ -77,6 +78,8 @@ class MessagesMixin:
                 self._refused.set()
         elif code == NO_SECURITY_DEFINITION and contract is not None and contract.symbol:
             self.contract_cache.invalidate(contract.symbol)
+        elif code == HISTORICAL_PACING and contract is not None and contract.symbol:
+            self._history_paced.add(contract.symbol)  # its daily-bars request waits the refusal out
         if code in SYSTEM_CODES or code == NO_SECURITY_DEFINITION:
             self._emit(NoticeEvent(code, message, now, message_level(code)))
             return
