@@ -1,6 +1,7 @@
 import re
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 from tickguard.config import reference_markdown
@@ -51,10 +52,14 @@ def test_the_first_hour_runs_as_written(tmp_path):
             if kind.startswith("file "):
                 (tmp_path / kind.split()[1]).write_text(localized(body))
             elif kind == "background":
+                out = tmp_path / f"background-{len(background)}.log"  # a file: a pipe nobody reads fills up
                 proc = subprocess.Popen(["bash", "-c", f"exec {localized(body).strip()}"], cwd=tmp_path,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                        stdout=out.open("w"), stderr=subprocess.STDOUT, text=True)
                 background.append(proc)
-                assert "listening on" in proc.stdout.readline()
+                deadline = time.monotonic() + 30
+                while "listening on" not in out.read_text():
+                    assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
+                    time.sleep(0.05)
             else:
                 for line in localized(body).strip().splitlines():
                     command = line.split("#")[0].strip()

@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -91,11 +92,18 @@ def run_until_over(cfg: Path, journal_target: str, n_trades: int, log: Path, tim
     assert set(probe.states()) <= final, (probe.states(), log.read_text()[-8000:])
 
 
-def start_gateway(port: int, *options: str) -> subprocess.Popen:
-    """``tickguard fake-gateway`` in its own process, listening on ``port`` once this returns."""
-    gateway = subprocess.Popen([*TG, "fake-gateway", "--port", str(port), *options], stdout=subprocess.PIPE,
+def start_gateway(port: int, *options: str, log: Path | None = None) -> subprocess.Popen:
+    """``tickguard fake-gateway`` in its own process, listening on ``port`` once this returns.  Its output goes
+    to ``log`` (a temporary file by default), never to a pipe: a pipe nobody reads fills up after 64 KiB, and
+    the gateway would then block on its next log line - a frozen market that looks like a stuck engine."""
+    if log is None:
+        fd, name = tempfile.mkstemp(prefix="fake-gateway-", suffix=".log")
+        os.close(fd)
+        log = Path(name)
+    gateway = subprocess.Popen([*TG, "fake-gateway", "--port", str(port), *options], stdout=log.open("a"),
                                stderr=subprocess.STDOUT, text=True)
-    wait_line(gateway, "listening on", 30)
+    gateway.log = log  # type: ignore[attr-defined]
+    wait_file_line(gateway, log, "listening on", 30)
     return gateway
 
 
@@ -105,18 +113,22 @@ def stop_gateway(gateway: subprocess.Popen) -> None:
         gateway.wait(10)
     except subprocess.TimeoutExpired:
         gateway.kill()
+    log = getattr(gateway, "log", None)
+    if log is not None and log.parent == Path(tempfile.gettempdir()):
+        log.unlink(missing_ok=True)
 
 
-def wait_line(proc: subprocess.Popen, needle: str, timeout: float) -> str:
+def wait_file_line(proc: subprocess.Popen, path: Path, needle: str, timeout: float) -> str:
+    """Poll ``path`` (a process's output file) with a deadline for a line holding ``needle``."""
     deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if needle in line:
-            return line
-        if not line and proc.poll() is not None:
+        for line in path.read_text().splitlines():
+            if needle in line:
+                return line
+        if proc.poll() is not None:
             break
-    raise AssertionError(f"{needle!r} not seen (exit code {proc.poll()})")
+        time.sleep(0.05)
+    raise AssertionError(f"{needle!r} not seen (exit code {proc.poll()}): {path.read_text()[-2000:]}")
 
 
 class JournalProbe:

@@ -5,6 +5,9 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 TG = [sys.executable, "-m", "tickguard"]
 
@@ -19,14 +22,19 @@ def fake_gateway(symbols: str):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    gateway = subprocess.Popen([*TG, "fake-gateway", "--port", str(port), "--symbols", symbols, "--speed", "5"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert "listening on 127.0.0.1:" in gateway.stdout.readline()
-        yield port
-    finally:
-        gateway.terminate()
-        gateway.wait(10)
+    # its output to a file, not a pipe nobody reads (which fills and then blocks the gateway on a log line)
+    with tempfile.NamedTemporaryFile("w+", prefix="fake-gateway-", suffix=".log") as log:
+        gateway = subprocess.Popen([*TG, "fake-gateway", "--port", str(port), "--symbols", symbols, "--speed", "5"],
+                                   stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while "listening on 127.0.0.1:" not in Path(log.name).read_text():
+                assert gateway.poll() is None and time.monotonic() < deadline, Path(log.name).read_text()
+                time.sleep(0.05)
+            yield port
+        finally:
+            gateway.terminate()
+            gateway.wait(10)
 
 
 def test_sim_runs_config_trades_and_refuses_bad_ones(tmp_path):
