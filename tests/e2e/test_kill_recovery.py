@@ -67,8 +67,9 @@ def test_twenty_kills_lose_nothing_and_send_nothing_twice(tmp_path, journal_targ
         kills_with_exit_in_flight = 0
         for _ in range(KILLS):
             engine = start_engine(cfg, log)
-            deadline = time.monotonic() + rng.uniform(0.8, 3.0)
             hunt = rng.random() < 0.5  # half the kills wait for an exit between journal and fill
+            # the hunting kills wait longer for one (a loaded machine starts the engine slowly)
+            deadline = time.monotonic() + rng.uniform(0.8, 3.0) + (12.0 if hunt else 0.0)
             while time.monotonic() < deadline and engine.poll() is None:
                 if hunt and probe.exits_in_flight() > 0:
                     kills_with_exit_in_flight += 1
@@ -85,6 +86,5 @@ def test_twenty_kills_lose_nothing_and_send_nothing_twice(tmp_path, journal_targ
         stop_gateway(gateway)
 
     print(f"\n{KILLS} kills, {kills_with_exit_in_flight} with an exit journaled and not yet filled")
-    assert kills_with_exit_in_flight >= 1  # some kills landed between journaling an exit and its fill
-
     assert_gateway_matches_journal(journal_target, fills, positions, [f"kill-{i}" for i in range(N_TRADES)])
+    assert kills_with_exit_in_flight >= 1  # some kills landed between journaling an exit and its fill
