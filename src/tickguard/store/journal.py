@@ -395,12 +395,21 @@ def _sqlite_engine(path: Path, create: bool, synchronous: str) -> sa.Engine:
 
     @sa.event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+        # Python's sqlite3 begins a transaction before INSERT/UPDATE/DELETE only, never before CREATE or ALTER:
+        # a migration killed half-way stayed half-done (tables without a schema version, refused ever after).
+        # So it begins none itself, and every transaction SQLAlchemy begins is a real one (SQLAlchemy's
+        # documented recipe for pysqlite, "Serializable isolation / Savepoints / Transactional DDL").
+        dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=5000")
         cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
 
     if path.exists():
         try:
@@ -439,9 +448,8 @@ def _migrate(engine: sa.Engine, where: str) -> None:
     cfg = _alembic_config()
     with engine.connect() as conn:
         sqlite = conn.dialect.name == "sqlite"
-        if sqlite:
-            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction, hence before it
-            conn.commit()
+        if sqlite:  # a no-op inside a transaction, hence before it, on the driver's connection (no BEGIN)
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
         try:
             with conn.begin():
                 before = _orphans(conn) if sqlite else []
@@ -462,7 +470,7 @@ def _orphans(conn: sa.Connection) -> list[Any]:
 
 def _foreign_keys_on(conn: sa.Connection) -> None:
     try:
-        conn.exec_driver_sql("PRAGMA foreign_keys=ON")
-        conn.commit()
-    except sa.exc.DBAPIError:
+        conn.commit()  # outside any transaction: a PRAGMA inside one is a no-op
+        conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
+    except (sa.exc.DBAPIError, sqlite3.Error):
         conn.invalidate()  # a connection without foreign keys never goes back to the pool
