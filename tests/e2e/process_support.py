@@ -141,7 +141,10 @@ class JournalProbe:
         if "://" in self.target:
             dsn = self.target.replace("postgresql+psycopg://", "postgresql://")
             with psycopg.connect(dsn, connect_timeout=5) as conn:
-                return list(conn.execute(sql))
+                try:
+                    return list(conn.execute(sql))
+                except psycopg.errors.UndefinedTable:
+                    return []  # schema not created yet
         if not Path(self.target).exists():
             return []
         conn = sqlite3.connect(f"file:{self.target}?mode=ro", uri=True, timeout=5)
