@@ -8,9 +8,10 @@ virtual time explicitly, so every outcome is deterministic, while pacing still c
 
 from __future__ import annotations
 
+import array
 import collections
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 NS = 1_000_000_000
@@ -68,7 +69,13 @@ class PacingLimits:
 
 
 class MessagePacer:
-    """Sliding-window message counter for one connection."""
+    """Sliding-window message counter for one connection.
+
+    Besides deciding (:meth:`admit`), it keeps the wall time of every message it counted, admitted or
+    refused, so a test can ask afterwards how fast the client really talked (:meth:`max_in_window`)
+    instead of only whether the gateway refused something. The record grows by 8 bytes per message
+    for the life of the pacer - the fake gateway serves test and development sessions, not days.
+    """
 
     def __init__(self, limits: PacingLimits, wall: WallClock = time.monotonic) -> None:
         self.limits = limits
@@ -76,11 +83,20 @@ class MessagePacer:
         self._accepted: collections.deque[float] = collections.deque()
         self._violations: collections.deque[float] = collections.deque()
         self._burst_started: float | None = None
+        self.times = array.array("d")  # wall time of every counted message, in arrival order
         self.refused = 0
+        self.violations = 0  # bursts over the limit since the connection opened
+        self.drops = 0  # 1 once the session closed the connection for persistent violations
+
+    @property
+    def received(self) -> int:
+        """Messages counted so far, admitted or refused."""
+        return len(self.times)
 
     def admit(self) -> bool:
         """Count one incoming message; False if it must be refused with error 100."""
         now = self._wall()
+        self.times.append(now)
         window = self._accepted
         while window and window[0] <= now - self.limits.window_s:
             window.popleft()
@@ -91,6 +107,7 @@ class MessagePacer:
         if self._burst_started is None or now - self._burst_started >= self.limits.window_s:
             self._burst_started = now
             self._violations.append(now)
+            self.violations += 1
         return False
 
     def should_drop(self) -> bool:
@@ -99,6 +116,56 @@ class MessagePacer:
         while self._violations and self._violations[0] <= now - self.limits.violation_window_s:
             self._violations.popleft()
         return len(self._violations) >= self.limits.violations_to_drop
+
+    def max_in_window(self, window_s: float | None = None) -> int:
+        """The most messages received in any window of ``window_s`` (default: the limit's window)."""
+        return max_in_window(self.times, self.limits.window_s if window_s is None else window_s)
+
+
+def max_in_window(times: Sequence[float], window_s: float) -> int:
+    """The most of the sorted ``times`` inside one half-open window ``(t - window_s, t]``.
+
+    Half-open exactly as :meth:`MessagePacer.admit` forgets a message (``<= now - window_s``), so two
+    messages ``window_s`` apart never share a window here either. Two pointers, O(n): a window worth
+    reporting always ends at a message, so only windows ending at each ``times[j]`` need counting.
+    """
+    if window_s <= 0:
+        raise ValueError(f"window_s must be > 0, got {window_s}")
+    best = 0
+    first = 0
+    for last, t in enumerate(times):
+        while times[first] <= t - window_s:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
+@dataclass(frozen=True, slots=True)
+class PacingReport:
+    """How one API client id talked to the gateway, over all of its connections (see
+    :meth:`~.server.FakeGateway.pacing_report`). ``drops``: connections closed for persistent violations."""
+
+    client_id: int
+    received: int
+    refused: int
+    violations: int
+    max_in_window: int
+    drops: int
+
+    @classmethod
+    def of(cls, client_id: int, pacers: Iterable[MessagePacer], window_s: float) -> PacingReport:
+        """Merge the pacers of one client id's connections; their message times are merged before
+        ``max_in_window`` is measured, so a burst that straddles a reconnect is still seen as one."""
+        pacers = list(pacers)
+        times = sorted(t for p in pacers for t in p.times)
+        return cls(
+            client_id=client_id,
+            received=len(times),
+            refused=sum(p.refused for p in pacers),
+            violations=sum(p.violations for p in pacers),
+            max_in_window=max_in_window(times, window_s),
+            drops=sum(p.drops for p in pacers),
+        )
 
 
 @dataclass(frozen=True, slots=True)

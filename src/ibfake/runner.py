@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
+import json
 import logging
+import os
+import pathlib
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -36,11 +40,15 @@ async def serve(
     stop: asyncio.Event | None = None,
     on_ready: Callable[[FakeGateway], Any] | None = None,
     out: TextIO | None = None,
+    pacing_report: pathlib.Path | None = None,
 ) -> None:
     """Serve until ``stop`` is set (or the task is cancelled).
 
     ``port=0`` picks a free port; ``on_ready`` receives the started gateway (its ``port`` is then
     the real one), which is how an embedding caller learns the port or reaches the fault API.
+    ``pacing_report``: when the gateway stops (stop, cancellation, Ctrl-C), write
+    :meth:`FakeGateway.pacing_report` there as JSON - the only way a test that runs the gateway in
+    another process can see how fast its client talked.
     """
     stream = out or sys.stdout
     exchange = (None if partial_fill_prob is None  # None: the gateway's own exchange parameters
@@ -62,7 +70,22 @@ async def serve(
         waiter = stop or asyncio.Event()
         await waiter.wait()
     finally:
-        await gateway.close()
+        try:
+            await gateway.close()
+        finally:  # the report matters most when something went wrong
+            if pacing_report is not None:
+                write_pacing_report(gateway, pacing_report)
+
+
+def write_pacing_report(gateway: FakeGateway, path: pathlib.Path) -> None:
+    """``{"<client id>": {client_id, received, refused, violations, max_in_window, drops}}``, written to a
+    temporary file and renamed, so a reader polling for ``path`` never sees half a report."""
+    report = {str(cid): dataclasses.asdict(r) for cid, r in gateway.pacing_report().items()}
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    log.info("pacing report written to %s", path)
 
 
 def run_forever(
@@ -71,8 +94,13 @@ def run_forever(
     seed: int = 0,
     symbols: int | list[str] = 5,
     speed: float = 1.0,
+    *,
+    pacing_report: pathlib.Path | None = None,
     **kwargs: Any,
 ) -> None:
-    """Blocking entry point for the CLI: serve until interrupted (Ctrl-C exits cleanly)."""
+    """Blocking entry point for the CLI: serve until interrupted (Ctrl-C exits cleanly).
+
+    On Ctrl-C (SIGINT) asyncio cancels :func:`serve`, whose cleanup still closes the gateway and writes
+    ``pacing_report``. Other signals (SIGTERM, SIGKILL) end the process without a report."""
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(host, port, seed, symbols, speed, **kwargs))
+        asyncio.run(serve(host, port, seed, symbols, speed, pacing_report=pacing_report, **kwargs))

@@ -31,7 +31,16 @@ from tickguard.adapters.sim.exchange import ExchangeParams
 from tickguard.adapters.sim.market import NY, MarketParams, SymbolSpec
 from tickguard.adapters.sim.venue import Quote, SimVenue
 
-from .clock import NS, HistoryPacer, HistoryPacingLimits, MessagePacer, PacingLimits, VirtualClock, WallClock
+from .clock import (
+    NS,
+    HistoryPacer,
+    HistoryPacingLimits,
+    MessagePacer,
+    PacingLimits,
+    PacingReport,
+    VirtualClock,
+    WallClock,
+)
 from .faults import FaultsMixin
 from .history import HistoryBook
 from .orders import OrderBook
@@ -48,7 +57,7 @@ CLOCK_INTERVAL_S = 0.02
 # What a master API client receives of other clients' orders: their reports and executions (not their errors).
 MASTER_SEES = frozenset({OutMsg.OPEN_ORDER, OutMsg.ORDER_STATUS, OutMsg.EXECUTION_DATA, OutMsg.COMMISSION_REPORT})
 
-__all__ = ["DEFAULT_ACCOUNT", "FakeGateway", "HistoryPacingLimits", "MessagePacer", "PacingLimits"]
+__all__ = ["DEFAULT_ACCOUNT", "FakeGateway", "HistoryPacingLimits", "MessagePacer", "PacingLimits", "PacingReport"]
 
 
 class FakeGateway(FaultsMixin):
@@ -93,6 +102,8 @@ class FakeGateway(FaultsMixin):
         self.book = OrderBook(venue, self.accounts, self._send_to_client, self._on_fill)
         self.sessions: list[ClientSession] = []
         self._by_client: dict[int, ClientSession] = {}
+        # every pacer that ever served a client id, closed sessions' too: the pacing report outlives the sockets
+        self._pacers: dict[int, list[MessagePacer]] = {}
         self.errors: list[BaseException] = []  # protocol errors: a test should assert this stays empty
         self.unsupported: list[str] = []  # requests the gateway answered with "not supported"
         self.pacing_drops = 0
@@ -232,6 +243,9 @@ class FakeGateway(FaultsMixin):
         if holder is not None and not holder.closed:
             return False
         self._by_client[client_id] = session
+        # the session's pacer has counted since the socket opened (startApi included); from here on it is this
+        # client id's. A connection refused here (duplicate id) never belonged to the client id: not reported.
+        self._pacers.setdefault(client_id, []).append(session.pacer)
         return True
 
     def unregister(self, session: ClientSession) -> None:
@@ -243,6 +257,15 @@ class FakeGateway(FaultsMixin):
 
     def client_ids(self) -> list[int]:
         return sorted(self._by_client)
+
+    def pacing_report(self) -> dict[int, PacingReport]:
+        """How fast each API client id talked, over all its connections so far, closed ones included.
+
+        Why per client id and not per connection: a test's client reconnects (or is dropped for pacing and
+        comes back), and what the test asserts is that *its* engine never outran IB's limit.
+        ``max_in_window`` uses the pacing limit's window."""
+        window = self.pacing.window_s
+        return {cid: PacingReport.of(cid, pacers, window) for cid, pacers in sorted(self._pacers.items())}
 
     def _send_to_client(self, client_id: int, fields: list[Field]) -> None:
         session = self._by_client.get(client_id)

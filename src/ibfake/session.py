@@ -225,6 +225,7 @@ class ClientSession:
         if self.pacer.should_drop():
             log.warning("connection %s: pacing violations persist, dropping it", self.conn_id)
             self.gateway.pacing_drops += 1
+            self.pacer.drops += 1  # the pacer outlives this session in the gateway's pacing report
             self.close()
 
     # ---------------------------------------------------------------------------------- requests

@@ -8,6 +8,7 @@ A bad config is refused with the dotted name of the field and what is wrong with
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -33,45 +35,53 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: "inf" and "nan" pass a gt=0 bound (nan compares false both ways) and then overflow or
+    # hang deep inside the engine; every number is finite, and bounded above where a huge one would do the same
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class EngineConfig(_Section):
     tick_mode: str = Field("batch", pattern="^(batch|per_tick)$", description="batch: evaluate only ticks "
                            "that cross a guard, most at-risk symbol first; per_tick: every tick (baseline).")
-    batch_window_ms: float = Field(100.0, gt=0, description="Upper bound of arrival time gathered into one "
+    batch_window_ms: float = Field(100.0, gt=0, le=60_000, description="Upper bound of arrival time gathered into one "
                                    "batch under load (an idle engine evaluates at once).")
     exit_order_type: OrderType = Field(OrderType.MARKET, description="Order type of exits: MKT or LMT.")
     exit_limit_offset: float = Field(
         0.0, ge=0, description="For LMT exits: price offset beyond the touch, making the limit marketable."
     )
     exit_retry_backoff_ms: float = Field(
-        500.0, gt=0, description="Pause before an exit that failed at the broker is sent again (doubles)."
+        500.0, gt=0, le=3_600_000, description="Pause before an exit that failed at the broker is sent again (doubles)."
     )
     order_retry_backoff_ms: float = Field(
-        250.0, gt=0, description="Pause before an order refused for pacing/connectivity is re-sent (doubles)."
+        250.0, gt=0, le=3_600_000,
+        description="Pause before an order refused for pacing/connectivity is re-sent (doubles)."
     )
-    max_order_attempts: int = Field(5, ge=1, description="Attempts per order for retryable refusals.")
-    ack_timeout_s: float = Field(5.0, gt=0, description="An order sent and not acknowledged for this long is "
+    max_order_attempts: int = Field(5, ge=1, le=1000, description="Attempts per order for retryable refusals.")
+    ack_timeout_s: float = Field(5.0, ge=0.05, le=86_400,
+                                 description="An order sent and not acknowledged for this long is "
                                  "checked against the broker's order book (adopted, closed, or re-sent if unknown).")
-    reconcile_interval_s: float = Field(30.0, gt=0, description="Positions, open orders and executions are "
+    reconcile_interval_s: float = Field(30.0, ge=0.1, le=86_400,
+                                        description="Positions, open orders and executions are "
                                         "compared with the journal this often, and after every reconnect.")
-    reconcile_retry_s: float = Field(5.0, gt=0, description="Pause before asking again after an incomplete "
+    reconcile_retry_s: float = Field(5.0, ge=0.1, le=86_400,
+                                     description="Pause before asking again after an incomplete "
                                      "order book, and before confirming a new difference.")
 
 
 class VolatilityConfig(_Section):
-    atr_period: int = Field(14, ge=1, description="ATR period in daily bars (Wilder's smoothing).")
-    adr_period: int = Field(20, ge=1, description="ADR period in daily bars (simple mean of high - low).")
-    history_days: int = Field(60, ge=2, description="Daily bars (trading sessions) fetched per symbol at start; "
+    atr_period: int = Field(14, ge=1, le=1000, description="ATR period in daily bars (Wilder's smoothing).")
+    adr_period: int = Field(20, ge=1, le=1000, description="ADR period in daily bars (simple mean of high - low).")
+    history_days: int = Field(60, ge=2, le=5000,
+                              description="Daily bars (trading sessions) fetched per symbol at start; "
                               "IB is asked for the calendar span that holds them.")
     intraday: bool = Field(True, description="Blend a rolling intraday ATR from 1-minute bars into the daily one.")
-    refresh_interval_s: float = Field(300.0, gt=0, description="How often the intraday blend is refreshed.")
-    intraday_period: int = Field(30, ge=2, description="1-minute bars in the rolling intraday ATR.")
+    refresh_interval_s: float = Field(300.0, ge=1, le=86_400, description="How often the intraday blend is refreshed.")
+    intraday_period: int = Field(30, ge=2, le=1000, description="1-minute bars in the rolling intraday ATR.")
     intraday_weight: float = Field(0.5, ge=0, le=1, description="Largest weight of the intraday ATR in the blend.")
-    session_minutes: float = Field(390.0, gt=0, description="Minutes per session: scales a 1-minute ATR to a day.")
-    regime_bars: int = Field(5, ge=1, description="Bars whose range is checked for a regime change.")
-    regime_k: float = Field(0.5, gt=0, description="A range above k x the ATR in force is a regime change: "
+    session_minutes: float = Field(390.0, ge=1, le=1440,
+                                   description="Minutes per session: scales a 1-minute ATR to a day.")
+    regime_bars: int = Field(5, ge=1, le=1000, description="Bars whose range is checked for a regime change.")
+    regime_k: float = Field(0.5, gt=0, le=1000, description="A range above k x the ATR in force is a regime change: "
                             "refresh at once.")
 
     def rule(self) -> IntradayRule:
@@ -80,18 +90,18 @@ class VolatilityConfig(_Section):
 
 
 class SimMarketConfig(_Section):
-    vol_multiplier: float = Field(4.0, gt=0, description="Scales intraday volatility (1 = daily sigma).")
-    base_tick_rate: float = Field(8.0, gt=0, description="Ticks per second per symbol in a calm regime.")
-    volatile_rate_factor: float = Field(4.0, ge=1, description="Tick-rate multiplier in a volatile regime.")
-    volatile_sigma_factor: float = Field(2.5, ge=1, description="Volatility multiplier in a volatile regime.")
-    mean_calm_s: float = Field(900.0, gt=0, description="Mean length of a calm regime, seconds.")
-    mean_volatile_s: float = Field(180.0, gt=0, description="Mean length of a volatile regime, seconds.")
-    storms_per_hour: float = Field(2.0, ge=0, description="Tick storms per symbol per hour.")
-    storm_rate: float = Field(3000.0, gt=0, description="Ticks per second during a storm.")
-    storm_seconds: float = Field(1.5, gt=0, description="Length of a storm, seconds.")
-    gaps_per_hour: float = Field(0.5, ge=0, description="Intraday price gaps per symbol per hour.")
-    gap_atr: float = Field(1.5, ge=0, description="Typical gap size in daily ATRs.")
-    spread_bps: float = Field(2.0, gt=0, description="Quoted spread in basis points.")
+    vol_multiplier: float = Field(4.0, gt=0, le=100, description="Scales intraday volatility (1 = daily sigma).")
+    base_tick_rate: float = Field(8.0, gt=0, le=10_000, description="Ticks per second per symbol in a calm regime.")
+    volatile_rate_factor: float = Field(4.0, ge=1, le=100, description="Tick-rate multiplier in a volatile regime.")
+    volatile_sigma_factor: float = Field(2.5, ge=1, le=100, description="Volatility multiplier in a volatile regime.")
+    mean_calm_s: float = Field(900.0, ge=1, le=1e7, description="Mean length of a calm regime, seconds.")
+    mean_volatile_s: float = Field(180.0, ge=1, le=1e7, description="Mean length of a volatile regime, seconds.")
+    storms_per_hour: float = Field(2.0, ge=0, le=60, description="Tick storms per symbol per hour.")
+    storm_rate: float = Field(3000.0, gt=0, le=100_000, description="Ticks per second during a storm.")
+    storm_seconds: float = Field(1.5, gt=0, le=3600, description="Length of a storm, seconds.")
+    gaps_per_hour: float = Field(0.5, ge=0, le=60, description="Intraday price gaps per symbol per hour.")
+    gap_atr: float = Field(1.5, ge=0, le=100, description="Typical gap size in daily ATRs.")
+    spread_bps: float = Field(2.0, gt=0, le=10_000, description="Quoted spread in basis points.")
     locked_prob: float = Field(0.002, ge=0, le=1, description="Share of quotes that are locked (bid = ask).")
     bad_tick_prob: float = Field(0.0005, ge=0, le=1, description="Share of crossed (bad) quotes.")
 
@@ -100,34 +110,37 @@ class SimMarketConfig(_Section):
 
 
 class SimExchangeConfig(_Section):
-    latency_ms: float = Field(5.0, ge=0, description="Order latency to the simulated exchange.")
-    latency_jitter_ms: float = Field(3.0, ge=0, description="Uniform extra latency, 0..this.")
-    slippage_ticks: int = Field(1, ge=0, description="Market orders fill up to this many ticks through.")
+    latency_ms: float = Field(5.0, ge=0, le=60_000, description="Order latency to the simulated exchange.")
+    latency_jitter_ms: float = Field(3.0, ge=0, le=60_000, description="Uniform extra latency, 0..this.")
+    slippage_ticks: int = Field(1, ge=0, le=10_000, description="Market orders fill up to this many ticks through.")
     partial_fill_prob: float = Field(0.15, ge=0, le=1, description="Share of orders filled in two pieces.")
-    commission_per_share: float = Field(0.005, ge=0, description="Commission per share.")
-    min_commission: float = Field(1.0, ge=0, description="Minimum commission per fill.")
+    commission_per_share: float = Field(0.005, ge=0, le=1000, description="Commission per share.")
+    min_commission: float = Field(1.0, ge=0, le=1e6, description="Minimum commission per fill.")
     reject_prob: float = Field(0.0, ge=0, le=1, description="Share of orders rejected at random.")
-    initial_cash: float = Field(1_000_000.0, gt=0, description="Cash per simulated account.")
-    leverage: float = Field(4.0, gt=0, description="Buying power = equity x leverage - gross positions.")
+    initial_cash: float = Field(1_000_000.0, gt=0, le=1e15, description="Cash per simulated account.")
+    leverage: float = Field(4.0, gt=0, le=100, description="Buying power = equity x leverage - gross positions.")
     margin_rate: float = Field(0.25, gt=0, le=1, description="Initial margin per notional (what-if).")
-    max_msgs_per_s: int = Field(50, ge=1, description="IB's pacing limit: client messages per second.")
+    max_msgs_per_s: int = Field(50, ge=1, le=1_000_000_000,
+                                description="IB's pacing limit: client messages per second.")
 
     def params(self) -> ExchangeParams:
         return ExchangeParams(**self.model_dump())
 
 
 class SimConfig(_Section):
-    seed: int = Field(7, description="Seed of every random draw: the same seed gives the same run.")
+    seed: int = Field(7, ge=0, le=2**63 - 1, description="Seed of every random draw: the same seed gives the "
+                      "same run.")
     symbols: int = Field(5, ge=1, le=2000, description="Number of simulated symbols (SIM001...).")
-    trades: int = Field(12, ge=0, description="Demo trades to open when the config lists none.")
+    trades: int = Field(12, ge=0, le=10_000, description="Demo trades to open when the config lists none.")
     start: dt.datetime = Field(
         dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
         description="Virtual start time (a session open).",
     )
-    duration_s: float = Field(7200.0, gt=0, description="Virtual seconds to run.")
-    speed: float = Field(120.0, ge=0, description="Virtual seconds per wall second; 0 = as fast as possible.")
-    warmup_s: float = Field(5.0, ge=0, description="Virtual seconds of quotes before the demo trades open.")
-    entry_interval_s: float = Field(30.0, ge=0, description="Virtual seconds between two demo trades' entries. "
+    duration_s: float = Field(7200.0, gt=0, le=31_622_400, description="Virtual seconds to run.")
+    speed: float = Field(120.0, ge=0, le=1e6, description="Virtual seconds per wall second; 0 = as fast as possible.")
+    warmup_s: float = Field(5.0, ge=0, le=86_400, description="Virtual seconds of quotes before the demo trades open.")
+    entry_interval_s: float = Field(30.0, ge=0, le=86_400,
+                                    description="Virtual seconds between two demo trades' entries. "
                                     "Fixed, not spread over the duration, so a longer run with the same seed "
                                     "extends a shorter one.")
     market: SimMarketConfig = SimMarketConfig()
@@ -141,7 +154,8 @@ class JournalConfig(_Section):
         "NORMAL", pattern="^(NORMAL|FULL|EXTRA)$",
         description="SQLite durability: NORMAL survives any process crash (kill -9); FULL also a power cut.",
     )
-    snapshot_interval_ms: float = Field(250.0, gt=0, description="Most frequent journal snapshot of a trade "
+    snapshot_interval_ms: float = Field(250.0, ge=1, le=3_600_000,
+                                        description="Most frequent journal snapshot of a trade "
                                         "whose stop only moved (trailing / break-even).")
 
     @field_validator("url")
@@ -156,6 +170,8 @@ class JournalConfig(_Section):
         if not sep:
             raise ValueError(f"{v!r} is not a database URL (expected postgresql://user@host/db)")
         if scheme in ("postgres", "postgresql", "postgresql+psycopg"):
+            if not rest.strip("/ "):
+                raise ValueError(f"{v!r} names no database server (expected postgresql://user@host/db)")
             return f"postgresql+psycopg://{rest}"
         raise ValueError(f"database URL scheme {scheme!r} is not supported: use postgresql://user@host/db "
                          "(PostgreSQL), or [journal] path for SQLite")
@@ -164,11 +180,26 @@ class JournalConfig(_Section):
     def target(self) -> str:
         return self.url or self.path
 
+
     def shown(self) -> dict[str, Any]:
         """The section as ``tickguard config`` prints it: a database password is never shown."""
         data = self.model_dump()
         data["url"] = mask_secrets(self.url)
         return data
+
+
+def journal_target(value: str) -> str:
+    """A ``--journal FILE|URL`` as the journal opens it: a URL goes through [journal] url's checks (``postgres://``
+    accepted, another scheme refused by name), a file name is kept."""
+    if not value.strip():
+        raise ConfigError("--journal needs a file name or a database URL")
+    if "://" not in value:
+        return value
+    try:
+        return JournalConfig(url=value).url
+    except ValidationError as exc:
+        raise ConfigError(f"--journal {mask_secrets(value)!r}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"
+                          ) from exc
 
 
 # user:password@ in any URL, and password=... in a key/value DSN
@@ -216,7 +247,8 @@ class LogConfig(_Section):
 
 
 class WatchdogConfig(_Section):
-    stale_tick_s: float = Field(10.0, gt=0, description="A symbol with a live trade (open or exiting) and no valid "
+    stale_tick_s: float = Field(10.0, ge=0.5, le=86_400,
+                                description="A symbol with a live trade (open or exiting) and no valid "
                                 "tick this long in its regular session is resubscribed; still silent after as "
                                 "long again, its trades are reported blind (ERROR, journaled).")
     enabled: bool = Field(True, description="Watch live trades' symbols for silent market data.")
@@ -225,28 +257,31 @@ class WatchdogConfig(_Section):
 class IBConfig(_Section):
     host: str = Field("127.0.0.1", description="TWS / IB Gateway host.")
     port: int = Field(4002, ge=1, le=65535, description="API port: 7497/7496 TWS paper/live, 4002/4001 Gateway.")
-    client_id: int = Field(17, ge=0, description="API client id; must be unique among connected clients.")
+    client_id: int = Field(17, ge=0, le=2_147_483_647,
+                           description="API client id; must be unique among connected clients.")
     account: str = Field("", description="Account to trade; empty = the only managed account.")
-    connect_timeout_s: float = Field(10.0, gt=0, description="Timeout of the connection and its start-up sync.")
-    connect_attempts: int = Field(5, ge=1, description="Attempts of the first connection (backoff between).")
-    request_timeout_s: float = Field(10.0, gt=0, description="Timeout of one request (contract, bars, what-if).")
-    reconnect_initial_s: float = Field(1.0, gt=0, description="First reconnect delay; doubles per failure.")
-    reconnect_max_s: float = Field(60.0, gt=0, description="Cap of the reconnect delay.")
+    connect_timeout_s: float = Field(10.0, gt=0, le=3600,
+                                     description="Timeout of the connection and its start-up sync.")
+    connect_attempts: int = Field(5, ge=1, le=1000, description="Attempts of the first connection (backoff between).")
+    request_timeout_s: float = Field(10.0, gt=0, le=3600,
+                                     description="Timeout of one request (contract, bars, what-if).")
+    reconnect_initial_s: float = Field(1.0, ge=0.01, le=3600, description="First reconnect delay; doubles per failure.")
+    reconnect_max_s: float = Field(60.0, ge=0.01, le=86_400, description="Cap of the reconnect delay.")
     reconnect_jitter: float = Field(0.2, ge=0, le=1, description="Random +/- share added to each delay.")
     exchange: str = Field("SMART", description="Exchange of the stock contracts.")
     currency: str = Field("USD", description="Currency of the stock contracts.")
-    contract_ttl_s: float = Field(86_400.0, gt=0, description="TTL of cached contract details.")
-    volatility_ttl_s: float = Field(3_600.0, gt=0, description="TTL of cached daily volatility.")
-    cache_max_stale_s: float = Field(900.0, ge=0, description="How long a stale entry may be served while "
+    contract_ttl_s: float = Field(86_400.0, ge=1, le=1e8, description="TTL of cached contract details.")
+    volatility_ttl_s: float = Field(3_600.0, ge=1, le=1e8, description="TTL of cached daily volatility.")
+    cache_max_stale_s: float = Field(900.0, ge=0, le=1e8, description="How long a stale entry may be served while "
                                      "its refresh fails.")
-    qualify_attempts: int = Field(3, ge=1, description="Attempts to qualify a symbol at start.")
-    history_pacing_wait_s: float = Field(16.0, ge=0, description="How long a daily-bars request IB refused "
+    qualify_attempts: int = Field(3, ge=1, le=100, description="Attempts to qualify a symbol at start.")
+    history_pacing_wait_s: float = Field(16.0, ge=0, le=600, description="How long a daily-bars request IB refused "
                                          "with 162 (the same request within 15 s, e.g. a restart) is asked "
                                          "again, every quarter of it, before the symbol goes without.")
-    stale_feed_s: float = Field(30.0, gt=0, description="A subscription silent this long after a recovery "
+    stale_feed_s: float = Field(30.0, ge=1, le=86_400, description="A subscription silent this long after a recovery "
                                 "message (1102, 2104) is renewed.")
     symbols: list[str] = Field(default_factory=list, description="Symbols to watch besides the trades'.")
-    first_quote_timeout_s: float = Field(10.0, gt=0, description="At start, how long to wait for every "
+    first_quote_timeout_s: float = Field(10.0, gt=0, le=3600, description="At start, how long to wait for every "
                                          "symbol's first quote before opening the config's trades.")
 
 
@@ -292,10 +327,18 @@ def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> S
     where = "defaults and environment"
     if path is not None:
         where = f"{path} and environment"
+        if not str(path).strip():
+            raise ConfigError("--config needs a file name (a TOML config)")
         try:
             tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise ConfigError(f"config file {path} does not exist") from exc
+        except IsADirectoryError as exc:
+            raise ConfigError(f"config file {path} is a directory, not a TOML file") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not text (UTF-8): is it the right file?") from exc
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
 
@@ -320,6 +363,15 @@ def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> S
         return _FromFile(**(overrides or {}))
     except ValidationError as exc:
         raise ConfigError(format_errors(exc, where)) from exc
+    except SettingsError as exc:  # an environment variable that is not what its field takes (JSON for a section)
+        field = re.search(r'field "(\w+)"', str(exc))
+        prefix = f"TICKGUARD_{field.group(1)}".upper() if field else "TICKGUARD_"
+        named = sorted(k for k in os.environ if k.upper() == prefix or k.upper().startswith(prefix + "__"))
+        variable = " or ".join(named) or "a TICKGUARD_ variable"
+        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        raise ConfigError(f"invalid config ({where}): {variable} cannot be read{cause} - a variable for a section or a "
+                          "list takes JSON "
+                          "(TICKGUARD_IB__SYMBOLS='[\"AAPL\", \"MSFT\"]', TICKGUARD_SIM='{\"seed\": 3}')") from exc
 
 
 def reference_markdown() -> str:

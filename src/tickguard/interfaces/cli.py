@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -45,9 +47,41 @@ def _logs(settings: config_mod.Settings, fmt: str | None, levels: list[str] | No
         _fail(str(exc))
 
 
-def _settings(config: Path | None, overrides: dict[str, Any]) -> config_mod.Settings:
+def _number(option: str, value: float | None, low: float, high: float, low_open: bool = False) -> None:
+    """A number option must be finite and within bounds (typer lets nan and inf through its own checks)."""
+    if value is None:
+        return
+    if math.isnan(value) or not (low < value if low_open else low <= value) or value > high:
+        _fail(f"{option} {value:g} is out of range: it takes a number {'>' if low_open else '>='} {low:g} and "
+              f"<= {high:g}")
+
+
+def _writable(option: str, name: str) -> None:
+    """Checked before a run, not after it: a report that cannot be written would lose the whole run's result."""
+    if not name.strip():
+        _fail(f"{option} is empty: give a file name")
+    path = Path(name)
+    if path.is_dir():
+        _fail(f"{option} {path} is a directory; give a file name")
+    if not path.parent.is_dir():
+        _fail(f"{option} {path}: directory {path.parent} does not exist")
+    existed = path.exists()
     try:
-        return config_mod.load(config, overrides)
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        _fail(f"{option} {path} cannot be written: {exc.strerror or exc}")
+    if not existed:
+        path.unlink(missing_ok=True)
+
+
+def _settings(config: str | None, overrides: dict[str, Any]) -> config_mod.Settings:
+    """File names are taken as ``str`` (typer turns an empty ``Path`` into ".", so ``-c ''`` read as the current
+    directory); an empty one is named as such."""
+    if config is not None and not config.strip():
+        _fail("--config is empty: give the TOML config file")
+    try:
+        return config_mod.load(Path(config) if config is not None else None, overrides)
     except config_mod.ConfigError as exc:
         _fail(str(exc))
         raise  # unreachable
@@ -73,10 +107,12 @@ def sim(
     speed: Annotated[float | None, typer.Option(help="Virtual seconds per wall second; 0 = max.")] = None,
     symbols: Annotated[int | None, typer.Option(help="Number of simulated symbols.")] = None,
     trades: Annotated[int | None, typer.Option(help="Demo trades (unless the config lists trades).")] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")] = None,
-    report: Annotated[Path | None, typer.Option(help="Write trades, orders, fills and exits as JSON.")] = None,
+    config: Annotated[str | None, typer.Option("--config", "-c", metavar="FILE", help="TOML config file.")] = None,
+    report: Annotated[str | None, typer.Option(metavar="FILE", help="Write trades, orders, fills and exits as "
+                                               "JSON.")] = None,
     include_ticks: Annotated[bool, typer.Option(help="Put every received tick in the report (for replay).")] = False,
-    journal: Annotated[Path | None, typer.Option(help="SQLite journal file (default: none in the sim).")] = None,
+    journal: Annotated[str | None, typer.Option(metavar="FILE", help="SQLite journal file (default: none in the "
+                                                "sim).")] = None,
     live: Annotated[bool | None, typer.Option(help="Live terminal view (default: when on a terminal).")] = None,
     log_format: LogFormat = None,
     log_level: LogLevel = None,
@@ -89,8 +125,12 @@ def sim(
     given = {"seed": seed, "duration_s": duration, "speed": speed, "symbols": symbols, "trades": trades}
     overrides: dict[str, Any] = {"sim": {k: v for k, v in given.items() if v is not None}}
     if journal is not None:
-        overrides["journal"] = {"path": str(journal)}
+        if not journal.strip() or Path(journal).is_dir():
+            _fail(f"--journal {journal!r} is not a file name: give the SQLite journal file to use")
+        overrides["journal"] = {"path": journal}
     settings = _settings(config, overrides)
+    if report is not None:
+        _writable("--report", report)
     _logs(settings, log_format, log_level)
     console, watcher = _terminal(live)
     try:
@@ -105,13 +145,17 @@ def sim(
                       "part that ran", markup=False)
     console.print(live_view.summary_table(result))
     if report is not None:
-        report_mod.write(result, report)
+        try:
+            report_mod.write(result, Path(report))
+        except OSError as exc:
+            _fail(f"--report {report} could not be written: {exc.strerror or exc}")
         console.print(f"report written to {report}")
 
 
 @app.command()
 def run(
-    config: Annotated[Path, typer.Option("--config", "-c", help="TOML config: [ib], [journal], [[trades]].")],
+    config: Annotated[str, typer.Option("--config", "-c", metavar="FILE", help="TOML config: [ib], [journal], "
+                                        "[[trades]].")],
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: run).")] = None,
     live: Annotated[bool | None, typer.Option(help="Live terminal view (default: when on a terminal).")] = None,
     log_format: LogFormat = None,
@@ -124,6 +168,7 @@ def run(
     from tickguard.interfaces import live_view
     from tickguard.interfaces.ib_session import run_ib
 
+    _number("--duration", duration, 0, 366 * 86_400, low_open=True)
     settings = _settings(config, {})
     if not settings.journal.target:
         _fail(f"{config}: tickguard run needs a journal - set [journal] path = \"tickguard.db\" (SQLite) or url = "
@@ -140,17 +185,17 @@ def run(
 
 @app.command()
 def doctor(
-    config: Annotated[Path, typer.Option("--config", "-c", help="The TOML config tickguard run would use.")],
+    config: Annotated[str, typer.Option("--config", "-c", metavar="FILE", help="The TOML config tickguard run would "
+                                        "use.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Check that tickguard run would start cleanly: TWS / IB Gateway reachable, server version, the account,
     market-data farms, each symbol (min tick, trading hours, a what-if for one share), the journal.  Places and
     writes nothing.  Exit code 0 only when every check passed."""
     from tickguard.interfaces.doctor import diagnose
-    from tickguard.interfaces.logs import setup
 
     settings = _settings(config, {})
-    setup(settings.log.model_copy(update={"level": "ERROR"}))  # the checks say it all; the log only what breaks
+    _logs(settings, None, ["ERROR"])  # the checks say it all; the log only what breaks
     checks = asyncio.run(diagnose(settings))
     failed = [c for c in checks if not c.ok]
     if as_json:
@@ -186,25 +231,67 @@ def fake_gateway(
     without an account (connect TWS API clients, or `tickguard run`, to it)."""
     from ibfake.runner import run_forever
 
-    names: int | list[str] = int(symbols) if symbols.isdigit() else [s.strip().upper() for s in symbols.split(",")]
-    run_forever(host=host, port=port, seed=seed, symbols=names, speed=speed, master_client_id=master_client_id,
-                partial_fill_prob=partial_fill_prob,
-                on_ready=(lambda gw: gw.delay_fills(fill_delay)) if fill_delay > 0 else None)
+    _number("--port", port, 0, 65_535)
+    _number("--seed", seed, 0, 2**63 - 1)
+    _number("--speed", speed, 0, 1e6)
+    _number("--fill-delay", fill_delay, 0, 3600)
+    _number("--master-client-id", master_client_id, 0, 2_147_483_647)
+    _number("--partial-fill-prob", partial_fill_prob, 0, 1)
+    if not host.strip():
+        _fail("--host is empty: give an address to listen on (127.0.0.1, or 0.0.0.0 for every interface)")
+    names = _gateway_symbols(symbols)
+    try:
+        run_forever(host=host, port=port, seed=seed, symbols=names, speed=speed, master_client_id=master_client_id,
+                    partial_fill_prob=partial_fill_prob,
+                    on_ready=(lambda gw: gw.delay_fills(fill_delay)) if fill_delay > 0 else None)
+    except OSError as exc:  # the port in use, an unknown host, an address not on this machine
+        _fail(f"the fake gateway cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+SYMBOL_NAME = re.compile(r"[A-Z0-9][A-Z0-9.]{0,11}")
+
+
+def _gateway_symbols(text: str) -> int | list[str]:
+    """``--symbols``: a count (1 to 2000) or a comma-separated list of distinct symbols."""
+    text = text.strip()
+    if text.isdigit():
+        count = int(text)
+        if not 1 <= count <= 2000:
+            _fail(f"--symbols {count}: give 1 to 2000 symbols, or a comma-separated list such as AAPL,MSFT")
+        return count
+    names = [name.strip().upper() for name in text.split(",")]
+    bad = [name for name in names if not SYMBOL_NAME.fullmatch(name)]
+    if not text or bad:
+        _fail(f"--symbols {text!r}: give a count (1 to 2000) or a comma-separated list of symbols such as "
+              f"AAPL,MSFT{f' ({bad[0]!r} is not a symbol)' if text and bad else ''}")
+    if len(set(names)) != len(names):
+        _fail(f"--symbols {text!r} names a symbol twice")
+    return names
 
 
 @app.command()
 def trades(
     journal: Annotated[str | None, typer.Option(help="Journal: SQLite file or database URL.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Take the journal from this config.")] = None,
+    config: Annotated[str | None, typer.Option("--config", "-c", metavar="FILE", help="Take the journal from this "
+                                               "config.")] = None,
     state: Annotated[str | None, typer.Option(help="Only trades in this state.")] = None,
     symbol: Annotated[str | None, typer.Option(help="Only trades of this symbol.")] = None,
     user: Annotated[str | None, typer.Option(help="Only trades of this user.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List trades with their legs, orders and events from the journal."""
+    from tickguard.core.model import TradeState
     from tickguard.interfaces.journal_view import render, select
 
-    target = journal or _settings(config, {}).journal.target
+    if state is not None and state not in {s.value for s in TradeState}:
+        _fail(f"--state {state!r} is not a trade state; use one of {', '.join(s.value for s in TradeState)}")
+    if journal is not None:
+        try:
+            target = config_mod.journal_target(journal)
+        except config_mod.ConfigError as exc:
+            _fail(str(exc))
+    else:
+        target = _settings(config, {}).journal.target
     if not target:
         _fail("no journal given: use --journal FILE|URL or a --config with [journal]")
     try:
@@ -219,7 +306,8 @@ def trades(
 
 @app.command("config")
 def show_config(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file to check.")] = None,
+    config: Annotated[str | None, typer.Option("--config", "-c", metavar="FILE", help="TOML config file to check.")]
+    = None,
     reference: Annotated[bool, typer.Option(help="Print the documented knobs as a markdown table.")] = False,
 ) -> None:
     """Check a config and print the effective settings (defaults, file and environment merged) as JSON."""

@@ -27,7 +27,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # connection (client.py: connectAsync, _onSocketDisconnected) - reported as a refused connection or a 1100 notice
 ECHOES = {"ib_async.wrapper": re.compile(r"(Error|Warning) -?\d+, reqId |Canceled order: |IBKR API validation "
                                          r"warning: "),
-          "ib_async.client": re.compile(r"Peer closed connection|API connection failed")}
+          "ib_async.client": re.compile(r"Peer closed connection|API connection failed|Make sure API port")}
 # component names are module paths: "adapters.ib" is short for "tickguard.adapters.ib"; these roots are kept as is
 ROOTS = ("tickguard", "ib_async", "ibfake", "sqlalchemy", "alembic", "asyncio")
 DEFAULT_LEVELS = {"ib_async": "WARNING", "sqlalchemy": "WARNING", "alembic": "WARNING"}

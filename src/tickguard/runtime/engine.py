@@ -7,6 +7,7 @@ risk first, hand intents to the executor, fire timers.  Nothing else constructs 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import datetime as dt
 import gc
@@ -240,8 +241,7 @@ class Engine:
 
     def schedule(self, at_ns: int, request: TradeRequest) -> None:
         """Submit ``request`` when the broker clock reaches ``at_ns`` (demo trades open over time)."""
-        self._scheduled.append((at_ns, request))
-        self._scheduled.sort(key=lambda item: item[0])
+        bisect.insort(self._scheduled, (at_ns, request), key=lambda item: item[0])  # stable: same time, FIFO
 
     # -------------------------------------------------------------------------------------------- loop
 

@@ -172,6 +172,9 @@ class Journal:
                 self._abandon("a write failed")
             if isinstance(exc.orig, (NotExactError, NotFiniteError)):  # refused while binding: nothing was sent
                 raise exc.orig from None
+            if isinstance(exc, sa.exc.OperationalError):  # the database, not the statement: locked, gone, full
+                raise JournalError(f"journal {self.where} cannot be written: {exc.orig} (is another process "
+                                   "holding it, or the disk full?)") from exc
             raise
         self.position += 1
         if self._depth == 0:
@@ -183,10 +186,12 @@ class Journal:
             return
         try:
             self._conn.commit()
-        except BaseException:
+        except BaseException as exc:
             # The outcome is unknown (PostgreSQL may have committed before the connection broke): what the
             # transaction recorded is treated as never written, so nothing it holds is ever sent by this process.
             self._abandon("the commit failed")
+            if isinstance(exc, sa.exc.OperationalError):
+                raise JournalError(f"journal {self.where}: a commit failed: {exc.orig}") from exc
             raise
         self.commits += 1
         self._committed = self._settled = self.position

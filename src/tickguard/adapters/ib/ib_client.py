@@ -126,9 +126,9 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin):
                 break
             except (TimeoutError, OSError, ConnectionError) as exc:
                 if attempt + 1 >= cfg.connect_attempts:
-                    why = self.state.last_error or repr(exc)
                     raise BrokerError(f"cannot connect to IB at {cfg.host}:{cfg.port} (client id "
-                                      f"{cfg.client_id}) after {attempt + 1} attempt(s): {why}") from exc
+                                      f"{cfg.client_id}) after {attempt + 1} attempt(s): "
+                                      f"{self.state.last_error or _connect_hint(exc, cfg)}") from exc
                 await asyncio.sleep(self.reconnect_delay(attempt))
         # ib_async 2.1.0 forgets everything when a socket drops (Wrapper.connectionClosed -> reset): its trades
         # now are exactly what IB reported during the sync, so an order that ended while away is not among these.
@@ -472,3 +472,14 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin):
         events, self._events = self._events, []
         return events
 
+
+
+def _connect_hint(exc: BaseException, cfg: IBConfig) -> str:
+    """What a failed connection most likely means, in words a user can act on (``tickguard doctor`` checks more)."""
+    if isinstance(exc, ConnectionRefusedError):
+        return (f"nothing accepts connections on port {cfg.port} - is TWS / IB Gateway running, logged in, with the "
+                "API enabled (Configure > API > Settings) on this port? Check [ib] host and port")
+    if isinstance(exc, TimeoutError):
+        return (f"no API answer within {cfg.connect_timeout_s:g}s - is the API enabled, 127.0.0.1 a trusted IP, "
+                "and no dialog waiting in TWS? (tickguard doctor --config ... checks each step)")
+    return f"{type(exc).__name__}: {exc}"
