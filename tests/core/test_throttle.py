@@ -151,10 +151,23 @@ class Model:
 
 
 @settings(max_examples=1000, deadline=None, derandomize=True)
-@given(limits(), st.lists(ops, max_size=80))
+@given(limits(), st.lists(ops, min_size=30, max_size=80))
 def test_random_operations_keep_the_budget_the_order_and_every_exit(lim, script):
     clock = Clock()
     model = Model(lim, clock)
+    import collections, json
+    C = collections.Counter(json.load(open("/tmp/mut/stats.json")) if __import__("os").path.exists("/tmp/mut/stats.json") else {})
+    C["examples"] += 1; C["ops"] += len(script)
+    for op in script:
+        C[op[0]] += 1
+        if op[0] == "offer" and op[1] in model.queued and model.queued[op[1]][0] != op[2]: C["lanechange"] += 1
+        if op[0] == "offer" and op[1] in model.queued and model.queued[op[1]][0] in REFUSABLE and op[2] not in REFUSABLE: C["out_of_refusable"] += 1
+        if op[0] == "expire": C["expired"] += sum(1 for q in model.queued.values() if q[0] in REFUSABLE and clock.now - q[3] > lim.wait_max_ns[q[0]])
+        if op[0] == "release" and model.queued: C["release_nonempty"] += 1
+        if op[0] == "release" and model.queued and model.th.next_release_ns() > clock.now: C["release_blocked"] += 1
+        if op[0] == "offer" and op[2] in REFUSABLE and model.depth(op[2]) >= lim.queue_max[op[2]]: C["full"] += 1
+        if op[0] == "offer" and op[1] in model.queued: C["replace"] += 1
+    json.dump(C, open("/tmp/mut/stats.json", "w"))
     for op in script:
         if op[0] == "offer":
             model.offer(op[1], op[2], op[3])
@@ -253,6 +266,16 @@ def test_a_modify_replaces_the_queued_one_and_keeps_its_place():
     clock.now = th.next_release_ns()
     (first,) = th.release()
     assert (first.key, first.payload, first.queued_ns) == ("o1:modify", "v2", T0)
+
+
+def test_a_message_moved_out_of_a_refusable_lane_never_expires():
+    clock = Clock()
+    th = Throttle(ThrottleLimits(wait_max_ns={Lane.ENTRY: 10}), clock)
+    th.offer("o1", Lane.ENTRY, "entry")
+    th.offer("o1", Lane.EXIT, "now an exit")
+    clock.now += 11
+    assert th.expire() == [] and th.depth()[Lane.EXIT] == 1
+    assert [m.payload for m in th.release()] == ["now an exit"]
 
 
 def test_a_cancel_of_a_queued_order_spends_nothing():

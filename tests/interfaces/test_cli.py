@@ -260,3 +260,36 @@ rules = [{{kind = "stop_loss", distance = 50.0}}]
     rows = conn.execute("SELECT data FROM events WHERE kind = 'engine_stopped'").fetchall()
     conn.close()
     assert len(rows) == 1 and json.loads(rows[0][0])["unguarded"] == ["T00001"]  # the journal records the stop
+
+
+def test_the_fake_gateway_writes_its_pacing_report_when_terminated(tmp_path):
+    """``--pacing-report``: what each client sent, as the gateway counted it, readable by a test after SIGTERM."""
+    import asyncio
+
+    from ib_async import IB
+
+    report = tmp_path / "pacing.json"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path / "gateway.log"
+    gateway = subprocess.Popen([*TG, "fake-gateway", "--port", str(port), "--symbols", "AAA", "--pacing-report",
+                                str(report)], stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while "listening on" not in log.read_text():
+            assert gateway.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+
+        async def talk() -> None:
+            ib = IB()
+            await ib.connectAsync("127.0.0.1", port, clientId=3, timeout=10)
+            ib.disconnect()
+
+        asyncio.run(talk())
+    finally:
+        gateway.terminate()
+        assert gateway.wait(20) == 0, log.read_text()
+    counted = json.loads(report.read_text())["3"]
+    assert counted["received"] >= 2 and counted["refused"] == 0 and counted["violations"] == 0
+    assert 1 <= counted["max_in_window"] <= counted["received"]

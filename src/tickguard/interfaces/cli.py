@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import re
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -226,6 +227,9 @@ def fake_gateway(
     = None,
     partial_fill_prob: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Fault: the share of orders "
                                                             "filled in two executions (default 0.15).")] = None,
+    pacing_report: Annotated[str | None, typer.Option(metavar="FILE", help="At the stop (Ctrl-C, SIGTERM), write "
+                                                      "each client's messages, pacing refusals and violations, and "
+                                                      "the most messages in any 1 s window, as JSON.")] = None,
 ) -> None:
     """A fake IB Gateway speaking the TWS wire protocol over a simulated market: try the IB path
     without an account (connect TWS API clients, or `tickguard run`, to it)."""
@@ -240,9 +244,13 @@ def fake_gateway(
     if not host.strip():
         _fail("--host is empty: give an address to listen on (127.0.0.1, or 0.0.0.0 for every interface)")
     names = _gateway_symbols(symbols)
+    if pacing_report is not None:
+        _writable("--pacing-report", pacing_report)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it like Ctrl-C: the report is written
     try:
         run_forever(host=host, port=port, seed=seed, symbols=names, speed=speed, master_client_id=master_client_id,
                     partial_fill_prob=partial_fill_prob,
+                    pacing_report=Path(pacing_report) if pacing_report is not None else None,
                     on_ready=(lambda gw: gw.delay_fills(fill_delay)) if fill_delay > 0 else None)
     except OSError as exc:  # the port in use, an unknown host, an address not on this machine
         _fail(f"the fake gateway cannot listen on {host}:{port}: {exc.strerror or exc}")
