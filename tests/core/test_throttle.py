@@ -155,19 +155,6 @@ class Model:
 def test_random_operations_keep_the_budget_the_order_and_every_exit(lim, script):
     clock = Clock()
     model = Model(lim, clock)
-    import collections, json
-    C = collections.Counter(json.load(open("/tmp/mut/stats.json")) if __import__("os").path.exists("/tmp/mut/stats.json") else {})
-    C["examples"] += 1; C["ops"] += len(script)
-    for op in script:
-        C[op[0]] += 1
-        if op[0] == "offer" and op[1] in model.queued and model.queued[op[1]][0] != op[2]: C["lanechange"] += 1
-        if op[0] == "offer" and op[1] in model.queued and model.queued[op[1]][0] in REFUSABLE and op[2] not in REFUSABLE: C["out_of_refusable"] += 1
-        if op[0] == "expire": C["expired"] += sum(1 for q in model.queued.values() if q[0] in REFUSABLE and clock.now - q[3] > lim.wait_max_ns[q[0]])
-        if op[0] == "release" and model.queued: C["release_nonempty"] += 1
-        if op[0] == "release" and model.queued and model.th.next_release_ns() > clock.now: C["release_blocked"] += 1
-        if op[0] == "offer" and op[2] in REFUSABLE and model.depth(op[2]) >= lim.queue_max[op[2]]: C["full"] += 1
-        if op[0] == "offer" and op[1] in model.queued: C["replace"] += 1
-    json.dump(C, open("/tmp/mut/stats.json", "w"))
     for op in script:
         if op[0] == "offer":
             model.offer(op[1], op[2], op[3])
