@@ -57,13 +57,13 @@ class EngineConfig(_Section):
         description="Pause before an order refused for pacing/connectivity is re-sent (doubles)."
     )
     max_order_attempts: int = Field(5, ge=1, le=1000, description="Attempts per order for retryable refusals.")
-    ack_timeout_s: float = Field(5.0, ge=0.05, le=86_400,
+    ack_timeout_s: float = Field(5.0, ge=0.001, le=86_400,
                                  description="An order sent and not acknowledged for this long is "
                                  "checked against the broker's order book (adopted, closed, or re-sent if unknown).")
-    reconcile_interval_s: float = Field(30.0, ge=0.1, le=86_400,
+    reconcile_interval_s: float = Field(30.0, ge=0.001, le=86_400,
                                         description="Positions, open orders and executions are "
                                         "compared with the journal this often, and after every reconnect.")
-    reconcile_retry_s: float = Field(5.0, ge=0.1, le=86_400,
+    reconcile_retry_s: float = Field(5.0, ge=0.001, le=86_400,
                                      description="Pause before asking again after an incomplete "
                                      "order book, and before confirming a new difference.")
 
@@ -75,10 +75,10 @@ class VolatilityConfig(_Section):
                               description="Daily bars (trading sessions) fetched per symbol at start; "
                               "IB is asked for the calendar span that holds them.")
     intraday: bool = Field(True, description="Blend a rolling intraday ATR from 1-minute bars into the daily one.")
-    refresh_interval_s: float = Field(300.0, ge=1, le=86_400, description="How often the intraday blend is refreshed.")
+    refresh_interval_s: float = Field(300.0, ge=0.001, le=86_400, description="How often the intraday blend is refreshed.")
     intraday_period: int = Field(30, ge=2, le=1000, description="1-minute bars in the rolling intraday ATR.")
     intraday_weight: float = Field(0.5, ge=0, le=1, description="Largest weight of the intraday ATR in the blend.")
-    session_minutes: float = Field(390.0, ge=1, le=1440,
+    session_minutes: float = Field(390.0, ge=0.001, le=1440,
                                    description="Minutes per session: scales a 1-minute ATR to a day.")
     regime_bars: int = Field(5, ge=1, le=1000, description="Bars whose range is checked for a regime change.")
     regime_k: float = Field(0.5, gt=0, le=1000, description="A range above k x the ATR in force is a regime change: "
@@ -94,8 +94,8 @@ class SimMarketConfig(_Section):
     base_tick_rate: float = Field(8.0, gt=0, le=10_000, description="Ticks per second per symbol in a calm regime.")
     volatile_rate_factor: float = Field(4.0, ge=1, le=100, description="Tick-rate multiplier in a volatile regime.")
     volatile_sigma_factor: float = Field(2.5, ge=1, le=100, description="Volatility multiplier in a volatile regime.")
-    mean_calm_s: float = Field(900.0, ge=1, le=1e7, description="Mean length of a calm regime, seconds.")
-    mean_volatile_s: float = Field(180.0, ge=1, le=1e7, description="Mean length of a volatile regime, seconds.")
+    mean_calm_s: float = Field(900.0, ge=0.001, le=1e7, description="Mean length of a calm regime, seconds.")
+    mean_volatile_s: float = Field(180.0, ge=0.001, le=1e7, description="Mean length of a volatile regime, seconds.")
     storms_per_hour: float = Field(2.0, ge=0, le=60, description="Tick storms per symbol per hour.")
     storm_rate: float = Field(3000.0, gt=0, le=100_000, description="Ticks per second during a storm.")
     storm_seconds: float = Field(1.5, gt=0, le=3600, description="Length of a storm, seconds.")
@@ -154,7 +154,7 @@ class JournalConfig(_Section):
         "NORMAL", pattern="^(NORMAL|FULL|EXTRA)$",
         description="SQLite durability: NORMAL survives any process crash (kill -9); FULL also a power cut.",
     )
-    snapshot_interval_ms: float = Field(250.0, ge=1, le=3_600_000,
+    snapshot_interval_ms: float = Field(250.0, ge=0.001, le=3_600_000,
                                         description="Most frequent journal snapshot of a trade "
                                         "whose stop only moved (trailing / break-even).")
 
@@ -247,7 +247,7 @@ class LogConfig(_Section):
 
 
 class WatchdogConfig(_Section):
-    stale_tick_s: float = Field(10.0, ge=0.5, le=86_400,
+    stale_tick_s: float = Field(10.0, ge=0.001, le=86_400,
                                 description="A symbol with a live trade (open or exiting) and no valid "
                                 "tick this long in its regular session is resubscribed; still silent after as "
                                 "long again, its trades are reported blind (ERROR, journaled).")
@@ -265,20 +265,20 @@ class IBConfig(_Section):
     connect_attempts: int = Field(5, ge=1, le=1000, description="Attempts of the first connection (backoff between).")
     request_timeout_s: float = Field(10.0, gt=0, le=3600,
                                      description="Timeout of one request (contract, bars, what-if).")
-    reconnect_initial_s: float = Field(1.0, ge=0.01, le=3600, description="First reconnect delay; doubles per failure.")
-    reconnect_max_s: float = Field(60.0, ge=0.01, le=86_400, description="Cap of the reconnect delay.")
+    reconnect_initial_s: float = Field(1.0, ge=0.001, le=3600, description="First reconnect delay; doubles per failure.")
+    reconnect_max_s: float = Field(60.0, ge=0.001, le=86_400, description="Cap of the reconnect delay.")
     reconnect_jitter: float = Field(0.2, ge=0, le=1, description="Random +/- share added to each delay.")
     exchange: str = Field("SMART", description="Exchange of the stock contracts.")
     currency: str = Field("USD", description="Currency of the stock contracts.")
-    contract_ttl_s: float = Field(86_400.0, ge=1, le=1e8, description="TTL of cached contract details.")
-    volatility_ttl_s: float = Field(3_600.0, ge=1, le=1e8, description="TTL of cached daily volatility.")
+    contract_ttl_s: float = Field(86_400.0, ge=0.001, le=1e8, description="TTL of cached contract details.")
+    volatility_ttl_s: float = Field(3_600.0, ge=0.001, le=1e8, description="TTL of cached daily volatility.")
     cache_max_stale_s: float = Field(900.0, ge=0, le=1e8, description="How long a stale entry may be served while "
                                      "its refresh fails.")
     qualify_attempts: int = Field(3, ge=1, le=100, description="Attempts to qualify a symbol at start.")
     history_pacing_wait_s: float = Field(16.0, ge=0, le=600, description="How long a daily-bars request IB refused "
                                          "with 162 (the same request within 15 s, e.g. a restart) is asked "
                                          "again, every quarter of it, before the symbol goes without.")
-    stale_feed_s: float = Field(30.0, ge=1, le=86_400, description="A subscription silent this long after a recovery "
+    stale_feed_s: float = Field(30.0, ge=0.001, le=86_400, description="A subscription silent this long after a recovery "
                                 "message (1102, 2104) is renewed.")
     symbols: list[str] = Field(default_factory=list, description="Symbols to watch besides the trades'.")
     first_quote_timeout_s: float = Field(10.0, gt=0, le=3600, description="At start, how long to wait for every "

@@ -188,7 +188,9 @@ def test_an_exit_storm_leaves_in_risk_order_45_a_second():
     sent: list[tuple[int, int]] = []
     while (nxt := th.next_release_ns()) is not None:
         clock.now = nxt
-        sent += [(clock.now, m.payload) for m in th.release()]
+        out = th.release()
+        assert out, "next_release_ns promised a release"
+        sent += [(clock.now, m.payload) for m in out]
     times = [t for t, _ in sent]
     assert [p for _, p in sent] == list(range(1000))
     assert sum(1 for t in times if t < T0 + SECOND) == 45

@@ -699,6 +699,8 @@ def option_strategies(w: World) -> dict[str, dict[str, st.SearchStrategy[list[st
                                         TEXT.filter(lambda s: _parses(s, int) is None)),
         "--partial-fill-prob": st.one_of(st.floats(max_value=-1e-9), st.floats(min_value=1.000001),
                                          st.just(math.nan)).map(repr),
+        # a report file that cannot be written is refused before the gateway listens
+        "--pacing-report": st.sampled_from([w["dir"], "", "/dev/full/report.json", "/no/such/dir/report.json"]),
     }
     return {
         "sim": {

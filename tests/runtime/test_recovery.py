@@ -16,7 +16,7 @@ from tickguard.core.model import Side
 from tickguard.core.trades import TradeRequest
 from tickguard.interfaces.demo import demo_trades
 from tickguard.runtime.engine import Engine, sim_engine
-from tickguard.store.journal import Journal
+from tickguard.store.journal import Journal, JournalError
 
 NS = 1_000_000_000
 ACCOUNT = "DU1000"
@@ -295,7 +295,7 @@ async def test_an_exit_whose_commit_fails_is_never_sent_and_goes_once_after_the_
         real_commit()
 
     a.journal._conn.commit = commit
-    with pytest.raises(sa.exc.OperationalError):
+    with pytest.raises(JournalError, match="a commit failed"):
         await a.run_until(a.broker.now_ns() + 3600 * NS)
     [lost] = [r.intent.key for r in a.executor.waiting_orders() if r.intent.is_exit]
     assert lost not in venue_orders_by_ref(venue)

@@ -22,7 +22,7 @@ from tickguard.runtime.engine import Engine, sim_engine
 from tickguard.runtime.journal_recorder import JournalRecorder
 from tickguard.runtime.order_executor import OrderExecutor
 from tickguard.runtime.outbox import WriteAheadError
-from tickguard.store.journal import CommitReceipt, Journal
+from tickguard.store.journal import CommitReceipt, Journal, JournalError
 
 NS = 1_000_000_000
 TRADE = "T00001"
@@ -134,7 +134,7 @@ def test_an_order_whose_commit_fails_is_never_sent(parts, rows, monkeypatch):
         raise sa.exc.OperationalError("COMMIT", {}, Exception("database or disk is full"))
 
     monkeypatch.setattr(journal._conn, "commit", disk_full)
-    with pytest.raises(sa.exc.OperationalError), journal.batch():
+    with pytest.raises(JournalError, match="a commit failed: database or disk is full"), journal.batch():
         ex.submit(intent())
     monkeypatch.undo()
     assert sink.placed == [] and rows.status(key()) is None
