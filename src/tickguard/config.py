@@ -75,7 +75,8 @@ class VolatilityConfig(_Section):
                               description="Daily bars (trading sessions) fetched per symbol at start; "
                               "IB is asked for the calendar span that holds them.")
     intraday: bool = Field(True, description="Blend a rolling intraday ATR from 1-minute bars into the daily one.")
-    refresh_interval_s: float = Field(300.0, ge=0.001, le=86_400, description="How often the intraday blend is refreshed.")
+    refresh_interval_s: float = Field(300.0, ge=0.001, le=86_400,
+                                      description="How often the intraday blend is refreshed.")
     intraday_period: int = Field(30, ge=2, le=1000, description="1-minute bars in the rolling intraday ATR.")
     intraday_weight: float = Field(0.5, ge=0, le=1, description="Largest weight of the intraday ATR in the blend.")
     session_minutes: float = Field(390.0, ge=0.001, le=1440,
@@ -265,7 +266,8 @@ class IBConfig(_Section):
     connect_attempts: int = Field(5, ge=1, le=1000, description="Attempts of the first connection (backoff between).")
     request_timeout_s: float = Field(10.0, gt=0, le=3600,
                                      description="Timeout of one request (contract, bars, what-if).")
-    reconnect_initial_s: float = Field(1.0, ge=0.001, le=3600, description="First reconnect delay; doubles per failure.")
+    reconnect_initial_s: float = Field(1.0, ge=0.001, le=3600,
+                                       description="First reconnect delay; doubles per failure.")
     reconnect_max_s: float = Field(60.0, ge=0.001, le=86_400, description="Cap of the reconnect delay.")
     reconnect_jitter: float = Field(0.2, ge=0, le=1, description="Random +/- share added to each delay.")
     exchange: str = Field("SMART", description="Exchange of the stock contracts.")
@@ -278,7 +280,8 @@ class IBConfig(_Section):
     history_pacing_wait_s: float = Field(16.0, ge=0, le=600, description="How long a daily-bars request IB refused "
                                          "with 162 (the same request within 15 s, e.g. a restart) is asked "
                                          "again, every quarter of it, before the symbol goes without.")
-    stale_feed_s: float = Field(30.0, ge=0.001, le=86_400, description="A subscription silent this long after a recovery "
+    stale_feed_s: float = Field(30.0, ge=0.001, le=86_400,
+                                description="A subscription silent this long after a recovery "
                                 "message (1102, 2104) is renewed.")
     symbols: list[str] = Field(default_factory=list, description="Symbols to watch besides the trades'.")
     first_quote_timeout_s: float = Field(10.0, gt=0, le=3600, description="At start, how long to wait for every "
