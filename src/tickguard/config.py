@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,6 +26,7 @@ from pydantic_settings import (
 from tickguard.adapters.sim.exchange import ExchangeParams
 from tickguard.adapters.sim.market import MarketParams
 from tickguard.core.model import OrderType
+from tickguard.core.throttle import Lane, ThrottleLimits
 from tickguard.core.trades import TradeRequest
 from tickguard.core.volatility import IntradayRule
 
@@ -247,6 +248,41 @@ class LogConfig(_Section):
         return {name.strip(): _level(level) for name, level in v.items()}
 
 
+class ThrottleConfig(_Section):
+    rate: int = Field(45, ge=1, le=100_000, description="Messages per second to the broker, every kind counted "
+                      "(orders, cancels, what-ifs, data requests); IB allows about 50.")
+    burst: int = Field(10, ge=1, le=100_000, description="Most messages sent back to back (at most rate); the "
+                       "rest go evenly spaced, so a gateway that reads late still never counts two bursts in a "
+                       "second.")
+    window_margin_s: float = Field(0.1, ge=0, le=10, description="The budget counts rate messages per 1 s plus "
+                                   "this: the gateway stamps messages when it reads them, and a late read packs "
+                                   "messages sent over a little more than a second into one of its seconds.")
+    entry_queue_max: int = Field(500, ge=1, le=1_000_000, description="Entries waiting for the budget beyond "
+                                 "this are refused with the reason (exits are never refused).")
+    entry_wait_max_s: float = Field(30.0, ge=0.001, le=86_400, description="An entry that waited this long for "
+                                    "the budget is refused with the reason.")
+    what_if_queue_max: int = Field(200, ge=1, le=1_000_000, description="What-if requests waiting beyond this "
+                                   "are refused.")
+    what_if_wait_max_s: float = Field(10.0, ge=0.001, le=86_400, description="Longest wait of a what-if request.")
+    data_queue_max: int = Field(1000, ge=1, le=1_000_000, description="Data requests (quotes, bars, contracts, "
+                                "the order book) waiting beyond this are refused.")
+    data_wait_max_s: float = Field(60.0, ge=0.001, le=86_400, description="Longest wait of a data request.")
+
+    @model_validator(mode="after")
+    def _burst_within_rate(self) -> ThrottleConfig:
+        if self.burst > self.rate:
+            raise ValueError(f"throttle.burst {self.burst} is above throttle.rate {self.rate}")
+        return self
+
+    def limits(self) -> ThrottleLimits:
+        return ThrottleLimits(
+            rate=self.rate, burst=self.burst, window_ns=int((1 + self.window_margin_s) * 1e9),
+            queue_max={Lane.ENTRY: self.entry_queue_max, Lane.WHAT_IF: self.what_if_queue_max,
+                       Lane.DATA: self.data_queue_max},
+            wait_max_ns={Lane.ENTRY: int(self.entry_wait_max_s * 1e9), Lane.WHAT_IF: int(self.what_if_wait_max_s * 1e9),
+                         Lane.DATA: int(self.data_wait_max_s * 1e9)})
+
+
 class WatchdogConfig(_Section):
     stale_tick_s: float = Field(10.0, ge=0.001, le=86_400,
                                 description="A symbol with a live trade (open or exiting) and no valid "
@@ -302,6 +338,7 @@ class Settings(BaseSettings):
     watchdog: WatchdogConfig = WatchdogConfig()
     journal: JournalConfig = JournalConfig()
     log: LogConfig = LogConfig()
+    throttle: ThrottleConfig = ThrottleConfig()
     trades: list[TradeRequest] = Field(default_factory=list)
 
     @classmethod
@@ -401,4 +438,5 @@ def reference_markdown() -> str:
     walk(WatchdogConfig, "watchdog.")
     walk(JournalConfig, "journal.")
     walk(LogConfig, "log.")
+    walk(ThrottleConfig, "throttle.")
     return "\n".join(rows)

@@ -228,6 +228,12 @@ class Throttle:
         scaled = now * self.limits.rate
         self._tat = (scaled if self._tat is None else max(self._tat, scaled)) + self.limits.window_ns
 
+    def charge(self, lane: Lane = Lane.DATA) -> None:
+        """Count a message that went out without being queued (the IB client's own start-up requests): it cannot be
+        held back, but the budget must know it was spent, or the window would let too many others through."""
+        self._spend(self._clock())
+        self._sent[Lane(lane)] += 1
+
     def release(self) -> list[Message]:
         """Remove and return, most urgent first, as many queued messages as the budget allows now."""
         now = self._clock()

@@ -34,9 +34,11 @@ from tickguard.adapters.sim.venue import SimVenue
 from tickguard.config import Settings
 from tickguard.core import volatility
 from tickguard.core.exit_orders import ExitAlert
+from tickguard.core.message_budget import MessageBudget
 from tickguard.core.model import OrderIntent, Tick
 from tickguard.core.order_state import OrderStatus
 from tickguard.core.price_grid import CENT, PriceGrid
+from tickguard.core.throttle import Lane
 from tickguard.core.tick_handler import TickHandler
 from tickguard.core.trade_checks import TradeRejected
 from tickguard.core.trade_manager import TradeManager
@@ -84,9 +86,15 @@ class Engine:
         )
         self.ticks = TickHandler(self.trades, mode=eng.tick_mode, window_ns=int(eng.batch_window_ms * 1e6),
                                  after_symbol=self._flush)
+        # One budget for every message to the broker (core/throttle.py), in the broker's pacing clock (wall time at
+        # IB, virtual time in the simulator); the IB adapter queues its own requests in it too.
+        self._pacing_clock: Callable[[], int] = getattr(broker, "pacing_clock", broker.now_ns)
+        self.budget = MessageBudget(settings.throttle.limits(), self._pacing_clock)
+        if hasattr(broker, "use_budget"):
+            broker.use_budget(self.budget)
         self.executor = OrderExecutor(
             broker, self.trades, broker.now_ns, max_attempts=eng.max_order_attempts,
-            retry_backoff_ns=int(eng.order_retry_backoff_ms * 1e6), journal=journal,
+            retry_backoff_ns=int(eng.order_retry_backoff_ms * 1e6), journal=journal, budget=self.budget,
         )
         self.recorder: JournalRecorder | None = None
         if journal is not None:
@@ -267,7 +275,7 @@ class Engine:
             check_due = broker.now_ns() + 100_000_000 if self._book_task is not None else None  # poll its result
             for due in (self.trades.next_deadline(), self.executor.next_deadline(), vol_due,
                         self._scheduled[0][0] if self._scheduled else None, watch_due,
-                        self.reconciler.next_deadline(), check_due):
+                        self.reconciler.next_deadline(), check_due, self._budget_due()):
                 if due is not None and due < wake:
                     wake = due
             events = await broker.next_events(wake)
@@ -321,7 +329,9 @@ class Engine:
         """One engine step: journal and apply the broker's events, evaluate, fire timers.  What was decided is
         sent by the executor when the step's transaction has committed (the journal's after-commit hook), never
         before; without a journal, at once."""
-        with self._batch():
+        # the budget holds what the step releases until its end (after the journal's commit): then the most at
+        # risk of everything decided goes first
+        with self.budget.holding(), self._batch():
             self._apply_book()  # before the events: the book was fetched before they were handed over
             self.dispatch(events)
             now = self.broker.now_ns()
@@ -345,11 +355,15 @@ class Engine:
         self.exit_alerts.extend(alerts)
 
     def _cancel_stray(self, order_id: int) -> None:
-        """Cancel an order of this journal that no live trade owns (recovery found it at the broker)."""
-        try:
-            self.broker.cancel_order(order_id)
-        except BrokerError as exc:
-            log.error("could not cancel stray order %s: %s", order_id, exc)
+        """Cancel an order of this journal that no live trade owns (recovery found it at the broker); the cancel
+        takes its turn in the message budget like every other."""
+        def cancel() -> None:
+            try:
+                self.broker.cancel_order(order_id)
+            except BrokerError as exc:
+                log.error("could not cancel stray order %s: %s", order_id, exc)
+
+        self.budget.send(f"stray cancel {order_id}", Lane.CANCEL_MODIFY, cancel)
 
     def _quote(self, symbol: str) -> Tick | None:
         return self.ticks.quote(symbol)
@@ -390,6 +404,11 @@ class Engine:
         self._flush()
         if ticks:
             self.ticks.process(ticks)
+
+    def _budget_due(self) -> int | None:
+        """When the message budget next lets a queued message go (or an entry's wait runs out), in broker time."""
+        due = self.budget.next_deadline_ns()
+        return None if due is None else self.broker.now_ns() + max(0, due - self._pacing_clock())
 
     def on_time(self, now_ns: int) -> None:
         while self._scheduled and self._scheduled[0][0] <= now_ns:

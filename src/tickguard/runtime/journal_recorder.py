@@ -12,7 +12,7 @@ from typing import Any
 
 from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import Leg, Trade
-from tickguard.runtime.order_executor import OrderRecord
+from tickguard.runtime.order_record import OrderRecord
 from tickguard.store.journal import Journal
 
 MOVES_PER_STEP = 4  # level-move snapshots written per engine step at most (see JournalRecorder.flush_moved)

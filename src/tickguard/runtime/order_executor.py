@@ -24,19 +24,22 @@ the commit cannot cover the order, so no caller can send ahead of the journal, h
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from tickguard.adapters.broker import BrokerOrder, CommissionEvent, FillEvent, NotConnected, OrderStatusEvent
 from tickguard.core.halts import Execution, Overfill
+from tickguard.core.message_budget import MessageBudget, order_lane
 from tickguard.core.model import OrderIntent
-from tickguard.core.money import ZERO, ratio
+from tickguard.core.money import ZERO
 from tickguard.core.order_state import OrderStatus, Transition, acknowledged, advance, after_fill
+from tickguard.core.throttle import Lane
+from tickguard.runtime.order_record import DuplicateIntent, IntentListener, OrderRecord, OrderSink
 from tickguard.runtime.outbox import Outbox
 from tickguard.store.journal import CommitReceipt, Journal
 
@@ -46,52 +49,6 @@ log = logging.getLogger(__name__)
 # 1101, 1102 lost-and-restored, 2110 TWS-server connectivity) and the simulator's transient refusals (0).
 _MAX_HOLD_NS = 5_000_000_000  # the longest pause between two tries of an order held by a connection outage
 RETRYABLE_CODES = frozenset({100, 1100, 1101, 1102, 2110, 0})
-
-
-class DuplicateIntent(RuntimeError):
-    """An intent whose idempotency key was already submitted."""
-
-
-class OrderSink(Protocol):
-    def place_order(self, order: BrokerOrder) -> int: ...
-
-    def cancel_order(self, order_id: int) -> None: ...
-
-
-class IntentListener(Protocol):
-    def on_fill(self, intent: OrderIntent, qty: Decimal, price: Decimal, ts_ns: int, commission: Decimal,
-                execution: Execution | None = None) -> Overfill | None: ...
-
-    def on_intent_closed(self, intent: OrderIntent, status: OrderStatus, remaining: Decimal, reason: str) -> None: ...
-
-    def on_commission(self, intent: OrderIntent, commission: Decimal) -> None: ...
-
-
-@dataclass(slots=True)
-class OrderRecord:
-    intent: OrderIntent
-    status: OrderStatus = OrderStatus.NEW
-    attempts: int = 0
-    order_id: int | None = None
-    filled: Decimal = ZERO
-    notional: Decimal = ZERO  # sum of fill price x qty, exact
-    commission: Decimal = ZERO
-    reason: str = ""
-    cancel_requested: bool = False
-    held: int = 0  # times it could not go out because the connection was down (not attempts)
-    exec_ids: set[str] = field(default_factory=set)
-    commissions: dict[str, Decimal] = field(default_factory=dict)  # exec id -> its commission, counted once
-    held_commissions: dict[str, Decimal] = field(default_factory=dict)  # arrived before their execution
-    events: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def final(self) -> bool:
-        return self.status.is_final
-
-    @property
-    def avg_price(self) -> Decimal:
-        """Average fill price (zero before the first fill), from the exact sums."""
-        return ratio(self.notional, self.filled) if self.filled else ZERO
 
 
 class OrderExecutor:
@@ -104,6 +61,7 @@ class OrderExecutor:
         retry_backoff_ns: int = 250_000_000,
         on_event: Callable[[OrderRecord, str, dict[str, Any]], None] | None = None,
         journal: Journal | None = None,
+        budget: MessageBudget | None = None,
     ) -> None:
         """``journal``: orders and cancels are journaled (by the ``on_event`` listener) before they are queued, and
         leave the queue only when a commit receipt of that journal covers their writes - the write-ahead rule,
@@ -128,6 +86,7 @@ class OrderExecutor:
         self.withheld = 0  # orders of halted trades that were not sent (closed as cancelled)
         self.replays = 0  # executions and commissions seen again, ignored
         self._journal = journal
+        self._budget = budget  # IB's message budget: committed orders and cancels queue there, exits first
         self._outgoing: Outbox[OrderRecord] = Outbox(journal, lambda r: f"order {r.intent.key}")
         self._cancels_out: Outbox[tuple[int, str]] = Outbox(journal, lambda c: f"the cancel of {c[1]}")
         if journal is not None:
@@ -160,6 +119,8 @@ class OrderExecutor:
         before = self._cancels_out.position()
         self._note(record, "cancel_requested", {})
         if not at_broker:
+            if self._budget is not None:
+                self._budget.withdraw(key)  # still queued for the budget: it never goes, and spends nothing
             self._close(record, OrderStatus.CANCELLED, "cancelled before it reached the broker")
         else:
             assert record.order_id is not None
@@ -199,11 +160,34 @@ class OrderExecutor:
 
     def transmit(self, receipt: CommitReceipt | None = None) -> None:
         """Hand the broker the orders and cancels the outboxes release (see ``outbox``), in decision order."""
+        budget = self._budget
         for record in self._outgoing.release(receipt):
-            if record.status is OrderStatus.SUBMITTING:  # not cancelled before it went out
+            if record.status is not OrderStatus.SUBMITTING:  # cancelled before it went out
+                continue
+            if budget is None:
                 self._place(record)
-        for order_id, _key in self._cancels_out.release(receipt):
-            self._broker.cancel_order(order_id)
+                continue
+            lane, risk = order_lane(record.intent)
+            refused = budget.send(record.intent.key, lane, functools.partial(self._place_released, record), risk,
+                                  functools.partial(self._refused_by_budget, record))
+            if refused is not None:
+                self._refused_by_budget(record, refused)
+        for order_id, key in self._cancels_out.release(receipt):
+            send = functools.partial(self._broker.cancel_order, order_id)
+            if budget is None or budget.send(f"{key}:cancel", Lane.CANCEL_MODIFY, send) is not None:
+                send()
+
+    def _place_released(self, record: OrderRecord) -> None:
+        """The budget let the order go: it goes, unless it was cancelled (or sent) while it waited."""
+        if record.status is OrderStatus.SUBMITTING and record.order_id is None:
+            self._place(record)
+
+    def _refused_by_budget(self, record: OrderRecord, reason: str) -> None:
+        """An entry the budget would not queue, or that waited too long: refused with the reason, never sent."""
+        if record.final:  # cancelled while it waited
+            return
+        self.on_status(OrderStatusEvent(-1, record.intent.key, OrderStatus.REJECTED, record.filled,
+                                        record.intent.qty - record.filled, self._clock(), reason, -1), record)
 
     def waiting_orders(self) -> list[OrderRecord]:
         """Orders journaled and waiting for their commit to be sent."""

@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from decimal import Decimal
 
 from ib_async import IB, Contract, ContractDetails, Stock
@@ -23,6 +23,7 @@ from tickguard.adapters.ttl_cache import TTLCache
 from tickguard.config import IBConfig
 from tickguard.core.model import Bar
 from tickguard.core.money import exact
+from tickguard.core.throttle import Lane
 
 NO_SECURITY_DEFINITION = 200
 log = logging.getLogger(__name__)
@@ -38,9 +39,11 @@ class ContractsMixin:
     _emit: Callable[[BrokerEvent], None]
     now_ns: Callable[[], int]
     _history_paced: set[str]  # symbols whose historical request IB refused with 162 (messages.py records them)
+    _paced: Callable[[Lane, str], Coroutine[None, None, None]]  # waits for the message budget (pacing.py)
 
     async def _load_contract(self, symbol: str) -> ContractDetails:
         contract = Stock(symbol, self.cfg.exchange, self.cfg.currency)
+        await self._paced(Lane.DATA, f"contract details {symbol}")
         found = await asyncio.wait_for(self.ib.reqContractDetailsAsync(contract), self.cfg.request_timeout_s)
         if not found or found[0].contract is None or not found[0].contract.conId:
             raise UnknownSymbol(f"no security definition for {symbol!r} (IB error 200)")
@@ -72,6 +75,7 @@ class ContractsMixin:
         deadline = time.monotonic() + wait_s
         while True:
             self._history_paced.discard(symbol)
+            await self._paced(Lane.DATA, f"daily bars {symbol}")
             bars = await asyncio.wait_for(
                 self.ib.reqHistoricalDataAsync(contract, "", daily_duration(days), "1 day", "TRADES", useRTH=True),
                 self.cfg.request_timeout_s,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import random
@@ -38,16 +39,19 @@ from tickguard.adapters.ib.errors import guarded
 from tickguard.adapters.ib.farms import FarmTable
 from tickguard.adapters.ib.messages import CONNECTIVITY_LOST, ConnectionState, MessagesMixin
 from tickguard.adapters.ib.order_status import order_verdict
+from tickguard.adapters.ib.pacing import PacingMixin
 from tickguard.adapters.ib.quotes import QuoteAssembler
 from tickguard.adapters.ib.recovery import Placed, RecoveryMixin
 from tickguard.adapters.ib.values import account_numbers, account_problem, fill_event, ib_number, wire_price
 from tickguard.adapters.trading_hours import us_regular_session
 from tickguard.adapters.ttl_cache import TTLCache
 from tickguard.config import IBConfig
+from tickguard.core.message_budget import MessageBudget
 from tickguard.core.model import Bar, OrderType
 from tickguard.core.money import ZERO, exact
 from tickguard.core.order_state import OrderStatus
 from tickguard.core.price_grid import PriceGrid
+from tickguard.core.throttle import Lane
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ log = logging.getLogger(__name__)
 SYNC = StartupFetchALL & ~StartupFetch.ACCOUNT_UPDATES
 
 
-class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin):
+class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
     """One IB API connection."""
 
     name = "ib"
@@ -82,6 +86,9 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin):
         self._connecting = False  # inside one connection attempt: a drop there fails the attempt, not a reconnect
         self._refused = asyncio.Event()  # 326 inside a connection attempt: it is over, and not retried
         self._history_paced: set[str] = set()
+        self._budget: MessageBudget | None = None  # the engine's message budget (pacing.py), once it is handed in
+        self.wire_messages = 0
+        self._install_wire_count()
         self._held_cancels: dict[int, str] = {}  # order id -> ref: cancels asked while the connection was down
         self._cancels_sent: set[int] = set()  # order ids whose cancel was handed to ib_async (it may be lost)
         self._reconnect_task: asyncio.Task[None] | None = None
@@ -228,6 +235,7 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin):
     async def subscribe(self, symbol: str) -> None:
         grid = PriceGrid((await self.qualify(symbol)).min_tick)  # IB's prices become this tick's units
         contract = await self._contract(symbol)
+        await self._paced(Lane.DATA, f"market data {symbol}")
         ticker = self.ib.reqMktData(contract, "", False, False)
         self._quotes.reset(symbol, ticker.bid, ticker.ask, grid)
         self._tickers[symbol] = ticker
@@ -241,6 +249,7 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin):
             old = self._tickers.pop(symbol)
             self._by_ticker.pop(id(old), None)
             if cancel_old:
+                await self._paced(Lane.DATA, f"cancel market data {symbol}")
                 with contextlib.suppress(Exception):
                     self.ib.cancelMktData(old.contract)
             await self.subscribe(symbol)
@@ -250,6 +259,7 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin):
         old = self._tickers.pop(symbol, None)
         if old is not None:
             self._by_ticker.pop(id(old), None)
+            await self._paced(Lane.DATA, f"cancel market data {symbol}")
             with contextlib.suppress(Exception):
                 self.ib.cancelMktData(old.contract)
         await self.subscribe(symbol)
@@ -350,13 +360,15 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin):
                 log.info("held cancel of %s dropped: the order ended while the connection was down", ref)
             else:
                 log.info("sending the cancel of %s held while the connection was down", ref)
-                self.cancel_order(order_id)
+                self._send_paced(Lane.CANCEL_MODIFY, f"held cancel {ref}", functools.partial(self.cancel_order,
+                                                                                            order_id))
 
     async def what_if(self, order: BrokerOrder) -> WhatIf:
         contract = await self._contract(order.symbol)
         ib_order: Order = (LimitOrder(order.action.value, order.qty, wire_price(order.limit_price))
                            if order.order_type is OrderType.LIMIT else MarketOrder(order.action.value, order.qty))
         ib_order.account = order.account or self.default_account
+        await self._paced(Lane.WHAT_IF, f"what-if {order.ref}")
         state = await asyncio.wait_for(self.ib.whatIfOrderAsync(contract, ib_order), self.cfg.request_timeout_s)
         init = ib_number(state.initMarginChange)
         warning = state.warningText or ""

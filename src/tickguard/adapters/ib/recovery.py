@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from decimal import Decimal
 
 from ib_async import IB, Contract, Order
@@ -24,6 +24,7 @@ from tickguard.config import IBConfig
 from tickguard.core.model import Action, OrderType
 from tickguard.core.money import ZERO, decimal_of, exact
 from tickguard.core.order_state import OrderStatus
+from tickguard.core.throttle import Lane
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class RecoveryMixin(AttributionMixin):
     _seen_execs: set[str]
     now_ns: Callable[[], int]
     default_account: str
+    _paced: Callable[[Lane, str], Coroutine[None, None, None]]  # waits for the message budget (pacing.py)
 
     async def order_book(self) -> OrderBook:
         """IB's view for journal recovery: this client's working orders, completed orders and the day's
@@ -51,6 +53,7 @@ class RecoveryMixin(AttributionMixin):
         ended: dict[str, tuple[int, OrderStatus]] = {}
         complete = True
         try:
+            await self._paced(Lane.DATA, "completed orders")
             done = await asyncio.wait_for(self.ib.reqCompletedOrdersAsync(True), self.cfg.request_timeout_s)
         except (TimeoutError, ConnectionError, OSError) as exc:
             # without IB's completed orders an order that ended while we were away looks never sent: say so, so

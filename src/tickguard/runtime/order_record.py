@@ -1,0 +1,61 @@
+"""An order as the executor tracks it (``OrderRecord``), and the two sides the executor talks to: the broker it
+sends to (``OrderSink``) and the trade manager it reports to (``IntentListener``).  A module of its own so the
+executor module holds the behaviour and this one the shapes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from tickguard.adapters.broker import BrokerOrder
+from tickguard.core.halts import Execution, Overfill
+from tickguard.core.model import OrderIntent
+from tickguard.core.money import ZERO, ratio
+from tickguard.core.order_state import OrderStatus
+
+
+class DuplicateIntent(RuntimeError):
+    """An intent whose idempotency key was already submitted."""
+
+
+class OrderSink(Protocol):
+    def place_order(self, order: BrokerOrder) -> int: ...
+
+    def cancel_order(self, order_id: int) -> None: ...
+
+
+class IntentListener(Protocol):
+    def on_fill(self, intent: OrderIntent, qty: Decimal, price: Decimal, ts_ns: int, commission: Decimal,
+                execution: Execution | None = None) -> Overfill | None: ...
+
+    def on_intent_closed(self, intent: OrderIntent, status: OrderStatus, remaining: Decimal, reason: str) -> None: ...
+
+    def on_commission(self, intent: OrderIntent, commission: Decimal) -> None: ...
+
+
+@dataclass(slots=True)
+class OrderRecord:
+    intent: OrderIntent
+    status: OrderStatus = OrderStatus.NEW
+    attempts: int = 0
+    order_id: int | None = None
+    filled: Decimal = ZERO
+    notional: Decimal = ZERO  # sum of fill price x qty, exact
+    commission: Decimal = ZERO
+    reason: str = ""
+    cancel_requested: bool = False
+    held: int = 0  # times it could not go out because the connection was down (not attempts)
+    exec_ids: set[str] = field(default_factory=set)
+    commissions: dict[str, Decimal] = field(default_factory=dict)  # exec id -> its commission, counted once
+    held_commissions: dict[str, Decimal] = field(default_factory=dict)  # arrived before their execution
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def final(self) -> bool:
+        return self.status.is_final
+
+    @property
+    def avg_price(self) -> Decimal:
+        """Average fill price (zero before the first fill), from the exact sums."""
+        return ratio(self.notional, self.filled) if self.filled else ZERO
