@@ -5,7 +5,6 @@ from __future__ import annotations
 from decimal import Decimal
 
 from conftest import FakeClock
-
 from tickguard.core.message_budget import MessageBudget, order_lane
 from tickguard.core.model import Action, OrderIntent, OrderType, PriorityClass, TriggerInfo
 from tickguard.core.throttle import Lane, ThrottleLimits
