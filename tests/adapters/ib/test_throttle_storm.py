@@ -56,7 +56,7 @@ async def test_an_exit_storm_goes_out_most_at_risk_first_with_no_pacing_violatio
         trades = []
         for start in range(0, N_EXITS, 500):  # the entry lane holds 600: open them in two waves
             trades += [engine.submit(long_trade(i)) for i in range(start, start + 500)]
-            await until(lambda: all(t.state.value != "pending_entry" for t in trades), gw, timeout=60)
+            await until(lambda wave=trades: all(t.state.value != "pending_entry" for t in wave), gw, timeout=60)
             assert {t.state.value for t in trades} == {"open"}, {t.reason for t in trades if t.reason}
         quote = engine.ticks.quote("AAA")
         assert quote is not None
