@@ -16,20 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import FakeClock
 from tickguard.core.throttle import SECOND, Lane, Message, Refusal, Throttle, ThrottleLimits
 
 REFUSABLE = {Lane.ENTRY, Lane.WHAT_IF, Lane.DATA}
 T0 = 1_764_000_000_000_000_000
 
 
-class Clock:
-    """An integer clock the test moves by hand."""
-
-    def __init__(self, now: int = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
+Clock = FakeClock  # an integer clock the test moves by hand (tests/conftest.py)
 
 
 # ----------------------------------------------------------------------------- the rules, from definitions

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic.runtime.migration import MigrationContext
 
 from tickguard.store.journal import (
     FINAL_TRADE_STATES,
@@ -22,6 +21,7 @@ from tickguard.store.journal import (
     head_revision,
     is_url,
     known_revisions,
+    schema_revision,
 )
 from tickguard.store.schema import journal_meta, trades
 
@@ -64,12 +64,8 @@ def inspect_journal(target: str | Path) -> JournalState:
         engine = sa.create_engine("sqlite://", creator=lambda: sqlite3.connect(f"file:{path}?mode=ro", uri=True))
     try:
         with engine.connect() as conn:
-            revision = MigrationContext.configure(conn).get_current_revision()
-            tables = set(sa.inspect(conn).get_table_names())
+            revision, tables = schema_revision(conn, where)
             if revision is None:
-                if tables - {"alembic_version"}:
-                    raise JournalError(f"{where} holds tables ({', '.join(sorted(tables))}) but is not a tickguard "
-                                       "journal")
                 return JournalState(where, exists=True, head=head)
             kind = (conn.execute(sa.select(journal_meta.c.value).where(journal_meta.c.name == "kind")).scalar()
                     if "journal_meta" in tables else None)

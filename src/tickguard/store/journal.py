@@ -429,14 +429,21 @@ def _sqlite_engine(path: Path, create: bool, synchronous: str) -> sa.Engine:
     return engine
 
 
+def schema_revision(conn: sa.Connection, where: str) -> tuple[str | None, set[str]]:
+    """The journal's schema revision (None: an empty database) and its tables.  A database with tables and no
+    tickguard revision is refused: it is not a tickguard journal, and nothing may be written into it."""
+    revision = MigrationContext.configure(conn).get_current_revision()
+    tables = set(sa.inspect(conn).get_table_names())
+    if revision is None and tables - {"alembic_version"}:
+        raise JournalError(f"{where} holds tables ({', '.join(sorted(tables))}) but no tickguard schema version; "
+                           "refusing to write into a database that is not a tickguard journal")
+    return revision, tables
+
+
 def _check_and_migrate(engine: sa.Engine, where: str, create: bool) -> None:
     with engine.connect() as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
-        tables = set(sa.inspect(conn).get_table_names())
+        current, _ = schema_revision(conn, where)
     if current is None:
-        if tables - {"alembic_version"}:
-            raise JournalError(f"{where} holds tables ({', '.join(sorted(tables))}) but no tickguard schema "
-                               "version; refusing to write into a database that is not a tickguard journal")
         if not create:
             raise JournalError(f"{where} is not a tickguard journal (empty)")
     elif current not in known_revisions():
