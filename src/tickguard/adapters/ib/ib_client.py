@@ -221,12 +221,15 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
             attempt += 1
             try:
                 await self.connect()
-            except BrokerError as exc:
+                # a drop while resubscribing fails this attempt, not the reconnecting: this task tries again
+                await self._resubscribe_all(cancel_old=False)
+            except (BrokerError, ConnectionError, OSError) as exc:
                 self.state.last_error = str(exc)
                 log.warning("reconnect attempt %d failed: %s", attempt, exc)
                 continue
+            if not self.ib.isConnected():
+                continue
             self.state.reconnects += 1
-            await self._resubscribe_all(cancel_old=False)
             self._emit(NoticeEvent(0, f"reconnected after {attempt} attempt(s)", self.now_ns()))
             return
 
