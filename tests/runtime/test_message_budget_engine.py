@@ -11,6 +11,7 @@ from tickguard.core.exit_rules import StopLoss
 from tickguard.core.model import Side
 from tickguard.core.throttle import Lane
 from tickguard.core.trades import TradeRequest
+from tickguard.interfaces.live_view import budget_line
 from tickguard.runtime.engine import sim_engine
 from tickguard.store.journal import Journal
 
@@ -40,6 +41,8 @@ async def test_entries_beyond_the_lane_bound_are_refused_with_the_reason_and_jou
     # one went at once (the burst), three waited (the bound) and went at two a second; four were refused
     assert states.count("open") == 4 and len(refused) == 4, states
     assert all("ENTRY queue full" in t.reason and "at its bound of 3" in t.reason for t in refused)
+    line = budget_line(engine)  # the live view says so
+    assert "sent" in line and "refused 4 entries" in line and "longest wait" in line, line
     orders = journal.orders_of([t.id for t in refused])
     assert all(o["status"] == "rejected" and "ENTRY queue full" in o["reason"] for o in orders)
     journal.close()

@@ -74,6 +74,20 @@ def blind_line(engine: Engine) -> str:
     return "[bold red]BLIND: " + "; ".join(parts) + "[/]"
 
 
+LANE_NAMES = {0: "stop exits", 1: "exits", 2: "cancels", 3: "entries", 4: "what-ifs", 5: "data"}
+
+
+def budget_line(engine: Engine) -> str:
+    """The message budget (core/message_budget.py): what waits per lane, what went, what was refused, the longest
+    wait - "messages: 812 sent, waiting 188 stop exits, 100 entries; refused 4 entries; longest wait 1.92 s"."""
+    stats = engine.budget.throttle.stats()
+    waiting = ", ".join(f"{n} {LANE_NAMES[lane]}" for lane, n in stats.depth.items() if n)
+    refused = ", ".join(f"{n} {LANE_NAMES[lane]}" for lane, n in stats.refused.items() if n)
+    longest = max(stats.wait_ns_max.values(), default=0) / 1e9
+    return (f"messages: {sum(stats.sent.values()):,} sent" + (f", waiting {waiting}" if waiting else "")
+            + (f"; [red]refused {refused}[/]" if refused else "") + f"; longest wait {longest:.2f} s")
+
+
 def _exits_panel(engine: Engine, n: int = 8) -> Panel:
     lines: list[tuple[int, str]] = []
     for trade in engine.trades.trades.values():
@@ -105,7 +119,7 @@ async def watch(engine: Engine, console: Console, refresh_hz: float = 4.0) -> No
     ticks0 = engine.ticks.counters.accepted
     with Live(console=console, refresh_per_second=refresh_hz, transient=False) as live:
         while True:
-            header = _header(engine, wall0, ticks0)
+            header = f"{_header(engine, wall0, ticks0)}\n{budget_line(engine)}"
             blind = blind_line(engine)
             live.update(Group(f"{header}\n{blind}" if blind else header, trades_table(engine), _exits_panel(engine)))
             await asyncio.sleep(1.0 / refresh_hz)

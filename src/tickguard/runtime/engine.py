@@ -288,7 +288,8 @@ class Engine:
     async def _check_book(self) -> None:
         """Fetch the broker's order book in the background (runtime/reconciliation.py); a later step applies it."""
         why = self.reconciler.begin()
-        log.info("reconciliation: asking the broker for its order book (%s)", why)
+        (log.debug if why == "interval" else log.info)("reconciliation: asking the broker for its order book (%s)",
+                                                       why)  # the routine pass every interval is no event
         self._book_task = asyncio.get_running_loop().create_task(self._fetch_book())
         await asyncio.sleep(0)  # let it start: the loop itself never waits for the answer
 
