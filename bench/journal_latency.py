@@ -39,7 +39,7 @@ import psycopg
 
 from tickguard import config
 from tickguard.interfaces.demo import demo_trades
-from tickguard.runtime.engine import sim_engine
+from tickguard.runtime.engine_factory import sim_engine
 from tickguard.store.journal import Journal
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"

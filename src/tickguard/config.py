@@ -25,6 +25,7 @@ from pydantic_settings import (
 
 from tickguard.adapters.sim.exchange import ExchangeParams
 from tickguard.adapters.sim.market import MarketParams
+from tickguard.core.entry_breaker import BreakerLimits
 from tickguard.core.model import OrderType
 from tickguard.core.throttle import Lane, ThrottleLimits
 from tickguard.core.trades import TradeRequest
@@ -268,11 +269,22 @@ class ThrottleConfig(_Section):
                                 "the order book) waiting beyond this are refused.")
     data_wait_max_s: float = Field(60.0, ge=0.001, le=86_400, description="Longest wait of a data request.")
 
+    breaker_rejections: int = Field(5, ge=1, le=10_000, description="This many orders of one account refused "
+                                    "for the same reason within breaker_window_s pause its new entries (exits "
+                                    "still go).")
+    breaker_window_s: float = Field(60.0, ge=0.001, le=86_400, description="Window of the entry breaker.")
+    breaker_cool_down_s: float = Field(300.0, ge=0.001, le=86_400, description="How long a tripped account's new "
+                                       "entries stay paused.")
+
     @model_validator(mode="after")
     def _burst_within_rate(self) -> ThrottleConfig:
         if self.burst > self.rate:
             raise ValueError(f"throttle.burst {self.burst} is above throttle.rate {self.rate}")
         return self
+
+    def breaker(self) -> BreakerLimits:
+        return BreakerLimits(self.breaker_rejections, int(self.breaker_window_s * 1e9),
+                             int(self.breaker_cool_down_s * 1e9))
 
     def limits(self) -> ThrottleLimits:
         return ThrottleLimits(

@@ -4,22 +4,27 @@ waiting for the budget takes it back unsent; nothing is sent beyond the rate."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
+import pytest
+
 from tickguard.config import load
-from tickguard.core.exit_rules import StopLoss
+from tickguard.core.exit_rules import StopLoss, TimeStop
 from tickguard.core.model import Side
+from tickguard.core.trade_checks import TradeRejected
 from tickguard.core.throttle import Lane
 from tickguard.core.trades import TradeRequest
 from tickguard.interfaces.live_view import budget_line
-from tickguard.runtime.engine import sim_engine
+from tickguard.runtime.engine_factory import sim_engine
 from tickguard.store.journal import Journal
 
 NS = 1_000_000_000
 
 
-def req(symbol: str = "SIM001") -> TradeRequest:
-    return TradeRequest(symbol=symbol, side=Side.LONG, qty=Decimal(100), rules=[StopLoss(distance=1.0)])
+def req(symbol: str = "SIM001", account: str | None = None) -> TradeRequest:
+    return TradeRequest(symbol=symbol, side=Side.LONG, qty=Decimal(100), account=account,
+                        rules=[StopLoss(distance=1.0)])
 
 
 async def started(throttle: dict, journal: Journal | None = None):
@@ -66,3 +71,28 @@ async def test_an_entry_waiting_too_long_is_refused_and_a_cancelled_one_is_taken
     expired = [t for t in late if t.state.value == "rejected"]
     assert expired and all("waited" in t.reason and "longer than the lane's bound of 1.5 s" in t.reason
                            for t in expired)
+
+
+async def test_an_account_refused_again_and_again_gets_no_new_entries_but_its_exits_still_go():
+    """Flood control: 3 orders of one account refused for the same reason pause its entries (the reason and the
+    cool-down said); an open trade of that account still exits."""
+    s = load(None, {"sim": {"speed": 0, "symbols": 2, "seed": 5}, "volatility": {"intraday": False},
+                    "throttle": {"breaker_rejections": 3, "breaker_cool_down_s": 600}})
+    engine, venue = sim_engine(s)
+    await engine.start(sorted(venue.specs))
+    await engine.run_until(engine.broker.now_ns() + 2 * NS)
+    held = engine.submit(TradeRequest(symbol="SIM001", side=Side.LONG, qty=Decimal(100), account="DU1000",
+                                      rules=[StopLoss(distance=5.0), TimeStop(after_seconds=8)]))
+    await engine.run_until(engine.broker.now_ns() + NS)
+    assert held.state.value == "open"
+    venue.exchange.p = replace(venue.exchange.p, reject_prob=1.0)  # every order now refused
+    refused = [engine.submit(req(account="DU1000")) for _ in range(3)]
+    await engine.run_until(engine.broker.now_ns() + 2 * NS)
+    assert all(t.state.value == "rejected" for t in refused)
+    with pytest.raises(TradeRejected, match="new entries of account DU1000 are paused: 3 orders refused"):
+        engine.submit(req(account="DU1000"))
+    assert engine.submit(req(account="DU2000")).state.value == "pending_entry"  # another account goes on
+    venue.exchange.p = replace(venue.exchange.p, reject_prob=0.0)
+    await engine.run_until(engine.broker.now_ns() + 30 * NS)
+    assert engine.breaker.paused("DU1000", engine.broker.now_ns()) is not None  # still paused
+    assert held.state.value == "closed" and held.close_reason == "time_stop"  # its exit went all the same

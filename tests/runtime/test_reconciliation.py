@@ -18,7 +18,7 @@ from tickguard.core.model import Action, OrderType, Side
 from tickguard.core.order_state import OrderStatus
 from tickguard.core.trades import TradeRequest
 from tickguard.runtime.engine import Engine
-from tickguard.runtime.engine import sim_engine as make_sim
+from tickguard.runtime.engine_factory import sim_engine as make_sim
 from tickguard.store.journal import Journal
 
 NS = 1_000_000_000

@@ -15,7 +15,8 @@ from tickguard.core.exit_rules import StopLoss, TakeProfit
 from tickguard.core.model import Side
 from tickguard.core.trades import TradeRequest
 from tickguard.interfaces.demo import demo_trades
-from tickguard.runtime.engine import Engine, sim_engine
+from tickguard.runtime.engine import Engine
+from tickguard.runtime.engine_factory import sim_engine
 from tickguard.store.journal import Journal, JournalError
 
 NS = 1_000_000_000

@@ -17,7 +17,8 @@ from tickguard.core.exit_rules import StopLoss
 from tickguard.core.model import Side
 from tickguard.core.trades import Trade, TradeRequest
 from tickguard.interfaces import journal_view, live_view
-from tickguard.runtime.engine import Engine, sim_engine
+from tickguard.runtime.engine import Engine
+from tickguard.runtime.engine_factory import sim_engine
 from tickguard.store.journal import Journal
 
 NS = 1_000_000_000

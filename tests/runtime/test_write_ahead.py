@@ -18,7 +18,8 @@ from tickguard.core.exit_rules import StopLoss
 from tickguard.core.model import Action, OrderIntent, OrderType, PriorityClass, Side
 from tickguard.core.trades import TradeRequest
 from tickguard.interfaces.demo import demo_trades
-from tickguard.runtime.engine import Engine, sim_engine
+from tickguard.runtime.engine import Engine
+from tickguard.runtime.engine_factory import sim_engine
 from tickguard.runtime.journal_recorder import JournalRecorder
 from tickguard.runtime.order_executor import OrderExecutor
 from tickguard.runtime.outbox import WriteAheadError

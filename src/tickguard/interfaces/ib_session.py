@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable
 from tickguard.config import Settings
 from tickguard.core.trade_checks import TradeRejected
 from tickguard.interfaces.stopping import run_until_stopped
-from tickguard.runtime.engine import Engine, ib_engine, open_journal
+from tickguard.runtime.engine import Engine
+from tickguard.runtime.engine_factory import ib_engine, open_journal
 
 log = logging.getLogger(__name__)
 

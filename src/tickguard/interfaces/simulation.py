@@ -13,7 +13,8 @@ from tickguard.core.trade_checks import TradeRejected
 from tickguard.interfaces import report
 from tickguard.interfaces.demo import demo_trades
 from tickguard.interfaces.stopping import run_until_stopped
-from tickguard.runtime.engine import Engine, open_journal, sim_engine
+from tickguard.runtime.engine import Engine
+from tickguard.runtime.engine_factory import open_journal, sim_engine
 
 
 async def run_session(

@@ -29,10 +29,9 @@ from tickguard.adapters.broker import (
     OrderStatusEvent,
     UnknownSymbol,
 )
-from tickguard.adapters.sim.broker import SimBroker
-from tickguard.adapters.sim.venue import SimVenue
 from tickguard.config import Settings
 from tickguard.core import volatility
+from tickguard.core.entry_breaker import EntryBreaker
 from tickguard.core.exit_orders import ExitAlert
 from tickguard.core.message_budget import MessageBudget
 from tickguard.core.model import OrderIntent, Tick
@@ -44,6 +43,7 @@ from tickguard.core.trade_checks import TradeRejected
 from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import Trade, TradeRequest
 from tickguard.core.volatility import VolSnapshot
+from tickguard.runtime.entry_guard import RejectionWatch
 from tickguard.runtime.journal_recorder import JournalRecorder
 from tickguard.runtime.order_executor import OrderExecutor
 from tickguard.runtime.reconciliation import Reconciler
@@ -92,8 +92,10 @@ class Engine:
         self.budget = MessageBudget(settings.throttle.limits(), self._pacing_clock)
         if hasattr(broker, "use_budget"):
             broker.use_budget(self.budget)
+        self.breaker = EntryBreaker(settings.throttle.breaker())  # an account refused again and again: no entries
+        watch = RejectionWatch(self.trades, self.breaker, broker.now_ns, self._account_of)
         self.executor = OrderExecutor(
-            broker, self.trades, broker.now_ns, max_attempts=eng.max_order_attempts,
+            broker, watch, broker.now_ns, max_attempts=eng.max_order_attempts,
             retry_backoff_ns=int(eng.order_retry_backoff_ms * 1e6), journal=journal, budget=self.budget,
         )
         self.recorder: JournalRecorder | None = None
@@ -236,11 +238,21 @@ class Engine:
         except (BrokerError, TimeoutError) as exc:
             log.error("%s: cannot even subscribe to quotes for the open trades: %s", symbol, exc)
 
+    def _account_of(self, item: OrderIntent | TradeRequest) -> str:
+        return item.account or self.settings.ib.account
+
+    def _open(self, request: TradeRequest) -> Trade:
+        """The trade manager accepts the trade, unless its account's entries are paused (core/entry_breaker.py)."""
+        trip = self.breaker.paused(self._account_of(request), self.broker.now_ns())
+        if trip is not None:
+            raise TradeRejected(trip.describe())
+        return self.trades.submit(request)
+
     def submit(self, request: TradeRequest) -> Trade:
         """Accept a trade (its entry goes out at once) or raise ``TradeRejected`` with the reason."""
         try:
             with self._batch():
-                trade = self.trades.submit(request)
+                trade = self._open(request)
                 self._flush()
         except TradeRejected as exc:
             self.stats.rejected_requests.append((request, str(exc)))
@@ -415,7 +427,7 @@ class Engine:
         while self._scheduled and self._scheduled[0][0] <= now_ns:
             _, request = self._scheduled.pop(0)
             try:
-                self.trades.submit(request)
+                self._open(request)
             except TradeRejected as exc:
                 self.stats.rejected_requests.append((request, str(exc)))
                 log.warning("trade refused: %s", exc)
@@ -461,37 +473,3 @@ class Engine:
         self._held_entries.remove(held)
         self.trades.on_intent_closed(held, OrderStatus.CANCELLED, held.qty, "cancelled before it was sent")
 
-
-def sim_engine(settings: Settings, tick_sink: Callable[[Tick], None] | None = None,
-               journal: Journal | None = None) -> tuple[Engine, SimVenue]:
-    """An engine on the embedded simulated market, as ``tickguard sim`` runs it."""
-    sim = settings.sim
-    start_ns = int(sim.start.astimezone(dt.UTC).timestamp() * 1e9)
-    venue = SimVenue(sim.seed, start_ns, sim.symbols, sim.market.params(), sim.exchange.params(),
-                     history_days=settings.volatility.history_days)
-    broker = SimBroker(venue, speed=sim.speed)
-    return Engine(settings, broker, tick_sink, journal), venue
-
-
-def ib_engine(settings: Settings, tick_sink: Callable[[Tick], None] | None = None,
-              journal: Journal | None = None) -> Engine:
-    """An engine on a TWS / IB Gateway connection (or the fake gateway), as ``tickguard run`` runs it."""
-    from tickguard.adapters.ib.ib_client import IBBroker
-
-    return Engine(settings, IBBroker(settings.ib), tick_sink, journal)
-
-
-def open_journal(settings: Settings, create: bool = True, kind: str | None = None) -> Journal | None:
-    """The journal the settings name (None if they name none), claimed for ``kind`` ("live" / "simulated") trades
-    when given: a journal of the other kind is refused (``Journal.claim``)."""
-    target = settings.journal.target
-    if not target:
-        return None
-    journal = Journal.open(target, create=create, synchronous=settings.journal.sqlite_synchronous)
-    if kind is not None:
-        try:
-            journal.claim(kind)
-        except Exception:
-            journal.close()
-            raise
-    return journal
