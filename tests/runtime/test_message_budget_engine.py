@@ -12,8 +12,8 @@ import pytest
 from tickguard.config import load
 from tickguard.core.exit_rules import StopLoss, TimeStop
 from tickguard.core.model import Side
-from tickguard.core.trade_checks import TradeRejected
 from tickguard.core.throttle import Lane
+from tickguard.core.trade_checks import TradeRejected
 from tickguard.core.trades import TradeRequest
 from tickguard.interfaces.live_view import budget_line
 from tickguard.runtime.engine_factory import sim_engine
