@@ -92,7 +92,28 @@ async def test_an_account_refused_again_and_again_gets_no_new_entries_but_its_ex
     with pytest.raises(TradeRejected, match="new entries of account DU1000 are paused: 3 orders refused"):
         engine.submit(req(account="DU1000"))
     assert engine.submit(req(account="DU2000")).state.value == "pending_entry"  # another account goes on
+    assert "entries paused: DU1000" in budget_line(engine) and "orders per execution today: DU1000" in \
+        budget_line(engine)
     venue.exchange.p = replace(venue.exchange.p, reject_prob=0.0)
     await engine.run_until(engine.broker.now_ns() + 30 * NS)
     assert engine.breaker.paused("DU1000", engine.broker.now_ns()) is not None  # still paused
     assert held.state.value == "closed" and held.close_reason == "time_stop"  # its exit went all the same
+
+
+async def test_entries_cancelled_unfilled_raise_the_ratio_and_pause_the_accounts_entries():
+    """Limit entries far from the market time out and are cancelled: orders and cancels without executions.  Past
+    the bound, the account's next entry is refused with the figures; another account goes on."""
+    s = load(None, {"sim": {"speed": 0, "symbols": 2, "seed": 5}, "volatility": {"intraday": False},
+                    "throttle": {"efficiency_max": 2, "efficiency_min_orders": 4}})
+    engine, venue = sim_engine(s)
+    await engine.start(sorted(venue.specs))
+    await engine.run_until(engine.broker.now_ns() + 2 * NS)
+    far = [engine.submit(TradeRequest(symbol="SIM001", side=Side.LONG, qty=Decimal(10), account="DU1000",
+                                      entry_type="LMT", limit_price=1.0, entry_timeout_s=1,
+                                      rules=[StopLoss(distance=0.5, unit="price")])) for _ in range(2)]
+    await engine.run_until(engine.broker.now_ns() + 5 * NS)
+    assert [t.state.value for t in far] == ["cancelled", "cancelled"]
+    with pytest.raises(TradeRejected, match="account DU1000: order-efficiency ratio today above 2 .2 orders, "
+                                            "2 cancels, 0 executions."):
+        engine.submit(req(account="DU1000"))
+    assert engine.submit(req(account="DU2000")).state.value == "pending_entry"

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from tickguard.interfaces.market_time import fmt_ns
 from tickguard.runtime.engine import Engine
+from tickguard.runtime.entry_guard import trading_day
 
 _STATE_STYLE = {"pending_entry": "yellow", "open": "cyan", "exiting": "magenta", "closed": "dim", "halted": "bold red",
                 "rejected": "red", "cancelled": "red"}
@@ -84,8 +85,14 @@ def budget_line(engine: Engine) -> str:
     waiting = ", ".join(f"{n} {LANE_NAMES[lane]}" for lane, n in stats.depth.items() if n)
     refused = ", ".join(f"{n} {LANE_NAMES[lane]}" for lane, n in stats.refused.items() if n)
     longest = max(stats.wait_ns_max.values(), default=0) / 1e9
+    today = engine.watch.efficiency.today(trading_day(engine.broker.now_ns()))
+    ratios = ", ".join(f"{account or 'default'} {c.ratio:.1f}" if c.ratio is not None else f"{account or 'default'} -"
+                       for account, c in sorted(today.items()))
+    paused = [a or "default" for a in engine.breaker.trips if engine.breaker.paused(a, engine.broker.now_ns())]
     return (f"messages: {sum(stats.sent.values()):,} sent" + (f", waiting {waiting}" if waiting else "")
-            + (f"; [red]refused {refused}[/]" if refused else "") + f"; longest wait {longest:.2f} s")
+            + (f"; [red]refused {refused}[/]" if refused else "") + f"; longest wait {longest:.2f} s"
+            + (f"; orders per execution today: {ratios}" if ratios else "")
+            + (f"; [bold red]entries paused: {', '.join(paused)}[/]" if paused else ""))
 
 
 def _exits_panel(engine: Engine, n: int = 8) -> Panel:

@@ -35,6 +35,7 @@ from tickguard.core.entry_breaker import EntryBreaker
 from tickguard.core.exit_orders import ExitAlert
 from tickguard.core.message_budget import MessageBudget
 from tickguard.core.model import OrderIntent, Tick
+from tickguard.core.order_efficiency import EfficiencyTracker
 from tickguard.core.order_state import OrderStatus
 from tickguard.core.price_grid import CENT, PriceGrid
 from tickguard.core.throttle import Lane
@@ -43,9 +44,10 @@ from tickguard.core.trade_checks import TradeRejected
 from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import Trade, TradeRequest
 from tickguard.core.volatility import VolSnapshot
-from tickguard.runtime.entry_guard import RejectionWatch
+from tickguard.runtime.entry_guard import RejectionWatch, trading_day
 from tickguard.runtime.journal_recorder import JournalRecorder
 from tickguard.runtime.order_executor import OrderExecutor
+from tickguard.runtime.order_record import OrderRecord
 from tickguard.runtime.reconciliation import Reconciler
 from tickguard.runtime.recovery import RecoveryReport, reconcile, restore
 from tickguard.runtime.vol_refresh import VolatilityRefresher
@@ -93,7 +95,10 @@ class Engine:
         if hasattr(broker, "use_budget"):
             broker.use_budget(self.budget)
         self.breaker = EntryBreaker(settings.throttle.breaker())  # an account refused again and again: no entries
-        watch = RejectionWatch(self.trades, self.breaker, broker.now_ns, self._account_of)
+        thr = settings.throttle
+        self.watch = watch = RejectionWatch(self.trades, self.breaker,
+                                            EfficiencyTracker(thr.efficiency_max, thr.efficiency_min_orders),
+                                            broker.now_ns, self._account_of)
         self.executor = OrderExecutor(
             broker, watch, broker.now_ns, max_attempts=eng.max_order_attempts,
             retry_backoff_ns=int(eng.order_retry_backoff_ms * 1e6), journal=journal, budget=self.budget,
@@ -120,7 +125,8 @@ class Engine:
                                      int(eng.reconcile_interval_s * 1e9), int(eng.reconcile_retry_s * 1e9),
                                      int(eng.ack_timeout_s * 1e9))
         self.reconciliation = self.reconciler.state  # last pass, differences, incomplete (new entries wait)
-        self.executor.on_sent = self.reconciler.on_sent
+        self.executor.on_sent = self._on_sent
+        self.executor.on_cancel_sent = lambda record: watch.sent(record.intent, cancel=True)
         self.reconciler.cancel_stray = self._cancel_stray
         self._book_task: asyncio.Task[OrderBook | BaseException] | None = None
         self._held_entries: list[OrderIntent] = []  # entries waiting for a complete reconciliation
@@ -238,14 +244,25 @@ class Engine:
         except (BrokerError, TimeoutError) as exc:
             log.error("%s: cannot even subscribe to quotes for the open trades: %s", symbol, exc)
 
+    def _on_sent(self, record: OrderRecord) -> None:
+        self.reconciler.on_sent(record)  # its acknowledgement deadline starts
+        self.watch.sent(record.intent)  # the account's order-efficiency ratio counts it
+
     def _account_of(self, item: OrderIntent | TradeRequest) -> str:
         return item.account or self.settings.ib.account
 
     def _open(self, request: TradeRequest) -> Trade:
         """The trade manager accepts the trade, unless its account's entries are paused (core/entry_breaker.py)."""
-        trip = self.breaker.paused(self._account_of(request), self.broker.now_ns())
+        account, now = self._account_of(request), self.broker.now_ns()
+        trip = self.breaker.paused(account, now)
         if trip is not None:
             raise TradeRejected(trip.describe())
+        day = trading_day(now)
+        if self.watch.efficiency.over(account, day):
+            count = self.watch.efficiency.days[(account, day)]
+            raise TradeRejected(f"account {account or '(default)'}: order-efficiency ratio today above "
+                                f"{self.watch.efficiency.bound:g} ({count.orders} orders, {count.cancels} cancels, "
+                                f"{count.executions} executions); new entries wait until executions bring it down")
         return self.trades.submit(request)
 
     def submit(self, request: TradeRequest) -> Trade:

@@ -73,6 +73,7 @@ class OrderExecutor:
         self._backoff_ns = retry_backoff_ns
         self.on_event = on_event  # the journal recorder listens here
         self.on_sent: Callable[[OrderRecord], None] | None = None  # the acknowledgement deadline starts here
+        self.on_cancel_sent: Callable[[OrderRecord], None] | None = None  # the order-efficiency ratio counts it
         self.orders: dict[str, OrderRecord] = {}
         self._by_order_id: dict[int, OrderRecord] = {}
         self._retries: list[tuple[int, int, str]] = []
@@ -173,9 +174,14 @@ class OrderExecutor:
             if refused is not None:
                 self._refused_by_budget(record, refused)
         for order_id, key in self._cancels_out.release(receipt):
-            send = functools.partial(self._broker.cancel_order, order_id)
+            send = functools.partial(self._send_cancel, order_id, key)
             if budget is None or budget.send(f"{key}:cancel", Lane.CANCEL_MODIFY, send) is not None:
                 send()
+
+    def _send_cancel(self, order_id: int, key: str) -> None:
+        self._broker.cancel_order(order_id)
+        if self.on_cancel_sent is not None and key in self.orders:
+            self.on_cancel_sent(self.orders[key])
 
     def _place_released(self, record: OrderRecord) -> None:
         """The budget let the order go: it goes, unless it was cancelled (or sent) while it waited."""
