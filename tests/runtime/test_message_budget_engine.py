@@ -113,7 +113,7 @@ async def test_entries_cancelled_unfilled_raise_the_ratio_and_pause_the_accounts
                                       rules=[StopLoss(distance=0.5, unit="price")])) for _ in range(2)]
     await engine.run_until(engine.broker.now_ns() + 5 * NS)
     assert [t.state.value for t in far] == ["cancelled", "cancelled"]
-    with pytest.raises(TradeRejected, match="account DU1000: order-efficiency ratio today above 2 .2 orders, "
-                                            "2 cancels, 0 executions."):
+    with pytest.raises(TradeRejected, match="account DU1000: 2 orders ended unfilled and 2 cancels against 0 "
+                                            "executions today .4.0 per execution, above 2"):
         engine.submit(req(account="DU1000"))
     assert engine.submit(req(account="DU2000")).state.value == "pending_entry"

@@ -3,8 +3,13 @@
 Why: IB watches the ratio and warns, then restricts, accounts whose orders rarely execute (its guideline: above 20
 for an account with enough orders in a day). tickguard holds stops and targets itself, so it sends no modifies and
 most of its orders execute; the ratio rises when entries are cancelled unfilled or orders are refused and sent
-again. The tracker counts what was sent and what executed; ``over`` tells a sender (the entry breaker, a future
-what-if refresher) that the account is above the bound, so discretionary traffic can wait while exits never do.
+again. The tracker counts what was sent and what executed; ``over`` tells a sender (the engine's entry check, a
+future what-if refresher) that the account is above the bound, so discretionary traffic can wait while exits never
+do.
+
+``over`` judges the messages already *wasted* - orders that ended without an execution, and cancels - per
+execution, not every order sent: a burst of market entries has sent many orders and seen no execution yet, and
+would otherwise look like the worst ratio of the day a moment before it turns out the best.
 """
 
 from __future__ import annotations
@@ -18,6 +23,12 @@ class DayCount:
     orders: int = 0
     cancels: int = 0
     executions: int = 0
+    unfilled: int = 0  # orders that ended (cancelled, refused, expired) without any execution
+
+    @property
+    def wasted(self) -> float:
+        """Wasted messages (unfilled orders and cancels) per execution (per one, before the first)."""
+        return (self.unfilled + self.cancels) / max(1, self.executions)
 
     @property
     def ratio(self) -> float | None:
@@ -40,13 +51,15 @@ class EfficiencyTracker:
     def execution(self, account: str, day: str) -> None:
         self.days[(account, day)].executions += 1
 
+    def ended_unfilled(self, account: str, day: str) -> None:
+        self.days[(account, day)].unfilled += 1
+
     def over(self, account: str, day: str) -> bool:
-        """Above the bound today, with enough orders for the ratio to count (no execution yet counts as above)."""
+        """Above the bound today (wasted messages per execution), with enough messages for it to count."""
         count = self.days.get((account, day))
         if count is None or count.orders + count.cancels < self.min_orders:
             return False
-        ratio = count.ratio
-        return ratio is None or ratio > self.bound
+        return count.wasted > self.bound
 
     def today(self, day: str) -> dict[str, DayCount]:
         """Every account's count for ``day``."""

@@ -44,7 +44,7 @@ from tickguard.core.trade_checks import TradeRejected
 from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import Trade, TradeRequest
 from tickguard.core.volatility import VolSnapshot
-from tickguard.runtime.entry_guard import RejectionWatch, trading_day
+from tickguard.runtime.entry_guard import RejectionWatch, describe, trading_day
 from tickguard.runtime.journal_recorder import JournalRecorder
 from tickguard.runtime.order_executor import OrderExecutor
 from tickguard.runtime.order_record import OrderRecord
@@ -259,10 +259,8 @@ class Engine:
             raise TradeRejected(trip.describe())
         day = trading_day(now)
         if self.watch.efficiency.over(account, day):
-            count = self.watch.efficiency.days[(account, day)]
-            raise TradeRejected(f"account {account or '(default)'}: order-efficiency ratio today above "
-                                f"{self.watch.efficiency.bound:g} ({count.orders} orders, {count.cancels} cancels, "
-                                f"{count.executions} executions); new entries wait until executions bring it down")
+            raise TradeRejected(f"account {account or '(default)'}: "
+                                + describe(self.watch.efficiency.days[(account, day)], self.watch.efficiency.bound))
         return self.trades.submit(request)
 
     def submit(self, request: TradeRequest) -> Trade:

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from tickguard.core.entry_breaker import EntryBreaker
 from tickguard.core.halts import Execution, Overfill
 from tickguard.core.model import OrderIntent
-from tickguard.core.order_efficiency import EfficiencyTracker
+from tickguard.core.order_efficiency import DayCount, EfficiencyTracker
 from tickguard.core.order_state import OrderStatus
 from tickguard.runtime.order_record import IntentListener
 
@@ -25,6 +25,14 @@ NEW_YORK = ZoneInfo("America/New_York")
 def trading_day(ts_ns: int) -> str:
     """The US trading day a time belongs to (New York date), the day of IB's order-efficiency ratio."""
     return dt.datetime.fromtimestamp(ts_ns / 1e9, tz=NEW_YORK).date().isoformat()
+
+
+def describe(count: DayCount, bound: float) -> str:
+    """Why an account's new entries wait, with the day's figures."""
+    return (f"{count.unfilled} orders ended unfilled and {count.cancels} cancels against {count.executions} "
+            f"executions today ({count.wasted:.1f} per execution, above {bound:g}; IB's order-efficiency ratio "
+            f"{'-' if count.ratio is None else f'{count.ratio:.1f}'} with {count.orders} orders): new entries "
+            "wait until executions bring it down")
 
 
 class RejectionWatch:
@@ -43,10 +51,7 @@ class RejectionWatch:
         if self.efficiency.over(account, day) and (account, day) not in self._warned:
             self._warned.add((account, day))
             count = self.efficiency.days[(account, day)]
-            log.warning("account %s: order-efficiency ratio today %s (%d orders, %d cancels, %d executions), above "
-                        "%g: its new entries wait until executions bring it down", account or "(default)",
-                        f"{count.ratio:.1f}" if count.ratio is not None else "without executions", count.orders,
-                        count.cancels, count.executions, self.efficiency.bound)
+            log.warning("account %s: %s", account or "(default)", describe(count, self.efficiency.bound))
 
     def on_fill(self, intent: OrderIntent, qty: Decimal, price: Decimal, ts_ns: int, commission: Decimal,
                 execution: Execution | None = None) -> Overfill | None:
@@ -57,6 +62,8 @@ class RejectionWatch:
         self._inner.on_commission(intent, commission)
 
     def on_intent_closed(self, intent: OrderIntent, status: OrderStatus, remaining: Decimal, reason: str) -> None:
+        if remaining >= intent.qty and status in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
+            self.efficiency.ended_unfilled(self._account_of(intent), trading_day(self._clock()))
         if status is OrderStatus.REJECTED:
             account = self._account_of(intent)
             was = self._breaker.paused(account, self._clock())
