@@ -276,9 +276,10 @@ class ThrottleConfig(_Section):
     breaker_cool_down_s: float = Field(300.0, ge=0.001, le=86_400, description="How long a tripped account's new "
                                        "entries stay paused.")
 
-    efficiency_max: float = Field(20.0, ge=1, le=1e6, description="Bound of an account's order-efficiency ratio "
-                                  "of the day ((orders + cancels) / executions; IB's guideline is 20): above it, "
-                                  "the account's new entries are refused until executions bring it down.")
+    efficiency_max: float = Field(20.0, ge=1, le=1e6, description="Bound of an account's wasted messages "
+                                  "(orders ended unfilled, and cancels) per execution in the day, IB's "
+                                  "order-efficiency guideline being 20: above it, the account's new entries are "
+                                  "refused until executions bring it down.")
     efficiency_min_orders: int = Field(20, ge=1, le=1_000_000, description="Orders and cancels of the day below "
                                        "which the ratio is not applied.")
 
