@@ -15,7 +15,9 @@ import json
 import logging
 import os
 import pathlib
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -101,6 +103,13 @@ def run_forever(
     """Blocking entry point for the CLI: serve until interrupted (Ctrl-C exits cleanly).
 
     On Ctrl-C (SIGINT) asyncio cancels :func:`serve`, whose cleanup still closes the gateway and writes
-    ``pacing_report``. Other signals (SIGTERM, SIGKILL) end the process without a report."""
+    ``pacing_report``. Other signals (SIGTERM, SIGKILL) end the process without a report (``tickguard
+    fake-gateway`` makes SIGTERM a Ctrl-C too).
+
+    SIGINT is handled whatever this process inherited: a process started in the background by a shell script,
+    or from a test runner's worker, starts with SIGINT *ignored*, and asyncio only takes over SIGINT from its
+    default handler - such a gateway would ignore Ctrl-C and never stop (seen under pytest-xdist)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(host, port, seed, symbols, speed, pacing_report=pacing_report, **kwargs))

@@ -248,7 +248,10 @@ async def test_gateway_process_writes_the_report_on_ctrl_c(tmp_path: Path) -> No
     """The way a test drives ``tickguard fake-gateway``: its own process, stopped with SIGINT."""
     path = tmp_path / "pacing.json"
     code = f"from ibfake.runner import run_forever; run_forever(port=0, seed=3, pacing_report={str(path)!r})"
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE)
+    # started with SIGINT ignored, as a shell script's background job (or a pytest-xdist worker's child) is: the
+    # gateway must still stop on it
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE,
+                                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()  # a loaded machine starts slowly
