@@ -96,7 +96,7 @@ async def test_an_account_refused_again_and_again_gets_no_new_entries_but_its_ex
         budget_line(engine)
     venue.exchange.p = replace(venue.exchange.p, reject_prob=0.0)
     await engine.run_until(engine.broker.now_ns() + 30 * NS)
-    assert engine.breaker.paused("DU1000", engine.broker.now_ns()) is not None  # still paused
+    assert engine.guard.breaker.paused("DU1000", engine.broker.now_ns()) is not None  # still paused
     assert held.state.value == "closed" and held.close_reason == "time_stop"  # its exit went all the same
 
 

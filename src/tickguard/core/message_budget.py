@@ -37,7 +37,6 @@ class _Pending:
 class MessageBudget:
     def __init__(self, limits: ThrottleLimits, clock: Callable[[], int]) -> None:
         self.throttle = Throttle(limits, clock)
-        self.clock = clock
         self.charged = 0  # messages that went out without being queued (the IB client's start-up sync)
         self._draining = False
         self._holding = 0

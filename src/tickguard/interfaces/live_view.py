@@ -85,10 +85,10 @@ def budget_line(engine: Engine) -> str:
     waiting = ", ".join(f"{n} {LANE_NAMES[lane]}" for lane, n in stats.depth.items() if n)
     refused = ", ".join(f"{n} {LANE_NAMES[lane]}" for lane, n in stats.refused.items() if n)
     longest = max(stats.wait_ns_max.values(), default=0) / 1e9
-    today = engine.watch.efficiency.today(trading_day(engine.broker.now_ns()))
+    today = engine.guard.efficiency.today(trading_day(engine.broker.now_ns()))
     ratios = ", ".join(f"{account or 'default'} {c.ratio:.1f}" if c.ratio is not None else f"{account or 'default'} -"
                        for account, c in sorted(today.items()))
-    paused = [a or "default" for a in engine.breaker.trips if engine.breaker.paused(a, engine.broker.now_ns())]
+    paused = [a or "default" for a in engine.guard.breaker.trips if engine.guard.breaker.paused(a, engine.broker.now_ns())]
     return (f"messages: {sum(stats.sent.values()):,} sent" + (f", waiting {waiting}" if waiting else "")
             + (f"; [red]refused {refused}[/]" if refused else "") + f"; longest wait {longest:.2f} s"
             + (f"; orders per execution today: {ratios}" if ratios else "")

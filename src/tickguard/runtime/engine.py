@@ -44,7 +44,7 @@ from tickguard.core.trade_checks import TradeRejected
 from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import Trade, TradeRequest
 from tickguard.core.volatility import VolSnapshot
-from tickguard.runtime.entry_guard import RejectionWatch, describe, trading_day
+from tickguard.runtime.entry_guard import EntryGuard
 from tickguard.runtime.journal_recorder import JournalRecorder
 from tickguard.runtime.order_executor import OrderExecutor
 from tickguard.runtime.order_record import OrderRecord
@@ -94,13 +94,12 @@ class Engine:
         self.budget = MessageBudget(settings.throttle.limits(), self._pacing_clock)
         if hasattr(broker, "use_budget"):
             broker.use_budget(self.budget)
-        self.breaker = EntryBreaker(settings.throttle.breaker())  # an account refused again and again: no entries
-        thr = settings.throttle
-        self.watch = watch = RejectionWatch(self.trades, self.breaker,
-                                            EfficiencyTracker(thr.efficiency_max, thr.efficiency_min_orders),
-                                            broker.now_ns, self._account_of)
+        thr = settings.throttle  # flood control: which accounts may open new trades (runtime/entry_guard.py)
+        self.guard = EntryGuard(self.trades, EntryBreaker(thr.breaker()),
+                                EfficiencyTracker(thr.efficiency_max, thr.efficiency_min_orders), broker.now_ns,
+                                self._account_of)
         self.executor = OrderExecutor(
-            broker, watch, broker.now_ns, max_attempts=eng.max_order_attempts,
+            broker, self.guard, broker.now_ns, max_attempts=eng.max_order_attempts,
             retry_backoff_ns=int(eng.order_retry_backoff_ms * 1e6), journal=journal, budget=self.budget,
         )
         self.recorder: JournalRecorder | None = None
@@ -126,7 +125,7 @@ class Engine:
                                      int(eng.ack_timeout_s * 1e9))
         self.reconciliation = self.reconciler.state  # last pass, differences, incomplete (new entries wait)
         self.executor.on_sent = self._on_sent
-        self.executor.on_cancel_sent = lambda record: watch.sent(record.intent, cancel=True)
+        self.executor.on_cancel_sent = lambda record: self.guard.sent(record.intent, cancel=True)
         self.reconciler.cancel_stray = self._cancel_stray
         self._book_task: asyncio.Task[OrderBook | BaseException] | None = None
         self._held_entries: list[OrderIntent] = []  # entries waiting for a complete reconciliation
@@ -246,21 +245,16 @@ class Engine:
 
     def _on_sent(self, record: OrderRecord) -> None:
         self.reconciler.on_sent(record)  # its acknowledgement deadline starts
-        self.watch.sent(record.intent)  # the account's order-efficiency ratio counts it
+        self.guard.sent(record.intent)  # the account's order-efficiency ratio counts it
 
     def _account_of(self, item: OrderIntent | TradeRequest) -> str:
         return item.account or self.settings.ib.account
 
     def _open(self, request: TradeRequest) -> Trade:
-        """The trade manager accepts the trade, unless its account's entries are paused (core/entry_breaker.py)."""
-        account, now = self._account_of(request), self.broker.now_ns()
-        trip = self.breaker.paused(account, now)
-        if trip is not None:
-            raise TradeRejected(trip.describe())
-        day = trading_day(now)
-        if self.watch.efficiency.over(account, day):
-            raise TradeRejected(f"account {account or '(default)'}: "
-                                + describe(self.watch.efficiency.days[(account, day)], self.watch.efficiency.bound))
+        """The trade manager accepts the trade, unless its account's entries wait (runtime/entry_guard.py)."""
+        why = self.guard.entry_refusal(self._account_of(request), self.broker.now_ns())
+        if why is not None:
+            raise TradeRejected(why)
         return self.trades.submit(request)
 
     def submit(self, request: TradeRequest) -> Trade:

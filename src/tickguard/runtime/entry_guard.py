@@ -1,7 +1,9 @@
-"""Between the order executor and the trade manager: every refused order is counted by the account's entry breaker
-(core/entry_breaker.py) before the trade manager hears of it, and a trip is logged once, as an ERROR; every
-execution, sent order and sent cancel is counted in the account's order-efficiency ratio of the trading day
-(core/order_efficiency.py)."""
+"""Whether an account may open new trades, and what decides it - the one home of the engine's flood control.
+
+Between the order executor and the trade manager, the guard counts every refused order in the account's entry
+breaker (core/entry_breaker.py; a trip is logged once, as an ERROR) and every execution, sent order, sent cancel and
+order ended unfilled in the account's order-efficiency ratio of the trading day (core/order_efficiency.py).
+``entry_refusal`` says why an account's new entries wait, if they do; exits are never asked."""
 
 from __future__ import annotations
 
@@ -27,22 +29,33 @@ def trading_day(ts_ns: int) -> str:
     return dt.datetime.fromtimestamp(ts_ns / 1e9, tz=NEW_YORK).date().isoformat()
 
 
-def describe(count: DayCount, bound: float) -> str:
+def describe(account: str, count: DayCount, bound: float) -> str:
     """Why an account's new entries wait, with the day's figures."""
-    return (f"{count.unfilled} orders ended unfilled and {count.cancels} cancels against {count.executions} "
-            f"executions today ({count.wasted:.1f} per execution, above {bound:g}; IB's order-efficiency ratio "
-            f"{'-' if count.ratio is None else f'{count.ratio:.1f}'} with {count.orders} orders): new entries "
-            "wait until executions bring it down")
+    ratio = "-" if count.ratio is None else f"{count.ratio:.1f}"
+    return (f"account {account or '(default)'}: {count.unfilled} orders ended unfilled and {count.cancels} cancels "
+            f"against {count.executions} executions today ({count.wasted:.1f} per execution, above {bound:g}; "
+            f"IB's order-efficiency ratio {ratio} with {count.orders} orders): new entries wait until executions "
+            "bring it down")
 
 
-class RejectionWatch:
-    """An ``IntentListener`` that forwards everything to ``inner`` and counts rejections per account."""
+class EntryGuard:
+    """An ``IntentListener`` that forwards everything to ``inner``, counting per account as it goes."""
 
     def __init__(self, inner: IntentListener, breaker: EntryBreaker, efficiency: EfficiencyTracker,
                  clock: Callable[[], int], account_of: Callable[[OrderIntent], str]) -> None:
-        self._inner, self._breaker, self._clock, self._account_of = inner, breaker, clock, account_of
-        self.efficiency = efficiency
+        self._inner, self._clock, self._account_of = inner, clock, account_of
+        self.breaker, self.efficiency = breaker, efficiency
         self._warned: set[tuple[str, str]] = set()
+
+    def entry_refusal(self, account: str, now_ns: int) -> str | None:
+        """Why ``account``'s new entries wait now (its breaker tripped, or its ratio is over the bound), or None."""
+        trip = self.breaker.paused(account, now_ns)
+        if trip is not None:
+            return trip.describe()
+        day = trading_day(now_ns)
+        if self.efficiency.over(account, day):
+            return describe(account, self.efficiency.days[(account, day)], self.efficiency.bound)
+        return None
 
     def sent(self, intent: OrderIntent, cancel: bool = False) -> None:
         """An order or a cancel went to the broker: counted in the ratio (a warning the first time it is over)."""
@@ -50,8 +63,7 @@ class RejectionWatch:
         (self.efficiency.cancel if cancel else self.efficiency.order)(account, day)
         if self.efficiency.over(account, day) and (account, day) not in self._warned:
             self._warned.add((account, day))
-            count = self.efficiency.days[(account, day)]
-            log.warning("account %s: %s", account or "(default)", describe(count, self.efficiency.bound))
+            log.warning("%s", describe(account, self.efficiency.days[(account, day)], self.efficiency.bound))
 
     def on_fill(self, intent: OrderIntent, qty: Decimal, price: Decimal, ts_ns: int, commission: Decimal,
                 execution: Execution | None = None) -> Overfill | None:
@@ -66,8 +78,8 @@ class RejectionWatch:
             self.efficiency.ended_unfilled(self._account_of(intent), trading_day(self._clock()))
         if status is OrderStatus.REJECTED:
             account = self._account_of(intent)
-            was = self._breaker.paused(account, self._clock())
-            trip = self._breaker.record(account, reason or "rejected", self._clock())
+            was = self.breaker.paused(account, self._clock())
+            trip = self.breaker.record(account, reason or "rejected", self._clock())
             if trip is not None and was is None:
                 log.error("%s", trip.describe())
         self._inner.on_intent_closed(intent, status, remaining, reason)
