@@ -88,7 +88,8 @@ def budget_line(engine: Engine) -> str:
     today = engine.guard.efficiency.today(trading_day(engine.broker.now_ns()))
     ratios = ", ".join(f"{account or 'default'} {c.ratio:.1f}" if c.ratio is not None else f"{account or 'default'} -"
                        for account, c in sorted(today.items()))
-    paused = [a or "default" for a in engine.guard.breaker.trips if engine.guard.breaker.paused(a, engine.broker.now_ns())]
+    breaker, now = engine.guard.breaker, engine.broker.now_ns()
+    paused = [a or "default" for a in breaker.trips if breaker.paused(a, now)]
     return (f"messages: {sum(stats.sent.values()):,} sent" + (f", waiting {waiting}" if waiting else "")
             + (f"; [red]refused {refused}[/]" if refused else "") + f"; longest wait {longest:.2f} s"
             + (f"; orders per execution today: {ratios}" if ratios else "")
