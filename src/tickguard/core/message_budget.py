@@ -13,8 +13,7 @@ the window still counts what really went out.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -52,17 +51,19 @@ class MessageBudget:
             self.drain()
         return None
 
-    @contextlib.contextmanager
-    def holding(self) -> Iterator[None]:
-        """Queue without sending until the block ends, then drain: an engine step offers every exit it decided
-        before the first goes, so the budget's first burst goes to the most at risk, not the first decided."""
+    def holding(self) -> MessageBudget:
+        """``with budget.holding():`` queue without sending until the block ends, then drain: an engine step offers
+        every exit it decided before the first goes, so the budget's first burst goes to the most at risk, not the
+        first decided.  (A plain context manager, not a generator: it wraps every engine step.)"""
+        return self
+
+    def __enter__(self) -> None:
         self._holding += 1
-        try:
-            yield
-        finally:
-            self._holding -= 1
-            if not self._holding:
-                self.drain()
+
+    def __exit__(self, *exc: object) -> None:
+        self._holding -= 1
+        if not self._holding and self.throttle:
+            self.drain()
 
     def withdraw(self, key: str) -> bool:
         """Take a queued message back unsent (the cancel of an order still queued): no budget spent."""
@@ -71,7 +72,7 @@ class MessageBudget:
     def drain(self) -> int:
         """Refuse what waited too long, then run what may go now, most urgent first; re-entrant calls (a send
         that queues another message) are folded into the running drain."""
-        if self._draining:
+        if self._draining or not self.throttle:  # re-entered, or nothing queued: nothing to refuse or send
             return 0
         self._draining = True
         ran = 0
@@ -98,6 +99,8 @@ class MessageBudget:
 
     def next_deadline_ns(self) -> int | None:
         """When to drain next (in the budget's clock): a message may go, or an entry's wait runs out."""
+        if not self.throttle:
+            return None
         times = [t for t in (self.throttle.next_release_ns(), self.throttle.next_expiry_ns()) if t is not None]
         return min(times, default=None)
 

@@ -304,6 +304,10 @@ class Throttle:
 
     # --------------------------------------------------------------------------------------------- stats
 
+    def __bool__(self) -> bool:
+        """Anything queued (the engine loop's per-step check: nothing to do when False)."""
+        return bool(self._queued)
+
     def depth(self) -> dict[Lane, int]:
         """How many messages wait, per lane."""
         return dict(self._depth)

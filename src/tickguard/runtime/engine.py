@@ -288,7 +288,7 @@ class Engine:
         return [s for s in symbols if quote(s) is None]
 
     async def run_until(self, end_ns: int) -> None:
-        broker = self.broker
+        broker, budget = self.broker, self.budget
         while broker.now_ns() < end_ns:
             wake = end_ns
             vol_due = self.refresher.next_deadline(broker.now_ns()) if self.refresher is not None else None
@@ -296,7 +296,7 @@ class Engine:
             check_due = broker.now_ns() + 100_000_000 if self._book_task is not None else None  # poll its result
             for due in (self.trades.next_deadline(), self.executor.next_deadline(), vol_due,
                         self._scheduled[0][0] if self._scheduled else None, watch_due,
-                        self.reconciler.next_deadline(), check_due, self._budget_due()):
+                        self.reconciler.next_deadline(), check_due, self._budget_due() if budget.throttle else None):
                 if due is not None and due < wake:
                     wake = due
             events = await broker.next_events(wake)
