@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tickguard.core.model import Tick
@@ -9,6 +11,10 @@ from tickguard.core.price_grid import PriceGrid
 from tickguard.core.volatility import VolSnapshot
 
 T0 = 1_764_000_000_000_000_000
+
+# Engines started by tests (in this process and in the processes they spawn) serve no metrics unless a test asks:
+# two at once would contend for [metrics] address's one port.  Tests of the metrics set their own address.
+os.environ.setdefault("TICKGUARD_METRICS__ENABLED", "false")
 
 
 class FakeClock:

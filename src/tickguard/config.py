@@ -310,6 +310,31 @@ class WatchdogConfig(_Section):
     enabled: bool = Field(True, description="Watch live trades' symbols for silent market data.")
 
 
+class MetricsConfig(_Section):
+    enabled: bool = Field(True, description="Serve Prometheus metrics over HTTP (GET /metrics) while the engine "
+                          "runs (tickguard run and tickguard sim).")
+    address: str = Field("127.0.0.1:9464", description="host:port the metrics are served on; port 0 = any free "
+                         "port (logged). An address in use is logged as an error; trading goes on without metrics.")
+    max_symbol_labels: int = Field(200, ge=0, le=100_000, description="At most this many symbols get a last-tick "
+                                   "age series (the stalest first): label values stay bounded.")
+    loop_lag_interval_s: float = Field(0.1, ge=0.001, le=60, description="How often the event-loop lag is "
+                                       "sampled.")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        host, sep, port = v.strip().rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{v!r} is not host:port (e.g. 127.0.0.1:9464, or 0.0.0.0:9464 to serve every "
+                             "interface)")
+        return f"{host or '127.0.0.1'}:{int(port)}"
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.address.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class IBConfig(_Section):
     host: str = Field("127.0.0.1", description="TWS / IB Gateway host.")
     port: int = Field(4002, ge=1, le=65535, description="API port: 7497/7496 TWS paper/live, 4002/4001 Gateway.")
@@ -358,6 +383,7 @@ class Settings(BaseSettings):
     journal: JournalConfig = JournalConfig()
     log: LogConfig = LogConfig()
     throttle: ThrottleConfig = ThrottleConfig()
+    metrics: MetricsConfig = MetricsConfig()
     trades: list[TradeRequest] = Field(default_factory=list)
 
     @classmethod

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from tickguard.config import Settings
 from tickguard.core.trade_checks import TradeRejected
+from tickguard.interfaces.metrics_http import serving_metrics
 from tickguard.interfaces.stopping import run_until_stopped
 from tickguard.runtime.engine import Engine
 from tickguard.runtime.engine_factory import ib_engine, open_journal
@@ -24,40 +25,41 @@ async def run_ib(
     engine = ib_engine(settings, journal=journal)
     cfg = settings.ib
     symbols = sorted({t.symbol for t in settings.trades} | {s.upper() for s in cfg.symbols})
-    try:
-        failed = await engine.start(symbols, attempts=cfg.qualify_attempts)  # it logs what it recovered
-        if failed:
-            log.error("NOT READY: connected to %s:%s but cannot trade %s", cfg.host, cfg.port,
-                      "; ".join(f"{s} ({why})" for s, why in sorted(failed.items())))
-        else:
-            log.info("connected to %s:%s as client %s; ready to trade %d symbol(s): %s", cfg.host, cfg.port,
-                     cfg.client_id, len(engine.contracts), ", ".join(sorted(engine.contracts)))
-        silent = await engine.warm_up(sorted(engine.contracts), cfg.first_quote_timeout_s)
-        if silent:
-            log.warning("no quote yet for %s after %gs; their market entries will be refused", ", ".join(silent),
-                        cfg.first_quote_timeout_s)
-        for request in settings.trades:
-            if request.ref is not None and engine.trades.knows_ref(request.user, request.ref):
-                continue  # already opened by an earlier run of this config
-            try:
-                trade = engine.submit(request)
-                log.info("trade %s accepted: %s %s %s (ref %s)", trade.id, request.side.value, f"{request.qty:g}",
-                         request.symbol, request.ref)
-            except TradeRejected as exc:
-                log.error("trade refused: %s", exc)
-        end = None if duration_s is None else engine.broker.now_ns() + int(duration_s * 1e9)
-        watch = asyncio.create_task(watcher(engine)) if watcher else None
+    async with serving_metrics(engine, settings.metrics):  # GET /metrics while it runs (metrics_http.py)
         try:
-            stopped = await run_until_stopped(engine.run_until(end if end is not None else 2**62))
+            failed = await engine.start(symbols, attempts=cfg.qualify_attempts)  # it logs what it recovered
+            if failed:
+                log.error("NOT READY: connected to %s:%s but cannot trade %s", cfg.host, cfg.port,
+                          "; ".join(f"{s} ({why})" for s, why in sorted(failed.items())))
+            else:
+                log.info("connected to %s:%s as client %s; ready to trade %d symbol(s): %s", cfg.host, cfg.port,
+                         cfg.client_id, len(engine.contracts), ", ".join(sorted(engine.contracts)))
+            silent = await engine.warm_up(sorted(engine.contracts), cfg.first_quote_timeout_s)
+            if silent:
+                log.warning("no quote yet for %s after %gs; their market entries will be refused", ", ".join(silent),
+                            cfg.first_quote_timeout_s)
+            for request in settings.trades:
+                if request.ref is not None and engine.trades.knows_ref(request.user, request.ref):
+                    continue  # already opened by an earlier run of this config
+                try:
+                    trade = engine.submit(request)
+                    log.info("trade %s accepted: %s %s %s (ref %s)", trade.id, request.side.value, f"{request.qty:g}",
+                             request.symbol, request.ref)
+                except TradeRejected as exc:
+                    log.error("trade refused: %s", exc)
+            end = None if duration_s is None else engine.broker.now_ns() + int(duration_s * 1e9)
+            watch = asyncio.create_task(watcher(engine)) if watcher else None
+            try:
+                stopped = await run_until_stopped(engine.run_until(end if end is not None else 2**62))
+            finally:
+                if watch is not None:
+                    watch.cancel()
+                    await asyncio.gather(watch, return_exceptions=True)
+            report_unguarded(engine, "stopped by a signal" if stopped else "the run's duration ended")
         finally:
-            if watch is not None:
-                watch.cancel()
-                await asyncio.gather(watch, return_exceptions=True)
-        report_unguarded(engine, "stopped by a signal" if stopped else "the run's duration ended")
-    finally:
-        await engine.broker.close()
-        if journal is not None:
-            journal.close()
+            await engine.broker.close()
+            if journal is not None:
+                journal.close()
     return engine
 
 

@@ -12,6 +12,7 @@ from tickguard.config import Settings
 from tickguard.core.trade_checks import TradeRejected
 from tickguard.interfaces import report
 from tickguard.interfaces.demo import demo_trades
+from tickguard.interfaces.metrics_http import serving_metrics
 from tickguard.interfaces.stopping import run_until_stopped
 from tickguard.runtime.engine import Engine
 from tickguard.runtime.engine_factory import open_journal, sim_engine
@@ -27,29 +28,30 @@ async def run_session(
     engine, venue = sim_engine(settings, recorder, open_journal(settings, kind="simulated"))
     symbols = sorted(venue.specs)
     wanted = sorted({t.symbol for t in settings.trades}) if settings.trades else symbols
-    failed = await engine.start(wanted)
-    start_ns = engine.broker.now_ns()
-    end_ns = start_ns + int(sim.duration_s * 1e9)
-    warm_ns = start_ns + int(sim.warmup_s * 1e9)
-    requests = list(settings.trades) or demo_trades(sim.trades, symbols, sim.seed)
-    # Demo trades open one every entry_interval_s so entries and exits interleave on screen.  The cadence does not
-    # depend on the duration: a seed is one run, and a longer run extends a shorter one (same ticks, same trades,
-    # same fills up to the shorter one's end).
-    interval_ns = int(sim.entry_interval_s * 1e9)
-    for i, request in enumerate(requests):
-        engine.schedule(warm_ns + (interval_ns * i if not settings.trades else 0), request)
-    watch_task = asyncio.create_task(watcher(engine)) if watcher else None
-    stopped_ns: int | None = None
-    try:
-        if await run_until_stopped(engine.run_until(end_ns)):
-            stopped_ns = engine.broker.now_ns()
-    finally:
-        if watch_task is not None:
-            watch_task.cancel()
-            await asyncio.gather(watch_task, return_exceptions=True)
-        await engine.broker.close()
-        if engine.journal is not None:
-            engine.journal.close()
+    async with serving_metrics(engine, settings.metrics):  # GET /metrics while it runs (metrics_http.py)
+        failed = await engine.start(wanted)
+        start_ns = engine.broker.now_ns()
+        end_ns = start_ns + int(sim.duration_s * 1e9)
+        warm_ns = start_ns + int(sim.warmup_s * 1e9)
+        requests = list(settings.trades) or demo_trades(sim.trades, symbols, sim.seed)
+        # Demo trades open one every entry_interval_s so entries and exits interleave on screen.  The cadence does not
+        # depend on the duration: a seed is one run, and a longer run extends a shorter one (same ticks, same trades,
+        # same fills up to the shorter one's end).
+        interval_ns = int(sim.entry_interval_s * 1e9)
+        for i, request in enumerate(requests):
+            engine.schedule(warm_ns + (interval_ns * i if not settings.trades else 0), request)
+        watch_task = asyncio.create_task(watcher(engine)) if watcher else None
+        stopped_ns: int | None = None
+        try:
+            if await run_until_stopped(engine.run_until(end_ns)):
+                stopped_ns = engine.broker.now_ns()
+        finally:
+            if watch_task is not None:
+                watch_task.cancel()
+                await asyncio.gather(watch_task, return_exceptions=True)
+            await engine.broker.close()
+            if engine.journal is not None:
+                engine.journal.close()
     meta = {
         "version": __version__, "seed": sim.seed, "symbols": symbols, "failed_symbols": sorted(failed),
         "start": dt.datetime.fromtimestamp(start_ns / 1e9, tz=dt.UTC).isoformat(),

@@ -13,6 +13,7 @@ import datetime as dt
 import gc
 import logging
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -50,6 +51,7 @@ from tickguard.runtime.order_executor import OrderExecutor
 from tickguard.runtime.order_record import OrderRecord
 from tickguard.runtime.reconciliation import Reconciler
 from tickguard.runtime.recovery import RecoveryReport, reconcile, restore
+from tickguard.runtime.telemetry import Telemetry
 from tickguard.runtime.vol_refresh import VolatilityRefresher
 from tickguard.runtime.watchdog import MarketDataHealth, Watchdog
 from tickguard.store.journal import Journal
@@ -103,7 +105,10 @@ class Engine:
             retry_backoff_ns=int(eng.order_retry_backoff_ms * 1e6), journal=journal, budget=self.budget,
         )
         self.recorder: JournalRecorder | None = None
+        # figures for metrics (runtime/telemetry.py): IB stamps ticks with the wall clock, the simulator does not
+        self.telemetry = Telemetry(wall_ticks=getattr(broker, "wall_clock_ticks", False))
         if journal is not None:
+            journal.after_commit.append(self.telemetry.on_commit)
             self.recorder = JournalRecorder(journal, self.trades,
                                             int(settings.journal.snapshot_interval_ms * 1e6))
             self.trades.on_event = self.recorder.on_trade_event
@@ -244,6 +249,7 @@ class Engine:
             log.error("%s: cannot even subscribe to quotes for the open trades: %s", symbol, exc)
 
     def _on_sent(self, record: OrderRecord) -> None:
+        self.telemetry.on_sent(record.intent, record.order_id, self.broker.now_ns())
         self.reconciler.on_sent(record)  # its acknowledgement deadline starts
         self.guard.sent(record.intent)  # the account's order-efficiency ratio counts it
 
@@ -353,6 +359,7 @@ class Engine:
         before; without a journal, at once."""
         # the budget holds what the step releases until its end (after the journal's commit): then the most at
         # risk of everything decided goes first
+        self.telemetry.step_began()
         with self.budget.holding(), self._batch():
             self._apply_book()  # before the events: the book was fetched before they were handed over
             self.dispatch(events)
@@ -414,8 +421,10 @@ class Engine:
                     bars.on_tick(event)
                 ticks.append(event)
             elif isinstance(event, FillEvent):
+                self.telemetry.on_fill(event, self.broker.now_ns())
                 self.executor.on_fill(event)
             elif isinstance(event, OrderStatusEvent):
+                self.telemetry.on_status(event, self.broker.now_ns())
                 self.executor.on_status(event)
             elif isinstance(event, CommissionEvent):
                 self.executor.on_commission(event)
@@ -425,7 +434,9 @@ class Engine:
                 self.reconciler.on_notice(event)
         self._flush()
         if ticks:
+            began = time.perf_counter_ns()
             self.ticks.process(ticks)
+            self.telemetry.evaluated(len(ticks), time.perf_counter_ns() - began)
 
     def _budget_due(self) -> int | None:
         """When the message budget next lets a queued message go (or an entry's wait runs out), in broker time."""
@@ -465,6 +476,7 @@ class Engine:
             intents, tm.outbox = tm.outbox, []
             for intent in intents:
                 if intent.is_exit or not self.reconciliation.incomplete:
+                    self.telemetry.decided(intent, self.ticks.quote)
                     self.executor.submit(intent)
                 else:
                     log.warning("entry %s waits: reconciliation with the broker is incomplete", intent.key)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,7 @@ class Journal:
         self._conn = engine.connect()
         self._depth = 0
         self.commits = 0
+        self.last_commit_ns = 0  # how long the last commit took (perf counter)
         self.position = 0  # writes so far: the write-ahead stamp of what was just written
         self._committed = 0  # position of the last commit
         self._settled = 0  # position of the last commit or rollback: later writes are in the open transaction
@@ -184,6 +186,7 @@ class Journal:
     def _commit(self) -> None:
         if not self._conn.in_transaction():
             return
+        started = time.perf_counter_ns()
         try:
             self._conn.commit()
         except BaseException as exc:
@@ -194,6 +197,7 @@ class Journal:
                 raise JournalError(f"journal {self.where}: a commit failed: {exc.orig}") from exc
             raise
         self.commits += 1
+        self.last_commit_ns = time.perf_counter_ns() - started  # for the commit-latency metric
         self._committed = self._settled = self.position
         self._notify()
 

@@ -69,6 +69,7 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
                  clock: Callable[[], int] | None = None) -> None:
         self.cfg = cfg
         self._clock = clock or time.time_ns  # tests hand in the fake gateway's virtual clock
+        self.wall_clock_ticks = clock is None  # a tick's recv_ns is its arrival on the wall clock (metrics)
         self.farms = FarmTable()  # per data farm: ok / broken / inactive, since when (see farms.py)
         self.ib = ib or IB()
         self.ib.RequestTimeout = cfg.request_timeout_s
@@ -486,7 +487,6 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
                 return []
         events, self._events = self._events, []
         return events
-
 
 
 def _connect_hint(exc: BaseException, cfg: IBConfig) -> str:

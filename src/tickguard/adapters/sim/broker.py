@@ -14,6 +14,7 @@ from decimal import Decimal
 from tickguard.adapters.broker import BrokerEvent, BrokerOrder, ContractInfo, OrderBook, UnknownSymbol, WhatIf
 from tickguard.adapters.sim.market import NY, session_bounds
 from tickguard.adapters.sim.venue import Quote, SimVenue
+from tickguard.adapters.ttl_cache import TTLCache
 from tickguard.core.model import Bar, Tick
 from tickguard.core.money import exact
 from tickguard.core.order_state import OrderStatus
@@ -39,6 +40,12 @@ class SimBroker:
         self._since_yield = 0
         self.connected = False
         self._grids: dict[str, PriceGrid] = {}
+        # The same caches as the IB adapter's (contracts for a day, daily bars for an hour), on the venue's virtual
+        # clock: the simulation looks things up the way a live run does, and its cache metrics mean the same.
+        clock = lambda: self.venue.now_ns / 1e9  # noqa: E731 - the caches read virtual seconds
+        self.contract_cache: TTLCache[str, ContractInfo] = TTLCache(self._load_contract, ttl=86_400.0, clock=clock)
+        self.volatility_cache: TTLCache[tuple[str, int], list[Bar]] = TTLCache(self._load_bars, ttl=3_600.0,
+                                                                                clock=clock)
 
     def now_ns(self) -> int:
         return self.venue.now_ns
@@ -50,14 +57,23 @@ class SimBroker:
 
     async def close(self) -> None:
         self.connected = False
+        await self.contract_cache.aclose()
+        await self.volatility_cache.aclose()
 
     async def qualify(self, symbol: str) -> ContractInfo:
+        return await self.contract_cache.get(symbol)
+
+    async def _load_contract(self, symbol: str) -> ContractInfo:
         spec = self.venue.specs.get(symbol)
         if spec is None:
             raise UnknownSymbol(f"no security definition for {symbol!r} (error 200)")
         return ContractInfo(spec.symbol, spec.con_id, spec.exchange, spec.currency, spec.min_tick, Decimal(1))
 
     async def daily_bars(self, symbol: str, days: int) -> list[Bar]:
+        return await self.volatility_cache.get((symbol, days))
+
+    async def _load_bars(self, key: tuple[str, int]) -> list[Bar]:
+        symbol, days = key
         await self.qualify(symbol)
         return self.venue.daily_bars(symbol, days)
 
