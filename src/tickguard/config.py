@@ -3,6 +3,9 @@ overridable by environment variables (``TICKGUARD_<SECTION>__<KEY>``, e.g. ``TIC
 
 Precedence, highest first: explicit overrides (CLI options), environment, the TOML file, defaults.
 A bad config is refused with the dotted name of the field and what is wrong with it.
+
+Size: one section class per concern, each field with its bounds and its user-facing description; kept in one module
+because it is the one home of every knob (the README's reference table is generated from it).
 """
 
 from __future__ import annotations
@@ -310,6 +313,20 @@ class WatchdogConfig(_Section):
     enabled: bool = Field(True, description="Watch live trades' symbols for silent market data.")
 
 
+class ShadowConfig(_Section):
+    enabled: bool = Field(True, description="Ask the broker's what-if, ahead of time, about the exit each open "
+                          "trade's stop would send: a refusal (margin, a precautionary limit) is an ERROR before the "
+                          "stop fires.")
+    interval_s: float = Field(300.0, ge=1, le=86_400, description="Each open trade's exit is checked at least this "
+                              "often.")
+    max_in_flight: int = Field(4, ge=1, le=100, description="Most what-if checks awaiting an answer at once.")
+    scan_s: float = Field(2.0, ge=0.1, le=3_600, description="How often new trades and changed exits are looked for.")
+    min_gap_s: float = Field(30.0, ge=0, le=86_400, description="Shortest time between two checks of one trade whose "
+                             "exit changed (a trailing stop moves on every new high) or whose check got no answer.")
+    timeout_s: float = Field(30.0, gt=0, le=3_600, description="A check with no answer this long is an error "
+                             "verdict.")
+
+
 class MetricsConfig(_Section):
     enabled: bool = Field(True, description="Serve Prometheus metrics over HTTP (GET /metrics) while the engine "
                           "runs (tickguard run and tickguard sim).")
@@ -384,6 +401,7 @@ class Settings(BaseSettings):
     log: LogConfig = LogConfig()
     throttle: ThrottleConfig = ThrottleConfig()
     metrics: MetricsConfig = MetricsConfig()
+    shadow: ShadowConfig = ShadowConfig()
     trades: list[TradeRequest] = Field(default_factory=list)
 
     @classmethod
@@ -484,4 +502,6 @@ def reference_markdown() -> str:
     walk(JournalConfig, "journal.")
     walk(LogConfig, "log.")
     walk(ThrottleConfig, "throttle.")
+    walk(MetricsConfig, "metrics.")
+    walk(ShadowConfig, "shadow.")
     return "\n".join(rows)

@@ -110,6 +110,13 @@ async def test_values_agree_with_the_engine(ran):
     for account, n in open_by_account.items():
         assert value(samples, "tickguard_account_open_trades", account=account) == n
         assert value(samples, "tickguard_account_risk_state", account=account, state="ok") == 1
+    # every live trade with a position has its exit checked by the what-if (runtime/shadow.py), in the background
+    shadow_counts, _ = engine.shadow.summary(engine.broker.now_ns())
+    assert total(samples, "tickguard_shadow_snapshots") == sum(shadow_counts.values()) > 0
+    assert value(samples, "tickguard_shadow_snapshots", verdict="accepted") > 0
+    assert total(samples, "tickguard_shadow_checks_total") >= value(samples, "tickguard_shadow_snapshots",
+                                                                    verdict="accepted")
+    assert 0 < value(samples, "tickguard_shadow_snapshot_age_max_seconds") <= 600  # the run is 600 s long
     open_symbols = {t.symbol for t in live if t.open_qty > 0}
     ages = {dict(k[1])["symbol"]: v for k, v in samples.items() if k[0] == "tickguard_last_tick_age_seconds"}
     assert set(ages) == open_symbols and all(0 <= a < 60 for a in ages.values())

@@ -57,6 +57,8 @@ async def run_ib(
                     await asyncio.gather(watch, return_exceptions=True)
             report_unguarded(engine, "stopped by a signal" if stopped else "the run's duration ended")
         finally:
+            if engine.shadow is not None:
+                engine.shadow.cancel()  # its what-ifs in flight die with the connection
             await engine.broker.close()
             if journal is not None:
                 journal.close()

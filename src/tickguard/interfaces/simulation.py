@@ -49,6 +49,8 @@ async def run_session(
             if watch_task is not None:
                 watch_task.cancel()
                 await asyncio.gather(watch_task, return_exceptions=True)
+            if engine.shadow is not None:
+                engine.shadow.cancel()  # its what-ifs in flight die with the connection
             await engine.broker.close()
             if engine.journal is not None:
                 engine.journal.close()

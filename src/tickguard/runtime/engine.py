@@ -47,6 +47,7 @@ from tickguard.core.trades import Trade, TradeRequest
 from tickguard.core.volatility import VolSnapshot
 from tickguard.runtime.entry_guard import EntryGuard
 from tickguard.runtime.journal_recorder import JournalRecorder
+from tickguard.runtime.monitors import make_shadow, make_watchdog
 from tickguard.runtime.order_executor import OrderExecutor
 from tickguard.runtime.order_record import OrderRecord
 from tickguard.runtime.reconciliation import Reconciler
@@ -122,7 +123,9 @@ class Engine:
                                              self.vol.get, self.grid) if vcfg.intraday else None
         self._tick_sink = tick_sink
         self._scheduled: list[tuple[int, TradeRequest]] = []
-        self.watchdog = self._make_watchdog()
+        self.watchdog = make_watchdog(settings, broker, self.trades, self.ticks.quote,  # runtime/monitors.py
+                                      self._journal_health if journal is not None else None)
+        self.shadow = make_shadow(settings, broker, self.trades, self.ticks.quote, self.contracts)  # exits' what-if
         self.health = self.watchdog.health if self.watchdog is not None else MarketDataHealth()
         self._resubscribing: set[asyncio.Task[None]] = set()
         self.reconciler = Reconciler(self.executor, self.trades, broker.now_ns, self.instance_id,
@@ -134,21 +137,6 @@ class Engine:
         self.reconciler.cancel_stray = self._cancel_stray
         self._book_task: asyncio.Task[OrderBook | BaseException] | None = None
         self._held_entries: list[OrderIntent] = []  # entries waiting for a complete reconciliation
-
-    def _make_watchdog(self) -> Watchdog | None:
-        """The market-data watchdog (runtime/watchdog.py): blind trades are resubscribed, then reported."""
-        cfg = self.settings.watchdog
-        if not cfg.enabled:
-            return None
-        broker = self.broker
-        session = getattr(broker, "regular_session", None) or (lambda symbol, ts: (0, 2**63 - 1))
-        feed_state = getattr(broker, "feed_state", None) or (lambda: "unknown")
-        return Watchdog(int(cfg.stale_tick_s * 1e9), self.trades.live_trades, self._last_tick_ns, session,
-                        feed_state, self._journal_health if self.journal is not None else None)
-
-    def _last_tick_ns(self, symbol: str) -> int | None:
-        tick = self.ticks.quote(symbol)
-        return None if tick is None else tick.recv_ns
 
     def _journal_health(self, kind: str, now_ns: int, trades: list[Trade], data: dict) -> None:
         assert self.journal is not None
@@ -302,7 +290,8 @@ class Engine:
             check_due = broker.now_ns() + 100_000_000 if self._book_task is not None else None  # poll its result
             for due in (self.trades.next_deadline(), self.executor.next_deadline(), vol_due,
                         self._scheduled[0][0] if self._scheduled else None, watch_due,
-                        self.reconciler.next_deadline(), check_due, self._budget_due() if budget.throttle else None):
+                        self.reconciler.next_deadline(), check_due, self._budget_due() if budget.throttle else None,
+                        self.shadow.next_deadline() if self.shadow is not None else None):
                 if due is not None and due < wake:
                     wake = due
             events = await broker.next_events(wake)
@@ -458,6 +447,8 @@ class Engine:
         if self.watchdog is not None:
             self.watchdog.on_time(now_ns)
         self.reconciler.on_time(now_ns)
+        if self.shadow is not None:
+            self.shadow.on_time(now_ns)
         self._flush()
 
     def _apply_volatility(self, snap: VolSnapshot) -> None:

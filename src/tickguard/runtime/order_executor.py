@@ -51,6 +51,12 @@ _MAX_HOLD_NS = 5_000_000_000  # the longest pause between two tries of an order 
 RETRYABLE_CODES = frozenset({100, 1100, 1101, 1102, 2110, 0})
 
 
+def broker_order(intent: OrderIntent, filled: Decimal = ZERO) -> BrokerOrder:
+    """The order that leaves for ``intent``: what of it is not filled yet (the shadow what-if asks about the same)."""
+    return BrokerOrder(ref=intent.key, account=intent.account, symbol=intent.symbol, action=intent.action,
+                       qty=intent.qty - filled, order_type=intent.order_type, limit_price=intent.limit_price)
+
+
 class OrderExecutor:
     def __init__(
         self,
@@ -215,10 +221,7 @@ class OrderExecutor:
         if intent.trade_id in self.halted:
             self._withhold(record)
             return
-        order = BrokerOrder(
-            ref=intent.key, account=intent.account, symbol=intent.symbol, action=intent.action,
-            qty=intent.qty - record.filled, order_type=intent.order_type, limit_price=intent.limit_price,
-        )
+        order = broker_order(intent, record.filled)
         try:
             order_id = self._broker.place_order(order)
         except NotConnected as exc:

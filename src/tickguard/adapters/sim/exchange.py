@@ -39,6 +39,8 @@ class ExchangeParams:
     leverage: float = 4.0
     margin_rate: float = 0.25
     max_msgs_per_s: int = 50
+    # IB's precautionary size limit (an order above it is refused, and so is its what-if); 0: none
+    max_order_qty: float = 0.0
 
 
 @dataclass(slots=True)
@@ -166,6 +168,9 @@ class SimExchange:
             return self._reject(sim, REJECTED_CODE, f"Order rejected - reason: invalid quantity {order.qty}")
         if order.order_type is OrderType.LIMIT and not (order.limit_price and order.limit_price > 0):
             return self._reject(sim, REJECTED_CODE, "Order rejected - reason: limit price missing")
+        too_large = self._precaution(order)
+        if too_large:
+            return self._reject(sim, REJECTED_CODE, f"Order rejected - reason: {too_large}")
         if self.reject_next is not None:
             reason, self.reject_next = self.reject_next, None
             return self._reject(sim, REJECTED_CODE, f"Order rejected - reason: {reason}")
@@ -286,6 +291,14 @@ class SimExchange:
 
     # ----------------------------------------------------------------------------------------- what-if
 
+    def _precaution(self, order: BrokerOrder) -> str | None:
+        """The precautionary size limit, closing orders included (IB's applies to every order): why ``order``
+        is refused by it, or None.  One rule for orders and what-ifs, so a what-if predicts the order."""
+        limit = self.p.max_order_qty
+        if limit > 0 and float(order.qty) > limit:
+            return f"order size {order.qty} exceeds the precautionary size limit of {limit:g}"
+        return None
+
     def what_if(self, order: BrokerOrder, now_ns: int) -> WhatIf:
         self.count_message(now_ns)
         if order.symbol not in self.quotes:
@@ -294,8 +307,9 @@ class SimExchange:
         px = _limit(order) or (ask if order.action is Action.BUY else bid)
         opening = self._opening_qty(order)
         init = opening * px * self.p.margin_rate
-        accepted = opening * px <= self.buying_power(order.account)
-        warning = "" if accepted else "insufficient buying power"
+        too_large = self._precaution(order)
+        accepted = too_large is None and opening * px <= self.buying_power(order.account)
+        warning = "" if accepted else too_large or "insufficient buying power"
         return WhatIf(accepted, init, init * 0.8, self.commission(float(order.qty), px), warning, now_ns)
 
 
