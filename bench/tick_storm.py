@@ -44,6 +44,7 @@ from tickguard.core.tick_handler import TickHandler
 from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import TradeRequest
 from tickguard.core.volatility import VolSnapshot
+from tickguard.runtime.telemetry import Telemetry
 
 T0 = 1_700_000_000_000_000_000
 
@@ -188,7 +189,10 @@ class Harness:
     """The engine core with the benchmark's levels loaded as open trades, ready for a storm."""
 
     def __init__(self, ticks: list[Tick], levels: list[Level], grids: dict[str, PriceGrid], mode: str,
-                 window_ns: int) -> None:
+                 window_ns: int, metrics: bool = False) -> None:
+        # metrics: record what the engine records for Prometheus (runtime/telemetry.py) on every hand-over and exit,
+        # exactly as Engine.dispatch and Engine._flush do
+        self.telemetry = Telemetry() if metrics else None
         first: dict[str, Tick] = {}
         for t in ticks:
             if 0 < t.bid <= t.ask and t.symbol not in first:
@@ -228,9 +232,23 @@ class Harness:
         tm = self.tm
         if tm.outbox:
             now = time.perf_counter_ns() - self.t0
+            tel = self.telemetry
             for intent in tm.outbox:
+                if tel is not None:
+                    tel.decided(intent, self.handler.quote)
                 self.fired.append((self.by_trade[intent.trade_id], intent.trigger.tick_seq, now))
             tm.outbox.clear()
+
+    def process(self, ticks: list[Tick]) -> None:
+        """One hand-over, as the engine's step makes it (with the telemetry's step and batch timing when on)."""
+        tel = self.telemetry
+        if tel is None:
+            self.handler.process(ticks)
+            return
+        tel.step_began()
+        began = time.perf_counter_ns()
+        self.handler.process(ticks)
+        tel.evaluated(len(ticks), time.perf_counter_ns() - began)
 
 
 def run_max(h: Harness, ticks: list[Tick], chunk: int) -> dict:
@@ -242,7 +260,7 @@ def run_max(h: Harness, ticks: list[Tick], chunk: int) -> dict:
     for i in range(0, len(ticks), chunk):
         now = time.perf_counter_ns() - h.t0
         arrivals[ticks[i].seq:ticks[min(i + chunk, len(ticks)) - 1].seq + 1] = now
-        h.handler.process(ticks[i:i + chunk])
+        h.process(ticks[i:i + chunk])
     wall = (time.perf_counter_ns() - h.t0) / 1e9
     gc.enable()
     return {"wall_s": wall, "ticks_per_s": len(ticks) / wall, "backlog": 0, **latency(h, arrivals)}
@@ -269,7 +287,7 @@ def run_rate(h: Harness, ticks: list[Tick], rate: float) -> dict:
         if j <= i:
             continue  # idle until the next tick arrives
         max_backlog = max(max_backlog, j - i)
-        h.handler.process(ticks[i:j])
+        h.process(ticks[i:j])
         i = j
     wall = (time.perf_counter_ns() - h.t0) / 1e9
     gc.enable()
@@ -328,6 +346,34 @@ def scenario(ticks: list[Tick], levels: list[Level], grids: dict[str, PriceGrid]
                 print(f"  -> batch / per-tick throughput: {row['ticks_per_s'] / base['ticks_per_s']:.1f}x")
             del h
             gc.collect()
+    rows += metrics_cost(ticks, levels, grids, window_ms, chunk, label, want)
+    return rows
+
+
+def metrics_cost(ticks: list[Tick], levels: list[Level], grids: dict[str, PriceGrid], window_ms: float, chunk: int,
+                 label: str, want: dict[int, int], repeats: int = 3) -> list[dict]:
+    """Batch mode as fast as possible with the metrics' recording off and on, alternated ``repeats`` times in this
+    run (the best of each: the machine's noise only ever slows a run down); the ratio is the metrics' cost."""
+    best: dict[str, dict] = {}
+    for _ in range(repeats):
+        for on in (False, True):
+            h = Harness(ticks, levels, grids, "batch", int(window_ms * 1e6), metrics=on)
+            res = {**run_max(h, ticks, chunk), **check(h, want)}
+            if h.telemetry is not None:
+                res["telemetry_batches"] = h.telemetry.batch.count
+            key = "batch+metrics" if on else "batch"
+            if key not in best or res["ticks_per_s"] > best[key]["ticks_per_s"]:
+                best[key] = {"scenario": label, "levels": len(levels) - h.skipped, "mode": key,
+                             "feed": "max", "rss_mb": 0.0, "rss_growth_mb": 0.0, "peak_rss_mb": rss_mb()[1], **res}
+            del h
+            gc.collect()
+    rows = [best["batch"], best["batch+metrics"]]
+    for row in rows:
+        print_row(row)
+    ratio = best["batch+metrics"]["ticks_per_s"] / best["batch"]["ticks_per_s"]
+    print(f"  -> metrics on / off throughput: {ratio:.3f} ({(1 - ratio) * 100:+.1f} % cost; best of {repeats} "
+          "alternated runs each)")
+    rows[1]["metrics_on_off_ratio"] = ratio
     return rows
 
 

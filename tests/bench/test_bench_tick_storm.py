@@ -17,7 +17,10 @@ def test_quick_run_has_no_missed_or_duplicate_trigger(tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     rows = json.loads(out.read_text())["rows"]
-    assert {r["mode"] for r in rows} == {"batch", "per_tick"} and {r["feed"] for r in rows} >= {"max"}
+    assert {r["mode"] for r in rows} == {"batch", "per_tick", "batch+metrics"} and {r["feed"] for r in rows} >= {"max"}
+    [with_metrics] = [r for r in rows if r["mode"] == "batch+metrics"]
+    assert with_metrics["metrics_on_off_ratio"] > 0 and with_metrics["telemetry_batches"] > 0
+    assert "metrics on / off throughput" in done.stdout
     for r in rows:
         assert r["fired"] == r["expected"] > 0 and r["missed"] == 0 and r["duplicates"] == 0 and r["extra"] == 0
         assert r["ticks_per_s"] > 0 and r["lat_p50_ms"] <= r["lat_p99_ms"] <= r["lat_max_ms"]

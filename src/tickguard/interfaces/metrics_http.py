@@ -23,7 +23,7 @@ from prometheus_client.exposition import choose_encoder
 
 from tickguard.config import MetricsConfig
 from tickguard.runtime.engine import Engine
-from tickguard.runtime.metrics import EngineMetrics
+from tickguard.runtime.metrics import EngineMetrics, exposition
 from tickguard.runtime.telemetry import watch_loop_lag
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,7 @@ class MetricsServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         try:
-            await self.collector.refresh()
-            body = encoder(self.registry)
+            body = await exposition(self.collector, self.registry, encoder)
         except Exception as exc:  # a bug in a figure must not take the engine (or the other figures' history) down
             log.error("metrics: the scrape failed: %s: %s", type(exc).__name__, exc, exc_info=log.isEnabledFor(
                 logging.DEBUG))

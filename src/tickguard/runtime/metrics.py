@@ -5,15 +5,16 @@ message budget's counters, the reconciler's state, the caches' stats, the trades
 them where they live, and the tick path pays nothing.  What had no source is kept by ``runtime/telemetry.py``.
 
 The per-trade figures (trades by state, per-account exposure, risk and P&L, last-tick ages) walk every trade;
-with thousands of trades that is milliseconds of Python, so ``refresh`` walks them in slices, yielding to the
-event loop between slices - a scrape never holds a quote back for longer than one slice.  Everything is read on
+with thousands of trades that is tens of milliseconds of Python, so ``refresh`` walks them in slices, and
+``exposition`` formats one family at a time, yielding to the event loop in between - a scrape never holds a quote
+back for longer than one slice (``bench/metrics_scrape.py`` measures the longest hold).  Everything is read on
 the engine's own event loop (the HTTP server runs there too): no lock, no torn read.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from tickguard.runtime.engine import Engine
 
 ACTIVE_STATES = (TradeState.PENDING_ENTRY, TradeState.OPEN, TradeState.EXITING, TradeState.HALTED)
-SLICE = 500  # trades walked between two yields to the event loop
+SLICE = 100  # trades walked between two yields to the event loop (about a millisecond of Python)
 
 
 @dataclass(slots=True)
@@ -52,6 +53,32 @@ class TradeFigures:
     accounts: dict[str, AccountFigures] = field(default_factory=dict)
     tick_age_s: list[tuple[str, float]] = field(default_factory=list)  # stalest first, bounded
     blind_trades: int = 0
+
+
+class _One:
+    """A registry of one family, for the exposition's formatter (it asks a registry to ``collect``)."""
+
+    def __init__(self, family: Metric) -> None:
+        self._family = family
+
+    def collect(self) -> list[Metric]:
+        return [self._family]
+
+
+async def exposition(collector: EngineMetrics, registry: Any, encoder: Callable[[Any], bytes]) -> bytes:
+    """The scrape's body: the figures gathered (``refresh``), then each family formatted by ``encoder`` (one of
+    ``prometheus_client``'s, as ``choose_encoder`` picks it), yielding to the loop between families.  OpenMetrics
+    ends a body with ``# EOF``: the formatter writes it after every family, so it is kept once, at the end."""
+    await collector.refresh()
+    parts: list[bytes] = []
+    eof = b"# EOF\n"
+    for family in registry.collect():
+        part = encoder(_One(family))
+        parts.append(part.removesuffix(eof))
+        await asyncio.sleep(0)
+    if part.endswith(eof) if parts else False:
+        parts.append(eof)
+    return b"".join(parts)
 
 
 def _family(name: str, labels: Iterable[str] = ()) -> Metric:
