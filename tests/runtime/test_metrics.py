@@ -140,3 +140,40 @@ async def test_a_scrape_of_an_engine_without_journal_or_trades_still_parses():
     assert value(samples, "tickguard_trades", state="open") == 0
     assert families["tickguard_journal_commit_seconds"].samples == []  # no journal: no commit figures
     await engine.broker.close()
+
+
+async def test_flood_control_and_rejections_are_exported_by_account_reason_code_and_kind():
+    """An account whose orders are refused again and again: its rejections by code and kind, its entries held by
+    the breaker (the reason said) and the new trade refused for it are all in the scrape."""
+    from dataclasses import replace
+    from decimal import Decimal
+
+    from tickguard.core.exit_rules import StopLoss
+    from tickguard.core.model import Side
+    from tickguard.core.trade_checks import TradeRejected
+    from tickguard.core.trades import TradeRequest
+
+    s = load(None, {"sim": {"speed": 0, "symbols": 2, "seed": 5}, "volatility": {"intraday": False},
+                    "throttle": {"breaker_rejections": 3, "breaker_cool_down_s": 600}, "shadow": {"enabled": False}})
+    engine, venue = sim_engine(s)
+    await engine.start(sorted(venue.specs))
+    await engine.run_until(engine.broker.now_ns() + 2 * NS)
+    venue.exchange.p = replace(venue.exchange.p, reject_prob=1.0)
+
+    def req() -> TradeRequest:
+        return TradeRequest(symbol="SIM001", side=Side.LONG, qty=Decimal(10), account="DU1000",
+                            rules=[StopLoss(distance=5.0)])
+
+    for _ in range(3):
+        engine.submit(req())
+    await engine.run_until(engine.broker.now_ns() + 2 * NS)
+    with pytest.raises(TradeRejected):
+        engine.submit(req())
+    _, samples = await scraped(engine)
+    rejected = {dict(k[1])["kind"]: v for k, v in samples.items() if k[0] == "tickguard_orders_rejected_total"}
+    assert rejected == {"entry": 3}
+    assert value(samples, "tickguard_account_risk_state", account="DU1000", state="blocked") == 1
+    assert value(samples, "tickguard_account_blocked_reason", account="DU1000", reason="breaker") == 1
+    assert value(samples, "tickguard_account_blocked_reason", account="DU1000", reason="efficiency") == 0
+    assert value(samples, "tickguard_entries_refused_total", account="DU1000", reason="breaker") == 1
+    await engine.broker.close()

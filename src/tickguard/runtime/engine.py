@@ -246,7 +246,7 @@ class Engine:
 
     def _open(self, request: TradeRequest) -> Trade:
         """The trade manager accepts the trade, unless its account's entries wait (runtime/entry_guard.py)."""
-        why = self.guard.entry_refusal(self._account_of(request), self.broker.now_ns())
+        why = self.guard.refuse_entry(self._account_of(request), self.broker.now_ns())
         if why is not None:
             raise TradeRejected(why)
         return self.trades.submit(request)

@@ -46,6 +46,7 @@ class EntryGuard:
         self._inner, self._clock, self._account_of = inner, clock, account_of
         self.breaker, self.efficiency = breaker, efficiency
         self._warned: set[tuple[str, str]] = set()
+        self.refused: dict[tuple[str, str], int] = {}  # (account, cause) -> new trades refused, for metrics
 
     def entry_refusal(self, account: str, now_ns: int) -> str | None:
         """Why ``account``'s new entries wait now (its breaker tripped, or its ratio is over the bound), or None."""
@@ -56,6 +57,19 @@ class EntryGuard:
         if self.efficiency.over(account, day):
             return describe(account, self.efficiency.days[(account, day)], self.efficiency.bound)
         return None
+
+    def blocking(self, account: str, now_ns: int) -> list[str]:
+        """What holds ``account``'s new entries now: ``breaker`` and / or ``efficiency`` (empty: nothing)."""
+        causes = ["breaker"] if self.breaker.paused(account, now_ns) is not None else []
+        return causes + (["efficiency"] if self.efficiency.over(account, trading_day(now_ns)) else [])
+
+    def refuse_entry(self, account: str, now_ns: int) -> str | None:
+        """``entry_refusal`` for a new trade, counted by cause when it is refused."""
+        why = self.entry_refusal(account, now_ns)
+        if why is not None:
+            cause = self.blocking(account, now_ns)[0]
+            self.refused[(account, cause)] = self.refused.get((account, cause), 0) + 1
+        return why
 
     def sent(self, intent: OrderIntent, cancel: bool = False) -> None:
         """An order or a cancel went to the broker: counted in the ratio (a warning the first time it is over)."""

@@ -44,7 +44,7 @@ CATALOG: tuple[MetricSpec, ...] = (
     _m("tickguard_engine_steps_total", C, (), "Engine loop steps (one per batch of broker events or timer)."),
     _m("tickguard_event_loop_lag_seconds", H, (), "How late the event loop ran a timer: the time any tick or "
        "order waits behind other work."),
-    _m("tickguard_event_loop_lag_max_seconds", G, (), "Largest event-loop lag since the previous scrape."),
+    _m("tickguard_event_loop_lag_max_seconds", G, (), "Largest event-loop lag of the last 60 seconds."),
     # ticks
     _m("tickguard_ticks_received_total", C, (), "Quotes received from the broker."),
     _m("tickguard_ticks_dropped_total", C, ("reason",), "Quotes refused as invalid (crossed, non-positive, stale)."),
@@ -62,7 +62,8 @@ CATALOG: tuple[MetricSpec, ...] = (
     _m("tickguard_trades", G, ("state",), "Trades not yet over, by state (pending_entry, open, exiting, halted)."),
     _m("tickguard_exits_total", C, ("reason",), "Exit orders decided, by what triggered them."),
     _m("tickguard_orders_sent_total", C, ("kind",), "Orders written to the broker, entries and exits."),
-    _m("tickguard_orders_rejected_total", C, ("code",), "Orders the broker refused, by its error code."),
+    _m("tickguard_orders_rejected_total", C, ("code", "kind"), "Orders the broker refused, by its error code, "
+       "entries and exits."),
     _m("tickguard_exit_alerts_total", C, (), "Exits the broker refused (each one an ERROR line and an alert)."),
     # message budget and flood control
     _m("tickguard_throttle_queue_depth", G, ("lane",), "Messages waiting for the message budget, per lane."),
@@ -78,6 +79,11 @@ CATALOG: tuple[MetricSpec, ...] = (
     # risk, per account
     _m("tickguard_account_risk_state", G, ("account", "state"), "1 for the account's state: ok, or blocked "
        "(new entries refused: entry breaker, efficiency ratio, or reconciliation incomplete)."),
+    _m("tickguard_account_blocked_reason", G, ("account", "reason"), "1 for each reason an account's new entries "
+       "wait now: breaker (orders refused), efficiency (order-efficiency ratio), reconciliation (broker book "
+       "unread)."),
+    _m("tickguard_entries_refused_total", C, ("account", "reason"), "New trades refused by flood control (breaker, "
+       "efficiency)."),
     _m("tickguard_account_open_trades", G, ("account",), "Trades with an open position, per account."),
     _m("tickguard_account_gross_exposure", G, ("account",), "Sum of |position x mark| of open trades (account "
        "currency)."),
@@ -108,10 +114,14 @@ CATALOG: tuple[MetricSpec, ...] = (
     # reconciliation with the broker
     _m("tickguard_reconciliation_passes_total", C, (), "Reconciliation passes completed."),
     _m("tickguard_reconciliation_differences", G, (), "Differences with the broker raised and still seen."),
+    _m("tickguard_reconciliation_last_pass_age_seconds", G, (), "Time since the last complete reconciliation pass "
+       "(broker clock); absent before the first."),
     _m("tickguard_reconciliation_incomplete", G, (), "1 while the broker's book could not be read in full "
        "(new entries wait)."),
     # journal
     _m("tickguard_journal_commit_seconds", H, (), "Time to commit one journal transaction (the step's batch)."),
+    _m("tickguard_journal_rollbacks_total", C, (), "Journal transactions rolled back (a failed write or commit): "
+       "nothing they recorded is sent."),
 )
 
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in CATALOG}

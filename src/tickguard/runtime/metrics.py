@@ -182,10 +182,13 @@ class EngineMetrics(Collector):
         yield steps
         yield _histogram("tickguard_event_loop_lag_seconds", {(): tel.loop_lag})
         lag = _family("tickguard_event_loop_lag_max_seconds")
-        lag.add_metric([], tel.take_lag_max() / 1e9)
+        lag.add_metric([], tel.lag_max() / 1e9)
         yield lag
-        journal = _histogram("tickguard_journal_commit_seconds", {(): tel.commit} if engine.journal else {})
-        yield journal
+        yield _histogram("tickguard_journal_commit_seconds", {(): tel.commit} if engine.journal else {})
+        rollbacks = _family("tickguard_journal_rollbacks_total")
+        if engine.journal is not None:
+            rollbacks.add_metric([], engine.journal.rollbacks)
+        yield rollbacks
 
     def _tick_families(self) -> Iterator[Metric]:
         engine, tel = self.engine, self.engine.telemetry
@@ -220,8 +223,8 @@ class EngineMetrics(Collector):
             sent.add_metric([kind], n)
         yield sent
         rejected = _family("tickguard_orders_rejected_total")
-        for code, n in sorted(tel.rejected.items()):
-            rejected.add_metric([code], n)
+        for (code, kind), n in sorted(tel.rejected.items()):
+            rejected.add_metric([code, kind], n)
         yield rejected
         alerts = _family("tickguard_exit_alerts_total")
         alerts.add_metric([], len(engine.exit_alerts))
@@ -256,18 +259,27 @@ class EngineMetrics(Collector):
             efficiency.add_metric([account or "default"], count.ratio or 0.0)
         yield efficiency
         state = _family("tickguard_account_risk_state")
+        reasons = _family("tickguard_account_blocked_reason")
+        refused = _family("tickguard_entries_refused_total")
+        for (account, cause), n in sorted(engine.guard.refused.items()):
+            refused.add_metric([account or "default", cause], n)
         families = {n: _family(f"tickguard_account_{n}") for n in ("open_trades", "gross_exposure", "open_risk",
                                                                      "realized_pnl", "unrealized_pnl")}
         incomplete = bool(engine.reconciliation.incomplete)
         for account, acc in sorted(accounts.items()):
-            blocked = incomplete or engine.guard.entry_refusal("" if account == "default" else account, now) is not None
-            state.add_metric([account, "ok"], 0 if blocked else 1)
-            state.add_metric([account, "blocked"], 1 if blocked else 0)
+            causes = engine.guard.blocking("" if account == "default" else account, now)
+            causes += ["reconciliation"] if incomplete else []
+            state.add_metric([account, "ok"], 0 if causes else 1)
+            state.add_metric([account, "blocked"], 1 if causes else 0)
+            for cause in ("breaker", "efficiency", "reconciliation"):
+                reasons.add_metric([account, cause], 1 if cause in causes else 0)
             for n, value in (("open_trades", acc.open_trades), ("gross_exposure", acc.gross_exposure),
                              ("open_risk", acc.open_risk), ("realized_pnl", acc.realized),
                              ("unrealized_pnl", acc.unrealized)):
                 families[n].add_metric([account], value)
         yield state
+        yield reasons
+        yield refused
         yield from families.values()
 
     def _broker_families(self) -> Iterator[Metric]:
@@ -312,6 +324,10 @@ class EngineMetrics(Collector):
         passes = _family("tickguard_reconciliation_passes_total")
         passes.add_metric([], engine.reconciliation.passes)
         yield passes
+        last = _family("tickguard_reconciliation_last_pass_age_seconds")
+        if engine.reconciliation.last_pass_ns is not None:
+            last.add_metric([], max(0, engine.broker.now_ns() - engine.reconciliation.last_pass_ns) / 1e9)
+        yield last
         yield from self._shadow_families()
 
     def _shadow_families(self) -> Iterator[Metric]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ ROUND_TRIP_BOUNDS_NS: tuple[int, ...] = tuple(int(s * 1e9) for s in (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0))
 BATCH_BOUNDS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
+LAG_WINDOW_S = 60  # the event-loop lag's maximum is over this many seconds
 EXIT_REASONS = frozenset({"stop_loss", "trailing_stop", "break_even", "take_profit", "time_stop"})
 OTHER = "other"
 
@@ -102,10 +104,10 @@ class Telemetry:
         k: Histogram(ROUND_TRIP_BOUNDS_NS) for k in ("entry", "exit")})
     commit: Histogram = field(default_factory=lambda: Histogram(LATENCY_BOUNDS_NS))
     loop_lag: Histogram = field(default_factory=lambda: Histogram(LATENCY_BOUNDS_NS))
-    loop_lag_max_ns: int = 0
+    _lag_seconds: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=LAG_WINDOW_S))
     exits: dict[str, int] = field(default_factory=dict)
     sent: dict[str, int] = field(default_factory=lambda: {"entry": 0, "exit": 0})
-    rejected: dict[str, int] = field(default_factory=dict)
+    rejected: dict[tuple[str, str], int] = field(default_factory=dict)  # (IB error code, entry / exit) -> orders
     step_wall_ns: int = 0
     _decided: dict[str, int] = field(default_factory=dict)  # intent key -> wall ns when decided
     _in_flight: dict[int, _InFlight] = field(default_factory=dict)  # broker order id -> its round trip so far
@@ -154,10 +156,11 @@ class Telemetry:
 
     def on_status(self, event: OrderStatusEvent, broker_now_ns: int) -> None:
         status = OrderStatus(event.status)
+        flight = self._in_flight.get(event.order_id)
         if status is OrderStatus.REJECTED:
             code = str(event.code) if event.code is not None and event.code > 0 else "none"
-            self.rejected[code] = self.rejected.get(code, 0) + 1
-        flight = self._in_flight.get(event.order_id)
+            kind = flight.kind if flight is not None else "entry" if event.ref.endswith(":entry") else "exit"
+            self.rejected[(code, kind)] = self.rejected.get((code, kind), 0) + 1
         if flight is None:
             return
         if not flight.acked:
@@ -187,14 +190,21 @@ class Telemetry:
 
     # ------------------------------------------------------------------------------------ event loop
 
-    def loop_lagged(self, lag_ns: int) -> None:
+    def loop_lagged(self, lag_ns: int, now_s: float | None = None) -> None:
         self.loop_lag.observe(lag_ns)
-        self.loop_lag_max_ns = max(self.loop_lag_max_ns, lag_ns)
+        second = int(time.monotonic() if now_s is None else now_s)
+        window = self._lag_seconds
+        if window and window[-1][0] == second:
+            if lag_ns > window[-1][1]:
+                window[-1] = (second, lag_ns)
+        else:
+            window.append((second, lag_ns))
 
-    def take_lag_max(self) -> int:
-        """The largest lag since the last call (each scrape reads the worst of its own interval)."""
-        worst, self.loop_lag_max_ns = self.loop_lag_max_ns, 0
-        return worst
+    def lag_max(self, now_s: float | None = None) -> int:
+        """The largest lag of the last ``LAG_WINDOW_S`` seconds - the same answer for every reader (two Prometheus
+        servers, a person with curl), unlike a maximum reset by each scrape."""
+        since = int(time.monotonic() if now_s is None else now_s) - LAG_WINDOW_S
+        return max((lag for second, lag in self._lag_seconds if second > since), default=0)
 
 
 async def watch_loop_lag(telemetry: Telemetry, interval_s: float = 0.1) -> None:

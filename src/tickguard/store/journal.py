@@ -107,6 +107,7 @@ class Journal:
         self._depth = 0
         self.commits = 0
         self.last_commit_ns = 0  # how long the last commit took (perf counter)
+        self.rollbacks = 0  # transactions rolled back with writes in them (their orders are never sent)
         self.position = 0  # writes so far: the write-ahead stamp of what was just written
         self._committed = 0  # position of the last commit
         self._settled = 0  # position of the last commit or rollback: later writes are in the open transaction
@@ -206,6 +207,7 @@ class Journal:
         with contextlib.suppress(sa.exc.SQLAlchemyError):
             self._conn.rollback()
         if self.position > self._settled:
+            self.rollbacks += 1
             self._voided += ((self._settled + 1, self.position),)
             log.error("journal %s: %s; %d write(s) rolled back - nothing they record will be sent", self.where, why,
                       self.position - self._settled)

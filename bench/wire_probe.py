@@ -1,0 +1,89 @@
+"""``tickguard`` with time-stamp probes, for the wire-to-wire benchmark's breakdown (``--probe``).
+
+Runs the unmodified ``tickguard`` CLI in this process after wrapping a few functions from the outside (nothing
+under src/tickguard is edited): each wrapped call appends ``(name, start_ns, end_ns, detail)`` with
+``time.perf_counter_ns()`` (CLOCK_MONOTONIC: the gateway's clock too), and the garbage collector's pauses are
+recorded through ``gc.callbacks``.  At exit the record goes to ``$WTW_PROBE_OUT`` (JSON lines).
+
+    WTW_PROBE_OUT=probe.jsonl python bench/wire_probe.py run --config bench.toml --no-live
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import gc
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+RECORD: list[tuple[str, int, int, Any]] = []
+clock = time.perf_counter_ns
+
+
+def wrap(owner: Any, attr: str, name: str, detail: Callable[..., Any] | None = None) -> None:
+    original = getattr(owner, attr)
+
+    @functools.wraps(original)
+    def probe(*args: Any, **kwargs: Any) -> Any:
+        t0 = clock()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            RECORD.append((name, t0, clock(), detail(*args, **kwargs) if detail else None))
+
+    setattr(owner, attr, probe)
+
+
+def install() -> None:
+    from ib_async import connection
+
+    from tickguard.adapters.ib import ib_client
+    from tickguard.runtime import engine, order_executor
+    from tickguard.store import journal
+
+    wrap(connection.Connection, "data_received", "read", lambda self, data: len(data))
+    wrap(ib_client.IBBroker, "_on_tickers", "on_tickers", lambda self, tickers: len(tickers))
+    wrap(engine.Engine, "step", "step", lambda self, events: len(events))
+    wrap(engine.Engine, "dispatch", "dispatch", lambda self, events: len(events))
+    wrap(journal.Journal, "_commit", "commit")
+    wrap(journal.Journal, "_write", "sql")
+    wrap(order_executor.OrderExecutor, "submit", "submit", lambda self, intent: intent.key)
+    wrap(ib_client.IBBroker, "place_order", "place", lambda self, order: order.ref)
+    gc_start: list[int] = []
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_start[:] = [clock()]
+        elif gc_start:
+            RECORD.append(("gc", gc_start[0], clock(), info.get("generation")))
+
+    gc.callbacks.append(on_gc)
+
+
+def dump() -> None:
+    out = os.environ.get("WTW_PROBE_OUT")
+    if not out:
+        return
+    with open(out, "w") as fh:
+        for rec in RECORD:
+            fh.write(json.dumps(rec) + "\n")
+
+
+def main() -> None:
+    install()
+    atexit.register(dump)
+    from tickguard.interfaces.cli import app
+
+    sys.argv[0] = "tickguard"
+    app()
+
+
+if __name__ == "__main__":
+    main()

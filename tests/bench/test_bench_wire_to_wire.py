@@ -1,0 +1,28 @@
+"""The wire-to-wire benchmark runs end to end in its quickest form: the real ``tickguard run`` process and the bare
+ib_async floor client, each against the benchmark's gateway process; every planned crossing gets exactly its exit
+(the right trade, nothing missing, nothing extra).  No timing is asserted: speed is measured, not tested."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "wire_to_wire.py"
+
+
+def test_every_crossing_gets_its_exit_tickguard_and_floor(tmp_path):
+    out = tmp_path / "wtw.json"
+    done = subprocess.run([sys.executable, str(BENCH), "--trades", "24", "--symbols", "3", "--crossings", "9",
+                           "--rates", "2000", "--exit-timeout", "5", "--json", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    assert result["ok"] and set(result["runs"]) == {"tickguard", "floor"}
+    for kind, run in result["runs"].items():
+        assert run["gateway_error"] is None and not run["gateway_protocol_errors"], (kind, run)
+        assert run["unexpected_exits"] == 0, kind
+        (phase,) = run["phases"]
+        assert phase["crossings"] == phase["exits"] == 9 and phase["missing"] == 0 and phase["wrong_trade"] == 0, (
+            kind, phase)
+        assert 0 < phase["p50_ms"] <= phase["p99_ms"] <= phase["max_ms"]
+    assert "tickguard / floor at" in done.stdout
