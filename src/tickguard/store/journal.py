@@ -44,6 +44,15 @@ _MIGRATIONS = Path(__file__).with_name("migrations")
 _ISSUER = object()  # only the Journal issues commit receipts
 log = logging.getLogger(__name__)
 
+# The hot writes' statements, built once (see Journal._write); "key_" names the row to change.
+_INSERT_TRADE = trades.insert()
+_UPDATE_TRADE = trades.update().where(trades.c.trade_id == sa.bindparam("key_"))
+_DELETE_LEGS = legs.delete().where(legs.c.trade_id == sa.bindparam("key_"))
+_INSERT_LEG = legs.insert()
+_INSERT_ORDER = orders.insert()
+_UPDATE_ORDER = orders.update().where(orders.c.order_key == sa.bindparam("key_"))
+_INSERT_EVENT = events.insert()
+
 
 class JournalError(RuntimeError):
     """The journal cannot be used; the message says which one and why."""
@@ -164,11 +173,15 @@ class Journal:
         if self._depth == 0:
             self._commit()
 
-    def _write(self, stmt: sa.Executable) -> int:
+    def _write(self, stmt: sa.Executable, params: dict[str, Any] | list[dict[str, Any]] | None = None) -> int:
         """Execute one write (committed at once outside a batch); returns the rows it touched (the rows it returned,
-        for a ``RETURNING`` statement: psycopg's rowcount is not to be trusted for an ``ON CONFLICT DO NOTHING``)."""
+        for a ``RETURNING`` statement: psycopg's rowcount is not to be trusted for an ``ON CONFLICT DO NOTHING``).
+
+        The hot writes (events, trade snapshots, legs, orders) pass a constant statement and their values as
+        ``params``: SQLAlchemy then compiles each statement once and reuses it, where building a statement with
+        ``.values(...)`` per write cost most of an exit's journal time (bench/wire_to_wire.py's profile)."""
         try:
-            result = self._conn.execute(stmt)
+            result = self._conn.execute(stmt, params) if params is not None else self._conn.execute(stmt)
             rows = len(result.all()) if result.returns_rows else result.rowcount
         except sa.exc.StatementError as exc:
             if self._depth == 0:
@@ -236,17 +249,17 @@ class Journal:
             self._notifying = False
 
     def insert_trade(self, row: dict[str, Any]) -> None:
-        self._write(trades.insert().values(**row))
+        self._write(_INSERT_TRADE, row)
 
     def update_trade(self, trade_id: str, **values: Any) -> None:
-        self._write(trades.update().where(trades.c.trade_id == trade_id).values(**values))
+        self._write(_UPDATE_TRADE, {"key_": trade_id, **values})
 
     def put_legs(self, trade_id: str, rows: list[dict[str, Any]]) -> None:
         """Replace a trade's leg rows (a handful) with their current state."""
         with self.batch():
-            self._write(legs.delete().where(legs.c.trade_id == trade_id))
+            self._write(_DELETE_LEGS, {"key_": trade_id})
             if rows:
-                self._write(legs.insert().values([{"trade_id": trade_id, **r} for r in rows]))
+                self._write(_INSERT_LEG, [{"trade_id": trade_id, **r} for r in rows])
 
     def legs_of(self, trade_ids: Sequence[str]) -> list[dict[str, Any]]:
         if not trade_ids:
@@ -255,10 +268,10 @@ class Journal:
                           .order_by(legs.c.trade_id, legs.c.name))
 
     def insert_order(self, row: dict[str, Any]) -> None:
-        self._write(orders.insert().values(**row))
+        self._write(_INSERT_ORDER, row)
 
     def update_order(self, order_key: str, **values: Any) -> None:
-        self._write(orders.update().where(orders.c.order_key == order_key).values(**values))
+        self._write(_UPDATE_ORDER, {"key_": order_key, **values})
 
     def insert_fill(self, row: dict[str, Any]) -> bool:
         """Journal an execution once.  An exec id already journaled is a replay (a reconnect, a restart, another
@@ -281,8 +294,8 @@ class Journal:
 
     def event(self, kind: str, ts_ns: int, data: dict[str, Any], trade_id: str | None = None,
               order_key: str | None = None, user: str | None = None, account: str | None = None) -> None:
-        self._write(events.insert().values(kind=kind, ts_ns=ts_ns, data=data, trade_id=trade_id,
-                                           order_key=order_key, user_id=user, account=account))
+        self._write(_INSERT_EVENT, {"kind": kind, "ts_ns": ts_ns, "data": data, "trade_id": trade_id,
+                                    "order_key": order_key, "user_id": user, "account": account})
 
     def save_volatility(self, symbol: str, atr: float, adr: float, ts_ns: int) -> None:
         with self.batch():
