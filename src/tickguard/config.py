@@ -68,6 +68,15 @@ class EngineConfig(_Section):
     reconcile_interval_s: float = Field(30.0, ge=0.001, le=86_400,
                                         description="Positions, open orders and executions are "
                                         "compared with the journal this often, and after every reconnect.")
+    gc_freeze_interval_s: float = Field(10.0, ge=0, le=86_400,
+                                        description="Every this many seconds the objects alive are moved out of "
+                                        "the garbage collector's full passes (their pauses grow with open "
+                                        "trades); 0 = only after start-up.")
+    reconcile_full_every: int = Field(10, ge=1, le=10_000,
+                                      description="One routine reconciliation pass in this many also reads the "
+                                      "broker's completed orders of the day (it grows with the day's orders); "
+                                      "passes after a reconnect, a late acknowledgement or an incomplete book "
+                                      "always do.")
     reconcile_retry_s: float = Field(5.0, ge=0.001, le=86_400,
                                      description="Pause before asking again after an incomplete "
                                      "order book, and before confirming a new difference.")

@@ -40,11 +40,11 @@ class WaryBroker(SimBroker):
             return 10_000_000 + self.lose_next  # an id the venue never gave
         return super().place_order(order)
 
-    async def order_book(self) -> OrderBook:
+    async def order_book(self, full: bool = True) -> OrderBook:
         self.books += 1
         if self.book_fails:
             raise BrokerError("completed orders: request timed out")
-        book = await super().order_book()
+        book = await super().order_book(full)
         book.complete = not self.book_partial
         return book
 

@@ -209,8 +209,10 @@ class Broker(Protocol):
 
     async def positions(self, account: str) -> dict[str, Decimal]: ...
 
-    async def order_book(self) -> OrderBook:
-        """Everything needed to reconcile the journal with the broker after a (re)start."""
+    async def order_book(self, full: bool = True) -> OrderBook:
+        """Everything needed to reconcile the journal with the broker after a (re)start.  ``full`` False: a routine
+        pass on a live connection, which may leave out what the connection already reported (IB: the day's
+        completed orders)."""
         ...
 
     async def next_events(self, wake_at_ns: int | None) -> list[BrokerEvent]:

@@ -10,7 +10,6 @@ import asyncio
 import bisect
 import contextlib
 import datetime as dt
-import gc
 import logging
 import secrets
 import time
@@ -46,6 +45,7 @@ from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import Trade, TradeRequest
 from tickguard.core.volatility import VolSnapshot
 from tickguard.runtime.entry_guard import EntryGuard
+from tickguard.runtime.gc_policy import FreezePolicy
 from tickguard.runtime.journal_recorder import JournalRecorder
 from tickguard.runtime.monitors import make_shadow, make_watchdog
 from tickguard.runtime.order_executor import OrderExecutor
@@ -130,13 +130,14 @@ class Engine:
         self._resubscribing: set[asyncio.Task[None]] = set()
         self.reconciler = Reconciler(self.executor, self.trades, broker.now_ns, self.instance_id,
                                      int(eng.reconcile_interval_s * 1e9), int(eng.reconcile_retry_s * 1e9),
-                                     int(eng.ack_timeout_s * 1e9))
+                                     int(eng.ack_timeout_s * 1e9), eng.reconcile_full_every)
         self.reconciliation = self.reconciler.state  # last pass, differences, incomplete (new entries wait)
         self.executor.on_sent = self._on_sent
         self.executor.on_cancel_sent = lambda record: self.guard.sent(record.intent, cancel=True)
         self.reconciler.cancel_stray = self._cancel_stray
         self._book_task: asyncio.Task[OrderBook | BaseException] | None = None
         self._held_entries: list[OrderIntent] = []  # entries waiting for a complete reconciliation
+        self.gc = FreezePolicy(eng.gc_freeze_interval_s)
 
     def _journal_health(self, kind: str, now_ns: int, trades: list[Trade], data: dict) -> None:
         assert self.journal is not None
@@ -190,11 +191,9 @@ class Engine:
                 (log.error if line.startswith("UNRECONCILED") else log.warning)("%s", line)
         else:
             self.reconciler.baseline(None, self.broker.now_ns())
-        # Start-up objects (contracts, bars, restored trades, imported modules) live for the whole run: move
-        # them out of the collector's sight so its full passes - measured as the tick path's longest stalls
-        # (bench/journal_latency.py) - have less to walk.
-        gc.collect()
-        gc.freeze()
+        # Start-up objects (contracts, bars, restored trades, imported modules) live for the whole run: out of the
+        # collector's sight (runtime/gc_policy.py), then again every [engine] gc_freeze_interval_s
+        self.gc.freeze()
         return failed
 
     async def _startup_book(self) -> OrderBook:
@@ -296,6 +295,7 @@ class Engine:
                     wake = due
             events = await broker.next_events(wake)
             self.step(events)
+            self.gc.maybe_freeze()
             if self.watchdog is not None and self.watchdog.pending:
                 self._resubscribe(self.watchdog)
             if self.reconciler.wanted and self._book_task is None:
@@ -306,12 +306,12 @@ class Engine:
         why = self.reconciler.begin()
         (log.debug if why == "interval" else log.info)("reconciliation: asking the broker for its order book (%s)",
                                                        why)  # the routine pass every interval is no event
-        self._book_task = asyncio.get_running_loop().create_task(self._fetch_book())
+        self._book_task = asyncio.get_running_loop().create_task(self._fetch_book(self.reconciler.full))
         await asyncio.sleep(0)  # let it start: the loop itself never waits for the answer
 
-    async def _fetch_book(self) -> OrderBook | BaseException:
+    async def _fetch_book(self, full: bool) -> OrderBook | BaseException:
         try:
-            return await self.broker.order_book()
+            return await self.broker.order_book(full)
         except Exception as exc:  # any failure is an incomplete pass, never a crash of the loop
             return exc
 

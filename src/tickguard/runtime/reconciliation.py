@@ -67,7 +67,7 @@ class Reconciliation:
 
 class Reconciler:
     def __init__(self, executor: OrderExecutor, trades: TradeManager, clock: Callable[[], int], journal_id: str,
-                 interval_ns: int, retry_ns: int, ack_timeout_ns: int) -> None:
+                 interval_ns: int, retry_ns: int, ack_timeout_ns: int, full_every: int = 1) -> None:
         self.state = Reconciliation()
         self._executor, self._trades, self._clock, self._journal_id = executor, trades, clock, journal_id
         self._interval, self._retry, self._ack = interval_ns, retry_ns, ack_timeout_ns
@@ -80,6 +80,8 @@ class Reconciler:
         self._due: int | None = None
         self.wanted = ""  # why a check of the book is due now (the engine starts it)
         self.running = False
+        self.full = True  # whether the check begun asks the broker for everything (broker.order_book(full))
+        self._full_every, self._routine = max(1, full_every), 0
         self.cancel_stray: Callable[[int], None] | None = None  # how an order of ours no live trade owns is cancelled
 
     # -------------------------------------------------------------------------------------- schedule
@@ -131,8 +133,13 @@ class Reconciler:
             self.wanted = self.wanted or "interval"
 
     def begin(self) -> str:
-        """The engine starts a fetch of the book now; returns why."""
+        """The engine starts a fetch of the book now; returns why.  ``full`` says whether it asks for the whole
+        day: always after a reconnect, an acknowledgement deadline or an incomplete pass, and on one routine pass in
+        ``full_every`` (the others read what the live connection reported: ``Broker.order_book``)."""
         why, self.wanted, self.running = self.wanted, "", True
+        routine = why == "interval" and not self.state.incomplete
+        self._routine = self._routine + 1 if routine else 0
+        self.full = not routine or self._routine % self._full_every == 0
         return why
 
     # ----------------------------------------------------------------------------------------- apply

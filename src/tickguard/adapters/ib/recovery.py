@@ -12,8 +12,10 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from decimal import Decimal
+from typing import Any
 
-from ib_async import IB, Contract, Order
+from ib_async import IB, Contract, Order, Trade
+from ib_async import OrderStatus as IBOrderStatus
 from ib_async.objects import Fill
 
 from tickguard.adapters.broker import BrokerOrder, OrderBook
@@ -37,10 +39,18 @@ class RecoveryMixin(AttributionMixin):
     now_ns: Callable[[], int]
     default_account: str
     _paced: Callable[[Lane, str], Coroutine[None, None, None]]  # waits for the message budget (pacing.py)
+    state: Any  # ConnectionState: its reconnect count tells one connection's requests from the next's
+    _completed_request: asyncio.Future[list[Trade]] | None = None
+    _completed_connection = -1
 
-    async def order_book(self) -> OrderBook:
+    async def order_book(self, full: bool = True) -> OrderBook:
         """IB's view for journal recovery: this client's working orders, completed orders and the day's
-        executions (by orderRef), and positions.  Orders found here are adopted so their events route."""
+        executions (by orderRef), and positions.  Orders found here are adopted so their events route.
+
+        ``full``: ask IB for the day's completed orders (a start, a reconnect, an order past its acknowledgement
+        deadline).  Without it the ended orders are the ones this connection heard end: IB's answer grows with
+        every order of the day (5,000 orders: a quarter-second read that holds the event loop), and on a live
+        connection it holds nothing the order statuses did not already say - so routine passes skip it."""
         working: dict[str, tuple[int, Decimal]] = {}
         details: dict[str, BrokerOrder] = {}
         for trade in self._own_trades():
@@ -51,15 +61,10 @@ class RecoveryMixin(AttributionMixin):
             _add_details(details, trade.order, trade.contract)
             self._adopt(trade.order, trade.contract, exact(trade.orderStatus.filled))
         ended: dict[str, tuple[int, OrderStatus]] = {}
-        complete = True
-        try:
-            await self._paced(Lane.DATA, "completed orders")
-            done = await asyncio.wait_for(self.ib.reqCompletedOrdersAsync(True), self.cfg.request_timeout_s)
-        except (TimeoutError, ConnectionError, OSError) as exc:
-            # without IB's completed orders an order that ended while we were away looks never sent: say so, so
-            # that nothing is re-sent blind (the engine holds new entries and asks again)
-            log.error("completed orders could not be read (%s): this order book is incomplete", exc or type(exc))
-            complete, done = False, []
+        if full:
+            done, complete = await self._completed_orders()
+        else:
+            done, complete = [t for t in self.ib.trades() if t.orderStatus.status in IBOrderStatus.DoneStates], True
         for trade in done:
             # IB's completedOrder carries neither client id nor order id (ib_async reads both as 0): the key in
             # orderRef says whose it is (the engine keeps only its own journal's), the id is ours if we know it
@@ -83,6 +88,26 @@ class RecoveryMixin(AttributionMixin):
                 acct = positions.setdefault(pos.account, {})
                 acct[pos.contract.symbol] = acct.get(pos.contract.symbol, ZERO) + exact(pos.position)
         return OrderBook(working, ended, executions, positions, self.default_account, complete, details)
+
+    async def _completed_orders(self) -> tuple[list[Trade], bool]:
+        """IB's completed orders of the day, and whether they could be read.  One request at a time: ib_async keeps
+        one result list per request kind, so a second request while the first's answer still arrives (it timed out
+        here, not at IB) makes both fail - every late row a logged KeyError.  A later pass waits for it first."""
+        timeout = self.cfg.request_timeout_s
+        pending = self._completed_request
+        try:
+            if pending is not None and not pending.done() and self._completed_connection == self.state.reconnects:
+                # still unanswered after a second wait: given up (IB dropped it), a new request goes out
+                await asyncio.wait([pending], timeout=timeout)
+            await self._paced(Lane.DATA, "completed orders")
+            request = asyncio.ensure_future(self.ib.reqCompletedOrdersAsync(True))
+            self._completed_request, self._completed_connection = request, self.state.reconnects
+            return await asyncio.wait_for(asyncio.shield(request), timeout), True
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            # without IB's completed orders an order that ended while we were away looks never sent: say so, so
+            # that nothing is re-sent blind (the engine holds new entries and asks again)
+            log.error("completed orders could not be read (%s): this order book is incomplete", exc or type(exc))
+            return [], False
 
     def _adopt(self, order: Order, contract: Contract, filled: Decimal) -> None:
         if order.orderId not in self._orders:

@@ -115,7 +115,7 @@ class SimBroker:
     async def positions(self, account: str) -> dict[str, Decimal]:
         return _exact_positions(self.venue.positions(account))
 
-    async def order_book(self) -> OrderBook:
+    async def order_book(self, full: bool = True) -> OrderBook:
         ex = self.venue.exchange
         working = {o.order.ref: (o.order_id, exact(o.filled)) for o in ex.orders.values()
                    if o.status in _WORKING}
