@@ -108,3 +108,15 @@ def test_the_config_refuses_an_unknown_level_or_format():
         load(None, {"log": {"components": {"ib_async": "chatty"}}})
     with pytest.raises(ValueError, match="log.format"):
         load(None, {"log": {"format": "xml"}})
+
+
+def test_a_message_ib_async_cannot_handle_is_one_line_without_its_fields_or_traceback(capsys):
+    setup(LogConfig())
+    decoder = logging.getLogger("ib_async.decoder")
+    try:
+        raise KeyError("completedOrders")
+    except KeyError:
+        decoder.exception("Error for completedOrder(%s):", ["x" * 5000])
+    err = capsys.readouterr().err
+    assert "ib_async could not handle a message from IB (completedOrder): KeyError: 'completedOrders'" in err
+    assert "Traceback" not in err and "xxxx" not in err and len(err.splitlines()) == 1

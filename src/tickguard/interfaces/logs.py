@@ -45,6 +45,24 @@ class _BrokerEcho(logging.Filter):
         return echoes is None or not (isinstance(record.msg, str) and echoes.match(record.msg))
 
 
+class _DecoderFault(logging.Filter):
+    """ib_async logs a message it could not handle with the whole message's fields and a traceback (thousands of
+    lines when a late answer arrives row by row); one line says which message and why, the traceback is kept for
+    ``--log-level ib_async=DEBUG``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "ib_async.decoder" or not record.exc_info or record.exc_info[1] is None:
+            return True
+        if logging.getLogger("ib_async").isEnabledFor(logging.DEBUG):
+            return True
+        exc = record.exc_info[1]
+        what = record.getMessage().split("(", 1)[0].removeprefix("Error for ").removesuffix(":")[:80]
+        record.msg, record.args = "ib_async could not handle a message from IB (%s): %s: %s", (
+            what, type(exc).__name__, str(exc)[:200])
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
 class _NoSecrets(logging.Filter):
     """Masks passwords in every record, whoever logs it (tickguard, SQLAlchemy, psycopg): a URL or a DSN can end up
     in an error message."""
@@ -109,6 +127,7 @@ def setup(cfg: LogConfig, fmt: str | None = None, levels: Iterable[str] = ()) ->
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     handler.addFilter(_BrokerEcho())
+    handler.addFilter(_DecoderFault())
     handler.addFilter(_NoSecrets())
     handler.set_name("tickguard")
 
