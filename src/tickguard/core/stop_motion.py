@@ -14,7 +14,7 @@ trailing stops that are in step with the symbol's running best share one mark, s
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from sortedcontainers import SortedList
 
@@ -81,10 +81,11 @@ class StopTracker:
         current = self.effective(trade)
         return current.rule if current is not None and current.level_x == book.level_x else book.rule
 
-    def take_moved(self) -> set[str] | frozenset[str]:
+    def take_moved(self, symbols: Iterable[str] | None = None) -> set[str] | frozenset[str]:
         """The trades whose stop moved since the last call (for the journal's coalesced snapshots): those moved
-        on the per-trade path, and every member of a trail group whose mark advanced."""
-        grouped = self.groups.moved_members()
+        on the per-trade path, and every member of a trail group whose mark advanced (of ``symbols``' groups when
+        given: ``TrailGroups.moved_members``)."""
+        grouped = self.groups.moved_members(symbols)
         if not self.moved and not grouped:
             return _NONE  # called every engine step: no allocation when nothing moved
         moved, self.moved = self.moved, set()

@@ -10,7 +10,7 @@ stay on the trade manager's per-trade path until their best reaches the mark.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from sortedcontainers import SortedList
 
@@ -75,11 +75,17 @@ class TrailGroups:
         self._update(symbol, sign)
         return True
 
-    def moved_members(self) -> list[int]:
+    def moved_members(self, symbols: Iterable[str] | None = None) -> list[int]:
         """Level ids of the stops whose group's mark moved since the last call: their levels moved with it
-        (the tick handler advances marks without telling anyone, so the journal asks here)."""
+        (the tick handler advances marks without telling anyone, so the journal asks here).  ``symbols``: look at
+        these symbols' groups only - the ones that had ticks (a mark moves only with a tick); None: every group.
+        Why: the engine asks every step, and a scan of every group was a cost per step that grew with symbols."""
         out: list[int] = []
-        for key, group in self._groups.items():
+        groups = self._groups
+        keys: Iterable[tuple[str, int]] = (
+            groups if symbols is None else [k for s in symbols for k in ((s, 1), (s, -1)) if k in groups])
+        for key in keys:
+            group = groups[key]
             if group:
                 mark = self.marks_for(key[0]).mark_x(key[1])
                 if self._seen.get(key) != mark:

@@ -138,6 +138,7 @@ class Engine:
         self._book_task: asyncio.Task[OrderBook | BaseException] | None = None
         self._held_entries: list[OrderIntent] = []  # entries waiting for a complete reconciliation
         self.gc = FreezePolicy(eng.gc_freeze_interval_s)
+        self._step_symbols: set[str] = set()
 
     def _journal_health(self, kind: str, now_ns: int, trades: list[Trade], data: dict) -> None:
         assert self.journal is not None
@@ -355,7 +356,7 @@ class Engine:
             now = self.broker.now_ns()
             self.on_time(now)
             if self.recorder is not None:
-                self.recorder.flush_moved(now)
+                self.recorder.flush_moved(now, self._step_symbols)
 
     @contextlib.contextmanager
     def _batch(self) -> Iterator[None]:
@@ -422,6 +423,7 @@ class Engine:
                 log.log(event.level, "broker notice %s: %s", event.code, event.message)
                 self.reconciler.on_notice(event)
         self._flush()
+        self._step_symbols = {t.symbol for t in ticks}  # whose trail marks may have moved (JournalRecorder)
         if ticks:
             began = time.perf_counter_ns()
             self.ticks.process(ticks)

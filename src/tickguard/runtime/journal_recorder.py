@@ -8,6 +8,7 @@ market does not turn every tick into a database write.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from tickguard.core.trade_manager import TradeManager
@@ -15,6 +16,7 @@ from tickguard.core.trades import Leg, Trade
 from tickguard.runtime.order_record import OrderRecord
 from tickguard.store.journal import Journal
 
+FULL_SCAN_EVERY = 1000  # steps between two looks at every trail group (the others look at the step's symbols)
 MOVES_PER_STEP = 4  # level-move snapshots written per engine step at most (see JournalRecorder.flush_moved)
 
 
@@ -36,6 +38,7 @@ class JournalRecorder:
         self._interval = snapshot_interval_ns
         self._last_snapshot: dict[str, int] = {}
         self._moved: set[str] = set()  # trades whose stop moved, waiting for their snapshot interval
+        self._steps = 0
 
     def on_trade_event(self, trade: Trade, kind: str, record: dict[str, Any]) -> None:
         j = self.journal
@@ -72,12 +75,13 @@ class JournalRecorder:
                 "armed": snap["legs"][leg.name]["armed"], "fired": leg.fired, "filled": leg.filled,
                 "inflight": leg.inflight, "updated_ns": now}
 
-    def flush_moved(self, now: int) -> None:
+    def flush_moved(self, now: int, symbols: Iterable[str] | None = None) -> None:
         """Snapshot trades whose stop moved, unless one was written within the interval (those wait), at most
         ``MOVES_PER_STEP`` per engine step, the longest-waiting first.  Why a bound: the trailing stops of a trail
         group all move when its mark does; written in one step they would make one long stall of the tick path,
         spread over the next steps each step pays for a few."""
-        moved = self.trades.stops.take_moved()
+        self._steps += 1
+        moved = self.trades.stops.take_moved(None if self._steps % FULL_SCAN_EVERY == 0 else symbols)
         if moved:
             self._moved |= moved
         if not self._moved:
