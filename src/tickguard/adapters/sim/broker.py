@@ -8,17 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import time
 from decimal import Decimal
 
-from tickguard.adapters.broker import BrokerEvent, BrokerOrder, ContractInfo, OrderBook, UnknownSymbol, WhatIf
+from tickguard.adapters.broker import (
+    BrokerError,
+    BrokerEvent,
+    BrokerOrder,
+    ContractInfo,
+    OrderBook,
+    UnknownSymbol,
+    WhatIf,
+)
 from tickguard.adapters.sim.market import NY, session_bounds
 from tickguard.adapters.sim.venue import Quote, SimVenue
 from tickguard.adapters.ttl_cache import TTLCache
+from tickguard.core.message_budget import MessageBudget
 from tickguard.core.model import Bar, Tick
 from tickguard.core.money import exact
 from tickguard.core.order_state import OrderStatus
 from tickguard.core.price_grid import PriceGrid
+from tickguard.core.throttle import Lane
+
+_serial = itertools.count(1)
 
 # The simulated exchange's own order statuses (its view, like IB's) onto the engine's order states.
 _WORKING = frozenset({"pending", "working"})
@@ -40,6 +53,7 @@ class SimBroker:
         self._since_yield = 0
         self.connected = False
         self._grids: dict[str, PriceGrid] = {}
+        self._budget: MessageBudget | None = None
         # The same caches as the IB adapter's (contracts for a day, daily bars for an hour), on the venue's virtual
         # clock: the simulation looks things up the way a live run does, and its cache metrics mean the same.
         clock = lambda: self.venue.now_ns / 1e9  # noqa: E731 - the caches read virtual seconds
@@ -109,7 +123,34 @@ class SimBroker:
     def cancel_order(self, order_id: int) -> None:
         self.venue.cancel(order_id)
 
+    def use_budget(self, budget: MessageBudget) -> None:
+        """The engine's message budget: what-ifs wait for it, as at IB (orders are queued there by the executor)."""
+        self._budget = budget
+
     async def what_if(self, order: BrokerOrder) -> WhatIf:
+        """The exchange's what-if, once the budget lets a WHAT_IF message go (the engine's loop drains it): the
+        simulated exchange counts it against its pacing limit like IB does."""
+        budget = self._budget
+        if budget is not None:
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+            def go() -> None:
+                if not turn.done():
+                    turn.set_result(None)
+
+            def refused(why: str) -> None:
+                if not turn.done():
+                    turn.set_exception(BrokerError(why))
+
+            key = f"what-if {order.ref} #{next(_serial)}"
+            why = budget.send(key, Lane.WHAT_IF, go, refused=refused)
+            if why is not None:
+                raise BrokerError(why)
+            try:
+                await turn
+            except asyncio.CancelledError:
+                budget.withdraw(key)
+                raise
         return self.venue.what_if(order)
 
     async def positions(self, account: str) -> dict[str, Decimal]:
