@@ -285,3 +285,39 @@ def test_nonsense_bounds_are_refused(bad):
             "exit_order": None, **bad}
     with pytest.raises(ValueError):
         ShadowChecker(**args)
+
+
+async def test_a_look_at_many_trades_is_spread_over_steps_and_forgets_only_when_done():
+    """Thousands of live trades: each call looks at ``LOOK_SLICE`` of them (the deadline stays now until the look
+    is done), so no engine step stalls on the whole book; a trade gone is forgotten once the look has seen all."""
+    from tickguard.runtime.shadow import LOOK_SLICE, stop_exit_key
+
+    engine = await started()
+    trades = [await opened(engine, qty=1) for _ in range(3)]
+    clock = Clock(engine.broker.now_ns())
+
+    class Many:  # the three real trades, seen as many (the look's bookkeeping is per trade id)
+        def __init__(self) -> None:
+            self.trades = [dataclasses.replace(trades[i % 3], id=f"X{i:05d}") for i in range(2 * LOOK_SLICE + 10)]
+
+        def live_trades(self) -> list[Trade]:
+            return list(self.trades)
+
+        def stop_price(self, trade: Trade):
+            return engine.trades.stop_price(trades[0])
+
+    source = Many()
+    build = stop_exit_order(engine.trades, engine.ticks.quote, lambda s: engine.contracts[s].lot_size)
+    shadow = ShadowChecker(engine.broker.what_if, source, clock, INTERVAL, 4, build, scan_ns=SCAN, min_gap_ns=GAP,
+                           exit_key=stop_exit_key(engine.trades))
+    shadow.on_time(clock.now)
+    assert len(shadow._tracked) == LOOK_SLICE and shadow.next_deadline() == clock.now  # the rest waits a step
+    shadow.on_time(clock.now)
+    shadow.on_time(clock.now)
+    assert len(shadow._tracked) == len(source.trades) and shadow.next_deadline() == clock.now + SCAN  # done
+    gone = source.trades.pop()
+    for _ in range(3):
+        shadow.on_time(clock.advance(SCAN))
+        assert (gone.id in shadow._tracked) == bool(shadow._look)  # forgotten only when the look is complete
+    assert gone.id not in shadow._tracked
+    shadow.cancel()

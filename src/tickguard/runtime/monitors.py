@@ -15,7 +15,7 @@ from tickguard.adapters.broker import ContractInfo
 from tickguard.config import Settings
 from tickguard.core.model import Tick
 from tickguard.core.trade_manager import TradeManager
-from tickguard.runtime.shadow import ShadowChecker, stop_exit_order
+from tickguard.runtime.shadow import ShadowChecker, stop_exit_key, stop_exit_order
 from tickguard.runtime.watchdog import Watchdog
 
 Quote = Callable[[str], Tick | None]
@@ -50,4 +50,5 @@ def make_shadow(settings: Settings, broker: Any, trades: TradeManager, quote: Qu
 
     return ShadowChecker(broker.what_if, trades, broker.now_ns, int(cfg.interval_s * 1e9),
                          cfg.max_in_flight, stop_exit_order(trades, quote, lot_size),
-                         scan_ns=int(cfg.scan_s * 1e9), min_gap_ns=int(cfg.min_gap_s * 1e9), timeout_s=cfg.timeout_s)
+                         scan_ns=int(cfg.scan_s * 1e9), min_gap_ns=int(cfg.min_gap_s * 1e9), timeout_s=cfg.timeout_s,
+                         exit_key=stop_exit_key(trades))

@@ -52,6 +52,8 @@ VERDICTS = (ACCEPTED, REFUSED, ERROR)
 
 WhatIfFn = Callable[[BrokerOrder], Awaitable[WhatIf]]
 ExitOrderFn = Callable[[Trade], BrokerOrder | None]
+ExitKeyFn = Callable[[Trade], tuple[Any, ...] | None]
+LOOK_SLICE = 200  # trades looked at per engine step: a look at thousands is spread over steps, never one long stall
 
 
 class TradeSource(Protocol):
@@ -108,6 +110,22 @@ def stop_exit_order(trades: TradeManager, quote: Callable[[str], Tick | None], l
     return build
 
 
+def stop_exit_key(trades: TradeManager) -> ExitKeyFn:
+    """What identifies a trade's exit between two looks, cheaply (no order is built: the look runs over every live
+    trade): None when nothing would be sent, else its account, the quantity not in flight and the stop level."""
+
+    def key(trade: Trade) -> tuple[Any, ...] | None:
+        if trade.closing or not trade.state.automated:
+            return None
+        qty = trade.open_qty - trade.inflight
+        if qty <= 0:
+            return None
+        stop = trades.stops.effective(trade)
+        return trade.request.account, qty, None if stop is None else stop.level_x
+
+    return key
+
+
 def describe(order: BrokerOrder) -> str:
     """An order for people: ``SELL 100 SIM001 LMT 99.98 (account DU1)``."""
     price = f" {order.limit_price}" if order.limit_price is not None else ""
@@ -122,7 +140,7 @@ def _figures_aside(reason: str) -> str:
 class ShadowChecker:
     def __init__(self, what_if: WhatIfFn, trades: TradeSource, clock: Callable[[], int], interval_ns: int,
                  max_in_flight: int, exit_order: ExitOrderFn, *, scan_ns: int = 2 * NS, min_gap_ns: int = 30 * NS,
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, exit_key: ExitKeyFn | None = None) -> None:
         """``what_if``: the broker's (``broker.what_if``); ``clock``: the broker's (``broker.now_ns``), which stamps
         verdicts; ``exit_order``: the order a trade's exit would be now (``stop_exit_order``); ``timeout_s``: wall
         seconds a check may take before it is an ``error`` (the IB adapter's own request timeout and what-if wait
@@ -135,6 +153,9 @@ class ShadowChecker:
         self.interval_ns = interval_ns
         self.max_in_flight = max_in_flight
         self._exit_order = exit_order
+        self._exit_key: ExitKeyFn = exit_key or self._key_of_order
+        self._look: list[Trade] = []  # what is left of the look under way (LOOK_SLICE trades per step)
+        self._looked: set[str] = set()
         self.scan_ns = scan_ns
         self.min_gap_ns = min_gap_ns
         self.timeout_s = timeout_s
@@ -152,33 +173,42 @@ class ShadowChecker:
         return self._next_scan
 
     def on_time(self, now_ns: int) -> None:
-        """Look at the live trades when due: forget those gone, queue those due a check, start what fits."""
+        """Look at the live trades when due - ``LOOK_SLICE`` of them per call, the rest on the next steps (the
+        deadline stays now until the look is done): queue those due a check, forget those gone, start what fits."""
         if now_ns < self._next_scan:
             return
-        self._next_scan = now_ns + self.scan_ns
-        orders: dict[str, tuple[Trade, BrokerOrder]] = {}
-        for trade in self._trades.live_trades():
-            order = self._exit_order(trade)
-            if order is not None:
-                orders[trade.id] = (trade, order)
-        for trade_id in [t for t in self._tracked if t not in orders]:
-            self._forget(trade_id)
+        if not self._look:
+            self._look, self._looked = list(self._trades.live_trades()), set()
+        part, self._look = self._look[:LOOK_SLICE], self._look[LOOK_SLICE:]
         due: list[tuple[int, int, str]] = []
-        for trade_id, (trade, order) in orders.items():
-            exit_ = self._exit_of(trade, order)
-            entry = self._tracked.get(trade_id)
+        for trade in part:
+            exit_ = self._exit_key(trade)
+            if exit_ is None:
+                continue
+            self._looked.add(trade.id)
+            entry = self._tracked.get(trade.id)
             if entry is None:
-                entry = self._tracked[trade_id] = _Tracked(trade, now_ns, exit_)
+                entry = self._tracked[trade.id] = _Tracked(trade, now_ns, exit_)
             entry.trade, entry.exit = trade, exit_
-            rank = self._rank(trade_id, entry, now_ns)
-            if rank is not None and trade_id not in self._queued and trade_id not in self._running:
-                due.append((rank, entry.started_ns, trade_id))
+            rank = self._rank(trade.id, entry, now_ns)
+            if rank is not None and trade.id not in self._queued and trade.id not in self._running:
+                due.append((rank, entry.started_ns, trade.id))
         for _, _, trade_id in sorted(due):  # never checked first, then changed or without a verdict, then oldest
             self._queue.append(trade_id)
             self._queued.add(trade_id)
+        if self._look:
+            self._next_scan = now_ns  # the rest of this look on the next step
+        else:
+            self._next_scan = now_ns + self.scan_ns
+            for trade_id in [t for t in self._tracked if t not in self._looked]:
+                self._forget(trade_id)
         self._start_checks()
 
-    def _exit_of(self, trade: Trade, order: BrokerOrder) -> tuple[Any, ...]:
+    def _key_of_order(self, trade: Trade) -> tuple[Any, ...] | None:
+        """The exit's identity from the order itself (when no cheaper ``exit_key`` is given)."""
+        order = self._exit_order(trade)
+        if order is None:
+            return None
         return (order.account, order.symbol, order.action, order.qty, order.order_type, self._trades.stop_price(trade))
 
     def _rank(self, trade_id: str, entry: _Tracked, now_ns: int) -> int | None:
@@ -209,7 +239,7 @@ class ShadowChecker:
             order = None if entry is None else self._exit_order(entry.trade)
             if entry is None or order is None:
                 continue
-            entry.checked_exit, entry.started_ns = self._exit_of(entry.trade, order), self._clock()
+            entry.checked_exit, entry.started_ns = self._exit_key(entry.trade), self._clock()
             task = loop.create_task(self._check(trade_id, order), name=f"what-if {trade_id}")
             self._running[trade_id] = task
             task.add_done_callback(functools.partial(self._finished, trade_id))
