@@ -134,9 +134,9 @@ class Probe:
                 commit()
                 self.commit_ns.append(time.perf_counter_ns() - t0)
 
-        def counted_write(stmt: Any) -> None:
+        def counted_write(stmt: Any, params: Any = None) -> int:
             self.rows += 1
-            write(stmt)
+            return write(stmt, params)
 
         def counted_event(*args: Any, **kwargs: Any) -> None:
             self.events += 1

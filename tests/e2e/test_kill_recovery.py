@@ -71,7 +71,7 @@ def test_twenty_kills_lose_nothing_and_send_nothing_twice(tmp_path, journal_targ
             # half the kills wait for an exit between journal and fill, while there is a trade left to exit
             hunt = rng.random() < 0.5 and bool(set(states) - {"closed", "rejected", "cancelled"})
             # the hunting kills wait longer for one (a loaded machine starts the engine slowly)
-            deadline = time.monotonic() + rng.uniform(0.8, 3.0) + (12.0 if hunt else 0.0)
+            deadline = time.monotonic() + rng.uniform(0.8, 3.0) + (25.0 if hunt else 0.0)
             while time.monotonic() < deadline and engine.poll() is None:
                 if hunt and probe.exits_in_flight() > 0:
                     kills_with_exit_in_flight += 1

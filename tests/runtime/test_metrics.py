@@ -43,28 +43,36 @@ def total(samples: dict, name: str) -> float:
     return sum(v for (n, _), v in samples.items() if n == name)
 
 
-@pytest.fixture
-async def ran(tmp_path):
-    """A journaled simulated run: 4 symbols, 30 demo trades, ten virtual minutes, event-loop lag sampled."""
-    s = load(None, {"sim": {"speed": 0, "symbols": 4, "seed": 11, "trades": 30}})
-    journal = Journal.open(tmp_path / "j.db")
-    engine, venue = sim_engine(s, journal=journal)
-    lag = asyncio.get_running_loop().create_task(watch_loop_lag(engine.telemetry, 0.001))
-    await engine.start(sorted(venue.specs))
-    start = engine.broker.now_ns()
-    for i, request in enumerate(demo_trades(30, sorted(venue.specs), 11)):
-        engine.schedule(start + NS + i * 10 * NS, request)
-    await engine.run_until(start + 600 * NS)
-    while engine.telemetry.loop_lag.count == 0:  # the run yields to the loop; make sure one sample landed
-        await asyncio.sleep(0.002)
-    lag.cancel()
-    yield engine
-    await engine.broker.close()
-    journal.close()
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    """A journaled simulated run: 4 symbols, 30 demo trades, ten virtual minutes, event-loop lag sampled - run once
+    for the module, scraped at its end (twice: all symbols, and one symbol label at most)."""
+
+    async def run():
+        s = load(None, {"sim": {"speed": 0, "symbols": 4, "seed": 11, "trades": 30}})
+        journal = Journal.open(tmp_path_factory.mktemp("metrics") / "j.db")
+        engine, venue = sim_engine(s, journal=journal)
+        lag = asyncio.get_running_loop().create_task(watch_loop_lag(engine.telemetry, 0.001))
+        await engine.start(sorted(venue.specs))
+        start = engine.broker.now_ns()
+        for i, request in enumerate(demo_trades(30, sorted(venue.specs), 11)):
+            engine.schedule(start + NS + i * 10 * NS, request)
+        await engine.run_until(start + 600 * NS)
+        while engine.telemetry.loop_lag.count == 0:  # the run yields to the loop; make sure one sample landed
+            await asyncio.sleep(0.002)
+        lag.cancel()
+        full, one_symbol = await scraped(engine), await scraped(engine, max_symbol_labels=1)
+        if engine.shadow is not None:
+            engine.shadow.cancel()
+        await engine.broker.close()
+        journal.close()
+        return engine, full, one_symbol
+
+    return asyncio.run(run())
 
 
-async def test_every_catalog_metric_is_exported_with_its_type(ran):
-    families, _ = await scraped(ran)
+def test_every_catalog_metric_is_exported_with_its_type(ran):
+    _, (families, _), _ = ran
     for spec in CATALOG:
         name = spec.name.removesuffix("_total") if spec.kind is Kind.COUNTER else spec.name
         assert name in families, f"{spec.name} is not exported"
@@ -72,9 +80,8 @@ async def test_every_catalog_metric_is_exported_with_its_type(ran):
     assert set(families) == {s.name.removesuffix("_total") if s.kind is Kind.COUNTER else s.name for s in CATALOG}
 
 
-async def test_values_agree_with_the_engine(ran):
-    engine = ran
-    _, samples = await scraped(engine)
+def test_values_agree_with_the_engine(ran):
+    engine, (_, samples), _ = ran
     live = [t for t in engine.trades.trades.values() if not t.state.is_final]
     for state in ("pending_entry", "open", "exiting", "halted"):
         assert value(samples, "tickguard_trades", state=state) == sum(t.state.value == state for t in live)
@@ -122,9 +129,8 @@ async def test_values_agree_with_the_engine(ran):
     assert set(ages) == open_symbols and all(0 <= a < 60 for a in ages.values())
 
 
-async def test_no_trade_id_or_order_key_is_a_label_and_symbol_labels_are_bounded(ran):
-    engine = ran
-    _, samples = await scraped(engine, max_symbol_labels=1)
+def test_no_trade_id_or_order_key_is_a_label_and_symbol_labels_are_bounded(ran):
+    engine, _, (_, samples) = ran
     ids = set(engine.trades.trades) | set(engine.executor.orders)
     labels = {v for _, lbls in samples for _, v in lbls}
     assert not labels & ids

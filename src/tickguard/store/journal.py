@@ -15,6 +15,9 @@ unreachable PostgreSQL is refused with a clear error and is never written to.
 Money and quantities are ``Decimal`` (columns of type ``tickguard.store.exact.Exact``): a float handed to one is
 refused with a ``TypeError`` naming the column, and a Decimal inside a JSON column (a snapshot, an event) is
 written as its exact string.
+
+Size: one class whose writes, reads, commit receipts and opening (SQLite or PostgreSQL, migrations, the paranoid
+checks) share the connection and its transaction state; split, the write-ahead bookkeeping would be spread out.
 """
 
 from __future__ import annotations
