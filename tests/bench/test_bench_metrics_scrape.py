@@ -16,6 +16,6 @@ def test_quick_run_reports_the_cost_of_scrapes(tmp_path):
     result = json.loads(out.read_text())
     without, scraped = result["rounds"].values()
     assert without["scrapes"] == 0 and scraped["scrapes"] > 0 and scraped["scrape_max_ms"] > 0
-    assert without["live_trades"] == scraped["live_trades"] == 300  # the same engine both times
+    assert without["live_trades"] == scraped["live_trades"] == 200  # the same engine both times
     assert result["ratio"] > 0 and result["hold"]["longest_loop_hold_ms"] > 0
     assert "engine throughput with scrapes / without" in done.stdout

@@ -15,16 +15,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-
-from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from typing import TYPE_CHECKING
 
 from tickguard.config import MetricsConfig
 from tickguard.runtime.engine import Engine
-from tickguard.runtime.metrics import EngineMetrics, exposition
 from tickguard.runtime.telemetry import watch_loop_lag
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from tickguard.runtime.metrics import EngineMetrics
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ class _BadRequestLine(logging.Filter):
     mistake the server answered with a 400, so one WARNING line says so instead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError):
             record.msg, record.args = "metrics: refused a malformed HTTP request (%s)", (
@@ -47,15 +49,27 @@ logging.getLogger("aiohttp.server").addFilter(_BadRequestLine())
 
 
 class MetricsServer:
+    """aiohttp and prometheus_client are imported when a server is made, not with the CLI: a third of a second
+    that every ``tickguard`` command run without metrics (``[metrics] enabled = false``) does not pay."""
+
     def __init__(self, engine: Engine, cfg: MetricsConfig) -> None:
+        from prometheus_client import CollectorRegistry
+
+        from tickguard.runtime.metrics import EngineMetrics
+
         self.cfg = cfg
-        self.collector = EngineMetrics(engine, cfg.max_symbol_labels)
+        self.collector: EngineMetrics = EngineMetrics(engine, cfg.max_symbol_labels)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
         self._runner: web.AppRunner | None = None
         self.url = ""
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+        from prometheus_client.exposition import choose_encoder
+
+        from tickguard.runtime.metrics import exposition
+
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         try:
             body = await exposition(self.collector, self.registry, encoder)
@@ -66,10 +80,14 @@ class MetricsServer:
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def _index(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         return web.Response(text="tickguard: metrics at /metrics\n")
 
     async def start(self) -> bool:
         """Listen; False (logged as an error) when the address cannot be had."""
+        from aiohttp import web
+
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/", self._index)

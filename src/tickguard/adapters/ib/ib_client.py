@@ -188,10 +188,10 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
 
     async def close(self) -> None:
         self._closing = True
-        if self._reconnect_task is not None:
-            self._reconnect_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconnect_task
+        tasks = [t for t in (self._reconnect_task, *self._tasks) if t is not None]  # a resubscription, a renewal
+        for task in tasks:  # stopped before the caches they read are closed
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.contract_cache.aclose()
         await self.volatility_cache.aclose()
         if self._held_cancels:
