@@ -148,7 +148,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if args.quick:
-        args.symbols, args.trades, args.virtual_s, args.every, args.repeats = 4, 200, 900.0, 0.02, 1
+        args.symbols, args.trades, args.virtual_s, args.every, args.repeats = 4, 200, 1800.0, 0.02, 1
     out = asyncio.run(main_async(args))
     print(f"machine: {out['machine']}")
     print(f"{'round':>22} {'ticks/s':>10} {'live':>6} {'scrapes':>8} {'mean ms':>8} {'max ms':>8}")
