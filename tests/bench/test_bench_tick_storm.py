@@ -20,6 +20,7 @@ def test_quick_run_has_no_missed_or_duplicate_trigger(tmp_path):
     assert {r["mode"] for r in rows} == {"batch", "per_tick", "batch+metrics"} and {r["feed"] for r in rows} >= {"max"}
     [with_metrics] = [r for r in rows if r["mode"] == "batch+metrics"]
     assert with_metrics["metrics_on_off_ratio"] > 0 and with_metrics["telemetry_batches"] > 0
+    assert 0 < with_metrics["recording_share"] < 1
     assert "metrics on / off throughput" in done.stdout
     for r in rows:
         assert r["fired"] == r["expected"] > 0 and r["missed"] == 0 and r["duplicates"] == 0 and r["extra"] == 0
