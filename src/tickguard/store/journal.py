@@ -39,6 +39,7 @@ from alembic.script import ScriptDirectory
 from tickguard.core.order_state import FINAL
 from tickguard.store.exact import NotExactError, NotFiniteError, json_dumps
 from tickguard.store.schema import events, fills, journal_meta, legs, orders, trades, volatility
+from tickguard.store.sqlite_writes import SqliteWrites
 
 FINAL_TRADE_STATES = ("closed", "rejected", "cancelled")
 FINAL_ORDER_STATES = tuple(sorted(status.value for status in FINAL))  # the order state machine's finals
@@ -116,6 +117,8 @@ class Journal:
         self._engine = engine
         self.where = where
         self._conn = engine.connect()
+        # SQLite: the hot writes go to the driver directly, compiled by SQLAlchemy (sqlite_writes.py)
+        self._fast = SqliteWrites(engine.dialect) if engine.dialect.name == "sqlite" else None
         self._depth = 0
         self.commits = 0
         self.last_commit_ns = 0  # how long the last commit took (perf counter)
@@ -184,8 +187,16 @@ class Journal:
         ``params``: SQLAlchemy then compiles each statement once and reuses it, where building a statement with
         ``.values(...)`` per write cost most of an exit's journal time (bench/wire_to_wire.py's profile)."""
         try:
-            result = self._conn.execute(stmt, params) if params is not None else self._conn.execute(stmt)
-            rows = len(result.all()) if result.returns_rows else result.rowcount
+            fast = self._driver_write(stmt, params) if params is not None and self._fast is not None else None
+            if fast is not None:
+                rows = fast
+            else:
+                result = self._conn.execute(stmt, params) if params is not None else self._conn.execute(stmt)
+                rows = len(result.all()) if result.returns_rows else result.rowcount
+        except (NotExactError, NotFiniteError):  # refused while binding (the SQLite path): nothing was sent
+            if self._depth == 0:
+                self._abandon("a write failed")
+            raise
         except sa.exc.StatementError as exc:
             if self._depth == 0:
                 self._abandon("a write failed")
@@ -199,6 +210,17 @@ class Journal:
         if self._depth == 0:
             self._commit()
         return rows
+
+    def _driver_write(self, stmt: sa.Executable, params: dict[str, Any] | list[dict[str, Any]]) -> int | None:
+        """A hot write on SQLite's driver, inside SQLAlchemy's transaction (begun here if none is: its BEGIN, and
+        the commit or rollback that ends it, stay SQLAlchemy's); a driver error is raised as SQLAlchemy's."""
+        assert self._fast is not None
+        if not self._conn.in_transaction():
+            self._conn.begin()
+        try:
+            return self._fast.execute(self._conn.connection.driver_connection, stmt, params)  # type: ignore[arg-type]
+        except sqlite3.Error as exc:
+            raise sa.exc.DBAPIError.instance(str(stmt), params, exc, sqlite3.Error) from exc
 
     def _commit(self) -> None:
         if not self._conn.in_transaction():

@@ -1,0 +1,79 @@
+"""The journal's hot writes on SQLite, compiled once by SQLAlchemy and executed on the driver's connection.
+
+Why: an exit's journal writes (its event, the trade's snapshot and legs, the order row) sit between the tick that
+fired it and the order on the wire, and SQLAlchemy's per-execution bookkeeping (execution context, result object,
+events) cost about 0.1 ms a statement - most of the journal's share of an exit's latency (bench/wire_to_wire.py).
+The statement is still SQLAlchemy's: compiled for the connection's dialect with the parameter names a call
+uses, and every value passes through the column's own bind processor (``Exact``'s exactness check, JSON's
+serializer), so what is written is byte for byte what ``Connection.execute`` would write.  Only the execution
+is the driver's (``sqlite3``: a few microseconds).  PostgreSQL keeps SQLAlchemy's path.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+Params = dict[str, Any]
+
+
+class _Prepared:
+    __slots__ = ("defaults", "names", "processors", "sql", "supported")
+
+    def __init__(self, stmt: sa.Executable, dialect: sa.Dialect, keys: Sequence[str]) -> None:
+        # An INSERT's columns the call leaves out take their scalar defaults, as SQLAlchemy's execution gives
+        # them; a default of another kind (a function, a sequence) is left to SQLAlchemy's path.
+        self.defaults: Params = {}
+        self.supported = True
+        if isinstance(stmt, sa.Insert):
+            for column in stmt.table.columns:
+                if column.key in keys or column.default is None:
+                    continue
+                if getattr(column.default, "is_scalar", False):
+                    self.defaults[column.key] = column.default.arg
+                else:
+                    self.supported = False
+        compiled = stmt.compile(dialect=dialect, column_keys=[*keys, *self.defaults])  # type: ignore[attr-defined]
+        self.sql: str = compiled.string
+        self.names: list[str] = list(compiled.positiontup or ())
+        self.processors: dict[str, Callable[[Any], Any]] = dict(compiled._bind_processors)
+        unknown = [n for n in self.names if n not in keys and n not in self.defaults]
+        self.supported = self.supported and not unknown
+
+    def row(self, params: Params) -> tuple[Any, ...]:
+        values = {**self.defaults, **params} if self.defaults else params
+        procs = self.processors
+        return tuple(procs[n](values[n]) if n in procs else values[n] for n in self.names)
+
+
+class SqliteWrites:
+    """Prepared statements per (statement, parameter names), and their execution on ``dbapi``."""
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        self._dialect = dialect
+        self._prepared: dict[tuple[int, tuple[str, ...]], _Prepared] = {}
+
+    def _get(self, stmt: sa.Executable, params: Params) -> _Prepared:
+        key = (id(stmt), tuple(params))
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            prepared = self._prepared[key] = _Prepared(stmt, self._dialect, tuple(params))
+        return prepared
+
+    def execute(self, dbapi: sqlite3.Connection, stmt: sa.Executable, params: Params | list[Params]) -> int | None:
+        """Run ``stmt`` with ``params`` (one row, or many: ``executemany``); the rows it touched, or None when this
+        statement must take SQLAlchemy's path (nothing was run).  A value a bind processor refuses raises before
+        anything is sent."""
+        many = isinstance(params, list)
+        first = params[0] if many else params  # type: ignore[index]
+        prepared = self._get(stmt, first)  # type: ignore[arg-type]
+        if not prepared.supported:
+            return None
+        if many:
+            cursor = dbapi.executemany(prepared.sql, [prepared.row(p) for p in params])  # type: ignore[union-attr]
+        else:
+            cursor = dbapi.execute(prepared.sql, prepared.row(params))  # type: ignore[arg-type]
+        return cursor.rowcount

@@ -1,0 +1,75 @@
+"""The SQLite fast path of the journal's hot writes (store/sqlite_writes.py) writes exactly what SQLAlchemy's own
+execution writes: the same rows, byte for byte, column defaults, exact decimals and JSON included; a value a
+column refuses is refused the same way, with nothing written; and the writes stay inside the batch's transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from tickguard.store.exact import NotExactError
+from tickguard.store.journal import Journal
+
+
+def hot_writes(j: Journal) -> None:
+    with j.batch():
+        j.insert_trade({"trade_id": "T1", "user_id": "u", "account": "DU1", "symbol": "AAA", "side": "long",
+                        "qty": Decimal("100"), "state": "pending_entry", "request": {"qty": "100", "x": [1, 2.5]},
+                        "snapshot": {"legs": {"stop": {"armed": True}}, "level": Decimal("9.95")},
+                        "created_ns": 1, "updated_ns": 1})
+        j.insert_order({"order_key": "tg:x:T1:entry", "trade_id": "T1", "leg": "entry", "user_id": "u",
+                        "account": "DU1", "symbol": "AAA", "action": "BUY", "qty": Decimal("100"),
+                        "status": "submitting", "intent": {"key": "tg:x:T1:entry"}, "created_ns": 2,
+                        "updated_ns": 2})  # attempts, filled, avg_price, commission, reason: the columns' defaults
+        j.event("accepted", 3, {"qty": "100", "nan_free": None}, "T1", None, "u", "DU1")
+    with j.batch():
+        j.update_order("tg:x:T1:entry", status="filled", filled=Decimal("100"), avg_price=Decimal("10.015"),
+                       updated_ns=4)
+        j.update_trade("T1", state="open", snapshot={"s": 2}, updated_ns=4)
+        j.put_legs("T1", [{"name": n, "kind": n, "fraction": Decimal("0.5"), "level": Decimal("9.90"),
+                           "armed": True, "fired": 0, "filled": Decimal(0), "inflight": Decimal(0), "updated_ns": 4}
+                          for n in ("stop", "tp1")])
+    j.event("outside_a_batch", 5, {}, "T1")  # its own transaction
+
+
+def rows(path) -> dict[str, list[tuple]]:
+    with sqlite3.connect(path) as conn:
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
+                for t in ("trades", "orders", "legs", "events")}
+
+
+def test_the_fast_path_writes_what_sqlalchemy_writes(tmp_path):
+    fast, slow = Journal.open(tmp_path / "fast.db"), Journal.open(tmp_path / "slow.db")
+    assert fast._fast is not None
+    slow._fast = None  # SQLAlchemy's own execution
+    for j in (fast, slow):
+        hot_writes(j)
+        j.close()
+    a, b = rows(tmp_path / "fast.db"), rows(tmp_path / "slow.db")
+    assert a == b and all(a.values())
+
+
+def test_a_refused_value_writes_nothing_and_a_batch_rolls_back_whole(tmp_path):
+    j = Journal.open(tmp_path / "j.db")
+    with pytest.raises(NotExactError):
+        j.update_trade("T9", qty=1.5)  # a float is refused by its column, before anything is sent
+    with pytest.raises(RuntimeError), j.batch():
+        j.event("first", 1, {}, None)
+        raise RuntimeError("the step failed")
+    j.event("second", 2, {}, None)
+    j.close()
+    with sqlite3.connect(tmp_path / "j.db") as conn:
+        kinds = [k for (k,) in conn.execute("SELECT kind FROM events")]
+    assert kinds == ["second"]
+
+
+def test_a_driver_error_is_raised_as_sqlalchemys(tmp_path):
+    j = Journal.open(tmp_path / "j.db")
+    row = {"order_key": "k", "trade_id": "T1", "leg": "entry", "user_id": "u", "account": "A", "symbol": "S",
+           "action": "BUY", "qty": Decimal(1), "status": "new", "intent": {}, "created_ns": 0, "updated_ns": 0}
+    with pytest.raises(sa.exc.IntegrityError):
+        j.insert_order(row)  # no trade T1: the foreign key refuses it
+    j.close()
