@@ -75,8 +75,7 @@ class EngineConfig(_Section):
     reconcile_full_every: int = Field(10, ge=1, le=10_000,
                                       description="One routine reconciliation pass in this many also reads the "
                                       "broker's completed orders of the day (it grows with the day's orders); "
-                                      "passes after a reconnect, a late acknowledgement or an incomplete book "
-                                      "always do.")
+                                      "passes after a reconnect or an incomplete book always do.")
     reconcile_retry_s: float = Field(5.0, ge=0.001, le=86_400,
                                      description="Pause before asking again after an incomplete "
                                      "order book, and before confirming a new difference.")

@@ -201,3 +201,23 @@ async def test_at_a_restart_with_an_unreadable_book_nothing_in_flight_is_resent_
     assert at_venue(restarted)[lost.entry_key] == 1  # unknown at the broker: sent once, with its key
     assert at_venue(restarted)[ended.entry_key] == 1  # ended there: closed, never sent again
     assert restarted.executor.orders[ended.entry_key].status is OrderStatus.CANCELLED
+
+
+def test_which_passes_read_the_whole_day_at_the_broker():
+    """A reconnect or an incomplete book: the whole day (IB's completed orders); the interval and a late
+    acknowledgement: what the live connection heard, with one routine pass in full_every reading the whole day."""
+    from tickguard.runtime.reconciliation import Reconciler
+
+    r = Reconciler(None, None, lambda: 0, "j", 1, 1, 1, full_every=3)  # type: ignore[arg-type]
+
+    def begin(why: str) -> bool:
+        r.wanted = why
+        r.begin()
+        r.running = False
+        return r.full
+
+    assert [begin("interval"), begin("acknowledgement deadline"), begin("interval")] == [False, False, True]
+    assert begin("reconnect (1102)") is True
+    assert begin("interval") is False
+    r.state.incomplete = True
+    assert begin("interval") is True and begin("acknowledgement deadline") is True
