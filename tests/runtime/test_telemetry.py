@@ -38,11 +38,11 @@ def test_an_exit_is_timed_from_its_tick_to_the_wire_then_to_ack_and_fill():
     wall = Wall()
     tel = Telemetry(wall_ticks=True, wall=wall)
     tick = Tick("X", 990, 992, 0, 0.0, 0, wall.now - 2 * MS, 7)  # arrived 2 ms ago on the wall clock
-    tel.decided(intent(), lambda s: tick)
-    assert tel.tick_to_intent.count == 1 and tel.tick_to_intent.total == 2 * MS
+    decided = tel.decided(intent(), lambda s: tick)
+    assert decided == wall.now and tel.tick_to_intent.count == 1 and tel.tick_to_intent.total == 2 * MS
     assert tel.exits == {"stop_loss": 1}
     wall.now += 3 * MS
-    tel.on_sent(intent(), 41, broker_now_ns=100 * MS)
+    tel.on_sent(intent(), 41, broker_now_ns=100 * MS, decided_ns=decided)
     assert tel.intent_to_wire["exit"].total == 3 * MS and tel.sent["exit"] == 1
     tel.on_status(OrderStatusEvent(41, "tg:x:T1:stop:1", OrderStatus.SUBMITTED, Decimal(0), Decimal(1), 0), 105 * MS)
     def fill(exec_id: str) -> FillEvent:
@@ -77,3 +77,13 @@ def test_the_lag_maximum_is_over_a_window_not_reset_by_a_reader():
     assert tel.lag_max(now_s=130.0) == 5 * MS  # a second reader sees the same
     assert tel.lag_max(now_s=100.0 + LAG_WINDOW_S + 1) == 1 * MS  # the 5 ms left the window
     assert tel.loop_lag.count == 3
+
+
+def test_a_filled_status_before_its_execution_still_times_the_fill_and_a_resend_has_no_decision_time():
+    tel = Telemetry(wall=Wall())
+    tel.on_sent(intent(), 7, broker_now_ns=0, decided_ns=None)  # a re-send: nothing to time from its decision
+    assert tel.intent_to_wire["exit"].count == 0 and tel.sent["exit"] == 1
+    tel.on_status(OrderStatusEvent(7, "tg:x:T1:stop:1", OrderStatus.FILLED, Decimal(1), Decimal(0), 0), 4 * MS)
+    tel.on_fill(FillEvent(7, "tg:x:T1:stop:1", "e1", "a", "X", Action.SELL, Decimal(1), Decimal("9.9"), 0), 6 * MS)
+    assert tel.ack["exit"].total == 4 * MS and tel.fill["exit"].total == 6 * MS
+    assert 7 not in tel._in_flight  # ended: filled, and its execution has arrived

@@ -82,8 +82,10 @@ class TrailGroups:
         Why: the engine asks every step, and a scan of every group was a cost per step that grew with symbols."""
         out: list[int] = []
         groups = self._groups
+        if not groups:
+            return out  # asked every engine step: nothing built when no trailing stop is grouped
         keys: Iterable[tuple[str, int]] = (
-            groups if symbols is None else [k for s in symbols for k in ((s, 1), (s, -1)) if k in groups])
+            groups if symbols is None else [k for s in set(symbols) for k in ((s, 1), (s, -1)) if k in groups])
         for key in keys:
             group = groups[key]
             if group:

@@ -138,7 +138,7 @@ class Engine:
         self._book_task: asyncio.Task[OrderBook | BaseException] | None = None
         self._held_entries: list[OrderIntent] = []  # entries waiting for a complete reconciliation
         self.gc = FreezePolicy(eng.gc_freeze_interval_s)
-        self._step_symbols: set[str] = set()
+        self._step_ticks: list[Tick] = []
 
     def _journal_health(self, kind: str, now_ns: int, trades: list[Trade], data: dict) -> None:
         assert self.journal is not None
@@ -237,7 +237,8 @@ class Engine:
             log.error("%s: cannot even subscribe to quotes for the open trades: %s", symbol, exc)
 
     def _on_sent(self, record: OrderRecord) -> None:
-        self.telemetry.on_sent(record.intent, record.order_id, self.broker.now_ns())
+        self.telemetry.on_sent(record.intent, record.order_id, self.broker.now_ns(), record.decided_ns)
+        record.decided_ns = None  # a later re-send of it is no longer this decision's
         self.reconciler.on_sent(record)  # its acknowledgement deadline starts
         self.guard.sent(record.intent)  # the account's order-efficiency ratio counts it
 
@@ -356,7 +357,7 @@ class Engine:
             now = self.broker.now_ns()
             self.on_time(now)
             if self.recorder is not None:
-                self.recorder.flush_moved(now, self._step_symbols)
+                self.recorder.flush_moved(now, self._step_ticks)
 
     @contextlib.contextmanager
     def _batch(self) -> Iterator[None]:
@@ -423,7 +424,7 @@ class Engine:
                 log.log(event.level, "broker notice %s: %s", event.code, event.message)
                 self.reconciler.on_notice(event)
         self._flush()
-        self._step_symbols = {t.symbol for t in ticks}  # whose trail marks may have moved (JournalRecorder)
+        self._step_ticks = ticks  # their symbols' trail marks may have moved (JournalRecorder.flush_moved)
         if ticks:
             began = time.perf_counter_ns()
             self.ticks.process(ticks)
@@ -469,8 +470,7 @@ class Engine:
             intents, tm.outbox = tm.outbox, []
             for intent in intents:
                 if intent.is_exit or not self.reconciliation.incomplete:
-                    self.telemetry.decided(intent, self.ticks.quote)
-                    self.executor.submit(intent)
+                    self.executor.submit(intent, self.telemetry.decided(intent, self.ticks.quote))
                 else:
                     log.warning("entry %s waits: reconciliation with the broker is incomplete", intent.key)
                     self._held_entries.append(intent)

@@ -8,9 +8,10 @@ market does not turn every tick into a database write.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
+from tickguard.core.model import Tick
 from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import Leg, Trade
 from tickguard.runtime.order_record import OrderRecord
@@ -75,13 +76,14 @@ class JournalRecorder:
                 "armed": snap["legs"][leg.name]["armed"], "fired": leg.fired, "filled": leg.filled,
                 "inflight": leg.inflight, "updated_ns": now}
 
-    def flush_moved(self, now: int, symbols: Iterable[str] | None = None) -> None:
+    def flush_moved(self, now: int, ticks: Sequence[Tick] | None = None) -> None:
         """Snapshot trades whose stop moved, unless one was written within the interval (those wait), at most
         ``MOVES_PER_STEP`` per engine step, the longest-waiting first.  Why a bound: the trailing stops of a trail
         group all move when its mark does; written in one step they would make one long stall of the tick path,
         spread over the next steps each step pays for a few."""
         self._steps += 1
-        moved = self.trades.stops.take_moved(None if self._steps % FULL_SCAN_EVERY == 0 else symbols)
+        full = ticks is None or self._steps % FULL_SCAN_EVERY == 0
+        moved = self.trades.stops.take_moved(None if full else (t.symbol for t in ticks))  # type: ignore[union-attr]
         if moved:
             self._moved |= moved
         if not self._moved:

@@ -101,7 +101,7 @@ class OrderExecutor:
 
     # -------------------------------------------------------------------------------------- commands
 
-    def submit(self, intent: OrderIntent) -> OrderRecord:
+    def submit(self, intent: OrderIntent, decided_ns: int | None = None) -> OrderRecord:
         if intent.key in self.orders:
             self.duplicates_refused += 1
             raise DuplicateIntent(f"order {intent.key} was already submitted; refusing to send it twice")
@@ -110,7 +110,7 @@ class OrderExecutor:
             log.error("order %s not sent: trade %s is halted", intent.key, intent.trade_id)
             self._listener.on_intent_closed(intent, OrderStatus.CANCELLED, intent.qty, "trade halted")
             return OrderRecord(intent, OrderStatus.CANCELLED, reason="not sent: trade halted")
-        record = OrderRecord(intent)
+        record = OrderRecord(intent, decided_ns=decided_ns)
         self.orders[intent.key] = record
         self._send(record)
         return record

@@ -50,6 +50,7 @@ class OrderRecord:
     commissions: dict[str, Decimal] = field(default_factory=dict)  # exec id -> its commission, counted once
     held_commissions: dict[str, Decimal] = field(default_factory=dict)  # arrived before their execution
     events: list[dict[str, Any]] = field(default_factory=list)
+    decided_ns: int | None = None  # wall clock of the decision that made it, until it is sent (metrics)
 
     @property
     def final(self) -> bool:

@@ -82,6 +82,7 @@ class _InFlight:
     sent_ns: int  # broker clock
     acked: bool = False
     filled: bool = False
+    ended: bool = False  # IB reported it filled before its first execution arrived
 
 
 @dataclass(slots=True)
@@ -109,7 +110,6 @@ class Telemetry:
     sent: dict[str, int] = field(default_factory=lambda: {"entry": 0, "exit": 0})
     rejected: dict[tuple[str, str], int] = field(default_factory=dict)  # (IB error code, entry / exit) -> orders
     step_wall_ns: int = 0
-    _decided: dict[str, int] = field(default_factory=dict)  # intent key -> wall ns when decided
     _in_flight: dict[int, _InFlight] = field(default_factory=dict)  # broker order id -> its round trip so far
     _commits_seen: int = 0
 
@@ -123,13 +123,13 @@ class Telemetry:
         self.tick_eval.observe(elapsed_ns)
         self.batch.observe(ticks)
 
-    def decided(self, intent: OrderIntent, quote: Callable[[str], Tick | None]) -> None:
-        """An intent handed to the executor.  ``quote``: a symbol's last tick - the one that fired an exit when its
+    def decided(self, intent: OrderIntent, quote: Callable[[str], Tick | None]) -> int:
+        """An intent about to be handed to the executor; returns the wall time of the decision, which its order
+        record carries to ``on_sent``.  ``quote``: a symbol's last tick - the one that fired an exit when its
         sequence number is the trigger's (an exit fired by a timer or a user has no tick, and no tick latency)."""
         now = self.wall()
-        self._decided[intent.key] = now
         if not intent.is_exit:
-            return
+            return now
         reason = exit_reason(intent)
         self.exits[reason] = self.exits.get(reason, 0) + 1
         trigger = intent.trigger
@@ -138,21 +138,19 @@ class Telemetry:
             if tick is not None and tick.seq == trigger.tick_seq:
                 arrived = tick.recv_ns if self.wall_ticks else self.step_wall_ns
                 self.tick_to_intent.observe(max(0, now - arrived))
+        return now
 
     # ------------------------------------------------------------------------------ order round trip
 
-    def on_sent(self, intent: OrderIntent, order_id: int | None, broker_now_ns: int) -> None:
+    def on_sent(self, intent: OrderIntent, order_id: int | None, broker_now_ns: int, decided_ns: int | None) -> None:
+        """An order written to the broker; ``decided_ns``: when it was decided (None for a retry or a re-send after
+        a restart: no decision of this moment)."""
         kind = order_kind(intent)
         self.sent[kind] += 1
-        decided = self._decided.pop(intent.key, None)
-        if decided is not None:  # a retry or a re-send after a restart has no decision time of this process
-            self.intent_to_wire[kind].observe(max(0, self.wall() - decided))
+        if decided_ns is not None:
+            self.intent_to_wire[kind].observe(max(0, self.wall() - decided_ns))
         if order_id is not None and order_id >= 0:
             self._in_flight[order_id] = _InFlight(kind, broker_now_ns)
-
-    def forget(self, key: str) -> None:
-        """An intent that will never be sent by this decision (refused, cancelled before it left)."""
-        self._decided.pop(key, None)
 
     def on_status(self, event: OrderStatusEvent, broker_now_ns: int) -> None:
         status = OrderStatus(event.status)
@@ -166,8 +164,12 @@ class Telemetry:
         if not flight.acked:
             flight.acked = True
             self.ack[flight.kind].observe(max(0, broker_now_ns - flight.sent_ns))
+        # over - unless IB said "filled" before the execution itself (it may): the fill still times the order
         if status.is_final:
-            del self._in_flight[event.order_id]
+            if flight.filled or status is not OrderStatus.FILLED:
+                del self._in_flight[event.order_id]
+            else:
+                flight.ended = True
 
     def on_fill(self, event: FillEvent, broker_now_ns: int) -> None:
         flight = self._in_flight.get(event.order_id)
@@ -178,6 +180,8 @@ class Telemetry:
             flight.acked = True
             self.ack[flight.kind].observe(max(0, broker_now_ns - flight.sent_ns))
         self.fill[flight.kind].observe(max(0, broker_now_ns - flight.sent_ns))
+        if flight.ended:
+            del self._in_flight[event.order_id]
 
     # --------------------------------------------------------------------------------------- journal
 
