@@ -17,8 +17,6 @@ import argparse
 import asyncio
 import gc
 import json
-import os
-import platform
 import sys
 import time
 from decimal import Decimal
@@ -28,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from tick_storm import machine  # the same machine line as the tick-storm benchmark (bench/ is on the path)
 from tickguard.config import load
 from tickguard.core.exit_rules import StopLoss, TakeProfit
 from tickguard.core.model import Side
@@ -36,16 +35,6 @@ from tickguard.runtime.engine_factory import sim_engine
 from tickguard.runtime.metrics import EngineMetrics, exposition
 
 NS = 1_000_000_000
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
 
 
 async def build(symbols: int, trades: int):

@@ -186,19 +186,10 @@ class BenchGateway(FakeGateway):
                                                 self.venue.now_ns, i)
             ex.on_quote(name, bid, ask, self.venue.now_ns)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = BenchSession(self, reader, writer, next(self._conn_ids))
+    def new_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn_id: int) -> BenchSession:
+        session = BenchSession(self, reader, writer, conn_id)
         session.recorder = self.recorder
-        self.connections += 1
-        self.sessions.append(session)
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        try:
-            await session.run()
-        finally:
-            if task is not None:
-                self._tasks.discard(task)
+        return session
 
     def client(self) -> BenchSession | None:
         live = [s for s in self.sessions if s.client_id is not None and not s.closed]

@@ -224,8 +224,12 @@ class FakeGateway(FaultsMixin):
 
     # -------------------------------------------------------------------------------- connections
 
+    def new_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn_id: int) -> ClientSession:
+        """The session serving one connection (a subclass may serve it with its own, e.g. bench/wire_gateway.py)."""
+        return ClientSession(self, reader, writer, conn_id)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = ClientSession(self, reader, writer, next(self._conn_ids))
+        session = self.new_session(reader, writer, next(self._conn_ids))
         self.connections += 1
         self.sessions.append(session)
         task = asyncio.current_task()
