@@ -21,10 +21,9 @@ import os
 import signal
 import sys
 
-from tickguard.adapters.broker import BrokerOrder
 from tickguard.core.model import OrderIntent
 from tickguard.core.order_state import OrderStatus
-from tickguard.runtime.order_executor import OrderExecutor, OrderRecord
+from tickguard.runtime.order_executor import OrderExecutor, OrderRecord, broker_order
 
 POINTS = ("decided", "committed", "wire_before_commit", "acknowledged", "partially_filled", "filled_before_commit")
 
@@ -38,13 +37,11 @@ def install(point: str) -> None:
     submit, place, on_status, apply_fill = (OrderExecutor.submit, OrderExecutor._place, OrderExecutor.on_status,
                                             OrderExecutor.apply_fill)
 
-    def submit_then_die(self: OrderExecutor, intent: OrderIntent) -> OrderRecord:
-        record = submit(self, intent)
+    def submit_then_die(self: OrderExecutor, intent: OrderIntent, decided_ns: int | None = None) -> OrderRecord:
+        record = submit(self, intent, decided_ns)
         if intent.is_exit:
             if point == "wire_before_commit":
-                self._broker.place_order(BrokerOrder(ref=intent.key, account=intent.account, symbol=intent.symbol,
-                                                     action=intent.action, qty=intent.qty,
-                                                     order_type=intent.order_type, limit_price=intent.limit_price))
+                self._broker.place_order(broker_order(intent))
             die(point, intent.key)
         return record
 

@@ -52,3 +52,43 @@ def test_a_trail_groups_moves_reach_the_journal_a_few_per_step_and_restore_exact
                              row["created_ns"])
     assert fresh.stop_price(restored) == Decimal("100.50")  # not the 99.50 of the entry
     journal.close()
+
+
+async def test_a_grouped_trailing_stop_that_moves_in_the_engine_is_journaled_within_its_snapshot_interval(tmp_path):
+    """The engine hands the recorder each step's ticks, and a trail group's members whose mark moved with them are
+    journaled at most ``snapshot_interval_ms`` later - not only at the recorder's occasional look at every group
+    (a crash would otherwise restore the stop where it was minutes ago: looser)."""
+    from decimal import Decimal
+
+    from tickguard.config import load
+    from tickguard.core.exit_rules import TrailingStop
+    from tickguard.core.model import Side
+    from tickguard.core.trades import TradeRequest
+    from tickguard.runtime.engine_factory import sim_engine
+    from tickguard.store.journal import Journal
+
+    ns = 1_000_000_000
+    s = load(None, {"sim": {"speed": 0, "symbols": 1, "seed": 3}, "volatility": {"intraday": False},
+                    "shadow": {"enabled": False}, "journal": {"snapshot_interval_ms": 50}})
+    journal = Journal.open(tmp_path / "j.db")
+    engine, venue = sim_engine(s, journal=journal)
+    await engine.start(sorted(venue.specs))
+    await engine.run_until(engine.broker.now_ns() + 2 * ns)
+    symbol = sorted(venue.specs)[0]
+    trade = engine.submit(TradeRequest(symbol=symbol, side=Side.LONG, qty=Decimal(100),
+                                       rules=[TrailingStop(distance=30.0)]))  # far: it trails, it does not fire
+    await engine.run_until(engine.broker.now_ns() + 5 * ns)
+    assert trade.state.value == "open" and trade.grouped
+    first = engine.trades.stop_price(trade)
+    moved = False
+    for _ in range(600):  # a minute of virtual seconds, a few hundred engine steps at most per second
+        await engine.run_until(engine.broker.now_ns() + ns // 10)
+        if engine.trades.stop_price(trade) != first:
+            moved = True
+            break
+    assert moved, "the market never made a new high: pick another seed"
+    await engine.run_until(engine.broker.now_ns() + ns // 5)  # past the snapshot interval, a few steps
+    [stop_leg] = [leg for leg in journal.legs_of([trade.id]) if leg["name"] == "stop"]
+    assert Decimal(str(stop_leg["level"])) == engine.trades.stop_price(trade)
+    await engine.broker.close()
+    journal.close()
