@@ -54,7 +54,7 @@ def install() -> None:
     wrap(engine.Engine, "dispatch", "dispatch", lambda self, events: len(events))
     wrap(journal.Journal, "_commit", "commit")
     wrap(journal.Journal, "_write", "sql")
-    wrap(order_executor.OrderExecutor, "submit", "submit", lambda self, intent: intent.key)
+    wrap(order_executor.OrderExecutor, "submit", "submit", lambda self, intent, *_: intent.key)
     wrap(ib_client.IBBroker, "place_order", "place", lambda self, order: order.ref)
     gc_start: list[int] = []
 

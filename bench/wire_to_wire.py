@@ -16,7 +16,8 @@ Backlog: the engine's unread bytes on its socket (``rx_queue`` in /proc/net/tcp,
 process) and latency drift within a phase say whether the engine kept up with the offered rate.
 
     python bench/wire_to_wire.py [--trades 5000] [--symbols 20] [--rates 1000,10000,max] [--crossings 200]
-                                 [--quick] [--json FILE] [--py-spy FILE] [--no-floor]
+                                 [--quick] [--json FILE] [--py-spy FILE [--py-spy-rate N]]
+                                 [--no-floor]
 
 Opening N trades goes through N market entries; the engine's message budget (``[throttle] rate`` 45/s by default)
 would take N/45 s, so the bench raises ``[throttle] rate/burst`` (and the gateway's pacing limit) and the entry
@@ -236,7 +237,7 @@ def run_client(kind: str, plan: dict[str, Any], work: Path, args: argparse.Names
         drain_s = wait_quiet(sampler, client, args.settle)
         if kind == "tickguard" and args.py_spy:
             spy = subprocess.Popen([str(Path(PY).with_name("py-spy")), "record", "-p", str(client.pid),
-                                    "-o", args.py_spy, "-f", "raw", "-r", "500", "--nonblocking"],
+                                    "-o", args.py_spy, "-f", "raw", "-r", str(args.py_spy_rate), "--nonblocking"],
                                    stdout=subprocess.DEVNULL,
                                    stderr=open(work / "py-spy.log", "w"))  # noqa: SIM115
             time.sleep(1.0)
@@ -405,7 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settle", type=float, default=1.0, help="seconds the client's socket must stay drained "
                    "before the stream starts")
     p.add_argument("--json", default=None, help="default bench/results/wire_to_wire_<date>.json")
-    p.add_argument("--py-spy", default=None, help="py-spy record (raw, 500 Hz) of tickguard run while it streams")
+    p.add_argument("--py-spy", default=None, help="py-spy record (raw) of tickguard run while it streams")
+    p.add_argument("--py-spy-rate", type=int, default=500, help="samples per second of --py-spy (it slows the "
+                   "engine: the latencies of a profiled run are not the benchmark's)")
     p.add_argument("--probe", action="store_true", help="run tickguard under bench/wire_probe.py (time-stamp "
                    "probes, from outside src/tickguard) and print where each exit's milliseconds went")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, journal, config)")

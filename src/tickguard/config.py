@@ -328,6 +328,9 @@ class ShadowConfig(_Section):
     interval_s: float = Field(300.0, ge=1, le=86_400, description="Each open trade's exit is checked at least this "
                               "often.")
     max_in_flight: int = Field(4, ge=1, le=100, description="Most what-if checks awaiting an answer at once.")
+    max_per_s: float = Field(10.0, gt=0, le=1_000, description="Most what-if checks started per second: a first look "
+                             "at N open trades takes N / max_per_s seconds, and the checks never crowd the tick path "
+                             "or the message budget (IB's ~50/s), however fast the gateway answers.")
     scan_s: float = Field(2.0, ge=0.1, le=3_600, description="How often new trades and changed exits are looked for.")
     min_gap_s: float = Field(30.0, ge=0, le=86_400, description="Shortest time between two checks of one trade whose "
                              "exit changed (a trailing stop moves on every new high) or whose check got no answer.")

@@ -7,13 +7,15 @@ a looser, older level - but a large group must not write all its snapshots in on
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
-from tickguard.core.exit_rules import TrailingStop
+from tickguard.core.exit_rules import StopLoss, TrailingStop
 from tickguard.core.model import Side
 from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import TradeRequest
 from tickguard.runtime.journal_recorder import MOVES_PER_STEP, JournalRecorder
+from tickguard.store.exact import json_dumps
 from tickguard.store.journal import Journal
 
 N = 10
@@ -91,4 +93,77 @@ async def test_a_grouped_trailing_stop_that_moves_in_the_engine_is_journaled_wit
     [stop_leg] = [leg for leg in journal.legs_of([trade.id]) if leg["name"] == "stop"]
     assert Decimal(str(stop_leg["level"])) == engine.trades.stop_price(trade)
     await engine.broker.close()
+    journal.close()
+
+
+def _rig(tmp_path, clock, market, interval_ns: int = 0):
+    journal = Journal.open(str(tmp_path / "j.db"))
+    tm = TradeManager(clock, market.vol.get, market.quotes.get, instance_id=journal.journal_id)
+    recorder = JournalRecorder(journal, tm, interval_ns)
+    tm.on_event = recorder.on_trade_event
+    return journal, tm, recorder
+
+
+def _open_long(tm: TradeManager, clock, rules) -> object:
+    trade = tm.submit(TradeRequest(symbol="AAA", side=Side.LONG, qty=100, rules=rules))
+    [entry] = tm.outbox
+    tm.outbox = []
+    tm.on_fill(entry, 100, 100.0, clock(), 0)
+    return trade
+
+
+def test_a_stop_that_fires_writes_its_events_and_one_snapshot_the_trade_as_its_exit_leaves(tmp_path, clock,
+                                                                                              market):
+    """A firing stop makes three events (closing, exit_intent, state); the trade's snapshot is written once,
+    just before the step's commit, and holds the trade as it is when the exit is released (exiting, the stop
+    leg fired and in flight) - three snapshots per exit were most of an exit's journal time."""
+    journal, tm, _ = _rig(tmp_path, clock, market)
+    market.tick("AAA", 100.0, 100.02)
+    with journal.batch():
+        trade = _open_long(tm, clock, [StopLoss(price=99.0)])
+    updates: list[str] = []
+    original = journal.update_trade
+    journal.update_trade = lambda tid, **v: (updates.append(tid), original(tid, **v))[1]  # type: ignore[method-assign]
+    events_before = len(journal.events_of([trade.id]))
+    with journal.batch():
+        tm.evaluate(market.tick("AAA", 98.99, 99.01))
+        assert [i.leg for i in tm.outbox] == ["stop"] and updates == []  # nothing snapshotted before the commit
+    kinds = [e["kind"] for e in journal.events_of([trade.id])][events_before:]
+    assert kinds == ["closing", "exit_intent", "state"] and updates == [trade.id]
+    [row] = journal.list_trades()
+    assert row["state"] == "exiting" and row["snapshot"] == json.loads(json_dumps(tm.snapshot(trade)))
+    [stop] = [leg for leg in journal.legs_of([trade.id]) if leg["name"] == "stop"]
+    assert (stop["fired"], stop["inflight"]) == (1, Decimal(100))
+    journal.close()
+
+
+def test_moved_stops_are_written_longest_waiting_first_and_not_again_after_an_event_wrote_them(tmp_path, clock,
+                                                                                               market):
+    """Moves wait out their trade's snapshot interval in a queue ordered by when it ends (a step looks at the few
+    that are due, not at every waiting trade); a trade an event snapshotted meanwhile is not written again."""
+    interval = 1_000_000_000
+    journal, tm, recorder = _rig(tmp_path, clock, market, interval)
+    market.tick("AAA", 100.0, 100.02)
+    with journal.batch():
+        trades = [_open_long(tm, clock, [TrailingStop(distance=0.5, unit="price")]) for _ in range(6)]
+        recorder.flush_moved(clock())  # the entries' own snapshots cover their first levels
+    assert not recorder._moved
+    written: list[str] = []
+    original = recorder._snapshot
+    recorder._snapshot = lambda t, now: (written.append(t.id), original(t, now))[1]  # type: ignore[method-assign]
+    for trade in trades:  # each stop moves 0.1 s after the previous one
+        clock.advance(0.1)
+        tm.stops.moved.add(trade.id)
+        recorder.flush_moved(clock())
+    assert written == []  # none has waited its interval yet
+    with journal.batch():  # an event of trade 1: its snapshot is written at the commit
+        recorder.on_trade_event(trades[1], "note", {"ts_ns": clock(), "event": "note"})
+    assert written == [trades[1].id]
+    clock.advance(1.0)
+    recorder.flush_moved(clock())
+    assert written[1:] == [t.id for t in (trades[0], trades[2], trades[3], trades[4])][:MOVES_PER_STEP]
+    recorder.flush_moved(clock())
+    assert written[1:] == [t.id for t in (trades[0], trades[2], trades[3], trades[4], trades[5])]
+    recorder.flush_moved(clock())
+    assert len(written) == 6 and not recorder._moved
     journal.close()

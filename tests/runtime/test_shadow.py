@@ -321,3 +321,29 @@ async def test_a_look_at_many_trades_is_spread_over_steps_and_forgets_only_when_
         assert (gone.id in shadow._tracked) == bool(shadow._look)  # forgotten only when the look is complete
     assert gone.id not in shadow._tracked
     shadow.cancel()
+
+
+async def test_checks_start_at_most_one_per_start_gap_and_the_next_start_is_a_deadline():
+    """However fast the broker answers, checks start at the configured pace ([shadow] max_per_s): a first look at
+    thousands of trades must not run back to back on the engine's thread.  The checker's deadline is the next
+    start while checks wait, so the engine loop wakes for it."""
+    engine = await started()
+    trades = [await opened(engine) for _ in range(3)]
+    clock = Clock(engine.broker.now_ns())
+    shadow = checker(engine, clock, start_gap_ns=NS)
+    await look(shadow, clock)
+    assert len(shadow.state) == 1 and shadow.next_deadline() == clock.now + NS  # the next start, before the scan
+    await look(shadow, clock, NS // 2)
+    assert len(shadow.state) == 1  # half a gap later: still one
+    await look(shadow, clock, NS // 2)
+    assert len(shadow.state) == 2
+    await look(shadow, clock, NS)
+    assert set(shadow.state) == {t.id for t in trades} and shadow.next_deadline() == clock.now + SCAN  # a new look
+
+
+def test_the_start_pace_comes_from_the_config():
+    s = load(None, {"shadow": {"max_per_s": 4}})
+    engine, _ = sim_engine(s)
+    assert engine.shadow is not None and engine.shadow.start_gap_ns == NS // 4
+    with pytest.raises(ValueError, match="max_per_s"):
+        load(None, {"shadow": {"max_per_s": 0}})

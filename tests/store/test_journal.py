@@ -220,3 +220,37 @@ def test_commit_hooks_run_after_the_commit_with_receipts_of_what_is_durable(jour
     assert seen[-1] == (j.position, ["T00001", "T00003"]) and len(seen) == 2  # no hook for the rollback
     probe.dispose()
     j.close()
+
+
+def test_before_commit_writes_join_the_transaction_and_a_failing_one_voids_it_whole(journal_target):
+    """The before-commit hooks (the recorder's trade snapshots) write inside the transaction about to commit - a
+    lone write outside a batch too - and never commit on their own; one that fails rolls the whole transaction
+    back, so nothing it records is covered by a receipt (nothing of it is ever sent)."""
+    j = Journal.open(journal_target)
+    calls: list[int] = []
+    fail = False
+
+    def snapshot() -> None:
+        calls.append(j.position)
+        if fail:
+            raise RuntimeError("disk full")
+        j.update_trade("T00001", state="exiting")
+
+    j.insert_trade(trade_row())
+    j.before_commit.append(snapshot)
+    commits = j.commits
+    with j.batch():
+        j.insert_order(order_row())
+        assert calls == []  # nothing before the commit
+    assert j.commits == commits + 1 and len(calls) == 1  # one commit: the hook's write went with the order's
+    assert j.list_trades()[0]["state"] == "exiting" and j.receipt().covers(j.position)
+    j.event("noted", 5, {}, "T00001")  # outside a batch: the event and the hook's write, one commit
+    assert j.commits == commits + 2 and len(calls) == 2
+    fail = True
+    with pytest.raises(RuntimeError, match="disk full"), j.batch():
+        j.insert_order(order_row("tg:T00001:stop:1"))
+        lost = j.position
+    assert not j.receipt().covers(lost) and j.receipt().void(lost) and j.rollbacks == 1
+    assert [o["order_key"] for o in j.orders_of(["T00001"])] == ["tg:T00001:entry"]
+    j.before_commit.clear()
+    j.close()

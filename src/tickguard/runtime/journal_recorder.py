@@ -1,12 +1,16 @@
 """Writes the engine's state changes to the journal, from the hooks of the trade manager and the executor.
 
-Lifecycle events write at once (inside the engine step's batch); pure level moves of trailing and
-break-even stops are coalesced to at most one snapshot per trade per ``snapshot_interval_ns`` so a trending
-market does not turn every tick into a database write.
+Lifecycle events write their event row at once (inside the engine step's batch) and mark the trade: its
+snapshot (trade row and legs) is written once, just before the transaction commits (the journal's
+``before_commit`` hook) - a stop that fires makes three events ("closing", "exit_intent", "state") but one
+snapshot, and that snapshot is the trade as it stands when its exit order is released.  Pure level moves of
+trailing and break-even stops are coalesced to at most one snapshot per trade per ``snapshot_interval_ns`` so
+a trending market does not turn every tick into a database write.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -39,7 +43,10 @@ class JournalRecorder:
         self._interval = snapshot_interval_ns
         self._last_snapshot: dict[str, int] = {}
         self._moved: set[str] = set()  # trades whose stop moved, waiting for their snapshot interval
+        self._due: list[tuple[int, str]] = []  # (when its interval is over, trade id) of the moved: a heap
+        self._dirty: dict[str, tuple[Trade, int]] = {}  # trades with events in the open transaction
         self._steps = 0
+        journal.before_commit.append(self.write_snapshots)
 
     def on_trade_event(self, trade: Trade, kind: str, record: dict[str, Any]) -> None:
         j = self.journal
@@ -55,13 +62,21 @@ class JournalRecorder:
                 "created_ns": trade.created_ns, "updated_ns": now,
             })
         j.event(kind, now, _jsonable(data), trade.id, data.get("key"), req.user, req.account or "")
-        self._snapshot(trade, now)
+        self._dirty[trade.id] = (trade, now)  # its snapshot is written before this transaction commits
+
+    def write_snapshots(self) -> None:
+        """The journal's before-commit hook: the snapshot of every trade with events in the transaction."""
+        while self._dirty:
+            dirty, self._dirty = self._dirty, {}
+            for trade, now in dirty.values():
+                self._snapshot(trade, now)
 
     def _snapshot(self, trade: Trade, now: int) -> None:
         snap = self.trades.snapshot(trade)
         self.journal.update_trade(trade.id, state=trade.state.value, snapshot=snap, updated_ns=now)
         self.journal.put_legs(trade.id, [self._leg_row(trade, leg, snap, now) for leg in trade.legs()])
         self._last_snapshot[trade.id] = now
+        self._moved.discard(trade.id)  # the snapshot holds its stop as it is now
 
     def _leg_row(self, trade: Trade, leg: Leg, snap: dict[str, Any], now: int) -> dict[str, Any]:
         """A leg as the ``legs`` table shows it; the stop leg's level is the trade's effective stop."""
@@ -84,16 +99,22 @@ class JournalRecorder:
         self._steps += 1
         full = ticks is None or self._steps % FULL_SCAN_EVERY == 0
         moved = self.trades.stops.take_moved(None if full else (t.symbol for t in ticks))  # type: ignore[union-attr]
-        if moved:
-            self._moved |= moved
-        if not self._moved:
-            return
-        due = [tid for tid in self._moved if now - self._last_snapshot.get(tid, -self._interval) >= self._interval]
-        if len(due) > MOVES_PER_STEP:
-            due = sorted(due, key=lambda tid: self._last_snapshot.get(tid, -self._interval))[:MOVES_PER_STEP]
-        for tid in due:
+        interval, due = self._interval, self._due
+        for tid in moved:
+            if tid not in self._moved and tid not in self._dirty:  # a trade with events is written at the commit
+                self._moved.add(tid)
+                heapq.heappush(due, (self._last_snapshot.get(tid, -interval) + interval, tid))
+        written = 0
+        while due and due[0][0] <= now and written < MOVES_PER_STEP:  # the longest-waiting first
+            _, tid = heapq.heappop(due)
+            if tid not in self._moved:  # written meanwhile (an event of it): a stale entry
+                continue
+            at = self._last_snapshot.get(tid, -interval) + interval
+            if at > now:  # written since it was queued: its interval starts again
+                heapq.heappush(due, (at, tid))
+                continue
             self._snapshot(self.trades.trades[tid], now)
-        self._moved.difference_update(due)
+            written += 1
 
     def on_order_event(self, record: OrderRecord, kind: str, entry: dict[str, Any]) -> None:
         j = self.journal

@@ -51,4 +51,4 @@ def make_shadow(settings: Settings, broker: Any, trades: TradeManager, quote: Qu
     return ShadowChecker(broker.what_if, trades, broker.now_ns, int(cfg.interval_s * 1e9),
                          cfg.max_in_flight, stop_exit_order(trades, quote, lot_size),
                          scan_ns=int(cfg.scan_s * 1e9), min_gap_ns=int(cfg.min_gap_s * 1e9), timeout_s=cfg.timeout_s,
-                         exit_key=stop_exit_key(trades))
+                         exit_key=stop_exit_key(trades), start_gap_ns=int(1e9 / cfg.max_per_s))

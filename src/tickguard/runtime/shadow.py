@@ -14,8 +14,12 @@ The rule, per live trade with an open position and nothing closing it yet:
   often than every ``min_gap_ns`` - when its exit changed (quantity, order type, account, stop level: a trailing
   stop moves on every new high, and a what-if per move would be a flood) or its last check gave no verdict;
 * looks happen every ``scan_ns`` (``on_time`` is O(1) in between, the tick path pays nothing); checks run as
-  background tasks, at most ``max_in_flight`` at once (the IB adapter queues each in the budget's WHAT_IF lane,
-  behind every exit, cancel and entry), and the engine's loop never awaits one;
+  background tasks, at most ``max_in_flight`` at once and at most one per ``start_gap_ns`` (the IB adapter queues
+  each in the budget's WHAT_IF lane, behind every exit, cancel and entry), and the engine's loop never awaits one.
+  Why the start pace as well: a gateway that answers at once (a local one, the simulator) would otherwise let a
+  first look at thousands of trades run back to back, each what-if an order to encode and an answer to decode on
+  the engine's one thread - time the tick path needed (bench/wire_to_wire.py: a fifth of the loop at 5,000
+  trades).  A first look at N trades takes N x ``start_gap_ns``;
 * a verdict: ``accepted``, ``refused`` (with the broker's reason) or ``error`` (no answer: timeout, connection
   down, the budget's what-if lane full) - a failure is a verdict, never an exception out of the loop;
 * a refusal is logged at ERROR once per change of reason (figures aside: "needs 29,197" and "needs 29,204" are
@@ -140,13 +144,13 @@ def _figures_aside(reason: str) -> str:
 class ShadowChecker:
     def __init__(self, what_if: WhatIfFn, trades: TradeSource, clock: Callable[[], int], interval_ns: int,
                  max_in_flight: int, exit_order: ExitOrderFn, *, scan_ns: int = 2 * NS, min_gap_ns: int = 30 * NS,
-                 timeout_s: float = 30.0, exit_key: ExitKeyFn | None = None) -> None:
+                 timeout_s: float = 30.0, exit_key: ExitKeyFn | None = None, start_gap_ns: int = 0) -> None:
         """``what_if``: the broker's (``broker.what_if``); ``clock``: the broker's (``broker.now_ns``), which stamps
         verdicts; ``exit_order``: the order a trade's exit would be now (``stop_exit_order``); ``timeout_s``: wall
         seconds a check may take before it is an ``error`` (the IB adapter's own request timeout and what-if wait
         are shorter: this is the bound for any broker)."""
-        if max_in_flight < 1 or interval_ns <= 0 or scan_ns <= 0:
-            raise ValueError("max_in_flight, interval_ns and scan_ns must be positive")
+        if max_in_flight < 1 or interval_ns <= 0 or scan_ns <= 0 or start_gap_ns < 0:
+            raise ValueError("max_in_flight, interval_ns and scan_ns must be positive, start_gap_ns not negative")
         self._what_if = what_if
         self._trades = trades
         self._clock = clock
@@ -166,16 +170,22 @@ class ShadowChecker:
         self._queued: set[str] = set()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._next_scan = 0
+        self.start_gap_ns = start_gap_ns
+        self._next_start = 0  # no check starts before this (the start pace)
 
     # ------------------------------------------------------------------------------------------ time
 
     def next_deadline(self) -> int:
+        if self._queue and len(self._running) < self.max_in_flight and self._next_start < self._next_scan:
+            return self._next_start  # a queued check may start then
         return self._next_scan
 
     def on_time(self, now_ns: int) -> None:
         """Look at the live trades when due - ``LOOK_SLICE`` of them per call, the rest on the next steps (the
         deadline stays now until the look is done): queue those due a check, forget those gone, start what fits."""
         if now_ns < self._next_scan:
+            if self._queue and now_ns >= self._next_start:
+                self._start_checks()
             return
         if not self._look:
             self._look, self._looked = list(self._trades.live_trades()), set()
@@ -233,13 +243,17 @@ class ShadowChecker:
         except RuntimeError:
             return
         while self._queue and len(self._running) < self.max_in_flight:
+            now = self._clock()
+            if now < self._next_start:
+                return  # paced: the engine's next step after ``next_deadline`` starts it
             trade_id = self._queue.popleft()
             self._queued.discard(trade_id)
             entry = self._tracked.get(trade_id)
             order = None if entry is None else self._exit_order(entry.trade)
             if entry is None or order is None:
                 continue
-            entry.checked_exit, entry.started_ns = self._exit_key(entry.trade), self._clock()
+            entry.checked_exit, entry.started_ns = self._exit_key(entry.trade), now
+            self._next_start = now + self.start_gap_ns
             task = loop.create_task(self._check(trade_id, order), name=f"what-if {trade_id}")
             self._running[trade_id] = task
             task.add_done_callback(functools.partial(self._finished, trade_id))

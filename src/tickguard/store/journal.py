@@ -128,6 +128,10 @@ class Journal:
         self._settled = 0  # position of the last commit or rollback: later writes are in the open transaction
         self._voided: tuple[tuple[int, int], ...] = ()
         self.after_commit: list[Callable[[CommitReceipt], None]] = []
+        # writes that belong at the end of a transaction, made just before its commit (inside it): the journal
+        # recorder's trade snapshots - one per trade and commit, however many events changed the trade
+        self.before_commit: list[Callable[[], None]] = []
+        self._preparing = False
         self._notifying = False
         self._again = False
         self._id: str | None = None
@@ -223,6 +227,8 @@ class Journal:
             raise sa.exc.DBAPIError.instance(str(stmt), params, exc, sqlite3.Error) from exc
 
     def _commit(self) -> None:
+        if self.before_commit and not self._preparing:
+            self._prepare()
         if not self._conn.in_transaction():
             return
         started = time.perf_counter_ns()
@@ -239,6 +245,22 @@ class Journal:
         self.last_commit_ns = time.perf_counter_ns() - started  # for the commit-latency metric
         self._committed = self._settled = self.position
         self._notify()
+
+    def _prepare(self) -> None:
+        """Run the before-commit hooks; their writes join the transaction about to commit (none commits on its
+        own).  A hook that fails rolls the whole transaction back: nothing it records is ever sent."""
+        self._preparing = True
+        self._depth += 1
+        try:
+            for hook in self.before_commit:
+                hook()
+        except BaseException:
+            self._depth -= 1
+            self._preparing = False
+            self._abandon("a write before the commit failed")
+            raise
+        self._depth -= 1
+        self._preparing = False
 
     def _abandon(self, why: str) -> None:
         """Roll the open transaction back; its writes are void for every receipt from now on."""

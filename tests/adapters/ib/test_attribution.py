@@ -25,7 +25,7 @@ from ib_async.objects import CommissionReport, Fill
 
 from ibfake.server import FakeGateway
 from tickguard.adapters.broker import BrokerEvent, BrokerOrder, CommissionEvent, FillEvent, OrderStatusEvent
-from tickguard.adapters.ib.attribution import Owner, Placed, mismatches
+from tickguard.adapters.ib.attribution import Owner, Placed, PlacedOrders, mismatches
 from tickguard.adapters.ib.ib_client import IBBroker
 from tickguard.config import load
 from tickguard.core.model import Action, OrderType
@@ -59,6 +59,30 @@ def test_the_perm_id_counts_once_both_sides_know_it() -> None:
 def test_an_executions_bot_and_sld_are_the_orders_buy_and_sell() -> None:
     assert Owner.of_fill(execution("e1", side="BOT")).side == "BUY"
     assert Owner.of_fill(execution("e1", side="SLD")).side == "SELL"
+
+
+def _placed(ref: str, order_id: int) -> Placed:
+    return Placed(ref, "AAA", Decimal(1), MarketOrder("BUY", 1, orderId=order_id, orderRef=ref), Contract(conId=1))
+
+
+def test_the_orders_are_found_by_their_key_as_a_scan_of_them_would_find_them() -> None:
+    """The orderRef index answers what a walk over every order answered (the first order placed under a key; none
+    for an empty key) - a walk per lookup made recovery's order book quadratic in the day's orders."""
+    orders = PlacedOrders()
+    orders[5] = _placed("tg:j:T1:entry", 5)
+    orders[9] = _placed("tg:j:T1:entry", 9)  # re-sent under its key after a pacing refusal: a second order id
+    orders[7] = _placed("tg:j:T2:stop:1", 7)
+    orders[8] = _placed("", 8)
+
+    def scan(ref: str) -> int | None:
+        return next((oid for oid, p in orders.items() if ref and p.ref == ref), None)
+
+    for ref in ("tg:j:T1:entry", "tg:j:T2:stop:1", "", "tg:j:T3:entry"):
+        assert orders.id_of(ref) == scan(ref), ref
+    orders[5] = _placed("tg:j:T4:entry", 5)  # an id taken over by another order (adopted from IB's book)
+    for ref in ("tg:j:T1:entry", "tg:j:T4:entry"):
+        assert orders.id_of(ref) == scan(ref), ref
+    assert orders.id_of("tg:j:T1:entry") == 9
 
 
 # ---------------------------------------------------------------------- the adapter, hand-made executions

@@ -34,6 +34,7 @@ from tickguard.adapters.broker import (
     UnknownSymbol,
     WhatIf,
 )
+from tickguard.adapters.ib.attribution import PlacedOrders
 from tickguard.adapters.ib.contracts import ContractsMixin
 from tickguard.adapters.ib.errors import guarded
 from tickguard.adapters.ib.farms import FarmTable
@@ -77,7 +78,7 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
         self._rng = rng or random.Random()
         self._events: list[BrokerEvent] = []
         self._wake = asyncio.Event()
-        self._orders: dict[int, Placed] = {}
+        self._orders = PlacedOrders()  # by order id, indexed by orderRef
         self._seen_execs: set[str] = set()
         self._tickers: dict[str, Ticker] = {}
         self._last_tick_wall: dict[str, float] = {}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from ib_async import Contract
 
 from tickguard.adapters.broker import BrokerEvent, NoticeEvent
-from tickguard.adapters.ib.attribution import Placed
+from tickguard.adapters.ib.attribution import PlacedOrders
 from tickguard.adapters.ib.contracts import NO_SECURITY_DEFINITION
 from tickguard.adapters.ib.errors import guarded, message_level
 from tickguard.adapters.ib.farms import FARM_CODES, FarmTable
@@ -46,7 +46,7 @@ class ConnectionState:
 class MessagesMixin:
     cfg: IBConfig
     farms: FarmTable
-    _orders: dict[int, Placed]
+    _orders: PlacedOrders
     _connecting: bool
     _refused: asyncio.Event  # set by 326 inside a connection attempt: that attempt is over at once
     _history_paced: set[str]

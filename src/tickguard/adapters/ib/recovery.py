@@ -19,7 +19,7 @@ from ib_async import OrderStatus as IBOrderStatus
 from ib_async.objects import Fill
 
 from tickguard.adapters.broker import BrokerOrder, OrderBook
-from tickguard.adapters.ib.attribution import AttributionMixin, Owner, Placed
+from tickguard.adapters.ib.attribution import AttributionMixin, Owner, Placed, PlacedOrders
 from tickguard.adapters.ib.order_status import ib_ended_status
 from tickguard.adapters.ib.values import fill_event
 from tickguard.config import IBConfig
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 class RecoveryMixin(AttributionMixin):
     ib: IB
     cfg: IBConfig
-    _orders: dict[int, Placed]
+    _orders: PlacedOrders
     _seen_execs: set[str]
     now_ns: Callable[[], int]
     default_account: str
@@ -70,7 +70,8 @@ class RecoveryMixin(AttributionMixin):
             # orderRef says whose it is (the engine keeps only its own journal's), the id is ours if we know it
             ref = trade.order.orderRef
             if ref and ref.startswith("tg:") and ref not in working:
-                order_id = next((oid for oid, p in self._orders.items() if p.ref == ref), trade.order.orderId)
+                known = self._orders.id_of(ref)
+                order_id = trade.order.orderId if known is None else known
                 ended[ref] = (order_id, ib_ended_status(trade.orderStatus.status))
                 _add_details(details, trade.order, trade.contract)
         executions = []
@@ -119,8 +120,7 @@ class RecoveryMixin(AttributionMixin):
         it names in every identifying field, or - an order not known yet - have been placed by this client id."""
         ex = fill.execution
         found = self._owner_of(fill)
-        if found is None and (self._orders.get(ex.orderId) is not None or any(
-                p.ref == ex.orderRef for p in self._orders.values())):
+        if found is None and (self._orders.get(ex.orderId) is not None or self._orders.id_of(ex.orderRef) is not None):
             return None  # it collides with an order of ours and does not match it: foreign (logged)
         if found is None:
             seen = Owner.of_fill(fill)
