@@ -56,6 +56,33 @@ def install() -> None:
     wrap(journal.Journal, "_write", "sql")
     wrap(order_executor.OrderExecutor, "submit", "submit", lambda self, intent, *_: intent.key)
     wrap(ib_client.IBBroker, "place_order", "place", lambda self, order: order.ref)
+    # finer parts of an exit, summarised per name for the streaming phases (``calls`` in the breakdown)
+    from ib_async import client as ib_async_client
+
+    from tickguard.core import tick_handler, trade_manager
+    from tickguard.runtime import journal_recorder
+
+    wrap(ib_async_client.Client, "placeOrder", "ib_async.placeOrder")
+    wrap(ib_async_client.Client, "sendMsg", "ib_async.sendMsg")
+    wrap(trade_manager.TradeManager, "evaluate", "evaluate")
+    wrap(tick_handler.TickHandler, "process", "ticks.process")
+    wrap(journal_recorder.JournalRecorder, "on_trade_event", "recorder.trade_event")
+    wrap(journal_recorder.JournalRecorder, "on_order_event", "recorder.order_event")
+    wrap(journal_recorder.JournalRecorder, "write_snapshots", "recorder.snapshots")
+    wrap(journal_recorder.JournalRecorder, "flush_moved", "recorder.flush_moved")
+    wrap(engine.Engine, "on_time", "engine.on_time")
+    wrap(engine.Engine, "_flush", "engine.flush")
+    wrap(ib_client.IBBroker, "next_events", "next_events_call")
+    wrap(order_executor.OrderExecutor, "_on_commit", "executor.on_commit")
+    from tickguard.runtime import reconciliation, shadow, vol_refresh, watchdog
+
+    wrap(trade_manager.TradeManager, "on_time", "trades.on_time")
+    wrap(order_executor.OrderExecutor, "on_time", "executor.on_time")
+    wrap(vol_refresh.VolatilityRefresher, "on_time", "refresher.on_time")
+    wrap(watchdog.Watchdog, "on_time", "watchdog.on_time")
+    wrap(reconciliation.Reconciler, "on_time", "reconciler.on_time")
+    wrap(reconciliation.Reconciler, "apply", "reconciler.apply")
+    wrap(shadow.ShadowChecker, "on_time", "shadow.on_time")
     gc_start: list[int] = []
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:

@@ -328,11 +328,19 @@ def probe_breakdown(path: Path, rec: dict[str, Any]) -> dict[str, Any]:
                                    "p99": round(pct([r[k] for r in sel], 0.99), 3),
                                    "mean": round(sum(r[k] for r in sel) / len(sel), 3)}
                                for k in ["total", *PARTS, "other_steps_busy", "sql_in_step", "gc_ms"]}
+    first = min((c["sent_ns"] for c in rec["crossings"]), default=0)
+    last = max((c["exit_ns"] or c["sent_ns"] for c in rec["crossings"]), default=0)
+    calls = {}
+    for name, items in probes.items():
+        d = [(t1 - t0) / 1e6 for t0, t1, _ in items if first <= t0 <= last]
+        if d:
+            calls[name] = {"n": len(d), "p50": round(pct(d, 0.5), 3), "p99": round(pct(d, 0.99), 3),
+                           "max": round(max(d), 3), "total_ms": round(sum(d), 1)}
     gc_all = [(t1 - t0) / 1e6 for t0, t1, _ in gcs]
     step_all = sorted(((t1 - t0) / 1e6, t0, d) for t0, t1, d in steps)
     return {"per_phase": summary, "rows": rows, "gc_pauses_ms_top": sorted(gc_all)[-10:],
             "gc_count": len(gc_all), "longest_steps_ms": [(round(d, 2), n) for d, _, n in step_all[-10:]],
-            "steps": len(steps), "reads": len(reads)}
+            "steps": len(steps), "reads": len(reads), "calls": calls}
 
 
 def analyse(kind: str, plan: dict[str, Any], rec: dict[str, Any], samples: list[tuple[int, int, int]],
@@ -479,6 +487,8 @@ def report(results: dict[str, Any]) -> bool:
         print("tickguard breakdown per crossing (ms, p50 / p99), from the probes:")
         for phase, parts in bd["per_phase"].items():
             print(f"  phase {phase}: " + ", ".join(f"{k} {v['p50']:.2f}/{v['p99']:.2f}" for k, v in parts.items()))
+        print("  calls while streaming (ms): " + "; ".join(
+            f"{k} n={v['n']} p50 {v['p50']:.3f} p99 {v['p99']:.3f} max {v['max']:.1f}" for k, v in bd["calls"].items()))
         print(f"  gc pauses: {bd['gc_count']}, longest {bd['gc_pauses_ms_top'][-3:]} ms; longest engine steps "
               f"(ms, events): {bd['longest_steps_ms'][-5:]}")
     print("rxmax/rxend: the client's unread bytes on its socket (max while streaming, just after); drift: median "

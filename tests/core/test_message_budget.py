@@ -77,3 +77,25 @@ def test_an_exit_deeper_through_its_level_is_more_at_risk_then_the_larger():
     entry = order_lane(intent(PriorityClass.ENTRY, 1, None, None))
     assert sorted([entry, target, shallow, deep, bigger]) == [bigger, deep, shallow, target, entry]
     assert entry[0] is Lane.ENTRY and target[0] is Lane.EXIT
+
+
+def test_inside_a_hold_exits_go_early_while_half_a_burst_is_left_and_wait_for_its_end_after():
+    """``release_exits`` lets the exits queued so far out of a hold (the engine calls it after each symbol's exits
+    are committed) - never entries or cancels, and only while the budget has at least half a burst: in a storm
+    the hold's end decides, most at risk first."""
+    clock, sent = FakeClock(), []
+    b = budget(clock, rate=10, burst=10)
+    with b.holding():
+        b.send("entry", Lane.ENTRY, lambda: sent.append("entry"))
+        b.send("cancel", Lane.CANCEL_MODIFY, lambda: sent.append("cancel"))
+        b.send("a", Lane.EXIT_CRITICAL, lambda: sent.append("a"))
+        assert b.release_exits() == 1 and sent == ["a"]
+        for i in range(4):
+            b.send(f"b{i}", Lane.EXIT, lambda i=i: sent.append(f"b{i}"))
+        assert b.release_exits() == 4  # 9 of 10 left before: room for half a burst
+        b.send("late", Lane.EXIT, lambda: sent.append("late"), risk=(-1,))
+        b.send("deep", Lane.EXIT, lambda: sent.append("deep"), risk=(-9,))
+        assert b.release_exits() == 2  # half a burst left (5 of 10): they go, the deeper first
+        b.send("c", Lane.EXIT, lambda: sent.append("c"))
+        assert b.release_exits() == 0 and sent[-1] == "late"  # 3 left: less than half a burst - it waits
+    assert sent == ["a", "b0", "b1", "b2", "b3", "deep", "late", "c", "cancel", "entry"]

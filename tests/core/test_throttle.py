@@ -302,3 +302,38 @@ def test_limits_are_validated(kwargs, words):
 def test_limits_merge_given_bounds_with_the_defaults():
     lim = ThrottleLimits(queue_max={Lane.ENTRY: 3})
     assert dict(lim.queue_max) == {Lane.ENTRY: 3, Lane.WHAT_IF: 200, Lane.DATA: 1000}
+
+
+@settings(max_examples=200, deadline=None)
+@given(rate=st.integers(1, 12), burst=st.integers(1, 12),
+       history=st.lists(st.tuples(st.integers(0, 400_000_000), st.integers(0, 4)), max_size=30))
+def test_room_is_exactly_what_a_release_would_send_now(rate, burst, history):
+    """``room()`` (how much of a burst is left, for the engine's early exits) says exactly how many messages
+    ``release`` lets go at this moment, whatever was sent before - checked against the release itself."""
+    clock = FakeClock(0)
+    t = Throttle(ThrottleLimits(rate=rate, burst=min(burst, rate)), clock)
+    n = 0
+    for gap_ns, sends in history:
+        clock.now += gap_ns
+        for _ in range(sends):
+            n += 1
+            t.offer(f"h{n}", Lane.EXIT, None)
+        t.release()
+    while t:  # nothing queued may linger into the check
+        clock.now += SECOND
+        t.release()
+    room = t.room()
+    for i in range(rate + burst + 1):
+        t.offer(f"x{i}", Lane.EXIT, None)
+    assert len(t.release()) == room
+
+
+def test_a_release_up_to_a_lane_leaves_the_less_urgent_queued():
+    clock = FakeClock(0)
+    t = Throttle(ThrottleLimits(rate=10, burst=10), clock)
+    for key, lane in (("entry", Lane.ENTRY), ("cancel", Lane.CANCEL_MODIFY), ("exit", Lane.EXIT),
+                      ("critical", Lane.EXIT_CRITICAL)):
+        t.offer(key, lane, None)
+    assert [m.key for m in t.release(upto=Lane.EXIT)] == ["critical", "exit"]
+    assert t.depth()[Lane.CANCEL_MODIFY] == 1 and t.depth()[Lane.ENTRY] == 1
+    assert [m.key for m in t.release()] == ["cancel", "entry"]

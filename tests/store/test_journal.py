@@ -1,6 +1,7 @@
 """The journal on SQLite and PostgreSQL: writes, batches, reads, and refusals that never overwrite."""
 
 import sqlite3
+import time
 from decimal import Decimal
 
 import pytest
@@ -254,3 +255,41 @@ def test_before_commit_writes_join_the_transaction_and_a_failing_one_voids_it_wh
     assert [o["order_key"] for o in j.orders_of(["T00001"])] == ["tg:T00001:entry"]
     j.before_commit.clear()
     j.close()
+
+
+def test_sqlite_never_checkpoints_inside_a_commit_its_thread_does(tmp_path):
+    """A commit that found the log past SQLite's 1,000 pages used to copy it into the file itself (15-22 ms of a
+    held event loop); the journal's connection has the automatic checkpoint off, and its own thread copies the
+    log in the background - the file holds the rows, the log starts over."""
+    path = tmp_path / "j.db"
+    j = Journal.open(path)
+    assert j._conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    checkpointer = j._checkpointer
+    assert checkpointer is not None
+    checkpointer.stop()  # driven by hand below: no timing in the test
+    for i in range(3000):  # well past 1,000 pages of log
+        j.event("x", i, {"pad": "y" * 500}, "T00001")
+    wal = path.with_name("j.db-wal")
+    assert wal.stat().st_size > 3000 * 4096  # a page a commit at least: none of them copied the log back
+    with sqlite3.connect(path, isolation_level=None) as con:
+        checkpointer.checkpoint(con)
+    assert checkpointer.checkpoints == 1
+    j.event("x", 9, {}, "T00001")  # the writer starts the log over: everything was copied
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+        assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 3001
+    start = time.monotonic()
+    j.close()
+    assert time.monotonic() - start < 5
+
+
+def test_the_checkpoint_thread_runs_until_the_journal_closes(tmp_path):
+    j = Journal.open(tmp_path / "j.db")
+    for i in range(50):
+        j.event("x", i, {}, "T00001")
+    deadline = time.monotonic() + 10
+    while j._checkpointer.checkpoints == 0:  # every 0.5 s: poll with a deadline
+        assert time.monotonic() < deadline, "the log was never checkpointed"
+        time.sleep(0.05)
+    thread = j._checkpointer._thread
+    j.close()
+    assert not thread.is_alive()

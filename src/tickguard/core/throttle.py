@@ -234,16 +234,31 @@ class Throttle:
         self._spend(self._clock())
         self._sent[Lane(lane)] += 1
 
-    def release(self) -> list[Message]:
-        """Remove and return, most urgent first, as many queued messages as the budget allows now."""
+    def room(self) -> int:
+        """How many messages both rules would let go now, back to back (what a burst may still spend)."""
+        lim = self.limits
+        now = self._clock()
+        sends = self._sends
+        window = lim.rate - sum(1 for t in sends if t > now - lim.window_ns)
+        if self._tat is None:
+            return min(window, lim.burst)
+        scaled = now * lim.rate
+        bucket = lim.burst + (scaled - max(self._tat, scaled)) // lim.window_ns  # the GCRA rule, solved for k
+        return max(0, min(window, bucket))
+
+    def release(self, upto: Lane | None = None) -> list[Message]:
+        """Remove and return, most urgent first, as many queued messages as the budget allows now (of lanes up to
+        ``upto`` only, when given: what is less urgent stays queued)."""
         now = self._clock()
         out: list[Message] = []
         while self._heap:
-            *_, stamp, key = self._heap[0]
+            lane, _, _, stamp, key = self._heap[0]
             entry = self._queued.get(key)
             if entry is None or entry[1] != stamp:
                 heapq.heappop(self._heap)  # replaced, withdrawn or expired
                 continue
+            if upto is not None and lane > upto:
+                break  # the most urgent message left is of a lane not released now
             ready = self._budget_ready_ns()
             if ready is not None and ready > now:
                 break  # the budget is spent: nothing behind the most urgent message may go either

@@ -468,7 +468,9 @@ class Engine:
             self._raise_alerts()
         while tm.outbox or tm.cancels:
             intents, tm.outbox = tm.outbox, []
+            exits = False
             for intent in intents:
+                exits = exits or intent.is_exit
                 if intent.is_exit or not self.reconciliation.incomplete:
                     self.executor.submit(intent, self.telemetry.decided(intent, self.ticks.quote))
                 else:
@@ -477,6 +479,19 @@ class Engine:
             cancels, tm.cancels = tm.cancels, []
             for key in cancels:
                 self._cancel(key)
+            if exits:
+                self._release_exits()
+
+    def _release_exits(self) -> None:
+        """Exits just decided leave now, not at the end of the step: their writes are committed (the journal's
+        receipt releases them to the budget) and the budget lets exits through its hold while it has room
+        (``MessageBudget.release_exits``).  ``_flush`` runs between two complete changes - after a symbol's
+        ticks, after the step's order events - so a commit here never splits one."""
+        if self.journal is not None:
+            if not self.executor.exits_waiting():
+                return
+            self.journal.commit_now()
+        self.budget.release_exits()
 
     def _cancel(self, key: str) -> None:
         """Cancel an order; an entry still held for reconciliation is dropped, never sent."""

@@ -201,6 +201,10 @@ class OrderExecutor:
         self.on_status(OrderStatusEvent(-1, record.intent.key, OrderStatus.REJECTED, record.filled,
                                         record.intent.qty - record.filled, self._clock(), reason, -1), record)
 
+    def exits_waiting(self) -> bool:
+        """Is an exit journaled and waiting for its commit to be sent?"""
+        return any(record.intent.is_exit for record in self._outgoing.waiting())
+
     def waiting_orders(self) -> list[OrderRecord]:
         """Orders journaled and waiting for their commit to be sent."""
         return self._outgoing.waiting()

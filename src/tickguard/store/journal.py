@@ -40,6 +40,7 @@ from tickguard.core.order_state import FINAL
 from tickguard.store.exact import NotExactError, NotFiniteError, json_dumps
 from tickguard.store.schema import events, fills, journal_meta, legs, orders, trades, volatility
 from tickguard.store.sqlite_writes import SqliteWrites
+from tickguard.store.wal_checkpoint import WalCheckpointer
 
 FINAL_TRADE_STATES = ("closed", "rejected", "cancelled")
 FINAL_ORDER_STATES = tuple(sorted(status.value for status in FINAL))  # the order state machine's finals
@@ -56,6 +57,7 @@ _INSERT_LEG = legs.insert()
 _INSERT_ORDER = orders.insert()
 _UPDATE_ORDER = orders.update().where(orders.c.order_key == sa.bindparam("key_"))
 _INSERT_EVENT = events.insert()
+_SET_FILL_COMMISSION = (fills.update().where(fills.c.exec_id == sa.bindparam("key_"), fills.c.commission.is_(None)))
 
 
 class JournalError(RuntimeError):
@@ -135,6 +137,8 @@ class Journal:
         self._notifying = False
         self._again = False
         self._id: str | None = None
+        self._checkpointer: WalCheckpointer | None = None  # SQLite: store/wal_checkpoint.py
+        self._insert_fill = _insert_new(engine.dialect.name, fills, "exec_id")
 
     # -------------------------------------------------------------------------------------- opening
 
@@ -160,9 +164,14 @@ class Journal:
         except sa.exc.DatabaseError as exc:
             engine.dispose()
             raise JournalError(f"journal {where} is unreadable (corrupt?): {exc.orig}") from exc
-        return cls(engine, where)
+        journal = cls(engine, where)
+        if not is_url(target):  # the log is copied into the file by a thread, never inside a commit
+            journal._checkpointer = WalCheckpointer(Path(target), synchronous.upper()).start()
+        return journal
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self._conn.close()
         self._engine.dispose()
 
@@ -182,6 +191,13 @@ class Journal:
         self._depth -= 1
         if self._depth == 0:
             self._commit()
+
+    def commit_now(self) -> None:
+        """Commit the open transaction now, inside a batch too (the batch goes on in a new transaction), and run
+        the after-commit hooks.  For the engine's exits: one is released as soon as its symbol's evaluation is
+        durable, not when the whole step is.  Called between two complete changes only - a transaction never
+        holds half of one."""
+        self._commit()
 
     def _write(self, stmt: sa.Executable, params: dict[str, Any] | list[dict[str, Any]] | None = None) -> int:
         """Execute one write (committed at once outside a batch); returns the rows it touched (the rows it returned,
@@ -323,7 +339,7 @@ class Journal:
     def insert_fill(self, row: dict[str, Any]) -> bool:
         """Journal an execution once.  An exec id already journaled is a replay (a reconnect, a restart, another
         run on this journal): not written again and logged - never an error.  Returns whether it was written."""
-        if self._write(_insert_new(self._conn.dialect.name, fills, row, "exec_id")):
+        if self._write(self._insert_fill, row):
             return True
         had = self._conn.execute(sa.select(fills.c.order_key).where(fills.c.exec_id == row["exec_id"])).scalar()
         if had == row["order_key"]:
@@ -336,8 +352,7 @@ class Journal:
 
     def set_fill_commission(self, exec_id: str, commission: Any) -> None:
         """The commission of a journaled execution that arrived after it (IB reports it in a message of its own)."""
-        self._write(fills.update().where(fills.c.exec_id == exec_id, fills.c.commission.is_(None))
-                    .values(commission=commission))
+        self._write(_SET_FILL_COMMISSION, {"key_": exec_id, "commission": commission})
 
     def event(self, kind: str, ts_ns: int, data: dict[str, Any], trade_id: str | None = None,
               order_key: str | None = None, user: str | None = None, account: str | None = None) -> None:
@@ -437,13 +452,17 @@ class Journal:
         return best
 
 
-def _insert_new(dialect: str, table: sa.Table, row: dict[str, Any], key: str) -> sa.Executable:
-    """``INSERT`` that does nothing when a row with the same ``key`` exists (SQLite and PostgreSQL alike)."""
+def _insert_new(dialect: str, table: sa.Table, key: str) -> sa.Executable:
+    """``INSERT`` that does nothing when a row with the same ``key`` exists (SQLite and PostgreSQL alike), built
+    once: the values are the execution's.  PostgreSQL says what it wrote with ``RETURNING`` (psycopg's rowcount is
+    not to be trusted for ``ON CONFLICT DO NOTHING``); SQLite's own count of changed rows is exact."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table).values(**row).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
+
+        return insert(table).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing(index_elements=[key])
 
 
 def _sqlite_engine(path: Path, create: bool, synchronous: str) -> sa.Engine:
@@ -476,6 +495,7 @@ def _sqlite_engine(path: Path, create: bool, synchronous: str) -> sa.Engine:
         cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=5000")
+        cur.execute("PRAGMA wal_autocheckpoint=0")  # never inside a commit: a thread of its own does it
         cur.close()
 
     @sa.event.listens_for(engine, "begin")

@@ -1,0 +1,87 @@
+"""The engine step (runtime/engine.py): an exit leaves as soon as its symbol's evaluation is committed.
+
+Why: a step evaluates the symbols a batch of ticks flagged, most at risk first, then fires timers and writes
+coalesced snapshots; an exit that waited for all of that before its commit and its release waited milliseconds
+for nothing (bench/wire_to_wire.py).  Write-ahead is unchanged: each order reaches the broker with its row
+committed, read here through a connection of the test's own.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from tickguard.config import load
+from tickguard.core.exit_rules import StopLoss
+from tickguard.core.model import Side, Tick
+from tickguard.core.trades import Trade, TradeRequest
+from tickguard.runtime.engine import Engine
+from tickguard.runtime.engine_factory import sim_engine
+from tickguard.store.journal import Journal
+
+NS = 1_000_000_000
+
+
+async def two_open_trades(tmp_path, throttle: dict) -> tuple[Engine, list[Trade], list[tuple[str, str | None]]]:
+    """A sim engine with a journal and one open long trade on each of two symbols, its stop 0.50 under the bid;
+    the returned list records what happened, in order: ("place", the order's committed status), ("on_time", None)."""
+    s = load(None, {"sim": {"speed": 0, "symbols": 2, "seed": 5}, "volatility": {"intraday": False},
+                    "watchdog": {"enabled": False}, "shadow": {"enabled": False}, "throttle": throttle})
+    journal = Journal.open(tmp_path / "j.db")
+    engine, venue = sim_engine(s, journal=journal)
+    symbols = sorted(venue.specs)
+    await engine.start(symbols)
+    await engine.run_until(engine.broker.now_ns() + 2 * NS)
+    trades = []
+    for symbol in symbols:
+        bid = engine.grid(symbol).price(engine.ticks.quote(symbol).bid)
+        trades.append(engine.submit(TradeRequest(symbol=symbol, side=Side.LONG, qty=Decimal(100),
+                                                 rules=[StopLoss(price=float(bid - Decimal("0.50")))])))
+    await engine.run_until(engine.broker.now_ns() + 2 * NS)
+    assert [t.state.value for t in trades] == ["open", "open"]
+    probe = sa.create_engine(f"sqlite:///{tmp_path / 'j.db'}")
+    seen: list[tuple[str, str | None]] = []
+    place, on_time = engine.broker.place_order, engine.on_time
+
+    def placed(order):
+        with probe.connect() as conn:
+            status = conn.execute(sa.text("SELECT status FROM orders WHERE order_key = :k"),
+                                  {"k": order.ref}).scalar()
+        seen.append(("place", status))
+        return place(order)
+
+    def timers(now_ns: int) -> None:
+        seen.append(("on_time", None))
+        on_time(now_ns)
+
+    engine.broker.place_order = placed  # type: ignore[method-assign]
+    engine.on_time = timers  # type: ignore[method-assign]
+    return engine, trades, seen
+
+
+def crossing(engine: Engine, trade: Trade, seq: int) -> Tick:
+    """A quote one cent under the trade's stop."""
+    grid = engine.grid(trade.symbol)
+    bid = grid.units(float(engine.trades.stop_price(trade) - Decimal("0.01")))
+    now = engine.broker.now_ns()
+    return Tick(trade.symbol, bid, bid + grid.units(0.02), 0, 100.0, now, now, 10_000_000 + seq)
+
+
+async def test_an_exit_is_committed_and_sent_before_the_rest_of_its_step_runs(tmp_path):
+    engine, trades, seen = await two_open_trades(tmp_path, {})
+    engine.step([crossing(engine, trades[0], 1), crossing(engine, trades[1], 2)])
+    # both symbols' exits went out, each as soon as its symbol was evaluated - before the step's timers - and
+    # each found its row committed
+    assert seen == [("place", "submitting"), ("place", "submitting"), ("on_time", None)]
+    assert all(t.state.value == "exiting" for t in trades)
+    engine.journal.close()
+
+
+async def test_with_less_than_half_a_burst_left_a_steps_exits_wait_for_its_end_most_at_risk_first(tmp_path):
+    engine, trades, seen = await two_open_trades(tmp_path, {"rate": 4, "burst": 4})
+    for _ in range(3):
+        engine.budget.charge()  # three of four spent: a storm's budget
+    engine.step([crossing(engine, trades[0], 1), crossing(engine, trades[1], 2)])
+    assert seen[0] == ("on_time", None) and seen[1] == ("place", "submitting")  # at the end of the hold
+    engine.journal.close()
