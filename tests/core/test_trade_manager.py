@@ -344,3 +344,29 @@ def test_pullback_inside_one_chunk_fires_trailing_stop(tm, clock, market):
     handler.process([market.tick("AAA", bid) for bid in (101.0, 104.0, 102.0, 103.5)])  # 104 -> 102 = 1 ATR
     [ex] = tm.outbox
     assert ex.leg == "stop" and ex.trigger.rule == "trailing_stop" and ex.trigger.price == 102.0
+
+
+def test_the_symbols_with_trades_in_some_states_and_their_trades(tm, clock, market):
+    """The watchdog's per-check question (runtime/watchdog.py): which symbols have an open or exiting trade -
+    answered per symbol, not per trade; and the trades themselves when an alert names them."""
+    market.vol["BBB"] = VolSnapshot("BBB", 2.0, 3.0, clock())
+    market.tick("BBB", 50.0, 50.02)
+    watched = frozenset({TradeState.OPEN, TradeState.EXITING})
+    a1, a2 = tm.submit(req()), tm.submit(req())
+    b = tm.submit(TradeRequest(symbol="BBB", side=Side.LONG, qty=10, rules=[StopLoss(distance=1.0)]))
+    assert tm.symbols_in(watched) == []  # entries still pending
+    assert tm.symbols_in({TradeState.PENDING_ENTRY}) == ["AAA", "BBB"]
+    intents = {i.trade_id: i for i in tm.outbox}
+    tm.outbox = []
+    for trade in (a1, a2, b):
+        tm.on_fill(intents[trade.id], trade.request.qty, 100.0 if trade.symbol == "AAA" else 50.0, clock(), 0)
+    assert tm.symbols_in(watched) == ["AAA", "BBB"] and tm.trades_in("AAA", watched) == [a1, a2]
+    for exit_ in feed(tm, market, 10.0):  # both AAA stops cross: their trades exit, then close
+        tm.on_fill(exit_, exit_.qty, 10.0, clock(), 0)
+    assert tm.symbols_in(watched) == ["BBB"] and tm.trades_in("AAA", watched) == []
+    [exit_] = feed(tm, market, 10.0, symbol="BBB")
+    assert tm.symbols_in(watched) == ["BBB"]  # exiting is watched too
+    tm.on_fill(exit_, exit_.qty, 10.0, clock(), 0)
+    assert {a1.state, a2.state, b.state} == {TradeState.CLOSED}
+    assert tm.symbols_in(watched) == [] and tm.trades_in("BBB", watched) == []
+    assert tm.live_trades() == [] and len(tm.trades) == 3  # ended trades stay known; only the index drops them

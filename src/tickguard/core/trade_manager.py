@@ -7,13 +7,16 @@ pending_entry -> open -> exiting -> closed (or rejected / cancelled), or halted 
 
 It is composed of objects that own their state: the ``TriggerBook`` (levels), the ``StopTracker``
 (moving stops and trail groups), the ``GuardCache`` (what the tick handler may skip) and ``TradeTimers``.
+
+Size: a little over 500 lines - the lifecycle's one home (accept, fire, fills, outcomes, timers, restore, the
+queries the runtime asks); every part with state of its own is a module already.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -458,6 +461,26 @@ class TradeManager:
 
     def marks_for(self, symbol: str) -> Marks:
         return self.stops.marks_for(symbol)
+
+    def symbols_in(self, states: Collection[TradeState]) -> list[str]:
+        """The symbols with a trade in one of ``states``.  About one look per symbol: ended trades are dropped from
+        the per-symbol lists as they are met (nothing else needs them there), so the live ones come first."""
+        out = []
+        for symbol, trades in self._by_symbol.items():
+            ended = False
+            for trade in trades:
+                state = trade.state
+                if state in states:
+                    out.append(symbol)
+                    break
+                ended = ended or state.is_final
+            if ended:
+                trades[:] = [t for t in trades if not t.state.is_final]
+        return out
+
+    def trades_in(self, symbol: str, states: Collection[TradeState]) -> list[Trade]:
+        """The trades of ``symbol`` in one of ``states``."""
+        return [t for t in self._by_symbol.get(symbol, ()) if t.state in states]
 
     def live_trades(self) -> list[Trade]:
         return [t for t in self.trades.values() if not t.state.is_final]

@@ -16,7 +16,7 @@ from tickguard.config import Settings
 from tickguard.core.model import Tick
 from tickguard.core.trade_manager import TradeManager
 from tickguard.runtime.shadow import ShadowChecker, stop_exit_key, stop_exit_order
-from tickguard.runtime.watchdog import Watchdog
+from tickguard.runtime.watchdog import WATCHED_STATES, Watchdog
 
 Quote = Callable[[str], Tick | None]
 
@@ -34,7 +34,8 @@ def make_watchdog(settings: Settings, broker: Any, trades: TradeManager, quote: 
         tick = quote(symbol)
         return None if tick is None else tick.recv_ns
 
-    return Watchdog(int(cfg.stale_tick_s * 1e9), trades.live_trades, last_tick_ns, session, feed_state,
+    return Watchdog(int(cfg.stale_tick_s * 1e9), lambda: trades.symbols_in(WATCHED_STATES),
+                    lambda symbol: trades.trades_in(symbol, WATCHED_STATES), last_tick_ns, session, feed_state,
                     journal_health)
 
 

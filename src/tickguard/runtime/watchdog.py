@@ -79,12 +79,17 @@ def _clock(ns: int) -> str:
 
 
 class Watchdog:
-    def __init__(self, stale_ns: int, live_trades: Callable[[], Iterable[Trade]],
-                 last_tick_ns: Callable[[str], int | None], session: SessionFn, feed_state: Callable[[], str],
-                 journal: JournalFn | None = None, check_ns: int | None = None) -> None:
+    def __init__(self, stale_ns: int, watched_symbols: Callable[[], Iterable[str]],
+                 trades_of: Callable[[str], list[Trade]], last_tick_ns: Callable[[str], int | None],
+                 session: SessionFn, feed_state: Callable[[], str], journal: JournalFn | None = None,
+                 check_ns: int | None = None) -> None:
+        """``watched_symbols``: the symbols with a trade in ``WATCHED_STATES``; ``trades_of``: those trades of one
+        symbol - asked for only when a symbol's episode needs them (a check looks at symbols, not at every trade:
+        thousands of trades made each check a 10 ms stall of the tick path, bench/wire_to_wire.py)."""
         self.stale_ns = stale_ns
         self.check_ns = check_ns if check_ns is not None else min(NS, max(1, stale_ns // 4))
-        self._live_trades = live_trades
+        self._watched_symbols = watched_symbols
+        self._trades_of = trades_of
         self._last_tick_ns = last_tick_ns
         self._session = session
         self._feed_state = feed_state
@@ -98,36 +103,29 @@ class Watchdog:
     def next_deadline(self) -> int:
         return self._next_check
 
-    def watched(self) -> dict[str, list[Trade]]:
-        out: dict[str, list[Trade]] = {}
-        for trade in self._live_trades():
-            if trade.state in WATCHED_STATES:
-                out.setdefault(trade.symbol, []).append(trade)
-        return out
-
     def on_time(self, now_ns: int) -> None:
         if now_ns < self._next_check:
             return
-        watched = self.watched()
+        watched = set(self._watched_symbols())
         for symbol in [s for s in self._first_seen if s not in watched]:
             del self._first_seen[symbol]
-            self._end(symbol, now_ns, "no live trade on it any more", [])
+            self._end(symbol, now_ns, "no live trade on it any more")
         due = now_ns + self.check_ns
-        for symbol, trades in watched.items():
-            due = min(due, self._check(symbol, trades, now_ns))
+        for symbol in watched:
+            due = min(due, self._check(symbol, now_ns))
         self._next_check = due
 
-    def _check(self, symbol: str, trades: list[Trade], now: int) -> int:
+    def _check(self, symbol: str, now: int) -> int:
         """Look at one watched symbol; returns when it next needs looking at."""
         first = self._first_seen.setdefault(symbol, now)
         session = self._session(symbol, now)
         if session is None:
-            self._end(symbol, now, "outside the regular session", trades)
+            self._end(symbol, now, "outside the regular session")
             return now + self.stale_ns
         last = self._last_tick_ns(symbol)
         episode = self._episodes.get(symbol)
         if episode is not None and last is not None and last > episode.since_ns:
-            self._end(symbol, now, "ticks resumed", trades, sighted=True)
+            self._end(symbol, now, "ticks resumed", sighted=True)
             episode = None
         since = max(last or 0, first, session[0])
         if now - since < self.stale_ns:
@@ -137,15 +135,16 @@ class Watchdog:
             self.pending.append(symbol)
             self.health.resubscribed.append((now, symbol))
             log.warning("%s: no valid tick for %.0fs with live trade(s) %s; resubscribing", symbol,
-                        (now - since) / NS, ", ".join(t.id for t in trades))
+                        (now - since) / NS, ", ".join(t.id for t in self._trades_of(symbol)))
             return now + self.stale_ns
         if episode.alert is None:
             if now - episode.resubscribed_ns < self.stale_ns:
                 return episode.resubscribed_ns + self.stale_ns
-            self._raise(symbol, episode, trades, now)
+            self._raise(symbol, episode, now)
         return now + self.check_ns
 
-    def _raise(self, symbol: str, episode: _Episode, trades: list[Trade], now: int) -> None:
+    def _raise(self, symbol: str, episode: _Episode, now: int) -> None:
+        trades = self._trades_of(symbol)
         feed = self._feed_state()
         alert = BlindAlert(symbol, tuple(t.id for t in trades), episode.since_ns, now, feed)
         episode.alert = alert
@@ -160,7 +159,7 @@ class Watchdog:
                                                 "silent_s": round(alert.silent_s(now), 3), "feed": feed,
                                                 "trades": list(alert.trade_ids)})
 
-    def _end(self, symbol: str, now: int, why: str, trades: list[Trade], sighted: bool = False) -> None:
+    def _end(self, symbol: str, now: int, why: str, sighted: bool = False) -> None:
         episode = self._episodes.pop(symbol, None)
         if episode is None:
             return
@@ -174,5 +173,5 @@ class Watchdog:
         log.info("%s %s: blind alert cleared after %.0fs; trade(s) %s", symbol,
                  "sighted again" if sighted else why, alert.silent_s(now), ", ".join(alert.trade_ids))
         if sighted and self._journal is not None:
-            self._journal("sighted", now, trades, {"symbol": symbol, "since_ns": alert.since_ns,
+            self._journal("sighted", now, self._trades_of(symbol), {"symbol": symbol, "since_ns": alert.since_ns,
                                                   "blind_s": round(alert.silent_s(now), 3)})
