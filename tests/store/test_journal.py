@@ -293,3 +293,21 @@ def test_the_checkpoint_thread_runs_until_the_journal_closes(tmp_path):
     thread = j._checkpointer._thread
     j.close()
     assert not thread.is_alive()
+
+
+def test_a_batchs_events_are_written_together_at_its_commit_in_order_and_go_with_a_rollback(journal_target):
+    j = Journal.open(journal_target)
+    j.insert_trade(trade_row())
+    writes = j.position
+    with j.batch():
+        for i in range(4):
+            j.event(f"e{i}", i, {"i": i}, "T00001")
+        assert j.position == writes and j.events_of(["T00001"]) == []  # waiting for the commit
+    assert j.position == writes + 1  # one statement
+    assert [e["kind"] for e in j.events_of(["T00001"])] == ["e0", "e1", "e2", "e3"]
+    with pytest.raises(RuntimeError), j.batch():
+        j.event("lost", 9, {}, "T00001")
+        raise RuntimeError("step failed")
+    j.event("after", 10, {}, "T00001")  # outside a batch: at once
+    assert [e["kind"] for e in j.events_of(["T00001"])][-2:] == ["e3", "after"]
+    j.close()
