@@ -83,6 +83,9 @@ def install() -> None:
     wrap(reconciliation.Reconciler, "on_time", "reconciler.on_time")
     wrap(reconciliation.Reconciler, "apply", "reconciler.apply")
     wrap(shadow.ShadowChecker, "on_time", "shadow.on_time")
+    from tickguard.store import wal_checkpoint
+
+    wrap(wal_checkpoint.WalCheckpointer, "checkpoint", "wal_checkpoint (its own thread)")
     gc_start: list[int] = []
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:

@@ -85,3 +85,39 @@ async def test_with_less_than_half_a_burst_left_a_steps_exits_wait_for_its_end_m
     engine.step([crossing(engine, trades[0], 1), crossing(engine, trades[1], 2)])
     assert seen[0] == ("on_time", None) and seen[1] == ("place", "submitting")  # at the end of the hold
     engine.journal.close()
+
+
+async def test_a_marked_order_book_is_applied_where_its_mark_is_in_the_stream():
+    """A book the adapter marked (``BookMark``, IB) is applied when dispatch meets the mark - after the order events
+    before it, before the ones after; an unmarked book (the simulator's) at the start of the step."""
+    import asyncio
+
+    from tickguard.adapters.broker import BookMark, NoticeEvent, OrderBook
+
+    s = load(None, {"sim": {"speed": 0, "symbols": 1, "seed": 5}, "volatility": {"intraday": False},
+                    "watchdog": {"enabled": False}, "shadow": {"enabled": False}})
+    engine, venue = sim_engine(s)
+    await engine.start(sorted(venue.specs))
+    seen: list[str] = []
+    engine.reconciler.apply = lambda book, now: seen.append(f"book {book.mark}")  # type: ignore[method-assign]
+    engine.reconciler.on_notice = lambda event: seen.append(event.message)  # type: ignore[method-assign]
+
+    def fetched(mark: int | None) -> None:
+        task = asyncio.get_running_loop().create_future()
+        task.set_result(OrderBook({}, {}, [], {}, mark=mark))
+        engine._book_task = task  # type: ignore[assignment]
+
+    def notice(text: str) -> NoticeEvent:
+        return NoticeEvent(2104, text, engine.broker.now_ns())
+
+    fetched(7)
+    engine.step([notice("before")])
+    assert seen == ["before"]  # its mark has not come: the book waits
+    engine.step([notice("still before"), BookMark(7), notice("after")])
+    assert seen == ["before", "still before", "book 7", "after"]
+    seen.clear()
+    engine.step([BookMark(8)])  # a mark of no book awaited (the start-up book's): nothing
+    fetched(None)
+    engine.step([notice("next")])
+    assert seen == ["book None", "next"]
+    await engine.broker.close()

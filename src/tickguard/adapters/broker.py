@@ -133,6 +133,16 @@ class NoticeEvent:
 
 
 @dataclass(slots=True, frozen=True)
+class BookMark:
+    """Where in the event stream an order book was read (IB): it reflects every event before this mark and none
+    after.  The engine applies the book here - not before events the adapter had queued but the engine not yet
+    seen (a late "submitted" would follow the fill the book already showed: refused as going backwards, and
+    each execution applied by the reconciliation would then arrive again as a replay)."""
+
+    token: int
+
+
+@dataclass(slots=True, frozen=True)
 class WhatIf:
     """IB's what-if answer: what the order would do to margin, and whether it would be accepted."""
 
@@ -160,9 +170,12 @@ class OrderBook:
     # key -> the order as the broker holds it (working or ended), where known: an order of ours the journal never
     # recorded is taken over from these details (runtime/stray_orders.py)
     details: dict[str, BrokerOrder] = field(default_factory=dict)
+    # the ``BookMark`` the adapter put in its event stream as it read the book (None: the book is as of the
+    # engine's next step - the simulator's, which has no queue of events between it and the engine)
+    mark: int | None = None
 
 
-BrokerEvent = Tick | OrderStatusEvent | FillEvent | CommissionEvent | NoticeEvent
+BrokerEvent = Tick | OrderStatusEvent | FillEvent | CommissionEvent | NoticeEvent | BookMark
 
 
 class Broker(Protocol):

@@ -2,6 +2,9 @@
 
 One loop, one task: take what the broker has ready, conflate ticks, evaluate the dirty symbols most at
 risk first, hand intents to the executor, fire timers.  Nothing else constructs adapters.
+
+Size: a little over 500 lines - the wiring of every part and the step's ordering rules (when a book, an exit,
+a commit may happen) in one place; each part with logic of its own is a module already.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from tickguard.adapters.broker import (
+    BookMark,
     Broker,
     BrokerError,
     CommissionEvent,
@@ -317,12 +321,18 @@ class Engine:
         except Exception as exc:  # any failure is an incomplete pass, never a crash of the loop
             return exc
 
-    def _apply_book(self) -> None:
+    def _apply_book(self, mark: int | None = None) -> None:
+        """Apply the fetched order book: at the start of a step, unless the adapter marked where in its event
+        stream the book was read (``BookMark``) - then where ``dispatch`` meets that mark, after the events the
+        book already reflects (``mark``: the one met)."""
         task = self._book_task
         if task is None or not task.done():
             return
+        book = task.result()
+        if isinstance(book, OrderBook) and book.mark is not None and book.mark != mark:
+            return  # its mark is still ahead in the stream
         self._book_task = None
-        self.reconciler.apply(task.result(), self.broker.now_ns())
+        self.reconciler.apply(book, self.broker.now_ns())
         if self._held_entries and not self.reconciliation.incomplete:
             held, self._held_entries = self._held_entries, []
             self.trades.outbox[:0] = held
@@ -423,6 +433,8 @@ class Engine:
                 self.stats.notices.append((event.ts_ns, event.code, event.message))
                 log.log(event.level, "broker notice %s: %s", event.code, event.message)
                 self.reconciler.on_notice(event)
+            elif isinstance(event, BookMark):
+                self._apply_book(event.token)  # the order events before it are applied, the ones after are not
         self._flush()
         self._step_ticks = ticks  # their symbols' trail marks may have moved (JournalRecorder.flush_moved)
         if ticks:

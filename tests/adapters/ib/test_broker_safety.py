@@ -20,6 +20,7 @@ from gateway_support import make_gateway
 
 from ibfake.server import FakeGateway
 from tickguard.adapters.broker import (
+    BookMark,
     BrokerError,
     BrokerEvent,
     BrokerOrder,
@@ -320,3 +321,25 @@ async def test_when_ib_does_not_answer_for_completed_orders_the_book_says_it_is_
         assert not book.complete and "tg:abcd0123:T00001:entry" in book.working  # what it could read, it keeps
         gw.completed_orders_silent = False
         assert (await asyncio.wait_for(broker.order_book(), 15)).complete
+
+
+async def test_an_order_book_is_marked_in_the_event_stream_after_the_events_it_reflects():
+    """The order book is read from ib_async's state, which is ahead of the events the engine has taken: a fill
+    decoded but not yet handed over is in the book already.  The adapter marks the stream where it read the book
+    (``BookMark``), so the engine applies the book after those events, never before them (a "submitted" status
+    would otherwise arrive after the fill the book showed, and the book's executions again as replays)."""
+    async with broker_on_gateway() as (gw, broker, _):
+        oid = broker.place_order(market_buy("tg:abcd0123:T00007:entry"))
+        deadline = asyncio.get_running_loop().time() + 15
+        while not any(isinstance(e, FillEvent) for e in broker._events):  # decoded, not handed to the engine
+            assert asyncio.get_running_loop().time() < deadline, "the fill never arrived"
+            await gw.advance(0.05)
+            await asyncio.sleep(0.01)
+        book = await asyncio.wait_for(broker.order_book(full=False), 10)
+        assert book.ended["tg:abcd0123:T00007:entry"] == (oid, OrderStatus.FILLED) and book.executions
+        events = await broker.next_events(broker.now_ns())
+        marks = [i for i, e in enumerate(events) if isinstance(e, BookMark)]
+        fills = [i for i, e in enumerate(events) if isinstance(e, FillEvent)]
+        assert len(marks) == 1 and events[marks[0]].token == book.mark and fills and max(fills) < marks[0]
+        second = await asyncio.wait_for(broker.order_book(full=False), 10)
+        assert second.mark != book.mark  # each book its own mark

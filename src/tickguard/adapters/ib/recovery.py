@@ -9,6 +9,7 @@ client's order or execution - the same order id, or the same orderRef - is forei
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable, Coroutine
 from decimal import Decimal
@@ -18,7 +19,7 @@ from ib_async import IB, Contract, Order, Trade
 from ib_async import OrderStatus as IBOrderStatus
 from ib_async.objects import Fill
 
-from tickguard.adapters.broker import BrokerOrder, OrderBook
+from tickguard.adapters.broker import BookMark, BrokerOrder, OrderBook
 from tickguard.adapters.ib.attribution import AttributionMixin, Owner, Placed, PlacedOrders
 from tickguard.adapters.ib.order_status import ib_ended_status
 from tickguard.adapters.ib.values import fill_event
@@ -29,6 +30,7 @@ from tickguard.core.order_state import OrderStatus
 from tickguard.core.throttle import Lane
 
 log = logging.getLogger(__name__)
+_marks = itertools.count(1)  # BookMark tokens
 
 
 class RecoveryMixin(AttributionMixin):
@@ -37,6 +39,7 @@ class RecoveryMixin(AttributionMixin):
     _orders: PlacedOrders
     _seen_execs: set[str]
     now_ns: Callable[[], int]
+    _emit: Callable[[Any], None]
     default_account: str
     _paced: Callable[[Lane, str], Coroutine[None, None, None]]  # waits for the message budget (pacing.py)
     state: Any  # ConnectionState: its reconnect count tells one connection's requests from the next's
@@ -50,7 +53,15 @@ class RecoveryMixin(AttributionMixin):
         ``full``: ask IB for the day's completed orders (a start, a reconnect, an order past its acknowledgement
         deadline).  Without it the ended orders are the ones this connection heard end: IB's answer grows with
         every order of the day (5,000 orders: a quarter-second read that holds the event loop), and on a live
-        connection it holds nothing the order statuses did not already say - so routine passes skip it."""
+        connection it holds nothing the order statuses did not already say - so routine passes skip it.
+
+        The rest is read at one instant, after the only wait, and marked in the event stream (``BookMark``): the
+        book then holds exactly what the events before the mark said, whatever arrived while IB answered."""
+        done: list[Trade] = []
+        complete = True
+        if full:
+            done, complete = await self._completed_orders()
+        # from here on nothing is awaited
         working: dict[str, tuple[int, Decimal]] = {}
         details: dict[str, BrokerOrder] = {}
         for trade in self._own_trades():
@@ -61,10 +72,9 @@ class RecoveryMixin(AttributionMixin):
             _add_details(details, trade.order, trade.contract)
             self._adopt(trade.order, trade.contract, exact(trade.orderStatus.filled))
         ended: dict[str, tuple[int, OrderStatus]] = {}
-        if full:
-            done, complete = await self._completed_orders()
-        else:
-            done, complete = [t for t in self.ib.trades() if t.orderStatus.status in IBOrderStatus.DoneStates], True
+        # what this connection heard end (all a routine pass reads; a full one adds it to IB's answer: an order that
+        # ended while IB answered is in neither that answer nor the working orders)
+        done = [*done, *(t for t in self.ib.trades() if t.orderStatus.status in IBOrderStatus.DoneStates)]
         for trade in done:
             # IB's completedOrder carries neither client id nor order id (ib_async reads both as 0): the key in
             # orderRef says whose it is (the engine keeps only its own journal's), the id is ours if we know it
@@ -88,7 +98,9 @@ class RecoveryMixin(AttributionMixin):
             if pos.position:
                 acct = positions.setdefault(pos.account, {})
                 acct[pos.contract.symbol] = acct.get(pos.contract.symbol, ZERO) + exact(pos.position)
-        return OrderBook(working, ended, executions, positions, self.default_account, complete, details)
+        mark = next(_marks)  # in the stream right where the book was read (nothing is awaited from here on)
+        self._emit(BookMark(mark))
+        return OrderBook(working, ended, executions, positions, self.default_account, complete, details, mark)
 
     async def _completed_orders(self) -> tuple[list[Trade], bool]:
         """IB's completed orders of the day, and whether they could be read.  One request at a time: ib_async keeps
