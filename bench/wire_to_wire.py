@@ -330,12 +330,9 @@ def probe_breakdown(path: Path, rec: dict[str, Any]) -> dict[str, Any]:
                                for k in ["total", *PARTS, "other_steps_busy", "sql_in_step", "gc_ms"]}
     first = min((c["sent_ns"] for c in rec["crossings"]), default=0)
     last = max((c["exit_ns"] or c["sent_ns"] for c in rec["crossings"]), default=0)
-    calls = {}
-    for name, items in probes.items():
-        d = [(t1 - t0) / 1e6 for t0, t1, _ in items if first <= t0 <= last]
-        if d:
-            calls[name] = {"n": len(d), "p50": round(pct(d, 0.5), 3), "p99": round(pct(d, 0.99), 3),
-                           "max": round(max(d), 3), "total_ms": round(sum(d), 1)}
+    spans = {name: [(t1 - t0) / 1e6 for t0, t1, _ in items if first <= t0 <= last] for name, items in probes.items()}
+    calls = {name: {"n": len(d), "p50": round(pct(d, 0.5), 3), "p99": round(pct(d, 0.99), 3), "max": round(max(d), 3),
+                    "total_ms": round(sum(d), 1)} for name, d in spans.items() if d}
     gc_all = [(t1 - t0) / 1e6 for t0, t1, _ in gcs]
     step_all = sorted(((t1 - t0) / 1e6, t0, d) for t0, t1, d in steps)
     return {"per_phase": summary, "rows": rows, "gc_pauses_ms_top": sorted(gc_all)[-10:],
