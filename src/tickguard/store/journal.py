@@ -26,6 +26,7 @@ import contextlib
 import logging
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,7 @@ class Journal:
         journal = cls(engine, where)
         if not is_url(target):  # the log is copied into the file by a thread, never inside a commit
             journal._checkpointer = WalCheckpointer(Path(target), synchronous.upper()).start()
+            weakref.finalize(journal, journal._checkpointer.stop, 0)  # a journal dropped unclosed stops it too
         return journal
 
     def close(self) -> None:

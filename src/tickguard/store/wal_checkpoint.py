@@ -52,11 +52,19 @@ class WalCheckpointer:
             log.error("journal %s: the log checkpoint thread cannot open it (%s); SQLite will not copy the log into "
                       "the database file until tickguard restarts", self.path, exc)
             return
+        wal = self.path.with_name(self.path.name + "-wal")
+        seen = None
         try:
             con.execute(f"PRAGMA synchronous={self.synchronous}")  # the checkpoint syncs as the journal does
             con.execute("PRAGMA wal_autocheckpoint=0")
             while not self._stop.wait(self.interval_s):
-                self.checkpoint(con)
+                try:
+                    stamp = wal.stat().st_mtime_ns
+                except OSError:
+                    continue  # no log (yet, or any more): nothing to copy
+                if stamp != seen:  # written since the last pass: a quiet journal costs a stat a pass
+                    seen = stamp
+                    self.checkpoint(con)
         finally:
             con.close()
 
