@@ -311,3 +311,24 @@ def test_a_batchs_events_are_written_together_at_its_commit_in_order_and_go_with
     j.event("after", 10, {}, "T00001")  # outside a batch: at once
     assert [e["kind"] for e in j.events_of(["T00001"])][-2:] == ["e3", "after"]
     j.close()
+
+
+def test_the_head_revision_known_without_alembic_is_alembics_head():
+    """``HEAD_REVISION`` lets a journal at head open without importing alembic; a new migration must move it."""
+    from alembic.script import ScriptDirectory
+
+    from tickguard.store.journal import HEAD_REVISION, _alembic_config
+
+    assert ScriptDirectory.from_config(_alembic_config()).get_current_head() == HEAD_REVISION
+
+
+def test_opening_a_journal_at_head_imports_no_alembic(tmp_path):
+    import subprocess
+    import sys
+
+    Journal.open(tmp_path / "j.db").close()  # created and migrated here
+    code = ("import sys; from tickguard.store.journal import Journal; Journal.open(sys.argv[1]).close(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "j.db")], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
