@@ -105,3 +105,14 @@ def journal_target(request, tmp_path):
     if request.param == "sqlite":
         return str(tmp_path / "journal.db")
     return request.getfixturevalue("pg_url")
+
+
+# --------------------------------------------------------------------------------------- scheduling
+_LONG = ("tests/e2e/", "tests/test_readme.py", "tests/interfaces/test_cli.py", "tests/bench/")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The long process tests (kills, crash points, the README's walkthrough) first: the two workers take queued
+    tests as they free up (``--dist worksteal``), so the suite ends on short tests rather than on a 75 s kill test
+    that happened to start last.  Order within each group is kept."""
+    items.sort(key=lambda item: not any(part in item.nodeid for part in _LONG))
