@@ -75,16 +75,7 @@ class MessageBudget:
         throttle = self.throttle
         if self._draining or not throttle or 2 * throttle.room() < throttle.limits.burst:
             return 0
-        self._draining = True
-        ran = 0
-        try:
-            while released := throttle.release(upto=Lane.EXIT):
-                for message in released:
-                    message.payload.send()
-                    ran += 1
-        finally:
-            self._draining = False
-        return ran
+        return self._run(Lane.EXIT, expire=False)
 
     def withdraw(self, key: str) -> bool:
         """Take a queued message back unsent (the cancel of an order still queued): no budget spent."""
@@ -95,12 +86,18 @@ class MessageBudget:
         that queues another message) are folded into the running drain."""
         if self._draining or not self.throttle:  # re-entered, or nothing queued: nothing to refuse or send
             return 0
+        return self._run(None, expire=True)
+
+    def _run(self, upto: Lane | None, expire: bool) -> int:
+        """Send what the throttle releases (of lanes up to ``upto``), until it releases nothing; re-entrant sends
+        join this run.  ``expire``: first refuse what waited too long."""
         self._draining = True
         ran = 0
         try:
-            for refusal in self.throttle.expire():
-                _refuse(refusal)
-            while released := self.throttle.release():
+            if expire:
+                for refusal in self.throttle.expire():
+                    _refuse(refusal)
+            while released := self.throttle.release(upto):
                 for message in released:
                     message.payload.send()
                     ran += 1

@@ -1,11 +1,11 @@
 """Writes the engine's state changes to the journal, from the hooks of the trade manager and the executor.
 
-Lifecycle events write their event row at once (inside the engine step's batch) and mark the trade: its
-snapshot (trade row and legs) is written once, just before the transaction commits (the journal's
-``before_commit`` hook) - a stop that fires makes three events ("closing", "exit_intent", "state") but one
-snapshot, and that snapshot is the trade as it stands when its exit order is released.  Pure level moves of
-trailing and break-even stops are coalesced to at most one snapshot per trade per ``snapshot_interval_ns`` so
-a trending market does not turn every tick into a database write.
+Lifecycle events hand the journal their event row (inside a batch it writes them together before the
+commit) and mark the trade: its snapshot (trade row and legs) is written once, just before the transaction
+commits (the journal's ``before_commit`` hook) - a stop that fires makes three events ("closing",
+"exit_intent", "state") but one snapshot, and that snapshot is the trade as it stands when its exit order is
+released.  Pure level moves of trailing and break-even stops are coalesced to at most one snapshot per trade
+per ``snapshot_interval_ns`` so a trending market does not turn every tick into a database write.
 """
 
 from __future__ import annotations

@@ -281,12 +281,11 @@ class Journal:
                 rows, self._events = self._events, []
                 self._write(_INSERT_EVENT, rows)
         except BaseException:
-            self._depth -= 1
-            self._preparing = False
             self._abandon("a write before the commit failed")
             raise
-        self._depth -= 1
-        self._preparing = False
+        finally:
+            self._depth -= 1
+            self._preparing = False
 
     def _abandon(self, why: str) -> None:
         """Roll the open transaction back; its writes are void for every receipt from now on."""
