@@ -229,5 +229,7 @@ class Broker(Protocol):
         ...
 
     async def next_events(self, wake_at_ns: int | None) -> list[BrokerEvent]:
-        """Wait for events, returning what is ready (at least one), or an empty list at ``wake_at_ns``."""
+        """Wait for events, returning what is ready (at least one), or an empty list at ``wake_at_ns``.  An adapter
+        whose events come from a socket yields to the event loop on every call, ``wake_at_ns`` already past or not:
+        engine steps that are due at once, one after the other, must not keep the loop from reading the socket."""
         ...
