@@ -38,6 +38,7 @@ from tickguard.adapters.broker import (
     WhatIf,
 )
 from tickguard.adapters.ib.attribution import PlacedOrders
+from tickguard.adapters.ib.book_reads import BookReads
 from tickguard.adapters.ib.contracts import ContractsMixin
 from tickguard.adapters.ib.errors import guarded
 from tickguard.adapters.ib.farms import FarmTable
@@ -83,6 +84,7 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
         self._waiter: asyncio.Future[None] | None = None  # next_events waiting for an event (see _wake)
         self._orders = PlacedOrders()  # by order id, indexed by orderRef
         self._seen_execs: set[str] = set()
+        self._book_reads = BookReads()  # the order book's conversions, kept between reconciliation passes
         self._tickers: dict[str, Ticker] = {}
         self._last_tick_wall: dict[str, float] = {}
         self._by_ticker: dict[int, str] = {}

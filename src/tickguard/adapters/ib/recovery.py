@@ -19,13 +19,13 @@ from ib_async import IB, Contract, Order, Trade
 from ib_async import OrderStatus as IBOrderStatus
 from ib_async.objects import Fill
 
-from tickguard.adapters.broker import BookMark, BrokerOrder, OrderBook
+from tickguard.adapters.broker import BookMark, BrokerOrder, FillEvent, OrderBook
 from tickguard.adapters.ib.attribution import AttributionMixin, Owner, Placed, PlacedOrders
+from tickguard.adapters.ib.book_reads import BookReads
 from tickguard.adapters.ib.order_status import ib_ended_status
 from tickguard.adapters.ib.values import fill_event
 from tickguard.config import IBConfig
-from tickguard.core.model import Action, OrderType
-from tickguard.core.money import ZERO, decimal_of, exact
+from tickguard.core.money import ZERO, exact
 from tickguard.core.order_state import OrderStatus
 from tickguard.core.throttle import Lane
 
@@ -42,6 +42,7 @@ class RecoveryMixin(AttributionMixin):
     _emit: Callable[[Any], None]
     default_account: str
     _paced: Callable[[Lane, str], Coroutine[None, None, None]]  # waits for the message budget (pacing.py)
+    _book_reads: BookReads  # the book's conversions, kept between passes
     state: Any  # ConnectionState: its reconnect count tells one connection's requests from the next's
     _completed_request: asyncio.Future[list[Trade]] | None = None
     _completed_connection = -1
@@ -62,6 +63,8 @@ class RecoveryMixin(AttributionMixin):
         if full:
             done, complete = await self._completed_orders()
         # from here on nothing is awaited
+        reads = self._book_reads
+        reads.start(self.state.reconnects)
         working: dict[str, tuple[int, Decimal]] = {}
         details: dict[str, BrokerOrder] = {}
         for trade in self._own_trades():
@@ -69,7 +72,7 @@ class RecoveryMixin(AttributionMixin):
             if not ref:
                 continue
             working[ref] = (trade.order.orderId, exact(trade.orderStatus.filled))
-            _add_details(details, trade.order, trade.contract)
+            reads.add_details(details, trade.order, trade.contract)
             self._adopt(trade.order, trade.contract, exact(trade.orderStatus.filled))
         ended: dict[str, tuple[int, OrderStatus]] = {}
         # what this connection heard end (all a routine pass reads; a full one adds it to IB's answer: an order that
@@ -83,15 +86,16 @@ class RecoveryMixin(AttributionMixin):
                 known = self._orders.id_of(ref)
                 order_id = trade.order.orderId if known is None else known
                 ended[ref] = (order_id, ib_ended_status(trade.orderStatus.status))
-                _add_details(details, trade.order, trade.contract)
+                reads.add_details(details, trade.order, trade.contract)
         executions = []
+        candidate, convert = self._candidate, self._book_execution
         for fill in self.ib.fills():
             ex = fill.execution
             if not ex.orderRef or not ex.orderRef.startswith("tg:"):
                 continue
-            order_id = self._adopt_exec(fill)
-            if order_id is not None:
-                executions.append(fill_event(order_id, ex.orderRef, fill, self.now_ns()))
+            event = reads.execution(fill, candidate, convert)
+            if event is not None:
+                executions.append(event)
                 self._seen_execs.add(ex.execId)
         positions: dict[str, dict[str, Decimal]] = {}
         for pos in self.ib.positions():
@@ -122,6 +126,11 @@ class RecoveryMixin(AttributionMixin):
             log.error("completed orders could not be read (%s): this order book is incomplete", exc or type(exc))
             return [], False
 
+    def _book_execution(self, fill: Fill) -> FillEvent | None:
+        """An execution at IB as the book's fill (adopted under its order), or None if it is foreign."""
+        order_id = self._adopt_exec(fill)
+        return None if order_id is None else fill_event(order_id, fill.execution.orderRef, fill, self.now_ns())
+
     def _adopt(self, order: Order, contract: Contract, filled: Decimal) -> None:
         if order.orderId not in self._orders:
             self._orders[order.orderId] = Placed(order.orderRef, contract.symbol, exact(order.totalQuantity),
@@ -150,10 +159,3 @@ class RecoveryMixin(AttributionMixin):
             found[1].filled += exact(ex.shares)
         return found[0]
 
-
-def _add_details(details: dict[str, BrokerOrder], order: Order, contract: Contract) -> None:
-    """The order as IB holds it, in the engine's terms (a market or limit order of a tickguard key only)."""
-    if order.orderRef.startswith("tg:") and order.orderType in ("MKT", "LMT") and order.action in ("BUY", "SELL"):
-        limit = decimal_of(order.lmtPrice) if order.orderType == "LMT" else None
-        details[order.orderRef] = BrokerOrder(order.orderRef, order.account, contract.symbol, Action(order.action),
-                                              exact(order.totalQuantity), OrderType(order.orderType), limit)
