@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+from decimal import Decimal
 from typing import Any
 
 from ib_async import CommissionReport, Contract, Execution, Order, OrderStatus, Trade
 from ib_async.objects import Fill
 
 from tickguard.adapters.broker import OrderBook
+from tickguard.adapters.ib import book_reads
+from tickguard.adapters.ib.attribution import Placed
 from tickguard.adapters.ib.ib_client import IBBroker
 from tickguard.config import load
 
@@ -113,3 +116,38 @@ def test_what_was_kept_for_one_connection_is_dropped_at_the_next():
     broker.ib.wrapper.reset()  # ib_async's state at a new connection
     book = asyncio.run(broker.order_book(full=False))
     assert not book.executions and not reads._fills and not reads._orders
+
+
+def test_orders_and_executions_are_converted_as_they_end_so_a_pass_finds_them_converted():
+    """5,000 entries filled between two passes must not be converted in one hold of the loop by the next pass: the
+    status handler converts an order as it ends, the commission handler an execution as its last part arrives."""
+    broker = broker_with(0)
+    asyncio.run(broker.order_book(full=False))
+    for i in range(10):
+        fill = add_filled(broker, i)
+        trade = broker.ib.wrapper.trades[(7, i + 1)]
+        broker._orders[i + 1] = Placed(trade.order.orderRef, trade.contract.symbol, Decimal(2), trade.order,
+                                       trade.contract)
+        broker._on_exec(trade, fill)  # live: applied, seen
+        fill.commissionReport.execId, fill.commissionReport.commission = fill.execution.execId, 1.0
+        broker._on_commission(trade, fill, fill.commissionReport)
+        broker._on_status(trade)
+    converted: list[str] = []
+    convert, details = broker._book_execution, book_reads.order_details
+
+    def counted_convert(fill: Fill) -> Any:
+        converted.append(fill.execution.execId)
+        return convert(fill)
+
+    def counted_details(order: Order, contract: Contract) -> Any:
+        converted.append(order.orderRef)
+        return details(order, contract)
+
+    broker._book_execution = counted_convert  # type: ignore[method-assign]
+    book_reads.order_details = counted_details  # type: ignore[assignment]
+    try:
+        book = asyncio.run(broker.order_book(full=False))
+    finally:
+        book_reads.order_details = details
+    assert converted == []
+    assert len(book.executions) == 10 and len(book.details) == 10 and all(f.commission == 1 for f in book.executions)

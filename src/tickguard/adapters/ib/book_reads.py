@@ -51,19 +51,26 @@ class BookReads:
             self._fills.clear()
 
     def add_details(self, details: dict[str, BrokerOrder], order: Order, contract: Contract) -> None:
+        converted = self.details(order, contract)
+        if converted is not None:
+            details[order.orderRef] = converted
+
+    def details(self, order: Order, contract: Contract) -> BrokerOrder | None:
+        """``order_details``, kept.  Also called as an order ends (the adapter's status handler), so that a pass
+        after thousands of orders ended does not convert them all at once: it finds them converted."""
         fields = (order.orderRef, order.orderType, order.action, order.lmtPrice, order.totalQuantity, order.account,
                   contract.symbol)
         kept = self._orders.get(id(order))
         if kept is None or kept[0] is not order or kept[1] != fields:
             kept = self._orders[id(order)] = (order, fields, order_details(order, contract))
-        if kept[2] is not None:
-            details[order.orderRef] = kept[2]
+        return kept[2]
 
     def execution(self, fill: Fill, candidate: Callable[[int, str], tuple[int, Placed] | None],
                   convert: Callable[[Fill], FillEvent | None]) -> FillEvent | None:
         """``fill`` as the engine's fill, or None if it is not this client's: ``convert(fill)`` the first time and
         whenever what it depends on changed - ``candidate(order id, orderRef)`` is the placed order it would be
-        checked against."""
+        checked against.  Also called as an execution's commission arrives (its last part), for the same reason
+        as ``details``."""
         report = fill.commissionReport
         ex = fill.execution
         found = candidate(ex.orderId, ex.orderRef)

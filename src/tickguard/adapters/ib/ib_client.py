@@ -23,6 +23,7 @@ from collections.abc import Callable, Coroutine
 from decimal import Decimal
 
 from ib_async import IB, ContractDetails, LimitOrder, MarketOrder, Order, Ticker, Trade
+from ib_async import OrderStatus as IBOrderStatus
 from ib_async.ib import StartupFetch, StartupFetchALL
 from ib_async.objects import CommissionReport, Fill
 
@@ -63,6 +64,7 @@ log = logging.getLogger(__name__)
 # ib_async's start-up sync, less the account updates: the adapter asks for those itself once it has checked that IB
 # manages the configured account (IB may not answer a request for an account it does not manage).
 SYNC = StartupFetchALL & ~StartupFetch.ACCOUNT_UPDATES
+DONE_STATES = frozenset(IBOrderStatus.DoneStates)  # ib_async's ended statuses
 
 
 class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
@@ -400,6 +402,8 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
 
     @guarded("order status", log)
     def _on_status(self, trade: Trade) -> None:
+        if trade.orderStatus.status in DONE_STATES:
+            self._book_reads.details(trade.order, trade.contract)  # converted now, not in a later pass's hold
         order_id = trade.order.orderId
         placed = self._orders.get(order_id)
         if placed is None or placed.final or not self._own_report(trade, placed):
@@ -451,6 +455,8 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
         if order_id in self._orders and report.execId in self._seen_execs and not math.isnan(
                 ib_number(report.commission)):
             self._emit(CommissionEvent(order_id, report.execId, exact(report.commission), self.now_ns()))
+        if report.execId in self._seen_execs:  # ours, complete: converted now, not in a later pass's hold
+            self._book_reads.execution(fill, self._candidate, self._book_execution)
 
     # ------------------------------------------------------------------------------- reconciliation
 
