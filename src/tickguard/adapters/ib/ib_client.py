@@ -64,7 +64,6 @@ log = logging.getLogger(__name__)
 # ib_async's start-up sync, less the account updates: the adapter asks for those itself once it has checked that IB
 # manages the configured account (IB may not answer a request for an account it does not manage).
 SYNC = StartupFetchALL & ~StartupFetch.ACCOUNT_UPDATES
-DONE_STATES = frozenset(IBOrderStatus.DoneStates)  # ib_async's ended statuses
 
 
 class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
@@ -402,7 +401,7 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
 
     @guarded("order status", log)
     def _on_status(self, trade: Trade) -> None:
-        if trade.orderStatus.status in DONE_STATES:
+        if trade.orderStatus.status in IBOrderStatus.DoneStates:
             self._book_reads.details(trade.order, trade.contract)  # converted now, not in a later pass's hold
         order_id = trade.order.orderId
         placed = self._orders.get(order_id)
@@ -452,11 +451,11 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
     @guarded("commission", log)
     def _on_commission(self, trade: Trade, fill: Fill, report: CommissionReport) -> None:
         order_id = fill.execution.orderId
-        if order_id in self._orders and report.execId in self._seen_execs and not math.isnan(
-                ib_number(report.commission)):
+        if report.execId not in self._seen_execs:
+            return
+        if order_id in self._orders and not math.isnan(ib_number(report.commission)):
             self._emit(CommissionEvent(order_id, report.execId, exact(report.commission), self.now_ns()))
-        if report.execId in self._seen_execs:  # ours, complete: converted now, not in a later pass's hold
-            self._book_reads.execution(fill, self._candidate, self._book_execution)
+        self._book_reads.execution(fill, self._candidate, self._book_execution)  # converted now, not in a pass
 
     # ------------------------------------------------------------------------------- reconciliation
 
@@ -492,9 +491,8 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
     def _wake(self) -> None:
         """Wake ``next_events`` - its own future, resolved here: the engine's task runs on the next turn of the
         loop (``asyncio.wait_for`` over an ``Event`` took two, and a task and a timer per wait: per socket read)."""
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self._waiter is not None:
+            _resolve(self._waiter)
 
     async def next_events(self, wake_at_ns: int | None) -> list[BrokerEvent]:
         """What has arrived since the last call; waits for it until ``wake_at_ns`` (then [] if nothing came).
