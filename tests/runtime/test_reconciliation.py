@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from decimal import Decimal
+from types import SimpleNamespace
 
 from tickguard.adapters.broker import BrokerError, BrokerOrder, OrderBook, OrderStatusEvent
 from tickguard.adapters.sim.broker import SimBroker
 from tickguard.config import load
 from tickguard.core.exit_rules import StopLoss, TimeStop
-from tickguard.core.model import Action, OrderType, Side
+from tickguard.core.model import Action, OrderIntent, OrderType, PriorityClass, Side
 from tickguard.core.order_state import OrderStatus
 from tickguard.core.trades import TradeRequest
 from tickguard.runtime.engine import Engine
 from tickguard.runtime.engine_factory import sim_engine as make_sim
+from tickguard.runtime.order_record import OrderRecord
+from tickguard.runtime.reconciliation import Reconciler
 from tickguard.store.journal import Journal
 
 NS = 1_000_000_000
@@ -221,3 +225,31 @@ def test_which_passes_read_the_whole_day_at_the_broker():
     assert begin("interval") is False
     r.state.incomplete = True
     assert begin("interval") is True and begin("acknowledgement deadline") is True
+
+
+def _record(key: str, status: OrderStatus) -> OrderRecord:
+    intent = OrderIntent(key=key, trade_id=key.split(":")[2], leg="stop", user="u", account=ACCOUNT, symbol="SIM001",
+                         action=Action.SELL, qty=Decimal(10), order_type=OrderType.MARKET, limit_price=None,
+                         priority=PriorityClass.EXIT_CRITICAL, created_ns=0)
+    return OrderRecord(intent, status=status, order_id=7)
+
+
+def test_a_pass_reports_every_order_the_journal_has_at_the_broker_that_the_broker_does_not_hold():
+    """Of a day's orders, those the journal holds as at the broker (submitted, partially filled, cancelling) and the
+    broker's complete book does not hold working are differences, in key order; ended ones are not, whatever the
+    book says of them (the pass filters the day's orders before it sorts them)."""
+    orders = {f"tg:0123abcd:T{i:05d}:stop:1": _record(f"tg:0123abcd:T{i:05d}:stop:1", status)
+              for i, status in enumerate([OrderStatus.FILLED, OrderStatus.CANCELLING, OrderStatus.SUBMITTED,
+                                          OrderStatus.CANCELLED, OrderStatus.PARTIALLY_FILLED, OrderStatus.SUBMITTED,
+                                          OrderStatus.SUBMITTING, OrderStatus.REJECTED])}
+    keys = list(orders)
+    orders = dict(reversed(orders.items()))  # the executor's own order is no order: the report is in key order
+    reconciler = Reconciler(SimpleNamespace(orders=orders), SimpleNamespace(trades={}), lambda: 0,  # type: ignore[arg-type]
+                            "0123abcd", 30 * NS, 5 * NS, 5 * NS)
+    book = OrderBook(working={keys[5]: (7, Decimal(0))}, ended={keys[2]: (7, OrderStatus.CANCELLED)}, executions=[],
+                     positions={})
+    assert reconciler._open_orders(book) == [
+        f"order {keys[1]}: cancelling in the journal, unknown at the broker",
+        f"order {keys[2]}: submitted in the journal, cancelled at the broker",
+        f"order {keys[4]}: partially_filled in the journal, unknown at the broker",
+    ]

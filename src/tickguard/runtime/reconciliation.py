@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tickguard.adapters.broker import NoticeEvent, OrderBook
-from tickguard.core.order_state import OrderStatus
+from tickguard.core.order_state import AT_BROKER, OrderStatus
 from tickguard.core.trade_manager import TradeManager
 from tickguard.runtime.order_executor import OrderExecutor, OrderRecord
 from tickguard.runtime.recovery import RecoveryReport, ours_only, position_differences, settle
@@ -245,8 +245,10 @@ class Reconciler:
                 out.append(f"order {key}: working at the broker (id {order_id}, filled {filled}), journal: {said}")
             elif filled != record.filled:
                 out.append(f"order {key}: filled {filled} at the broker, {record.filled} in the journal")
-        for key, record in sorted(self._executor.orders.items()):
-            if record.status.at_broker and key not in book.working and key not in self._questioned:
+        # the records at the broker first, then sorted: every order of the day is in ``orders``, few still at the broker
+        at_broker = [(key, r) for key, r in self._executor.orders.items() if r.status in AT_BROKER]
+        for key, record in sorted(at_broker):
+            if key not in book.working and key not in self._questioned:
                 there = f"{book.ended[key][1]}" if key in book.ended else "unknown"
                 out.append(f"order {key}: {record.status} in the journal, {there} at the broker")
         return out

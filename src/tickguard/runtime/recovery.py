@@ -44,6 +44,7 @@ from tickguard.store.journal import Journal
 log = logging.getLogger(__name__)
 
 _JOURNAL_ID = re.compile(r"tg:([0-9a-f]{8}):")  # the journal id in a key (tg:<journal id>:<trade>:<leg>...)
+_OWN_ID = re.compile(r"[0-9a-f]{8}")  # a journal id as _JOURNAL_ID reads it
 
 # Journaled states of an order that, unknown at the broker, never left: send it again (same key).
 RESEND = frozenset({OrderStatus.SUBMITTING, OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED,
@@ -178,6 +179,10 @@ def ours_only(book: OrderBook, executor: OrderExecutor, report: RecoveryReport) 
     """The broker's book without what belongs to another journal: a key with another journal's id is foreign
     (reported, never touched); a key with no id (journaled before ids existed) is ours only if journaled here."""
     foreign: dict[str, list[str]] = defaultdict(list)
+    # A key that starts with this journal's own tag is ours at a glance (``startswith`` of an empty tuple is
+    # False): a routine pass reads every order and execution of the day, nearly all of them ours, and the regex
+    # and the description of each held the loop ~15 ms at 5,000 trades (bench/reconcile_pass.py).
+    own = (f"tg:{report.journal_id}:",) if report.journal_id and _OWN_ID.fullmatch(report.journal_id) else ()
 
     def ours(key: str, what: str) -> bool:
         match = _JOURNAL_ID.match(key)
@@ -186,9 +191,9 @@ def ours_only(book: OrderBook, executor: OrderExecutor, report: RecoveryReport) 
             foreign[key].append(what)
         return mine
 
-    working = {k: v for k, v in book.working.items() if ours(k, "working")}
-    ended = {k: v for k, v in book.ended.items() if ours(k, str(v[1]))}
-    executions = [f for f in book.executions if ours(f.ref, f"execution {f.exec_id}")]
+    working = {k: v for k, v in book.working.items() if k.startswith(own) or ours(k, "working")}
+    ended = {k: v for k, v in book.ended.items() if k.startswith(own) or ours(k, str(v[1]))}
+    executions = [f for f in book.executions if f.ref.startswith(own) or ours(f.ref, f"execution {f.exec_id}")]
     for key, whats in sorted(foreign.items()):
         report.foreign.append(f"{key} ({', '.join(whats)})")
     return OrderBook(working, ended, executions, book.positions, book.default_account, book.complete)
@@ -228,7 +233,8 @@ def position_differences(book: OrderBook, trades: TradeManager) -> list[str]:
     ours: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     for t in trades.trades.values():
         if t.entry_filled > 0:
-            ours[(t.request.account or book.default_account, t.symbol)] += t.sign * t.open_qty
+            request = t.request
+            ours[(request.account or book.default_account, request.symbol)] += t.sign * (t.entry_filled - t.exited)
     theirs = {(a, s): exact(q) for a, pos in book.positions.items() for s, q in pos.items()}
     for key in sorted(set(ours) | set(theirs)):
         mine, broker = ours.get(key, ZERO), theirs.get(key, ZERO)

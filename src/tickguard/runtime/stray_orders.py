@@ -34,9 +34,11 @@ def take_over_strays(book: OrderBook, trades: TradeManager, executor: OrderExecu
                      adopted: list[str], mismatches: list[str], cancel: Callable[[int], None] | None) -> None:
     """Take over (or cancel) every order of this journal at the broker that the journal does not hold.
     ``book`` is already reduced to this journal's keys (``recovery.ours_only``)."""
-    keys = set(book.working) | set(book.ended) | {f.ref for f in book.executions}
+    if not journal_id:
+        return
+    keys = set(book.working).union(book.ended, [f.ref for f in book.executions]).difference(executor.orders)
     prefix = f"tg:{journal_id}:"
-    for key in sorted(k for k in keys if k not in executor.orders and journal_id and k.startswith(prefix)):
+    for key in sorted(k for k in keys if k.startswith(prefix)):
         parts = key.split(":")  # tg, journal id, trade id, leg[, n]
         trade = trades.trades.get(parts[2]) if len(parts) >= 4 else None
         order = _order_of(key, book)
