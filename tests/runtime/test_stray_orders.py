@@ -71,3 +71,24 @@ async def test_a_stray_appearing_while_running_is_taken_over_by_the_next_reconci
     assert any("taken over" in how for k, how in engine.reconciliation.resolved if k == key)
     sent = [o.order.ref for o in venue.exchange.orders.values() if o.order.ref.startswith(key.rsplit(":", 2)[0])]
     assert sent.count(key) == 1 and venue.positions(ACCOUNT).get(sym, 0.0) == 0.0
+
+
+async def test_a_live_trades_working_exit_found_at_the_broker_is_taken_over_from_its_details_not_cancelled(tmp_path):
+    """An exit sent before its commit that has not executed yet (a limit above the market) is known only from the
+    broker's record of the order (``OrderBook.details``): the reconciliation's own-orders filter must pass those on,
+    or the exit is cancelled as an order nobody owns - and the trade left without it."""
+    s = settings(str(tmp_path / "j.db"))
+    a = await started(s)
+    sym = sorted(a.venue.specs)[0]
+    trade = await opened(a, req(sym))
+    venue = a.venue
+    key = f"{a.trades.key_prefix}{trade.id}:stop:1"
+    high = round(venue.last_ticks[sym].ask * 1.5, 2)  # a SELL limit far above the market: it stays working
+    a.journal.close()
+    exit_order = BrokerOrder(key, ACCOUNT, sym, Action.SELL, Decimal(100), OrderType.LIMIT, Decimal(str(high)))
+    order_id = venue.place(exit_order)
+    venue.advance_to(venue.now_ns + NS)
+    b = await started(s, venue)
+    assert any(key in line and "taken over" in line for line in b.recovery.adopted), b.recovery.mismatches
+    assert venue.exchange.orders[order_id].status == "working" and b.executor.orders[key].order_id == order_id
+    assert b.trades.trades[trade.id].stop.inflight == 100  # its exit is in flight: the stop does not fire another

@@ -196,7 +196,10 @@ def ours_only(book: OrderBook, executor: OrderExecutor, report: RecoveryReport) 
     executions = [f for f in book.executions if f.ref.startswith(own) or ours(f.ref, f"execution {f.exec_id}")]
     for key, whats in sorted(foreign.items()):
         report.foreign.append(f"{key} ({', '.join(whats)})")
-    return OrderBook(working, ended, executions, book.positions, book.default_account, book.complete)
+    # the broker's record of each order goes along: an order of ours the journal lacks that has not executed yet is
+    # known only from it (stray_orders takes it over; without it, it was cancelled as nobody's)
+    return OrderBook(working, ended, executions, book.positions, book.default_account, book.complete, book.details,
+                     book.mark)
 
 
 def settle(key: str, record: OrderRecord, book: OrderBook, executor: OrderExecutor, report: RecoveryReport,
