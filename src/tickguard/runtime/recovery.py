@@ -26,10 +26,12 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from itertools import compress, repeat
+from operator import attrgetter, not_
+from typing import Any, TypeVar
 
 from tickguard.adapters.broker import OrderBook
 from tickguard.core.model import OrderIntent, TradeState
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 
 _JOURNAL_ID = re.compile(r"tg:([0-9a-f]{8}):")  # the journal id in a key (tg:<journal id>:<trade>:<leg>...)
 _OWN_ID = re.compile(r"[0-9a-f]{8}")  # a journal id as _JOURNAL_ID reads it
+_REF = attrgetter("ref")
+T = TypeVar("T")
 
 # Journaled states of an order that, unknown at the broker, never left: send it again (same key).
 RESEND = frozenset({OrderStatus.SUBMITTING, OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED,
@@ -191,15 +195,32 @@ def ours_only(book: OrderBook, executor: OrderExecutor, report: RecoveryReport) 
             foreign[key].append(what)
         return mine
 
-    working = {k: v for k, v in book.working.items() if k.startswith(own) or ours(k, "working")}
-    ended = {k: v for k, v in book.ended.items() if k.startswith(own) or ours(k, str(v[1]))}
-    executions = [f for f in book.executions if f.ref.startswith(own) or ours(f.ref, f"execution {f.exec_id}")]
+    # only what lacks the tag is looked at one by one (and dropped if not ours), in the book's order
+    working = dict(book.working)
+    for key in _untagged(list(working), working, own):
+        if not ours(key, "working"):
+            del working[key]
+    ended = dict(book.ended)
+    for key in _untagged(list(ended), ended, own):
+        if not ours(key, str(ended[key][1])):
+            del ended[key]
+    executions = list(book.executions)
+    dropped = {id(f) for f in _untagged(executions, map(_REF, executions), own)
+               if not ours(f.ref, f"execution {f.exec_id}")}
+    if dropped:
+        executions = [f for f in executions if id(f) not in dropped]
     for key, whats in sorted(foreign.items()):
         report.foreign.append(f"{key} ({', '.join(whats)})")
     # the broker's record of each order goes along: an order of ours the journal lacks that has not executed yet is
     # known only from it (stray_orders takes it over; without it, it was cancelled as nobody's)
     return OrderBook(working, ended, executions, book.positions, book.default_account, book.complete, book.details,
                      book.mark)
+
+
+def _untagged(items: list[T], keys: Iterable[str], own: tuple[str, ...]) -> list[T]:
+    """The items whose key does not start with this journal's tag, in order, found without a Python-level loop
+    (``map`` and ``compress`` over ``str.startswith``): a day's book holds thousands, nearly all of them tagged."""
+    return list(compress(items, map(not_, map(str.startswith, keys, repeat(own)))))
 
 
 def settle(key: str, record: OrderRecord, book: OrderBook, executor: OrderExecutor, report: RecoveryReport,
