@@ -71,17 +71,28 @@ class BookReads:
         whenever what it depends on changed - ``candidate(order id, orderRef)`` is the placed order it would be
         checked against.  Also called as an execution's commission arrives (its last part), for the same reason
         as ``details``."""
-        report = fill.commissionReport
+        hit, event = self.kept_execution(fill, candidate)
+        if hit:
+            return event
         ex = fill.execution
-        found = candidate(ex.orderId, ex.orderRef)
-        kept = self._fills.get(ex.execId)
-        if (kept is not None and kept[0] is fill and _same(kept[1], found) and kept[2] == report.execId
-                and kept[3] == report.commission):
-            return kept[4]  # type: ignore[no-any-return]
+        report = fill.commissionReport
         event = convert(fill)
         found = candidate(ex.orderId, ex.orderRef)  # the conversion may adopt its order, or complete the owner
         self._fills[ex.execId] = (fill, _state(found), report.execId, report.commission, event)
         return event
+
+    def kept_execution(self, fill: Fill, candidate: Callable[[int, str], tuple[int, Placed] | None]
+                       ) -> tuple[bool, FillEvent | None]:
+        """``(True, what execution gives)`` when the kept conversion of ``fill`` is still valid, else ``(False,
+        None)`` - without converting: a conversion may adopt orders (attribution), which a read that yields to the
+        event loop part-way leaves to its last, uninterrupted part (``RecoveryMixin.order_book``)."""
+        report = fill.commissionReport
+        ex = fill.execution
+        kept = self._fills.get(ex.execId)
+        if (kept is not None and kept[0] is fill and _same(kept[1], candidate(ex.orderId, ex.orderRef))
+                and kept[2] == report.execId and kept[3] == report.commission):
+            return True, kept[4]
+        return False, None
 
 
 def _state(found: tuple[int, Placed] | None) -> tuple[Any, ...] | None:

@@ -39,6 +39,7 @@ from tickguard.adapters.broker import (
     WhatIf,
 )
 from tickguard.adapters.ib.attribution import PlacedOrders
+from tickguard.adapters.ib.book_changes import BookChanges
 from tickguard.adapters.ib.book_reads import BookReads
 from tickguard.adapters.ib.contracts import ContractsMixin
 from tickguard.adapters.ib.errors import guarded
@@ -86,6 +87,7 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
         self._orders = PlacedOrders()  # by order id, indexed by orderRef
         self._seen_execs: set[str] = set()
         self._book_reads = BookReads()  # the order book's conversions, kept between reconciliation passes
+        self._book_changes = BookChanges(self.ib)  # lets a read of the book yield part-way (book_changes.py)
         self._tickers: dict[str, Ticker] = {}
         self._last_tick_wall: dict[str, float] = {}
         self._by_ticker: dict[int, str] = {}

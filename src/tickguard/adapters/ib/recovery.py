@@ -21,6 +21,7 @@ from ib_async.objects import Fill
 
 from tickguard.adapters.broker import BookMark, BrokerOrder, FillEvent, OrderBook
 from tickguard.adapters.ib.attribution import AttributionMixin, Owner, Placed, PlacedOrders
+from tickguard.adapters.ib.book_changes import BookChanges
 from tickguard.adapters.ib.book_reads import BookReads
 from tickguard.adapters.ib.order_status import ib_ended_status
 from tickguard.adapters.ib.values import fill_event
@@ -31,6 +32,25 @@ from tickguard.core.throttle import Lane
 
 log = logging.getLogger(__name__)
 _marks = itertools.count(1)  # BookMark tokens
+BOOK_SLICE = 500  # ended orders or executions looked up between two turns of the event loop (~1-2 ms)
+BOOK_ATTEMPTS = 4  # reads that start over when something changed part-way; the last one gives no turn
+
+
+class _Looked:
+    """What one read of the book has looked at so far, and the moment it began."""
+
+    __slots__ = ("connection", "execs", "orders", "unknown")
+
+    def __init__(self, unknown: int, connection: int) -> None:
+        self.unknown, self.connection = unknown, connection
+        self.orders: set[int] = set()  # order ids and perm ids
+        self.execs: set[str] = set()
+
+    def ids(self, order_id: int, perm_id: int) -> None:
+        if order_id > 0:
+            self.orders.add(order_id)
+        if perm_id > 0:
+            self.orders.add(perm_id)
 
 
 class RecoveryMixin(AttributionMixin):
@@ -43,6 +63,7 @@ class RecoveryMixin(AttributionMixin):
     default_account: str
     _paced: Callable[[Lane, str], Coroutine[None, None, None]]  # waits for the message budget (pacing.py)
     _book_reads: BookReads  # the book's conversions, kept between passes
+    _book_changes: BookChanges  # IB's messages that may change what the book reads (book_changes.py)
     state: Any  # ConnectionState: its reconnect count tells one connection's requests from the next's
     _completed_request: asyncio.Future[list[Trade]] | None = None
     _completed_connection = -1
@@ -56,55 +77,123 @@ class RecoveryMixin(AttributionMixin):
         every order of the day (5,000 orders: a quarter-second read that holds the event loop), and on a live
         connection it holds nothing the order statuses did not already say - so routine passes skip it.
 
-        The rest is read at one instant, after the only wait, and marked in the event stream (``BookMark``): the
-        book then holds exactly what the events before the mark said, whatever arrived while IB answered."""
+        The rest is read as of one instant, after IB's answer, and marked in the event stream (``BookMark``): the
+        book then holds exactly what the events before the mark said, whatever arrived while IB answered.  The
+        day's orders and executions are looked at in slices with a turn of the event loop between them (ticks do
+        not wait for a 5,000-order read); the read starts over if something it already looked at changed meanwhile
+        (book_changes.py), and takes what appeared meanwhile in its last part.  The last of ``BOOK_ATTEMPTS`` gives
+        no turn."""
         done: list[Trade] = []
         complete = True
         if full:
             done, complete = await self._completed_orders()
-        # from here on nothing is awaited
-        reads = self._book_reads
-        reads.start(self.state.reconnects)
-        working: dict[str, tuple[int, Decimal]] = {}
+        for attempt in range(BOOK_ATTEMPTS):
+            book = await self._read_book(done, complete, sliced=attempt < BOOK_ATTEMPTS - 1)
+            if book is not None:
+                return book
+        raise AssertionError("the last attempt reads the book without yielding")  # pragma: no cover
+
+    async def _read_book(self, completed: list[Trade], complete: bool, sliced: bool) -> OrderBook | None:
+        """One read of the book; ``sliced``: give the event loop a turn every ``BOOK_SLICE`` orders or executions
+        (None: something already looked at changed meanwhile - read again).  Adopting working orders and
+        converting executions not converted before (they change the adapter's own records) are left to the last
+        part, which gives no turn and marks the book."""
+        self._book_reads.start(self.state.reconnects)  # a new connection's objects are all new
+        read = _Looked(self._book_changes.unknown, self.state.reconnects)
+        trades = self.ib.trades()
+        ended: dict[str, tuple[int, OrderStatus]] = {}
         details: dict[str, BrokerOrder] = {}
-        for trade in self._own_trades():
+        own: list[Trade] = []
+        for n, trade in enumerate((*completed, *trades), 1):
+            self._look_at(trade, n <= len(completed), ended, details, own, read)
+            if sliced and n % BOOK_SLICE == 0 and not await self._still(read):
+                return None
+        fills = self.ib.fills()
+        looked: list[Fill] = []
+        events: list[FillEvent | None] = []
+        unconverted: list[int] = []
+        for n, fill in enumerate(fills, 1):
+            ex = fill.execution
+            if ex.orderRef.startswith("tg:"):
+                read.ids(ex.orderId, ex.permId)
+                read.execs.add(ex.execId)
+                hit, event = self._book_reads.kept_execution(fill, self._candidate)
+                if not hit:
+                    unconverted.append(len(looked))
+                looked.append(fill)
+                events.append(event)
+            if sliced and n % BOOK_SLICE == 0 and not await self._still(read):
+                return None
+        if sliced and not await self._still(read):
+            return None
+        # from here on nothing is awaited.  What appeared meanwhile (ib_async only ever adds, at the end): orders
+        # placed or reported, and executions
+        for trade in list(self.ib.wrapper.trades.values())[len(trades):]:
+            self._look_at(trade, False, ended, details, own, read)
+        for fill in list(self.ib.wrapper.fills.values())[len(fills):]:
+            if fill.execution.orderRef.startswith("tg:"):
+                unconverted.append(len(looked))
+                looked.append(fill)
+                events.append(None)
+        return self._book_now(own, looked, events, unconverted,
+                              OrderBook({}, ended, [], {}, self.default_account, complete, details))
+
+    def _look_at(self, trade: Trade, completed: bool, ended: dict[str, tuple[int, OrderStatus]],
+                 details: dict[str, BrokerOrder], own: list[Trade], read: _Looked) -> None:
+        """One of ib_async's orders: an ended one of a tickguard key into ``ended`` (IB's completed orders all are),
+        an open one of this client id into ``own``; either noted as looked at."""
+        order = trade.order
+        if completed or trade.orderStatus.status in IBOrderStatus.DoneStates:
+            ref = order.orderRef
+            if ref and ref.startswith("tg:"):
+                read.ids(order.orderId, order.permId)
+                known = self._orders.id_of(ref)
+                ended[ref] = (order.orderId if known is None else known, ib_ended_status(trade.orderStatus.status))
+                self._book_reads.add_details(details, order, trade.contract)
+        elif order.clientId == self.client_id:  # a master client sees every other client's too
+            read.ids(order.orderId, order.permId)
+            own.append(trade)
+
+    def _book_now(self, own: list[Trade], fills: list[Fill], events: list[FillEvent | None], unconverted: list[int],
+                  book: OrderBook) -> OrderBook:
+        """The read's last part, with no turn of the event loop: the working orders (a key working now is not
+        ended: re-sent after its first order ended), adopted; the executions not converted before, converted; the
+        positions; the mark in the event stream."""
+        reads = self._book_reads
+        adopted = len(self._orders)
+        for trade in own:
             ref = trade.order.orderRef
             if not ref:
                 continue
-            working[ref] = (trade.order.orderId, exact(trade.orderStatus.filled))
-            reads.add_details(details, trade.order, trade.contract)
+            book.working[ref] = (trade.order.orderId, exact(trade.orderStatus.filled))
+            book.ended.pop(ref, None)
+            book.details.pop(ref, None)
+            reads.add_details(book.details, trade.order, trade.contract)
             self._adopt(trade.order, trade.contract, exact(trade.orderStatus.filled))
-        ended: dict[str, tuple[int, OrderStatus]] = {}
-        # what this connection heard end (all a routine pass reads; a full one adds it to IB's answer: an order that
-        # ended while IB answered is in neither that answer nor the working orders)
-        done = [*done, *(t for t in self.ib.trades() if t.orderStatus.status in IBOrderStatus.DoneStates)]
-        for trade in done:
-            # IB's completedOrder carries neither client id nor order id (ib_async reads both as 0): the key in
-            # orderRef says whose it is (the engine keeps only its own journal's), the id is ours if we know it
-            ref = trade.order.orderRef
-            if ref and ref.startswith("tg:") and ref not in working:
-                known = self._orders.id_of(ref)
-                order_id = trade.order.orderId if known is None else known
-                ended[ref] = (order_id, ib_ended_status(trade.orderStatus.status))
-                reads.add_details(details, trade.order, trade.contract)
-        executions = []
-        candidate, convert = self._candidate, self._book_execution
-        for fill in self.ib.fills():
-            ex = fill.execution
-            if not ex.orderRef or not ex.orderRef.startswith("tg:"):
-                continue
-            event = reads.execution(fill, candidate, convert)
+        if len(self._orders) != adopted:  # an order newly known: every execution's attribution may change
+            unconverted = list(range(len(fills)))
+        for i in unconverted:
+            fill = fills[i]
+            events[i] = event = reads.execution(fill, self._candidate, self._book_execution)
             if event is not None:
-                executions.append(event)
-                self._seen_execs.add(ex.execId)
-        positions: dict[str, dict[str, Decimal]] = {}
+                self._seen_execs.add(fill.execution.execId)  # a kept one's was added when it was converted
+        book.executions = [e for e in events if e is not None]
         for pos in self.ib.positions():
             if pos.position:
-                acct = positions.setdefault(pos.account, {})
+                acct = book.positions.setdefault(pos.account, {})
                 acct[pos.contract.symbol] = acct.get(pos.contract.symbol, ZERO) + exact(pos.position)
-        mark = next(_marks)  # in the stream right where the book was read (nothing is awaited from here on)
-        self._emit(BookMark(mark))
-        return OrderBook(working, ended, executions, positions, self.default_account, complete, details, mark)
+        book.mark = next(_marks)  # in the stream right where the book was read (nothing is awaited from here on)
+        self._emit(BookMark(book.mark))
+        return book
+
+    async def _still(self, read: _Looked) -> bool:
+        """Give the event loop a turn; then, is what the read looked at so far unchanged?  (What was named during
+        an earlier turn and looked at after it was read as it is now: only this turn's names count.)"""
+        changes = self._book_changes
+        changes.start()
+        await asyncio.sleep(0)
+        return (changes.unknown == read.unknown and self.state.reconnects == read.connection
+                and read.orders.isdisjoint(changes.orders) and read.execs.isdisjoint(changes.execs))
 
     async def _completed_orders(self) -> tuple[list[Trade], bool]:
         """IB's completed orders of the day, and whether they could be read.  One request at a time: ib_async keeps

@@ -1,0 +1,151 @@
+"""The order book read in slices (adapters/ib/recovery.py, book_changes.py): the event loop gets turns during a read
+of thousands of orders, and the book is still exactly what one uninterrupted read gives - a message from IB that
+may change what was read makes the read start over; the last attempt reads without a turn."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+from ib_async import OrderStatus, Trade
+from test_book_reads import add_filled, broker_with, content
+
+from tickguard.adapters.broker import OrderBook
+from tickguard.adapters.ib import recovery
+from tickguard.adapters.ib.ib_client import IBBroker
+
+
+async def read_counting_turns(broker: IBBroker, during: Any = None) -> tuple[OrderBook, int]:
+    """Read the book while another task counts the turns the loop gives it (``during(turn)`` runs at each)."""
+    turns = 0
+    task = asyncio.ensure_future(broker.order_book(full=False))
+    while not task.done():
+        await asyncio.sleep(0)
+        turns += 1
+        if during is not None and not task.done():
+            during(turns)
+    return task.result(), turns
+
+
+def counting_attempts(broker: IBBroker) -> list[bool]:
+    attempts: list[bool] = []
+    read = broker._read_book
+
+    async def counted(*args: Any, **kwargs: Any) -> OrderBook | None:
+        attempts.append(kwargs["sliced"])
+        return await read(*args, **kwargs)
+
+    broker._read_book = counted  # type: ignore[method-assign]
+    return attempts
+
+
+def test_a_read_of_thousands_of_orders_gives_the_loop_turns_and_the_book_one_read_gives():
+    broker = broker_with(2000)
+    asyncio.run(broker.order_book(full=False))  # the first read converts everything
+
+    async def both() -> tuple[OrderBook, int, OrderBook]:
+        book, turns = await read_counting_turns(broker)
+        whole = await broker._read_book([], True, sliced=False)
+        assert whole is not None
+        return book, turns, whole
+
+    book, turns, whole = asyncio.run(both())
+    assert turns >= 2 * 2000 // recovery.BOOK_SLICE  # a turn every BOOK_SLICE ended orders and executions
+    assert content(book) == content(whole) and len(book.executions) == 2000 and len(book.ended) == 2000
+
+
+def test_a_message_from_ib_during_a_read_makes_it_start_over_so_the_book_holds_what_it_changed():
+    """A commission report for the first execution arrives after the read looked it up: read on, the book would hold
+    the execution without it.  The wrapper noted the execution it names; the read starts over and holds it."""
+    broker = broker_with(1200)
+    asyncio.run(broker.order_book(full=False))
+    first = next(iter(broker.ib.wrapper.fills.values())).execution.execId
+    attempts = counting_attempts(broker)
+    turns_of_orders = 1200 // recovery.BOOK_SLICE  # then the executions are looked at, the first one first
+
+    def commission_report(turn: int) -> None:
+        if turn == turns_of_orders + 1:
+            broker.ib.client.decoder.interpret(["59", "1", first, "1.25", "USD", "0", "0", ""])
+
+    book, _ = asyncio.run(read_counting_turns(broker, commission_report))
+    assert attempts == [True, True]
+    assert {f.exec_id: f.commission for f in book.executions}[first] == 1.25
+
+
+def test_ticks_during_a_read_do_not_make_it_start_over():
+    broker = broker_with(1200)
+    asyncio.run(broker.order_book(full=False))
+    decoder = broker.ib.client.decoder
+    attempts = counting_attempts(broker)
+
+    def ticks(turn: int) -> None:  # tickPrice and tickSize of an unknown request id: decoded, never counted
+        decoder.interpret(["1", "6", "9999", "1", "99.5", "100", "0"])
+        decoder.interpret(["2", "6", "9999", "0", "100"])
+
+    book, _ = asyncio.run(read_counting_turns(broker, ticks))
+    assert attempts == [True] and broker._book_changes.unknown == 0 and len(book.executions) == 1200
+
+
+def test_a_status_of_an_order_not_looked_at_yet_does_not_make_the_read_start_over_and_is_in_the_book():
+    """The read looks at orders in ib_async's order: one named by a message before the read got to it is read as it
+    is then - no reason to start over (an exit filling while the day's orders are read is the common case)."""
+    broker = broker_with(1200)
+    asyncio.run(broker.order_book(full=False))
+    last = broker.ib.wrapper.trades[(7, 1200)]
+    attempts = counting_attempts(broker)
+
+    def status(turn: int) -> None:
+        if turn == 1:  # orderStatus (no version field): orderId, status, filled, remaining, avgFillPrice, permId,
+            # parentId, lastFillPrice, clientId, whyHeld, mktCapPrice
+            broker.ib.client.decoder.interpret(["3", "1200", "Cancelled", "2", "0", "100", str(last.order.permId),
+                                                "0", "100", "7", "", "0"])
+
+    book, _ = asyncio.run(read_counting_turns(broker, status))
+    assert attempts == [True] and last.orderStatus.status == "Cancelled"
+    assert book.ended[last.order.orderRef][1].value == "cancelled"
+
+
+def test_orders_and_executions_appearing_during_a_read_are_in_the_book_without_starting_over():
+    """ib_async only adds orders and executions (an order the engine places meanwhile, one reported): the read
+    takes what appeared in its last part - also a key sent again while its first order had ended, which is working,
+    not ended."""
+    broker = broker_with(1200)
+    asyncio.run(broker.order_book(full=False))
+    attempts = counting_attempts(broker)
+    w = broker.ib.wrapper
+    again = w.trades[(7, 1)]
+    added: list[Any] = []
+
+    def appearing(turn: int) -> None:
+        if turn == 1:  # while the orders are looked at: a new working order, and a key sent again
+            added.append(add_filled(broker, 1200))
+            w.trades[(7, 1201)].orderStatus.status = "Submitted"
+            w.trades[(7, 5000)] = Trade(again.contract, dataclasses.replace(again.order, orderId=5000, permId=50_000),
+                                        OrderStatus(orderId=5000, status="Submitted", filled=0, remaining=2), [], [])
+        if turn == 1200 // recovery.BOOK_SLICE + 1:  # while the executions are: an order that filled at once
+            added.append(add_filled(broker, 1300))
+
+    book, _ = asyncio.run(read_counting_turns(broker, appearing))
+    assert attempts == [True]
+    assert book.working["tg:8bd45684:T01200:entry"][0] == 1201 and "tg:8bd45684:T01200:entry" not in book.ended
+    assert book.working[again.order.orderRef][0] == 5000 and again.order.orderRef not in book.ended
+    assert book.ended["tg:8bd45684:T01300:entry"][1].value == "filled"
+    assert {f.execution.execId for f in added} <= {f.exec_id for f in book.executions}
+
+
+def test_when_every_slice_is_interrupted_the_last_attempt_reads_without_a_turn():
+    broker = broker_with(1200)
+    asyncio.run(broker.order_book(full=False))
+    first = next(iter(broker.ib.wrapper.fills.values()))
+    decoder = broker.ib.client.decoder
+    reports = iter(range(1, 1000))
+    attempts = counting_attempts(broker)
+
+    def a_report_every_turn(turn: int) -> None:
+        decoder.interpret(["59", "1", first.execution.execId, f"{next(reports) / 100}", "USD", "0", "0", ""])
+
+    book, _ = asyncio.run(read_counting_turns(broker, a_report_every_turn))
+    assert attempts == [True] * (recovery.BOOK_ATTEMPTS - 1) + [False]
+    commission = {f.exec_id: f.commission for f in book.executions}[first.execution.execId]
+    assert commission is not None and float(commission) == first.commissionReport.commission > 0  # as it is now
