@@ -33,6 +33,7 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from tickguard.adapters.broker import NoticeEvent, OrderBook
 from tickguard.core.order_state import AT_BROKER, OrderStatus
@@ -43,6 +44,7 @@ from tickguard.runtime.stray_orders import take_over_strays
 
 log = logging.getLogger(__name__)
 
+_EXEC_ID = attrgetter("exec_id")
 RECONNECT_CODES = frozenset({1101, 1102})  # IB: connectivity restored (data lost / kept)
 
 
@@ -182,8 +184,11 @@ class Reconciler:
     def _executions(self, book: OrderBook) -> list[str]:
         """Executions since the last pass: ours the journal lacks are applied once; others are differences."""
         out: list[str] = []
+        seen = self._seen_execs
+        if seen.issuperset(map(_EXEC_ID, book.executions)):  # the routine case: the day's executions, all seen
+            return out
         for fill in book.executions:
-            if fill.exec_id in self._seen_execs:
+            if fill.exec_id in seen:
                 continue
             self._seen_execs.add(fill.exec_id)
             record = self._executor.orders.get(fill.ref)

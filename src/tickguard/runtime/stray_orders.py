@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from operator import attrgetter
 
 from tickguard.adapters.broker import BrokerOrder, OrderBook
 from tickguard.core.model import OrderIntent, OrderType, PriorityClass
@@ -28,6 +29,7 @@ from tickguard.core.trade_manager import TradeManager
 from tickguard.runtime.order_executor import OrderExecutor, OrderRecord
 
 log = logging.getLogger(__name__)
+_REF = attrgetter("ref")
 
 
 def take_over_strays(book: OrderBook, trades: TradeManager, executor: OrderExecutor, journal_id: str | None,
@@ -36,7 +38,7 @@ def take_over_strays(book: OrderBook, trades: TradeManager, executor: OrderExecu
     ``book`` is already reduced to this journal's keys (``recovery.ours_only``)."""
     if not journal_id:
         return
-    keys = set(book.working).union(book.ended, [f.ref for f in book.executions]).difference(executor.orders)
+    keys = set(book.working).union(book.ended, map(_REF, book.executions)).difference(executor.orders)
     prefix = f"tg:{journal_id}:"
     for key in sorted(k for k in keys if k.startswith(prefix)):
         parts = key.split(":")  # tg, journal id, trade id, leg[, n]

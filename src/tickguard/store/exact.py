@@ -113,7 +113,12 @@ def _json_default(obj: object) -> str:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
+# json.dumps(obj, default=...) builds an encoder per call; the journal encodes every event row and snapshot of an
+# exit before it is sent, so one encoder with json.dumps's own settings serves them all (the same text)
+_ENCODE = json.JSONEncoder(default=_json_default).encode
+
+
 def json_dumps(obj: Any) -> str:
     """The journal's JSON serialiser: a Decimal becomes its plain string (``Decimal("0.1")`` -> ``"0.1"``),
     exact, never through a float; everything else as ``json.dumps`` does it."""
-    return json.dumps(obj, default=_json_default)
+    return _ENCODE(obj)

@@ -21,7 +21,7 @@ Params = dict[str, Any]
 
 
 class _Prepared:
-    __slots__ = ("defaults", "names", "processors", "sql", "supported")
+    __slots__ = ("defaults", "names", "plan", "processors", "sql", "supported")
 
     def __init__(self, stmt: sa.Executable, dialect: sa.Dialect, keys: Sequence[str]) -> None:
         # An INSERT's columns the call leaves out take their scalar defaults, as SQLAlchemy's execution gives
@@ -44,11 +44,12 @@ class _Prepared:
         self.processors: dict[str, Callable[[Any], Any]] = dict(compiled._bind_processors)
         unknown = [n for n in self.names if n not in keys and n not in self.defaults]
         self.supported = self.supported and not unknown
+        # each parameter with its processor (None: the value as it is), looked up once, not per row
+        self.plan: list[tuple[str, Callable[[Any], Any] | None]] = [(n, self.processors.get(n)) for n in self.names]
 
     def row(self, params: Params) -> tuple[Any, ...]:
         values = {**self.defaults, **params} if self.defaults else params
-        procs = self.processors
-        return tuple(procs[n](values[n]) if n in procs else values[n] for n in self.names)
+        return tuple([values[n] if p is None else p(values[n]) for n, p in self.plan])
 
 
 class SqliteWrites:
