@@ -82,11 +82,15 @@ class BacklogSampler(threading.Thread):
     """Samples /proc/net/tcp every ``every_s``: the client's unread bytes (rx_queue of the socket whose remote port
     is the gateway's) and the gateway's unsent/unacked bytes (tx_queue of the socket on the gateway port)."""
 
-    def __init__(self, port: int, every_s: float = 0.01) -> None:
+    def __init__(self, port: int, every_s: float = 0.01, pids: dict[str, int] | None = None) -> None:
         super().__init__(daemon=True)
         self.port = f"{port:04X}"
         self.every_s = every_s
         self.samples: list[tuple[int, int, int]] = []  # (perf_counter_ns, client rx_queue, gateway tx_queue)
+        # the main threads' scheduler figures (/proc/<pid>/schedstat: ns on a CPU, ns runnable but waiting for one):
+        # on 2 cores the engine, the gateway and this sampler share them, and a wait for a core is latency too
+        self.pids = pids or {}
+        self.cpu: list[tuple[int, dict[str, tuple[int, int]]]] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -107,7 +111,16 @@ class BacklogSampler(threading.Thread):
                                 tx = max(tx, txq)
             except OSError:
                 pass
-            self.samples.append((time.perf_counter_ns(), rx, tx))
+            now = time.perf_counter_ns()
+            self.samples.append((now, rx, tx))
+            sched: dict[str, tuple[int, int]] = {}
+            for name, pid in self.pids.items():
+                try:
+                    run_ns, wait_ns, _ = (int(x) for x in Path(f"/proc/{pid}/schedstat").read_text().split())
+                    sched[name] = (run_ns, wait_ns)
+                except (OSError, ValueError):
+                    pass
+            self.cpu.append((now, sched))
             time.sleep(self.every_s)
 
 
@@ -232,7 +245,7 @@ def run_client(kind: str, plan: dict[str, Any], work: Path, args: argparse.Names
                                        "--port", str(port)], stdout=subprocess.PIPE, stderr=log, text=True)
             read_line(client, "READY", 60, "floor client")
         setup_s = time.monotonic() - t_setup
-        sampler = BacklogSampler(port)
+        sampler = BacklogSampler(port, pids={"client": client.pid, "gateway": gw.pid})
         sampler.start()
         drain_s = wait_quiet(sampler, client, args.settle)
         if kind == "tickguard" and args.py_spy:
@@ -266,10 +279,25 @@ def run_client(kind: str, plan: dict[str, Any], work: Path, args: argparse.Names
         gw_err.close()
     record = json.loads(out_file.read_text())
     result = analyse(kind, plan, record, sampler.samples if sampler else [], setup_s)
+    for phase, ph in zip(result["phases"], record["phases"], strict=False):
+        phase["cpu"] = cpu_use(sampler.cpu if sampler else [], ph["t0_ns"], ph["t_end_ns"])
     result["drain_s"] = round(drain_s, 2)
     if kind == "tickguard" and args.probe and (work / "probe.jsonl").exists():
         result["breakdown"] = probe_breakdown(work / "probe.jsonl", record)
     return result
+
+
+def cpu_use(cpu: list[tuple[int, dict[str, tuple[int, int]]]], t0: int, t1: int) -> dict[str, dict[str, float]]:
+    """Per process, over [t0, t1]: its main thread's share of a core, and how long per second it was runnable but
+    waited for a core (the machine's contention, not the engine's work)."""
+    inside = [c for c in cpu if t0 <= c[0] <= t1]
+    if len(inside) < 2:
+        return {}
+    (a_t, a), (b_t, b) = inside[0], inside[-1]
+    span = (b_t - a_t) / 1e9
+    return {name: {"core_share": round((b[name][0] - a[name][0]) / 1e9 / span, 3),
+                   "runqueue_wait_ms_per_s": round((b[name][1] - a[name][1]) / 1e6 / span, 2)}
+            for name in a if name in b}
 
 
 PARTS = ["wait_read", "read_to_step", "step_to_submit", "submit_to_commit", "commit", "commit_to_place", "place",
@@ -488,6 +516,12 @@ def report(results: dict[str, Any]) -> bool:
             f"{k} n={v['n']} p50 {v['p50']:.3f} p99 {v['p99']:.3f} max {v['max']:.1f}" for k, v in bd["calls"].items()))
         print(f"  gc pauses: {bd['gc_count']}, longest {bd['gc_pauses_ms_top'][-3:]} ms; longest engine steps "
               f"(ms, events): {bd['longest_steps_ms'][-5:]}")
+    for kind, run in results["runs"].items():
+        for ph in run["phases"]:
+            if ph.get("cpu"):
+                print(f"cpu at {ph['rate']!s:>5}/s with {kind:<9}: " + "; ".join(
+                    f"{name} main thread {v['core_share']:.0%} of a core, waited for a core "
+                    f"{v['runqueue_wait_ms_per_s']} ms/s" for name, v in ph["cpu"].items()))
     print("rxmax/rxend: the client's unread bytes on its socket (max while streaming, just after); drift: median "
           "latency of the last quarter of crossings minus the first quarter (ms) - both ~0 when the client keeps up")
     results["ok"] = ok
