@@ -1,0 +1,221 @@
+"""The exit path in one process: a crossing's bytes read -> its exit order's bytes written, against ib_async alone.
+
+``bench/wire_to_wire.py`` measures from outside, across two processes on one machine - and on 2 cores both sides of
+that measurement wait for a CPU at every wake-up (its ``cpu at`` line), so its tail is partly the machine's.  This
+bench takes the scheduler and the gateway's own time out: the fake gateway (``bench/wire_gateway.py``'s), the real
+engine (``IBBroker`` on ib_async, the SQLite journal with its write-ahead commit, the message budget) and a bare
+ib_async client share one event loop and one clock.  A crossing is written straight to the client's socket; the
+time runs from ib_async's ``Connection.data_received`` of those bytes to its ``Connection.sendMsg`` of the
+placeOrder - per crossing, one at a time, nothing else streaming.  Baseline in the same run: the bare client
+(``pendingTickersEvent`` -> ``placeOrder``), given the same crossing after each of the engine's.  The ratio is what
+tickguard's own work per exit costs: evaluating, journaling and committing, the budget.  ``--parts`` adds a p50 per
+stage of the engine's step (wrapping a few methods: slightly slower).
+
+    python bench/exit_path.py [--trades 5000] [--crossings 300] [--parts]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from ib_async import IB, MarketOrder, Stock, connection  # noqa: E402
+
+from ibfake import outgoing as out  # noqa: E402
+from ibfake.wire import encode_message  # noqa: E402
+from tickguard.adapters.ib.ib_client import IBBroker  # noqa: E402
+from tickguard.config import load  # noqa: E402
+from tickguard.core.exit_rules import StopLoss  # noqa: E402
+from tickguard.core.model import Side  # noqa: E402
+from tickguard.core.trades import TradeRequest  # noqa: E402
+from tickguard.runtime.engine import Engine  # noqa: E402
+from tickguard.runtime.engine_factory import open_journal  # noqa: E402
+from wire_gateway import CENTS, BenchGateway, build_plan  # noqa: E402
+
+ACCOUNT = "DU0000001"
+THROTTLE = {"rate": 300, "burst": 50, "entry_queue_max": 1_000_000, "entry_wait_max_s": 3600.0,
+            "breaker_rejections": 10_000, "efficiency_min_orders": 1_000_000}
+
+
+class Marks:
+    """The read and the placeOrder write of one crossing, on the connection being measured."""
+
+    def __init__(self) -> None:
+        self.conn: Any = None
+        self.read: int | None = None
+        self.sent: int | None = None
+        self.stages: dict[str, int] = {}
+
+    def watch(self, conn: Any) -> None:
+        self.conn, self.read, self.sent, self.stages = conn, None, None, {}
+
+    def install(self) -> None:
+        received, send = connection.Connection.data_received, connection.Connection.sendMsg
+        marks = self
+
+        def data_received(conn: Any, data: bytes) -> None:
+            if conn is marks.conn and marks.read is None:
+                marks.read = time.perf_counter_ns()
+            received(conn, data)
+
+        def send_msg(conn: Any, msg: bytes) -> None:
+            send(conn, msg)
+            if conn is marks.conn and marks.sent is None and msg[4:6] == b"3\0":  # placeOrder, after its length
+                marks.sent = time.perf_counter_ns()
+
+        connection.Connection.data_received = data_received  # type: ignore[method-assign]
+        connection.Connection.sendMsg = send_msg  # type: ignore[method-assign]
+
+    def stage(self, owner: Any, attr: str, name: str) -> None:
+        """Time-stamp the first call of ``owner.attr`` within a measured crossing (its start and end)."""
+        original: Callable[..., Any] = getattr(owner, attr)
+        marks = self
+
+        def stamped(*args: Any, **kwargs: Any) -> Any:
+            if marks.read is None or marks.sent is not None or f"{name}>" in marks.stages:
+                return original(*args, **kwargs)
+            marks.stages[f"{name}>"] = time.perf_counter_ns()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                marks.stages[f"{name}<"] = time.perf_counter_ns()
+
+        setattr(owner, attr, stamped)
+
+
+async def cross(marks: Marks, conn: Any, transport: Any, req_ids: list[int], price: float) -> int:
+    marks.watch(conn)
+    transport.write(b"".join(encode_message(out.tick_price(r, 1, price, 100, 1)) for r in req_ids))
+    deadline = time.monotonic() + 10
+    while marks.sent is None:
+        await asyncio.sleep(0)
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no exit order 10 s after a crossing at {price}")
+    assert marks.read is not None
+    return marks.sent - marks.read
+
+
+async def started(args: argparse.Namespace) -> tuple[dict[str, Any], BenchGateway, IBBroker, asyncio.Task[None]]:
+    """The gateway and the engine on it, with ``--trades`` open trades (stop levels per ``build_plan``)."""
+    plan = build_plan(20, args.trades, args.crossings, [1000])
+    gw = await BenchGateway(plan, speed=0.0).start()
+    await gw.advance(2.0)
+    settings = load(None, {"ib": {"port": gw.port, "client_id": 17, "account": ACCOUNT, "symbols": plan["symbols"]},
+                           "journal": {"path": str(Path(tempfile.mkdtemp()) / "journal.db")}, "throttle": THROTTLE})
+    broker = IBBroker(settings.ib)
+    engine = Engine(settings, broker, None, open_journal(settings, kind="live"))
+    await engine.start(plan["symbols"])
+    loop_task = asyncio.create_task(engine.run_until(2**62))
+    while not all(engine.ticks.quote(s) is not None for s in plan["symbols"]):
+        await gw.advance(0.2)
+        await asyncio.sleep(0.01)
+    trades = [engine.submit(TradeRequest(symbol=sym, side=Side.LONG, qty=1, account=ACCOUNT,
+                                         rules=[StopLoss(price=cents / 100)]))
+              for sym in plan["symbols"] for cents in plan["levels"][sym]]
+    while not all(t.state.value == "open" for t in trades):
+        await gw.advance(0.05)
+        await asyncio.sleep(0.01)
+    return plan, gw, broker, loop_task
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    plan, gw, broker, loop_task = await started(args)
+    floor = IB()
+    await floor.connectAsync("127.0.0.1", gw.port, clientId=99, timeout=20)
+    contracts = {s: Stock(s, "SMART", "USD") for s in plan["symbols"]}
+    await floor.qualifyContractsAsync(*contracts.values())
+    for contract in contracts.values():
+        floor.reqMktData(contract, "", False, False)
+    level: dict[str, float | None] = {}
+
+    def on_pending(tickers: set[Any]) -> None:
+        for t in tickers:
+            sym, lv = t.contract.symbol, level.get(t.contract.symbol)
+            if lv is not None and any(k.tickType == 1 and 0 < k.price <= lv + 1e-9 for k in t.ticks):
+                level[sym] = None
+                floor.placeOrder(contracts[sym], MarketOrder("SELL", 1, orderRef=f"floor:{sym}", account=ACCOUNT))
+
+    floor.pendingTickersEvent += on_pending
+    while len(floor.tickers()) < len(contracts) or not all(t.bid > 0 for t in floor.tickers()):
+        await gw.advance(0.2)
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(3)  # the start-up's background work (shadow checks, first reconciliation) settles
+    sessions = {s.client_id: s for s in gw.sessions if s.client_id is not None and not s.closed}
+    marks = Marks()
+    marks.install()
+    if args.parts:
+        from tickguard.core.tick_handler import TickHandler
+        from tickguard.runtime.order_executor import OrderExecutor
+        from tickguard.store.journal import Journal
+        for owner, attr, name in ((Engine, "step", "step"), (TickHandler, "process", "evaluate"),
+                                  (OrderExecutor, "submit", "submit"), (Journal, "commit_now", "commit"),
+                                  (IBBroker, "place_order", "place")):
+            marks.stage(owner, attr, name)
+    engine_conn, floor_conn = broker.ib.client.conn, floor.client.conn
+    used = dict.fromkeys(plan["symbols"], 0)
+    tg: list[int] = []
+    bare: list[int] = []
+    stages: dict[str, list[int]] = {}
+    for k in range(args.crossings):
+        sym = plan["symbols"][k % len(plan["symbols"])]
+        cents = plan["levels"][sym][used[sym]]
+        used[sym] += 1
+        await asyncio.sleep(args.gap)
+        reqs = [r for r, s in sessions[17].mkt_subs.items() if s == sym]
+        tg.append(await cross(marks, engine_conn, sessions[17].writer.transport, reqs, cents / CENTS))
+        seq = sorted([(marks.read, "read"), *((v, k) for k, v in marks.stages.items() if v <= (marks.sent or 0)),
+                      (marks.sent, "sent")])
+        for (t0, a), (t1, b) in itertools.pairwise(seq):
+            stages.setdefault(f"{a} -> {b}", []).append(t1 - t0)
+        gw.venue.exchange.on_quote(sym, cents / CENTS, cents / CENTS + 0.01, gw.venue.now_ns)
+        await asyncio.sleep(args.gap)
+        level[sym] = cents / CENTS
+        reqs = [r for r, s in sessions[99].mkt_subs.items() if s == sym]
+        bare.append(await cross(marks, floor_conn, sessions[99].writer.transport, reqs, cents / CENTS))
+    loop_task.cancel()
+    await asyncio.gather(loop_task, return_exceptions=True)
+    floor.disconnect()
+    await broker.close()
+    await gw.close()
+    return {"tickguard": tg, "floor": bare, "stages": stages}
+
+
+def q(values: list[int], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p * (len(s) - 1)))] / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trades", type=int, default=5000)
+    parser.add_argument("--crossings", type=int, default=300)
+    parser.add_argument("--gap", type=float, default=0.01, help="seconds between two crossings (the loop settles)")
+    parser.add_argument("--parts", action="store_true", help="p50 per stage of the engine's step")
+    args = parser.parse_args()
+    res = asyncio.run(run(args))
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}; {args.trades} open trades, {args.crossings} crossings each")
+    for name in ("tickguard", "floor"):
+        v = res[name]
+        print(f"  {name:<9} read -> placeOrder written, ms: p50 {q(v, 0.5):.3f}  p90 {q(v, 0.9):.3f}  "
+              f"p99 {q(v, 0.99):.3f}  max {q(v, 1):.3f}")
+    print(f"  ratio tickguard / floor: p50 {q(res['tickguard'], 0.5) / q(res['floor'], 0.5):.2f}")
+    for stage, v in res["stages"].items():
+        if len(v) >= len(res["tickguard"]) // 2:
+            print(f"    {stage:<24} p50 {q(v, 0.5) * 1e3:7.0f} us")
+
+
+if __name__ == "__main__":
+    main()
