@@ -1,0 +1,16 @@
+"""The in-process exit-path benchmark runs in its quickest form: every crossing gets its exit order from the engine and
+from the bare ib_async client, and the figures are printed.  No timing is asserted: speed is measured, not tested."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "exit_path.py"
+
+
+def test_every_crossing_gets_its_exit_from_the_engine_and_from_ib_async_alone():
+    done = subprocess.run([sys.executable, str(BENCH), "--trades", "40", "--crossings", "10", "--gap", "0.005",
+                           "--parts"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ratio tickguard / floor: p50" in done.stdout
+    assert "commit> -> commit<" in done.stdout and "place> -> sent" in done.stdout
