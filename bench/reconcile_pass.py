@@ -25,6 +25,7 @@ from types import SimpleNamespace
 from tickguard.adapters.broker import FillEvent, OrderBook
 from tickguard.core.exit_rules import StopLoss
 from tickguard.core.model import Action, OrderIntent, OrderType, PriorityClass, Side
+from tickguard.core.open_positions import OpenPositions
 from tickguard.core.order_state import OrderStatus
 from tickguard.core.trades import Trade, TradeRequest
 from tickguard.runtime.order_record import OrderRecord
@@ -71,7 +72,11 @@ def day(trades: int, working: int, symbols: int = 20) -> tuple[Reconciler, Order
                                            status=OrderStatus.SUBMITTED, attempts=1, order_id=trades + i + 1)
             book_working[exit_key] = (trades + i + 1, Decimal(0))
     executor = SimpleNamespace(orders=orders)
-    reconciler = Reconciler(executor, SimpleNamespace(trades=open_trades), lambda: 0,  # type: ignore[arg-type]
+    held = OpenPositions()  # as the trade manager keeps them (core/open_positions.py)
+    for trade in open_trades.values():
+        held.add(trade, trade.entry_filled)
+    manager = SimpleNamespace(trades=open_trades, positions=held)
+    reconciler = Reconciler(executor, manager, lambda: 0,  # type: ignore[arg-type]
                             JOURNAL_ID, 30 * NS, 5 * NS, 5 * NS)
     book = OrderBook(book_working, ended, executions, {ACCOUNT: positions}, ACCOUNT)
     return reconciler, book

@@ -15,6 +15,7 @@ from tickguard.adapters.sim.broker import SimBroker
 from tickguard.config import load
 from tickguard.core.exit_rules import StopLoss, TakeProfit
 from tickguard.core.model import Side
+from tickguard.core.open_positions import OpenPositions
 from tickguard.core.trades import Trade, TradeRequest
 from tickguard.interfaces.demo import demo_trades
 from tickguard.runtime.engine import Engine
@@ -372,20 +373,25 @@ async def test_an_over_filled_trade_is_halted_journaled_and_stays_halted_across_
 
 
 def test_positions_are_compared_with_what_each_trade_still_holds_open():
-    """A trade's share of its (account, symbol) position is its filled entry less what it exited, signed by side;
-    a trade with no account takes the book's default one.  Only unequal positions are reported, with both figures."""
-    def trade(tid: str, side: Side, entry: int, exited: int, account: str | None) -> Trade:
+    """A trade's share of its (account, symbol) position is its filled entry less what it exited, signed by side (as
+    the trade manager keeps it: core/open_positions.py); a trade with no account takes the book's default one, and
+    adds to what the default account's trades hold.  Only unequal positions are reported, with both figures."""
+    def trade(tid: str, side: Side, account: str | None) -> Trade:
         request = TradeRequest(symbol="SIM001", side=side, qty=100, account=account, rules=[StopLoss(distance=1.0)])
-        return Trade(tid, request, 1 if side is Side.LONG else -1, 0, entry_filled=Decimal(entry),
-                     exited=Decimal(exited))
+        return Trade(tid, request, 1 if side is Side.LONG else -1, 0)
 
-    trades = SimpleNamespace(trades={"T1": trade("T1", Side.LONG, 100, 40, ACCOUNT),
-                                     "T2": trade("T2", Side.SHORT, 30, 5, ACCOUNT),
-                                     "T3": trade("T3", Side.LONG, 0, 0, "DU2"),  # entry never filled: nothing
-                                     "T4": trade("T4", Side.LONG, 20, 0, None)})
-    book = OrderBook({}, {}, [], {ACCOUNT: {"SIM001": Decimal(35)}, "DU9": {"SIM001": Decimal(20)}},
+    positions = OpenPositions()
+    long_, short = trade("T1", Side.LONG, ACCOUNT), trade("T2", Side.SHORT, ACCOUNT)
+    positions.add(long_, Decimal(100))
+    positions.add(long_, Decimal(-40))  # an exit fill
+    positions.add(short, Decimal(30))
+    positions.add(short, Decimal(-5))
+    positions.add(trade("T4", Side.LONG, None), Decimal(20))  # on the default account
+    positions.add(trade("T5", Side.LONG, "DU9"), Decimal(3))  # named as the default account
+    trades = SimpleNamespace(positions=positions)
+    book = OrderBook({}, {}, [], {ACCOUNT: {"SIM001": Decimal(35)}, "DU9": {"SIM001": Decimal(23)}},
                      default_account="DU9")
-    assert position_differences(book, trades) == []  # type: ignore[arg-type]  60 long - 25 short; 20 on DU9
+    assert position_differences(book, trades) == []  # type: ignore[arg-type]  60 long - 25 short; 20 + 3 on DU9
     book.positions[ACCOUNT]["SIM001"] = Decimal(60)
     assert position_differences(book, trades) == [  # type: ignore[arg-type]
         f"{ACCOUNT} SIM001: broker 60, journal 35 - a position that differs from the journal; left for the user"]

@@ -7,6 +7,7 @@ import logging
 
 from tickguard.adapters.broker import OrderBook
 from tickguard.core.model import Action, OrderIntent, OrderType, PriorityClass
+from tickguard.core.open_positions import OpenPositions
 from tickguard.core.order_state import OrderStatus
 from tickguard.runtime import recovery
 from tickguard.runtime.order_executor import OrderExecutor, OrderRecord
@@ -43,6 +44,7 @@ class Listener:
 class NoTrades:
     def __init__(self):
         self.trades = {}
+        self.positions = OpenPositions()
 
 
 def record(key: str, status: OrderStatus, order_id: int | None) -> OrderRecord:

@@ -29,6 +29,7 @@ from tickguard.core.guards import Guard, GuardCache
 from tickguard.core.halts import Execution, Overfill, fitting, stop_automation
 from tickguard.core.model import OrderIntent, OrderType, PriorityClass, Tick, TradeState, TriggerInfo, TriggerSource
 from tickguard.core.money import ZERO, decimal_of, exact, ratio
+from tickguard.core.open_positions import OpenPositions
 from tickguard.core.order_state import OrderStatus
 from tickguard.core.price_grid import CENT, PriceGrid
 from tickguard.core.stop_motion import StopTracker, stop_source
@@ -67,6 +68,7 @@ class TradeManager:
         self.alerts: list[ExitAlert] = []  # exits refused, newest last: the engine logs and drains them
         self.on_event = on_event  # the journal recorder listens here
         self.book = TriggerBook()
+        self.positions = OpenPositions()  # what the trades hold open, per account and symbol (for reconciliation)
         self.stops = StopTracker(self.book, volatility, self._trade_of_level, self._changed, grid)
         self.guards = GuardCache(self.book, self.stops.following_ends)
         self.book.on_change = self.guards.invalidate
@@ -274,6 +276,7 @@ class TradeManager:
             leg.filled += applied
             leg.inflight = max(ZERO, leg.inflight - applied)
             trade.exited += applied
+            self.positions.add(trade, -applied)
             trade.exit_proceeds += price * applied
             self._emit(trade, "exit_fill", {"leg": leg.name, "key": intent.key, "qty": applied, "price": price,
                                             "ts_ns": ts_ns})
@@ -288,6 +291,7 @@ class TradeManager:
     def _entry_fill(self, trade: Trade, qty: Decimal, price: Decimal, ts_ns: int) -> None:
         first = trade.entry_filled == 0
         trade.entry_filled += qty
+        self.positions.add(trade, qty)
         trade.entry_cost += price * qty
         trade.entry_avg = ratio(trade.entry_cost, trade.entry_filled)
         if trade.entry_filled >= trade.request.qty:
@@ -383,6 +387,7 @@ class TradeManager:
         """Rebuild a trade from its journaled snapshot (and entry key): levels back in the book, timers re-armed."""
         trade = self._new_trade(trade_id, request, created_ns)
         armed = apply_snapshot(trade, snap, self._grid(trade.symbol))
+        self.positions.add(trade, trade.entry_filled - trade.exited)
         trade.entry_key = entry_key or f"{self.key_prefix}{trade_id}:entry"
         if trade.state.automated and not trade.closing:  # a halted trade is restored halted: nothing armed
             for leg in trade.legs():

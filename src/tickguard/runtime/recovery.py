@@ -255,10 +255,8 @@ def position_differences(book: OrderBook, trades: TradeManager) -> list[str]:
     """The (account, symbol) positions at the broker that the journal's trades do not explain, with the figures."""
     out: list[str] = []
     ours: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-    for t in trades.trades.values():
-        if t.entry_filled > 0:
-            request = t.request
-            ours[(request.account or book.default_account, request.symbol)] += t.sign * (t.entry_filled - t.exited)
+    for (account, symbol), qty in trades.positions.items():  # kept as fills are applied (core/open_positions.py)
+        ours[(account or book.default_account, symbol)] += qty
     theirs = {(a, s): exact(q) for a, pos in book.positions.items() for s, q in pos.items()}
     for key in sorted(set(ours) | set(theirs)):
         mine, broker = ours.get(key, ZERO), theirs.get(key, ZERO)
