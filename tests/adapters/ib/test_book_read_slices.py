@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 from typing import Any
 
+import pytest
 from ib_async import OrderStatus, Trade
 from test_book_reads import add_filled, broker_with, content
 
@@ -149,3 +150,11 @@ def test_when_every_slice_is_interrupted_the_last_attempt_reads_without_a_turn()
     assert attempts == [True] * (recovery.BOOK_ATTEMPTS - 1) + [False]
     commission = {f.exec_id: f.commission for f in book.executions}[first.execution.execId]
     assert commission is not None and float(commission) == first.commissionReport.commission > 0  # as it is now
+
+
+def test_a_message_whose_ids_cannot_be_read_counts_as_an_unknown_change_and_still_reaches_ib_async():
+    broker = broker_with(1)
+    before = broker._book_changes.unknown
+    with pytest.raises(AttributeError, match="yield_"):  # ib_async's own method got it (and refused it)
+        broker.ib.wrapper.commissionReport(None)  # type: ignore[arg-type]
+    assert broker._book_changes.unknown == before + 1

@@ -73,12 +73,14 @@ class BookChanges:
 
         return counted
 
-    @staticmethod
-    def _wrap(wrapper: Any, name: str, note: Callable[..., None]) -> None:
+    def _wrap(self, wrapper: Any, name: str, note: Callable[..., None]) -> None:
         method = getattr(wrapper, name)
 
         def noted(*args: Any, **kwargs: Any) -> Any:
-            note(*args, **kwargs)  # before: the method may raise half-way (the decoder logs it)
+            try:  # before the method: it may raise half-way (the decoder logs it)
+                note(*args, **kwargs)
+            except Exception:  # arguments not as expected: whatever it changes is unknown - never lost
+                self.unknown += 1
             return method(*args, **kwargs)
 
         setattr(wrapper, name, noted)
