@@ -158,3 +158,23 @@ def test_a_message_whose_ids_cannot_be_read_counts_as_an_unknown_change_and_stil
     with pytest.raises(AttributeError, match="yield_"):  # ib_async's own method got it (and refused it)
         broker.ib.wrapper.commissionReport(None)  # type: ignore[arg-type]
     assert broker._book_changes.unknown == before + 1
+
+
+def test_an_open_order_the_client_ends_during_a_read_without_a_message_is_ended_in_the_book():
+    """ib_async ends an order not transmitted yet at once when the client cancels it - no message from IB, nothing
+    named: the read's last part sees the order ended and books it so, as one read at that moment would."""
+    broker = broker_with(1200)
+    pending = broker.ib.wrapper.trades[(7, 1)]  # looked at in the read's first slice
+    pending.orderStatus.status = "PendingSubmit"
+    asyncio.run(broker.order_book(full=False))
+    attempts = counting_attempts(broker)
+
+    def cancel(turn: int) -> None:
+        if turn == 1:
+            pending.orderStatus.status = "Cancelled"  # what ib_async's cancelOrder does to it, sending nothing back
+
+    book, _ = asyncio.run(read_counting_turns(broker, cancel))
+    whole = asyncio.run(broker._read_book([], True, sliced=False))
+    assert whole is not None and attempts == [True, False]  # (the second: the read just above)
+    ref = pending.order.orderRef
+    assert ref not in book.working and book.ended[ref][1].value == "cancelled" and content(book) == content(whole)

@@ -162,6 +162,10 @@ class RecoveryMixin(AttributionMixin):
         reads = self._book_reads
         adopted = len(self._orders)
         for trade in own:
+            if trade.orderStatus.status in IBOrderStatus.DoneStates:  # cancelled here meanwhile without a message
+                # from IB (ib_async ends an order not transmitted yet at once when the client cancels it): ended
+                self._look_at(trade, False, book.ended, book.details, [], _Looked(0, 0))
+                continue
             ref = trade.order.orderRef
             if not ref:
                 continue
