@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -178,3 +179,97 @@ def test_an_open_order_the_client_ends_during_a_read_without_a_message_is_ended_
     assert whole is not None and attempts == [True, False]  # (the second: the read just above)
     ref = pending.order.orderRef
     assert ref not in book.working and book.ended[ref][1].value == "cancelled" and content(book) == content(whole)
+
+
+def test_a_dropped_socket_during_a_read_makes_it_start_over_and_a_book_read_while_down_is_incomplete():
+    """A dropped socket empties ib_async's state with no message (``connectionClosed`` -> ``reset``): the read starts
+    over, and a book read while the connection is down draws no conclusion (``complete`` False) - an empty book that
+    claimed to be complete would make a questioned order look never sent."""
+    broker = broker_with(1200)
+    broker._can_send = lambda: True  # type: ignore[method-assign]  # as when connected
+    w = broker.ib.wrapper
+    w.trades[(7, 1)].orderStatus.status = "Submitted"
+    assert asyncio.run(broker.order_book(full=False)).complete
+    attempts = counting_attempts(broker)
+    down: list[int] = []
+
+    def drop(turn: int) -> None:
+        if turn == 1200 // recovery.BOOK_SLICE + 1:  # while the executions are looked at
+            w.connectionClosed()
+            broker._can_send = lambda: False  # type: ignore[method-assign]
+            down.append(turn)
+
+    book, _ = asyncio.run(read_counting_turns(broker, drop))
+    whole = asyncio.run(broker._read_book([], True, sliced=False))
+    assert down and attempts[:2] == [True, True] and not book.complete
+    assert not book.working and not book.ended and not book.executions and content(book) == content(whole)
+
+
+def test_another_clients_open_order_of_a_tickguard_key_ending_during_a_read_makes_it_start_over():
+    """A master client sees every client's orders; one of a tickguard key (a journal's order placed under another
+    client id) that fills while the read goes on belongs in ``ended``, as one read at the mark would have it."""
+    broker = broker_with(1200)
+    w = broker.ib.wrapper
+    base = w.trades[(7, 1)]
+    order = dataclasses.replace(base.order, orderId=9000, clientId=9, permId=99_999,
+                                orderRef="tg:8bd45684:X00001:entry")
+    status = OrderStatus(orderId=9000, status="Submitted", permId=99_999, clientId=9)
+    other = Trade(base.contract, order, status, [], [])
+    w.trades = {(9, 9000): other, **w.trades}  # early in the day: looked at in the first slice
+    asyncio.run(broker.order_book(full=False))
+    attempts = counting_attempts(broker)
+
+    def filled(turn: int) -> None:
+        if turn == 1:
+            broker.ib.client.decoder.interpret(["3", "9000", "Filled", "2", "0", "100", "99999", "0", "100", "9", "",
+                                                "0"])
+
+    book, _ = asyncio.run(read_counting_turns(broker, filled))
+    whole = asyncio.run(broker._read_book([], True, sliced=False))
+    assert attempts[:2] == [True, True] and order.orderRef in book.ended and content(book) == content(whole)
+
+
+def test_a_key_working_under_one_order_is_not_ended_by_another_of_its_orders_ending_during_the_read():
+    broker = broker_with(1200)
+    w = broker.ib.wrapper
+    a = w.trades[(7, 1)]
+    a.orderStatus.status = "Submitted"
+    b_order = dataclasses.replace(a.order, orderId=5000, permId=50_000, orderType="LMT", lmtPrice=1.0, transmit=False)
+    b = Trade(a.contract, b_order, OrderStatus(orderId=5000, status="PendingSubmit"), [], [])
+    w.trades = {(7, 1): a, (7, 5000): b, **{k: v for k, v in w.trades.items() if k != (7, 1)}}
+    asyncio.run(broker.order_book(full=False))
+
+    def cancel(turn: int) -> None:
+        if turn == 1:
+            b.orderStatus.status = "Cancelled"  # ib_async's cancelOrder of an order not transmitted: no message
+
+    book, _ = asyncio.run(read_counting_turns(broker, cancel))
+    whole = asyncio.run(broker._read_book([], True, sliced=False))
+    ref = a.order.orderRef
+    assert ref in book.working and ref not in book.ended and book.details[ref].order_type.value == "MKT"
+    assert content(book) == content(whole)
+
+
+def test_two_reads_at_once_keep_each_others_names():
+    """Names noted during a turn serve every read under way: one read's turn does not drop what another needs."""
+    broker = broker_with(1200)
+    asyncio.run(broker.order_book(full=False))
+    first = next(iter(broker.ib.wrapper.fills.values())).execution.execId
+    attempts = counting_attempts(broker)
+
+    async def both() -> tuple[OrderBook, OrderBook]:
+        one = asyncio.ensure_future(broker.order_book(full=False))
+        two = asyncio.ensure_future(broker.order_book(full=False))
+        turns = 0
+        while not (one.done() and two.done()):
+            await asyncio.sleep(0)
+            turns += 1
+            if turns == 1200 // recovery.BOOK_SLICE + 1:  # both are among the executions
+                broker.ib.client.decoder.interpret(["59", "1", first, "2.5", "USD", "0", "0", ""])
+        return one.result(), two.result()
+
+    one, two = asyncio.run(both())
+    assert attempts.count(True) >= 4  # each started over
+    for book in (one, two):
+        assert {f.exec_id: f.commission for f in book.executions}[first] == Decimal("2.5")
+    assert broker._book_changes.readers == 0 and broker._book_changes.named == []

@@ -13,8 +13,9 @@ So the messages are sorted three ways, once, by wrapping ib_async's decoder and 
 * market data, history, contract details, account values, positions (read in the read's last part), the time and
   the ends of answers: change nothing the read looks at - a tick pays nothing for this;
 * order statuses, open orders, executions, commission reports, errors (ib_async cancels orders on some) and
-  completed orders: the order ids, perm ids and execution ids they name are noted (``orders``, ``execs``), and a
-  read starts over only if it already looked at one of them - the exits of a busy market do not stop it;
+  completed orders: the order ids, perm ids and execution ids they name are noted while a read is under way
+  (``named``), and a read starts over only if it already looked at one of them - the exits of a busy market do not
+  stop it;
 * anything else: counted in ``unknown``, and a read under way starts over.
 """
 
@@ -42,8 +43,10 @@ class BookChanges:
 
     def __init__(self, ib: IB) -> None:
         self.unknown = 0
-        self.orders: set[int] = set()  # order ids and perm ids named since ``start`` (a read's turn began)
-        self.execs: set[str] = set()  # execution ids named since ``start``
+        # what was named while a read is under way, in order: (order and perm ids, execution id or None); each read
+        # remembers where its turn began, so reads that overlap do not clear each other's; emptied when none reads
+        self.named: list[tuple[tuple[int, ...], str | None]] = []
+        self.readers = 0
         handlers: dict[int, Callable[[Any], None]] = ib.client.decoder.handlers
         for msg_id, handler in list(handlers.items()):
             if msg_id not in QUIET and msg_id not in NAMED:
@@ -57,15 +60,17 @@ class BookChanges:
         self._wrap(w, "commissionReport", lambda report, *a, **k: note((), report.execId))
         self._wrap(w, "error", lambda reqId, *a, **k: note((reqId,)))
 
-    def start(self) -> None:
-        """A read gives the event loop a turn: what was named before does not concern it."""
-        self.orders.clear()
-        self.execs.clear()
+    def begin(self) -> None:
+        self.readers += 1
+
+    def end(self) -> None:
+        self.readers -= 1
+        if not self.readers:
+            self.named.clear()
 
     def _note(self, ids: tuple[int, ...], exec_id: str | None = None) -> None:
-        self.orders.update(ids)
-        if exec_id is not None:
-            self.execs.add(exec_id)
+        if self.readers:
+            self.named.append((ids, exec_id))
 
     def _counted(self, handler: Callable[[Any], None]) -> Callable[[Any], None]:
         def counted(fields: Any) -> None:

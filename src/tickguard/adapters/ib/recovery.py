@@ -39,12 +39,18 @@ BOOK_ATTEMPTS = 4  # reads that start over when something changed part-way; the 
 class _Looked:
     """What one read of the book has looked at so far, and the moment it began."""
 
-    __slots__ = ("connection", "execs", "orders", "unknown")
+    __slots__ = ("connection", "execs", "orders", "state", "unknown")
 
-    def __init__(self, unknown: int, connection: int) -> None:
+    def __init__(self, unknown: int, connection: int, wrapper: Any = None) -> None:
         self.unknown, self.connection = unknown, connection
         self.orders: set[int] = set()  # order ids and perm ids
         self.execs: set[str] = set()
+        # ib_async's containers: a reset (the socket dropped) replaces them
+        self.state = () if wrapper is None else (wrapper.trades, wrapper.fills, wrapper.positions)
+
+    def same_state(self, wrapper: Any) -> bool:
+        return all(a is b for a, b in zip(self.state, (wrapper.trades, wrapper.fills, wrapper.positions),
+                                          strict=True))
 
     def ids(self, order_id: int, perm_id: int) -> None:
         if order_id > 0:
@@ -64,6 +70,7 @@ class RecoveryMixin(AttributionMixin):
     _paced: Callable[[Lane, str], Coroutine[None, None, None]]  # waits for the message budget (pacing.py)
     _book_reads: BookReads  # the book's conversions, kept between passes
     _book_changes: BookChanges  # IB's messages that may change what the book reads (book_changes.py)
+    _can_send: Callable[[], bool]  # connected, synced and reconciled (ib_client.py)
     state: Any  # ConnectionState: its reconnect count tells one connection's requests from the next's
     _completed_request: asyncio.Future[list[Trade]] | None = None
     _completed_connection = -1
@@ -87,10 +94,14 @@ class RecoveryMixin(AttributionMixin):
         complete = True
         if full:
             done, complete = await self._completed_orders()
-        for attempt in range(BOOK_ATTEMPTS):
-            book = await self._read_book(done, complete, sliced=attempt < BOOK_ATTEMPTS - 1)
-            if book is not None:
-                return book
+        self._book_changes.begin()
+        try:
+            for attempt in range(BOOK_ATTEMPTS):
+                book = await self._read_book(done, complete, sliced=attempt < BOOK_ATTEMPTS - 1)
+                if book is not None:
+                    return book
+        finally:
+            self._book_changes.end()
         raise AssertionError("the last attempt reads the book without yielding")  # pragma: no cover
 
     async def _read_book(self, completed: list[Trade], complete: bool, sliced: bool) -> OrderBook | None:
@@ -99,7 +110,7 @@ class RecoveryMixin(AttributionMixin):
         converting executions not converted before (they change the adapter's own records) are left to the last
         part, which gives no turn and marks the book."""
         self._book_reads.start(self.state.reconnects)  # a new connection's objects are all new
-        read = _Looked(self._book_changes.unknown, self.state.reconnects)
+        read = _Looked(self._book_changes.unknown, self.state.reconnects, self.ib.wrapper)
         trades = self.ib.trades()
         ended: dict[str, tuple[int, OrderStatus]] = {}
         details: dict[str, BrokerOrder] = {}
@@ -150,9 +161,12 @@ class RecoveryMixin(AttributionMixin):
                 known = self._orders.id_of(ref)
                 ended[ref] = (order.orderId if known is None else known, ib_ended_status(trade.orderStatus.status))
                 self._book_reads.add_details(details, order, trade.contract)
-        elif order.clientId == self.client_id:  # a master client sees every other client's too
-            read.ids(order.orderId, order.permId)
-            own.append(trade)
+        else:
+            if order.clientId == self.client_id:  # a master client sees every other client's too
+                own.append(trade)
+            elif not order.orderRef.startswith("tg:"):
+                return  # never in the book, open or ended
+            read.ids(order.orderId, order.permId)  # it may end while the read goes on: then it is in ``ended``
 
     def _book_now(self, own: list[Trade], fills: list[Fill], events: list[FillEvent | None], unconverted: list[int],
                   book: OrderBook) -> OrderBook:
@@ -161,10 +175,11 @@ class RecoveryMixin(AttributionMixin):
         positions; the mark in the event stream."""
         reads = self._book_reads
         adopted = len(self._orders)
+        # an own order the client ended meanwhile, with no message from IB (ib_async ends an order not transmitted
+        # yet at once when it is cancelled): ended, unless its key works under another order
+        ended_now = [t for t in own if t.orderStatus.status in IBOrderStatus.DoneStates]
         for trade in own:
-            if trade.orderStatus.status in IBOrderStatus.DoneStates:  # cancelled here meanwhile without a message
-                # from IB (ib_async ends an order not transmitted yet at once when the client cancels it): ended
-                self._look_at(trade, False, book.ended, book.details, [], _Looked(0, 0))
+            if trade.orderStatus.status in IBOrderStatus.DoneStates:
                 continue
             ref = trade.order.orderRef
             if not ref:
@@ -174,6 +189,9 @@ class RecoveryMixin(AttributionMixin):
             book.details.pop(ref, None)
             reads.add_details(book.details, trade.order, trade.contract)
             self._adopt(trade.order, trade.contract, exact(trade.orderStatus.filled))
+        for trade in ended_now:
+            if trade.order.orderRef not in book.working:
+                self._look_at(trade, False, book.ended, book.details, [], _Looked(0, 0))
         if len(self._orders) != adopted:  # an order newly known: every execution's attribution may change
             unconverted = list(range(len(fills)))
         for i in unconverted:
@@ -186,18 +204,23 @@ class RecoveryMixin(AttributionMixin):
             if pos.position:
                 acct = book.positions.setdefault(pos.account, {})
                 acct[pos.contract.symbol] = acct.get(pos.contract.symbol, ZERO) + exact(pos.position)
+        if not self._can_send():  # read while disconnected (ib_async's state emptied, or stale): no conclusions
+            book.complete = False
         book.mark = next(_marks)  # in the stream right where the book was read (nothing is awaited from here on)
         self._emit(BookMark(book.mark))
         return book
 
     async def _still(self, read: _Looked) -> bool:
         """Give the event loop a turn; then, is what the read looked at so far unchanged?  (What was named during
-        an earlier turn and looked at after it was read as it is now: only this turn's names count.)"""
+        an earlier turn and looked at after it was read as it is now: only this turn's names count.)  A dropped
+        socket empties ib_async's state without a message (``wrapper.reset`` makes new dicts): that counts too."""
         changes = self._book_changes
-        changes.start()
+        since = len(changes.named)
         await asyncio.sleep(0)
-        return (changes.unknown == read.unknown and self.state.reconnects == read.connection
-                and read.orders.isdisjoint(changes.orders) and read.execs.isdisjoint(changes.execs))
+        if (changes.unknown != read.unknown or self.state.reconnects != read.connection
+                or not read.same_state(self.ib.wrapper)):
+            return False
+        return all(read.orders.isdisjoint(ids) and exec_id not in read.execs for ids, exec_id in changes.named[since:])
 
     async def _completed_orders(self) -> tuple[list[Trade], bool]:
         """IB's completed orders of the day, and whether they could be read.  One request at a time: ib_async keeps
