@@ -6,9 +6,9 @@ was a 25-35 ms hold of the event loop every 30 s, and a stop crossed meanwhile w
 order_book``), which is exact only if what it already read did not change before it was done.
 
 ib_async changes those objects only while it decodes a message from IB - or when the client cancels an order
-(only an open one, whose state the read takes in its last part, ended or not) or places one (a new object, which it
-also takes there).
-So the messages are sorted three ways, once, by wrapping ib_async's decoder and wrapper:
+(only an open one, whose state the read takes in its last part, ended or not), places one (a new object, which it
+also takes there), or loses its socket (``reset``: new containers, which the read checks for itself).  So the
+messages are sorted three ways, once, by wrapping ib_async's decoder and wrapper:
 
 * market data, history, contract details, account values, positions (read in the read's last part), the time and
   the ends of answers: change nothing the read looks at - a tick pays nothing for this;
