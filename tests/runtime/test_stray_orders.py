@@ -14,20 +14,26 @@ from test_recovery import ACCOUNT, NS, opened, settings, started
 from tickguard.adapters.broker import BrokerOrder
 from tickguard.core.exit_rules import StopLoss
 from tickguard.core.model import Action, OrderType, Side
-from tickguard.core.trades import TradeRequest
+from tickguard.core.trades import Trade, TradeRequest
+from tickguard.runtime.engine import Engine
 
 
 def req(symbol: str) -> TradeRequest:
     return TradeRequest(symbol=symbol, side=Side.LONG, qty=100, account=ACCOUNT, rules=[StopLoss(distance=2.0)])
 
 
+async def with_live_trade(s) -> tuple[Engine, str, Trade, str]:
+    """An engine with one open trade; its symbol, and the key the engine would give its stop's first exit."""
+    engine = await started(s)
+    sym = sorted(engine.venue.specs)[0]
+    trade = await opened(engine, req(sym))
+    return engine, sym, trade, f"{engine.trades.key_prefix}{trade.id}:stop:1"
+
+
 async def test_a_live_trades_exit_found_at_the_broker_is_taken_over_not_sent_again(tmp_path):
     s = settings(str(tmp_path / "j.db"))
-    a = await started(s)
-    sym = sorted(a.venue.specs)[0]
-    trade = await opened(a, req(sym))
+    a, sym, trade, key = await with_live_trade(s)
     venue = a.venue
-    key = f"{a.trades.key_prefix}{trade.id}:stop:1"  # the key the engine would give its stop's first exit
     a.journal.close()
     venue.place(BrokerOrder(key, ACCOUNT, sym, Action.SELL, Decimal(100), OrderType.MARKET))  # sent, never journaled
     venue.advance_to(venue.now_ns + 2 * NS)
@@ -59,12 +65,8 @@ async def test_an_order_of_this_journal_for_an_unknown_trade_is_cancelled_and_re
 
 
 async def test_a_stray_appearing_while_running_is_taken_over_by_the_next_reconciliation_pass(tmp_path):
-    s = settings(str(tmp_path / "j.db"))
-    engine = await started(s)
-    sym = sorted(engine.venue.specs)[0]
-    trade = await opened(engine, req(sym))
+    engine, sym, trade, key = await with_live_trade(settings(str(tmp_path / "j.db")))
     venue = engine.venue
-    key = f"{engine.trades.key_prefix}{trade.id}:stop:1"
     venue.place(BrokerOrder(key, ACCOUNT, sym, Action.SELL, Decimal(100), OrderType.MARKET))  # behind its back
     await engine.run_until(engine.broker.now_ns() + int(engine.settings.engine.reconcile_interval_s * NS) + 5 * NS)
     assert key in engine.executor.orders and trade.state.value == "closed"
@@ -78,11 +80,8 @@ async def test_a_live_trades_working_exit_found_at_the_broker_is_taken_over_from
     broker's record of the order (``OrderBook.details``): the reconciliation's own-orders filter must pass those on,
     or the exit is cancelled as an order nobody owns - and the trade left without it."""
     s = settings(str(tmp_path / "j.db"))
-    a = await started(s)
-    sym = sorted(a.venue.specs)[0]
-    trade = await opened(a, req(sym))
+    a, sym, trade, key = await with_live_trade(s)
     venue = a.venue
-    key = f"{a.trades.key_prefix}{trade.id}:stop:1"
     high = round(venue.last_ticks[sym].ask * 1.5, 2)  # a SELL limit far above the market: it stays working
     a.journal.close()
     exit_order = BrokerOrder(key, ACCOUNT, sym, Action.SELL, Decimal(100), OrderType.LIMIT, Decimal(str(high)))

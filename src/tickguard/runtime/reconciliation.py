@@ -190,7 +190,7 @@ class Reconciler:
         for fill in book.executions:
             if fill.exec_id in seen:
                 continue
-            self._seen_execs.add(fill.exec_id)
+            seen.add(fill.exec_id)
             record = self._executor.orders.get(fill.ref)
             if record is None:
                 out.append(f"{fill.account} {fill.symbol}: execution {fill.exec_id} of {fill.ref} ({fill.action} "

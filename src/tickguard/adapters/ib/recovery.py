@@ -177,9 +177,10 @@ class RecoveryMixin(AttributionMixin):
         adopted = len(self._orders)
         # an own order the client ended meanwhile, with no message from IB (ib_async ends an order not transmitted
         # yet at once when it is cancelled): ended, unless its key works under another order
-        ended_now = [t for t in own if t.orderStatus.status in IBOrderStatus.DoneStates]
+        ended_now: list[Trade] = []
         for trade in own:
             if trade.orderStatus.status in IBOrderStatus.DoneStates:
+                ended_now.append(trade)
                 continue
             ref = trade.order.orderRef
             if not ref:
