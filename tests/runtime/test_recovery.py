@@ -292,19 +292,19 @@ async def test_an_exit_whose_commit_fails_is_never_sent_and_goes_once_after_the_
     a = await started(s)
     venue = a.venue
     trade = a.submit(req(sorted(venue.specs)[2]))
-    real_commit = a.journal._conn.commit
+    real_commit = a.journal._end_transaction
 
     def commit() -> None:
         if exit_pending(a):
             raise sa.exc.OperationalError("COMMIT", {}, Exception("database or disk is full"))
         real_commit()
 
-    a.journal._conn.commit = commit
+    a.journal._end_transaction = commit
     with pytest.raises(JournalError, match="a commit failed"):
         await a.run_until(a.broker.now_ns() + 3600 * NS)
     [lost] = [r.intent.key for r in a.executor.waiting_orders() if r.intent.is_exit]
     assert lost not in venue_orders_by_ref(venue)
-    a.journal._conn.commit = real_commit
+    a.journal._end_transaction = real_commit
     a.journal.close()
     journal = Journal.open(s.journal.target, create=False)
     assert lost not in {o["order_key"] for o in journal.orders_of([trade.id])}  # rolled back with its step

@@ -69,6 +69,37 @@ def test_batch_commits_once_and_rolls_back_on_error(journal_target):
     j.close()
 
 
+def test_every_write_after_a_commit_inside_a_batch_goes_with_the_batchs_rollback(journal_target):
+    """SQLite's transactions are the journal's own, on the driver's connection (autocommit mode otherwise): a write
+    of any kind - the hot writes, SQLAlchemy's (the volatility), after reads that SQLAlchemy began itself - must land
+    in the open transaction, never commit on its own, whatever came before it in the batch."""
+    j = Journal.open(journal_target)
+    j.insert_trade(trade_row())
+    for first_read in (False, True):
+        with pytest.raises(RuntimeError), j.batch():
+            j.insert_order(order_row(f"tg:T00001:stop{first_read}"))
+            j.commit_now()  # an exit released mid-step: the batch goes on in a new transaction
+            if first_read:
+                assert j.list_trades()  # SQLAlchemy begins its own idea of a transaction here
+            j.save_volatility("AAA", 1.5, 2.5, 3)  # SQLAlchemy's write path
+            j.insert_order(order_row(f"tg:T00001:late{first_read}"))  # a hot write after it
+            assert j.load_volatility("AAA") is not None  # the batch sees its own writes
+            raise RuntimeError("crash inside a step")
+        with pytest.raises(RuntimeError), j.batch():  # hot writes only, right after a rollback
+            j.insert_order(order_row(f"tg:T00001:hot{first_read}"))
+            raise RuntimeError("crash inside a step")
+        assert j.load_volatility("AAA") is None  # rolled back with the batch, not committed on its own
+        keys = {o["order_key"] for o in j.orders_of(["T00001"])}
+        assert f"tg:T00001:stop{first_read}" in keys
+        assert not keys & {f"tg:T00001:late{first_read}", f"tg:T00001:hot{first_read}"}
+    with j.batch():  # after the rollbacks, a read first, then writes: one transaction, committed
+        assert j.load_volatility("AAA") is None
+        j.save_volatility("AAA", 1.5, 2.5, 3)
+        j.insert_order(order_row("tg:T00001:after"))
+    assert j.load_volatility("AAA") is not None
+    j.close()
+
+
 def test_missing_journal_is_an_error_when_not_creating(tmp_path):
     with pytest.raises(JournalError, match="does not exist"):
         Journal.open(tmp_path / "nope.db", create=False)

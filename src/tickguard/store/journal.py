@@ -218,6 +218,8 @@ class Journal:
             if fast is not None:
                 rows = fast
             else:
+                if self._fast is not None:
+                    self._sqlite_in_transaction()
                 result = self._conn.execute(stmt, params) if params is not None else self._conn.execute(stmt)
                 rows = len(result.all()) if result.returns_rows else result.rowcount
         except (NotExactError, NotFiniteError):  # refused while binding (the SQLite path): nothing was sent
@@ -239,30 +241,56 @@ class Journal:
         return rows
 
     def _driver_write(self, stmt: sa.Executable, params: dict[str, Any] | list[dict[str, Any]]) -> int | None:
-        """A hot write on SQLite's driver, inside SQLAlchemy's transaction (begun here if none is: its BEGIN, and
-        the commit or rollback that ends it, stay SQLAlchemy's); a driver error is raised as SQLAlchemy's."""
+        """A hot write on SQLite's driver, inside the open transaction (begun here if none is); a driver error is
+        raised as SQLAlchemy's."""
         assert self._fast is not None
-        if not self._conn.in_transaction():
-            self._conn.begin()
         try:
-            return self._fast.execute(self._conn.connection.driver_connection, stmt, params)  # type: ignore[arg-type]
+            return self._fast.execute(self._sqlite_in_transaction(), stmt, params)
         except sqlite3.Error as exc:
             raise sa.exc.DBAPIError.instance(str(stmt), params, exc, sqlite3.Error) from exc
+
+    # SQLite's transactions are the journal's own, on the driver's connection: SQLAlchemy's begin and commit
+    # bookkeeping (transaction objects, events) cost ~0.1 ms of every exit between its tick and the wire - cold
+    # code, every time (bench/exit_path.py).  The driver runs in autocommit mode (``isolation_level = None``, see
+    # ``_sqlite_engine``), so a write outside a transaction would commit on its own: every write of this connection
+    # goes through ``_sqlite_in_transaction`` first, and only ``_end_transaction`` / ``_abandon`` end one.
+    # SQLAlchemy's idea of this connection's transaction is not used for SQLite (reads do not need one).
+
+    def _sqlite_in_transaction(self) -> sqlite3.Connection:
+        """The SQLite driver's connection, inside a transaction (its BEGIN, if none is open)."""
+        con: sqlite3.Connection = self._conn.connection.driver_connection  # type: ignore[assignment]
+        if not con.in_transaction:
+            con.execute("BEGIN")
+        return con
+
+    def _in_transaction(self) -> bool:
+        if self._fast is not None:
+            return bool(self._conn.connection.driver_connection.in_transaction)  # type: ignore[union-attr]
+        return self._conn.in_transaction()
+
+    def _end_transaction(self) -> None:
+        """COMMIT the open transaction (the one place that does)."""
+        if self._fast is not None:
+            self._conn.connection.driver_connection.commit()  # type: ignore[union-attr]
+        else:
+            self._conn.commit()
 
     def _commit(self) -> None:
         if (self.before_commit or self._events) and not self._preparing:
             self._prepare()
-        if not self._conn.in_transaction():
+        if not self._in_transaction():
             return
         started = time.perf_counter_ns()
         try:
-            self._conn.commit()
+            self._end_transaction()
         except BaseException as exc:
             # The outcome is unknown (PostgreSQL may have committed before the connection broke): what the
             # transaction recorded is treated as never written, so nothing it holds is ever sent by this process.
             self._abandon("the commit failed")
             if isinstance(exc, sa.exc.OperationalError):
                 raise JournalError(f"journal {self.where}: a commit failed: {exc.orig}") from exc
+            if isinstance(exc, sqlite3.OperationalError):  # SQLite's COMMIT is the driver's
+                raise JournalError(f"journal {self.where}: a commit failed: {exc}") from exc
             raise
         self.commits += 1
         self.last_commit_ns = time.perf_counter_ns() - started  # for the commit-latency metric
@@ -290,7 +318,9 @@ class Journal:
     def _abandon(self, why: str) -> None:
         """Roll the open transaction back; its writes are void for every receipt from now on."""
         self._events.clear()  # never written: they went with the transaction
-        with contextlib.suppress(sa.exc.SQLAlchemyError):
+        with contextlib.suppress(sa.exc.SQLAlchemyError, sqlite3.Error):
+            if self._fast is not None:  # SQLite's transaction is the driver's (see _sqlite_in_transaction)
+                self._conn.connection.driver_connection.rollback()  # type: ignore[union-attr]
             self._conn.rollback()
         if self.position > self._settled:
             self.rollbacks += 1
@@ -518,7 +548,10 @@ def _sqlite_engine(path: Path, create: bool, synchronous: str) -> sa.Engine:
     def _begin(conn: sa.Connection) -> None:
         # on the driver's connection: SQLAlchemy's own execution of it (context, events) cost ~0.1 ms, once per
         # transaction - an exit's commit is one (bench/wire_to_wire.py)
-        conn.connection.driver_connection.execute("BEGIN")  # type: ignore[union-attr]
+        # a transaction the journal began on the driver already (Journal._sqlite_in_transaction) is the one
+        driver = conn.connection.driver_connection
+        if not driver.in_transaction:  # type: ignore[union-attr]
+            driver.execute("BEGIN")  # type: ignore[union-attr]
 
     if path.exists():
         try:
