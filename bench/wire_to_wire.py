@@ -17,7 +17,7 @@ process) and latency drift within a phase say whether the engine kept up with th
 
     python bench/wire_to_wire.py [--trades 5000] [--symbols 20] [--rates 1000,10000,max] [--crossings 200]
                                  [--quick] [--json FILE] [--py-spy FILE [--py-spy-rate N]]
-                                 [--no-floor]
+                                 [--no-floor] [--pin]
 
 Opening N trades goes through N market entries; the engine's message budget (``[throttle] rate`` 45/s by default)
 would take N/45 s, so the bench raises ``[throttle] rate/burst`` (and the gateway's pacing limit) and the entry
@@ -144,6 +144,15 @@ def journal_open_count(path: Path) -> int:
 # ------------------------------------------------------------------------------------------------ one client
 
 
+def pin(pid: int, on: bool, cpu: int) -> None:
+    """``--pin``: the process (and the threads it starts later: they inherit it) on one CPU of its own - the client
+    on CPU 0, the gateway and this process on CPU 1.  On 2 cores, unpinned, each wake-up of either side waits for a
+    CPU behind the other (the ``cpu at`` lines); pinned, the client's tail is its own work, as on a deployment that
+    gives the engine a core (IB Gateway is a separate JVM, usually elsewhere)."""
+    if on:
+        os.sched_setaffinity(pid, {cpu})
+
+
 def run_client(kind: str, plan: dict[str, Any], work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Gateway + one client (``tickguard`` or ``floor``) through every phase; the gateway's record, analysed."""
     tag = f"{kind}"
@@ -154,11 +163,13 @@ def run_client(kind: str, plan: dict[str, Any], work: Path, args: argparse.Names
     gw = subprocess.Popen([PY, str(HERE / "wire_gateway.py"), "--plan", str(plan_file), "--out", str(out_file),
                            "--exit-timeout", str(args.exit_timeout)],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=gw_err, text=True)
+    pin(gw.pid, args.pin, 1)
     client: subprocess.Popen[Any] | None = None
     drain_s = 0.0
     spy: subprocess.Popen[Any] | None = None
     sampler: BacklogSampler | None = None
     setup_s = 0.0
+    cpus: dict[str, list[int]] = {}
     try:
         port = int(read_line(gw, "LISTENING", 30, "gateway").split()[1])
         t_setup = time.monotonic()
@@ -171,6 +182,7 @@ def run_client(kind: str, plan: dict[str, Any], work: Path, args: argparse.Names
             env = dict(os.environ, WTW_PROBE_OUT=str(work / "probe.jsonl"))
             client = subprocess.Popen([*cmd, "run", "--config", str(cfg), "--no-live"],
                                       stdout=log, stderr=subprocess.STDOUT, cwd=work, env=env)
+            pin(client.pid, args.pin, 0)
             deadline = time.monotonic() + 60 + plan["trades"] / 20
             n = plan["trades"]
             while journal_open_count(journal) < n:
@@ -184,8 +196,10 @@ def run_client(kind: str, plan: dict[str, Any], work: Path, args: argparse.Names
         else:
             client = subprocess.Popen([PY, str(HERE / "wire_floor_client.py"), "--plan", str(plan_file),
                                        "--port", str(port)], stdout=subprocess.PIPE, stderr=log, text=True)
+            pin(client.pid, args.pin, 0)
             read_line(client, "READY", 60, "floor client")
         setup_s = time.monotonic() - t_setup
+        cpus = {"client": sorted(os.sched_getaffinity(client.pid)), "gateway": sorted(os.sched_getaffinity(gw.pid))}
         sampler = BacklogSampler(port, pids={"client": client.pid, "gateway": gw.pid})
         sampler.start()
         drain_s = wait_quiet(sampler, client, args.settle)
@@ -223,6 +237,7 @@ def run_client(kind: str, plan: dict[str, Any], work: Path, args: argparse.Names
     for phase, ph in zip(result["phases"], record["phases"], strict=False):
         phase["cpu"] = cpu_use(sampler.cpu if sampler else [], ph["t0_ns"], ph["t_end_ns"])
     result["drain_s"] = round(drain_s, 2)
+    result["cpus"] = cpus  # the CPUs each process could run on while it streamed
     if kind == "tickguard" and args.probe and (work / "probe.jsonl").exists():
         result["breakdown"] = probe_breakdown(work / "probe.jsonl", record)
     return result
@@ -373,7 +388,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe", action="store_true", help="run tickguard under bench/wire_probe.py (time-stamp "
                    "probes, from outside src/tickguard) and print where each exit's milliseconds went")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, journal, config)")
+    p.add_argument("--pin", action="store_true", help="the client on CPU 0, the gateway and this process on CPU 1 "
+                   "(needs 2 CPUs): the client's tail without the scheduler's share")
     args = p.parse_args(argv)
+    if args.pin:
+        if len(os.sched_getaffinity(0)) < 2:
+            p.error("--pin needs 2 CPUs")
+        os.sched_setaffinity(0, {1})
     trades = args.trades or (500 if args.quick else 5000)
     crossings = args.crossings or (40 if args.quick else 200)
     rates = [0 if r.strip() == "max" else int(r) for r in (args.rates or "1000,10000,max").split(",")]
@@ -382,10 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     mach = machine()
     print(f"machine: {mach['cpu']}, {mach['cores']} cores, Python {mach['python']}, Linux {mach['kernel']}")
     print(f"{trades} open long trades (qty 1, fixed stops) over {args.symbols} symbols; {crossings} crossings per "
-          f"rate; bench throttle {BENCH_THROTTLE} (gateway pacing limit raised to 1,000,000/s); work dir {work}")
+          f"rate; bench throttle {BENCH_THROTTLE} (gateway pacing limit raised to 1,000,000/s); work dir {work}"
+          + ("; pinned: client on CPU 0, gateway on CPU 1" if args.pin else ""))
     results: dict[str, Any] = {"date": dt.date.today().isoformat(), "machine": mach, "trades": trades,
                                "symbols": args.symbols, "crossings_per_rate": crossings, "rates": rates,
-                               "throttle": BENCH_THROTTLE, "runs": {}}
+                               "throttle": BENCH_THROTTLE, "pinned": args.pin, "runs": {}}
     kinds = (["tickguard"] if not args.only_floor else []) + ([] if args.no_floor else ["floor"])
     for kind in kinds:
         sub = work / kind

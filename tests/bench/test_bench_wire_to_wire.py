@@ -26,3 +26,17 @@ def test_every_crossing_gets_its_exit_tickguard_and_floor(tmp_path):
             kind, phase)
         assert 0 < phase["p50_ms"] <= phase["p99_ms"] <= phase["max_ms"]
     assert "tickguard / floor at" in done.stdout
+
+
+def test_pinned_run_puts_the_client_and_the_gateway_on_cpus_of_their_own(tmp_path):
+    out = tmp_path / "wtw.json"
+    done = subprocess.run([sys.executable, str(BENCH), "--trades", "12", "--symbols", "2", "--crossings", "4",
+                           "--rates", "2000", "--exit-timeout", "5", "--no-floor", "--pin", "--json", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    assert result["ok"] and result["pinned"] is True
+    assert result["runs"]["tickguard"]["cpus"] == {"client": [0], "gateway": [1]}
+    assert "pinned: client on CPU 0, gateway on CPU 1" in done.stdout
+    (phase,) = result["runs"]["tickguard"]["phases"]
+    assert phase["exits"] == phase["crossings"] == 4 and phase["missing"] == 0
