@@ -100,6 +100,89 @@ def test_every_write_after_a_commit_inside_a_batch_goes_with_the_batchs_rollback
     j.close()
 
 
+def _committed_order_keys(journal_target) -> set[str]:
+    """The order keys another connection sees committed."""
+    engine = sa.create_engine(journal_target if "://" in journal_target else f"sqlite:///{journal_target}")
+    try:
+        with engine.connect() as conn:
+            return {k for (k,) in conn.execute(sa.text("select order_key from orders"))}
+    finally:
+        engine.dispose()
+
+
+def test_a_write_refused_on_sqlalchemys_path_inside_a_batch_takes_nothing_else_with_it(tmp_path):
+    """Found by an independent review (SQLite: its transactions are the journal's own, on the driver; PostgreSQL
+    aborts a transaction at any refused statement): with SQLAlchemy out of a transaction while the journal's was
+    open on the driver, a statement SQLAlchemy refused while binding made it roll the connection back on its own -
+    the batch's earlier writes vanished, and the batch's commit still issued a receipt covering them."""
+    from tickguard.store.schema import volatility
+
+    journal_target = str(tmp_path / "journal.db")
+    j = Journal.open(journal_target)
+    j.insert_trade(trade_row())
+    with pytest.raises(RuntimeError), j.batch():  # a rollback: SQLAlchemy's transaction ends with it
+        raise RuntimeError("crash inside a step")
+    with j.batch():
+        j.insert_order(order_row("tg:T00001:kept"))
+        kept = j.position
+        with pytest.raises(sa.exc.StatementError):  # refused while binding, and the caller goes on
+            j._write(volatility.insert().values(symbol="X", atr="not a number", adr=1.0, ts_ns=1))
+        j.insert_order(order_row("tg:T00001:later"))
+    assert j.receipt().covers(kept)
+    assert _committed_order_keys(journal_target) == {"tg:T00001:kept", "tg:T00001:later"}
+    j.close()
+
+
+def test_a_commit_the_database_refuses_is_a_journal_error_and_the_journal_goes_on(journal_target):
+    """Found by an independent review: a COMMIT failing for another reason than an OperationalError (here a
+    foreign key checked at the commit) escaped as the driver's own error on SQLite.  Now a JournalError on both
+    backends; the transaction is voided and the next write works."""
+    j = Journal.open(journal_target)
+    j.insert_trade(trade_row())
+    if "://" in journal_target:
+        with j._engine.connect() as conn:
+            name = conn.execute(sa.text("select conname from pg_constraint where conrelid = 'orders'::regclass "
+                                        "and contype = 'f'")).scalar()
+            conn.execute(sa.text(f"alter table orders alter constraint {name} deferrable initially deferred"))
+            conn.commit()
+    else:
+        j._conn.connection.driver_connection.execute("PRAGMA defer_foreign_keys=ON")
+    with pytest.raises(JournalError, match="a commit failed"), j.batch():
+        j.insert_order(order_row("tg:NOPE:entry", tid="NOPE"))  # no such trade: refused at the COMMIT
+        orphan = j.position
+    j.insert_order(order_row("tg:T00001:after"))
+    assert j.receipt().void(orphan) and j.receipt().covers(j.position)
+    assert _committed_order_keys(journal_target) == {"tg:T00001:after"}
+    j.close()
+
+
+def test_a_begin_sqlite_refuses_is_a_journal_error_on_either_write_path(tmp_path, monkeypatch):
+    """Found by an independent review: a BEGIN refused (a locked database) before a write on SQLAlchemy's path
+    escaped as the driver's error; the hot path's was a JournalError."""
+    j = Journal.open(tmp_path / "journal.db")
+    j.insert_trade(trade_row())
+    real = j._conn.connection.driver_connection
+
+    class RefusesBegin:
+        in_transaction = False
+
+        def execute(self, sql, *args):
+            if sql == "BEGIN":
+                raise sqlite3.OperationalError("database is locked")
+            return real.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    monkeypatch.setattr(type(j._conn.connection), "driver_connection", property(lambda self: RefusesBegin()))
+    with pytest.raises(JournalError, match="database is locked"):
+        j.insert_order(order_row("tg:T00001:hot"))  # the hot path
+    with pytest.raises(JournalError, match="database is locked"):
+        j.save_volatility("AAA", 1.0, 1.0, 1)  # SQLAlchemy's path
+    monkeypatch.undo()
+    j.close()
+
+
 def test_missing_journal_is_an_error_when_not_creating(tmp_path):
     with pytest.raises(JournalError, match="does not exist"):
         Journal.open(tmp_path / "nope.db", create=False)

@@ -124,8 +124,9 @@ class Journal:
         self._engine = engine
         self.where = where
         self._conn = engine.connect()
-        # SQLite: the hot writes go to the driver directly, compiled by SQLAlchemy (sqlite_writes.py)
-        self._fast = SqliteWrites(engine.dialect) if engine.dialect.name == "sqlite" else None
+        # SQLite: transactions and hot writes on the driver directly, statements compiled by SQLAlchemy
+        # (sqlite_writes.py)
+        self._fast = SqliteWrites(self._conn) if engine.dialect.name == "sqlite" else None
         self._depth = 0
         self.commits = 0
         self.last_commit_ns = 0  # how long the last commit took (perf counter)
@@ -214,12 +215,12 @@ class Journal:
         ``params``: SQLAlchemy then compiles each statement once and reuses it, where building a statement with
         ``.values(...)`` per write cost most of an exit's journal time (bench/wire_to_wire.py's profile)."""
         try:
-            fast = self._driver_write(stmt, params) if params is not None and self._fast is not None else None
+            fast = self._fast.write(stmt, params) if params is not None and self._fast is not None else None
             if fast is not None:
                 rows = fast
             else:
-                if self._fast is not None:
-                    self._sqlite_in_transaction()
+                if self._fast is not None:  # SQLAlchemy's path, inside the journal's transaction on the driver
+                    self._fast.begin(stmt, params)
                 result = self._conn.execute(stmt, params) if params is not None else self._conn.execute(stmt)
                 rows = len(result.all()) if result.returns_rows else result.rowcount
         except (NotExactError, NotFiniteError):  # refused while binding (the SQLite path): nothing was sent
@@ -240,38 +241,13 @@ class Journal:
             self._commit()
         return rows
 
-    def _driver_write(self, stmt: sa.Executable, params: dict[str, Any] | list[dict[str, Any]]) -> int | None:
-        """A hot write on SQLite's driver, inside the open transaction (begun here if none is); a driver error is
-        raised as SQLAlchemy's."""
-        assert self._fast is not None
-        try:
-            return self._fast.execute(self._sqlite_in_transaction(), stmt, params)
-        except sqlite3.Error as exc:
-            raise sa.exc.DBAPIError.instance(str(stmt), params, exc, sqlite3.Error) from exc
-
-    # SQLite's transactions are the journal's own, on the driver's connection: SQLAlchemy's begin and commit
-    # bookkeeping (transaction objects, events) cost ~0.1 ms of every exit between its tick and the wire - cold
-    # code, every time (bench/exit_path.py).  The driver runs in autocommit mode (``isolation_level = None``, see
-    # ``_sqlite_engine``), so a write outside a transaction would commit on its own: every write of this connection
-    # goes through ``_sqlite_in_transaction`` first, and only ``_end_transaction`` / ``_abandon`` end one.
-    # SQLAlchemy's idea of this connection's transaction is not used for SQLite (reads do not need one).
-
-    def _sqlite_in_transaction(self) -> sqlite3.Connection:
-        """The SQLite driver's connection, inside a transaction (its BEGIN, if none is open)."""
-        con: sqlite3.Connection = self._conn.connection.driver_connection  # type: ignore[assignment]
-        if not con.in_transaction:
-            con.execute("BEGIN")
-        return con
-
     def _in_transaction(self) -> bool:
-        if self._fast is not None:
-            return bool(self._conn.connection.driver_connection.in_transaction)  # type: ignore[union-attr]
-        return self._conn.in_transaction()
+        return self._fast.in_transaction() if self._fast is not None else self._conn.in_transaction()
 
     def _end_transaction(self) -> None:
-        """COMMIT the open transaction (the one place that does)."""
+        """COMMIT the open transaction (the one place that does; SQLite's on its driver: sqlite_writes.py)."""
         if self._fast is not None:
-            self._conn.connection.driver_connection.commit()  # type: ignore[union-attr]
+            self._fast.commit()
         else:
             self._conn.commit()
 
@@ -287,9 +263,9 @@ class Journal:
             # The outcome is unknown (PostgreSQL may have committed before the connection broke): what the
             # transaction recorded is treated as never written, so nothing it holds is ever sent by this process.
             self._abandon("the commit failed")
-            if isinstance(exc, sa.exc.OperationalError):
+            if isinstance(exc, sa.exc.DBAPIError):  # the database refused it: full, gone, a deferred constraint
                 raise JournalError(f"journal {self.where}: a commit failed: {exc.orig}") from exc
-            if isinstance(exc, sqlite3.OperationalError):  # SQLite's COMMIT is the driver's
+            if isinstance(exc, sqlite3.Error):  # SQLite's COMMIT is the driver's own
                 raise JournalError(f"journal {self.where}: a commit failed: {exc}") from exc
             raise
         self.commits += 1
@@ -319,9 +295,10 @@ class Journal:
         """Roll the open transaction back; its writes are void for every receipt from now on."""
         self._events.clear()  # never written: they went with the transaction
         with contextlib.suppress(sa.exc.SQLAlchemyError, sqlite3.Error):
-            if self._fast is not None:  # SQLite's transaction is the driver's (see _sqlite_in_transaction)
-                self._conn.connection.driver_connection.rollback()  # type: ignore[union-attr]
-            self._conn.rollback()
+            if self._fast is not None:  # SQLite's transaction is the driver's (sqlite_writes.py)
+                self._fast.rollback()
+            else:
+                self._conn.rollback()
         if self.position > self._settled:
             self.rollbacks += 1
             self._voided += ((self._settled + 1, self.position),)
@@ -548,7 +525,7 @@ def _sqlite_engine(path: Path, create: bool, synchronous: str) -> sa.Engine:
     def _begin(conn: sa.Connection) -> None:
         # on the driver's connection: SQLAlchemy's own execution of it (context, events) cost ~0.1 ms, once per
         # transaction - an exit's commit is one (bench/wire_to_wire.py)
-        # a transaction the journal began on the driver already (Journal._sqlite_in_transaction) is the one
+        # a transaction the journal began on the driver already (SqliteWrites.begin) is the one
         driver = conn.connection.driver_connection
         if not driver.in_transaction:  # type: ignore[union-attr]
             driver.execute("BEGIN")  # type: ignore[union-attr]

@@ -7,6 +7,16 @@ The statement is still SQLAlchemy's: compiled for the connection's dialect with 
 uses, and every value passes through the column's own bind processor (``Exact``'s exactness check, JSON's
 serializer), so what is written is byte for byte what ``Connection.execute`` would write.  Only the execution
 is the driver's (``sqlite3``: a few microseconds).  PostgreSQL keeps SQLAlchemy's path.
+
+The transactions are the driver's too (``SqliteWrites.begin`` / ``commit`` / ``rollback``): SQLAlchemy's commit
+bookkeeping (transaction objects, events) and its begin after every commit cost ~0.1 ms of every exit between its
+tick and the wire - cold code, every time (bench/exit_path.py).  The driver runs in autocommit mode
+(``isolation_level = None``, see the journal's ``_sqlite_engine``), so a write outside a transaction would commit on
+its own: every write of the connection, SQLAlchemy's path included, goes through ``begin`` first, and only
+``commit`` / ``rollback`` end a transaction.  SQLAlchemy is kept inside a transaction of its own whenever the driver
+is (begun once, and again only after a rollback: the driver's COMMIT does not end it) - out of one, SQLAlchemy
+answers a statement that fails on its path with a ROLLBACK of its own, which would take the journal's transaction
+with it unnoticed.
 """
 
 from __future__ import annotations
@@ -53,11 +63,52 @@ class _Prepared:
 
 
 class SqliteWrites:
-    """Prepared statements per (statement, parameter names), and their execution on ``dbapi``."""
+    """The transactions of one SQLAlchemy connection on SQLite, on its driver; prepared statements per (statement,
+    parameter names), and their execution there."""
 
-    def __init__(self, dialect: sa.Dialect) -> None:
-        self._dialect = dialect
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+        self._dialect = conn.dialect
         self._prepared: dict[tuple[int, tuple[str, ...]], _Prepared] = {}
+
+    def _driver(self) -> sqlite3.Connection:
+        return self._conn.connection.driver_connection  # type: ignore[return-value]
+
+    def begin(self, stmt: sa.Executable, params: Any) -> sqlite3.Connection:
+        """The driver's connection inside a transaction (its BEGIN if none is open; SQLAlchemy's connection inside
+        one too), for a write of ``stmt``: a driver error (a BEGIN refused) is raised as SQLAlchemy's, as the
+        write's own would be."""
+        try:
+            if not self._conn.in_transaction():
+                self._conn.begin()  # the begin listener issues the driver's BEGIN (if none is open)
+            con = self._driver()
+            if not con.in_transaction:
+                con.execute("BEGIN")
+            return con
+        except sqlite3.Error as exc:
+            raise sa.exc.DBAPIError.instance(str(stmt), params, exc, sqlite3.Error) from exc
+
+    def in_transaction(self) -> bool:
+        return self._driver().in_transaction
+
+    def commit(self) -> None:
+        """The driver's COMMIT (its error is the driver's own)."""
+        self._driver().commit()
+
+    def rollback(self) -> None:
+        """Roll the driver's transaction back, and SQLAlchemy's idea of one."""
+        try:
+            self._driver().rollback()
+        finally:
+            self._conn.rollback()
+
+    def write(self, stmt: sa.Executable, params: Params | list[Params]) -> int | None:
+        """``execute`` inside the transaction (begun if none is); a driver error is raised as SQLAlchemy's."""
+        con = self.begin(stmt, params)
+        try:
+            return self.execute(con, stmt, params)
+        except sqlite3.Error as exc:
+            raise sa.exc.DBAPIError.instance(str(stmt), params, exc, sqlite3.Error) from exc
 
     def _get(self, stmt: sa.Executable, params: Params) -> _Prepared:
         key = (id(stmt), tuple(params))
