@@ -58,9 +58,11 @@ class Marks:
         self.read: int | None = None
         self.sent: int | None = None
         self.stages: dict[str, int] = {}
+        self.want = 1  # placeOrders that end a crossing (--burst: one per symbol crossed)
+        self.placed = 0
 
-    def watch(self, conn: Any) -> None:
-        self.conn, self.read, self.sent, self.stages = conn, None, None, {}
+    def watch(self, conn: Any, want: int = 1) -> None:
+        self.conn, self.read, self.sent, self.stages, self.want, self.placed = conn, None, None, {}, want, 0
 
     def install(self) -> None:
         received, send = connection.Connection.data_received, connection.Connection.sendMsg
@@ -74,7 +76,9 @@ class Marks:
         def send_msg(conn: Any, msg: bytes) -> None:
             send(conn, msg)
             if conn is marks.conn and marks.sent is None and msg[4:6] == b"3\0":  # placeOrder, after its length
-                marks.sent = time.perf_counter_ns()
+                marks.placed += 1
+                if marks.placed == marks.want:
+                    marks.sent = time.perf_counter_ns()
 
         connection.Connection.data_received = data_received  # type: ignore[method-assign]
         connection.Connection.sendMsg = send_msg  # type: ignore[method-assign]
@@ -96,21 +100,24 @@ class Marks:
         setattr(owner, attr, stamped)
 
 
-async def cross(marks: Marks, conn: Any, transport: Any, req_ids: list[int], price: float) -> int:
-    marks.watch(conn)
-    transport.write(b"".join(encode_message(out.tick_price(r, 1, price, 100, 1)) for r in req_ids))
+async def cross(marks: Marks, conn: Any, transport: Any, crossings: list[tuple[list[int], float]]) -> int:
+    """Write the crossing quotes (one per symbol: ``(its request ids, price)``) in one piece; the time from their
+    read to the last of their exit orders written."""
+    marks.watch(conn, len(crossings))
+    transport.write(b"".join(encode_message(out.tick_price(r, 1, price, 100, 1))
+                             for req_ids, price in crossings for r in req_ids))
     deadline = time.monotonic() + 10
     while marks.sent is None:
         await asyncio.sleep(0)
         if time.monotonic() > deadline:
-            raise SystemExit(f"no exit order 10 s after a crossing at {price}")
+            raise SystemExit(f"{marks.placed} of {len(crossings)} exit orders 10 s after a crossing at {crossings}")
     assert marks.read is not None
     return marks.sent - marks.read
 
 
 async def started(args: argparse.Namespace) -> tuple[dict[str, Any], BenchGateway, IBBroker, asyncio.Task[None]]:
     """The gateway and the engine on it, with ``--trades`` open trades (stop levels per ``build_plan``)."""
-    plan = build_plan(20, args.trades, args.crossings, [1000])
+    plan = build_plan(20, args.trades, args.crossings * args.burst, [1000])
     gw = await BenchGateway(plan, speed=0.0).start()
     await gw.advance(2.0)
     settings = load(None, {"ib": {"port": gw.port, "client_id": 17, "account": ACCOUNT, "symbols": plan["symbols"]},
@@ -134,6 +141,7 @@ async def started(args: argparse.Namespace) -> tuple[dict[str, Any], BenchGatewa
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     plan, gw, broker, loop_task = await started(args)
     floor = IB()
+    floor.client.MaxRequests = 0  # as the engine's adapter does (adapters/ib/pacing.py): no FIFO holding a burst back
     await floor.connectAsync("127.0.0.1", gw.port, clientId=99, timeout=20)
     contracts = {s: Stock(s, "SMART", "USD") for s in plan["symbols"]}
     await floor.qualifyContractsAsync(*contracts.values())
@@ -170,21 +178,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     bare: list[int] = []
     stages: dict[str, list[int]] = {}
     for k in range(args.crossings):
-        sym = plan["symbols"][k % len(plan["symbols"])]
-        cents = plan["levels"][sym][used[sym]]
-        used[sym] += 1
+        symbols = [plan["symbols"][(k * args.burst + j) % len(plan["symbols"])] for j in range(args.burst)]
+        levels = []
+        for sym in symbols:
+            levels.append(plan["levels"][sym][used[sym]])
+            used[sym] += 1
         await asyncio.sleep(args.gap)
-        reqs = [r for r, s in sessions[17].mkt_subs.items() if s == sym]
-        tg.append(await cross(marks, engine_conn, sessions[17].writer.transport, reqs, cents / CENTS))
+        tg.append(await cross(marks, engine_conn, sessions[17].writer.transport,
+                              [([r for r, s in sessions[17].mkt_subs.items() if s == sym], cents / CENTS)
+                               for sym, cents in zip(symbols, levels, strict=True)]))
         seq = sorted([(marks.read, "read"), *((v, k) for k, v in marks.stages.items() if v <= (marks.sent or 0)),
                       (marks.sent, "sent")])
         for (t0, a), (t1, b) in itertools.pairwise(seq):
             stages.setdefault(f"{a} -> {b}", []).append(t1 - t0)
-        gw.venue.exchange.on_quote(sym, cents / CENTS, cents / CENTS + 0.01, gw.venue.now_ns)
+        for sym, cents in zip(symbols, levels, strict=True):
+            gw.venue.exchange.on_quote(sym, cents / CENTS, cents / CENTS + 0.01, gw.venue.now_ns)
         await asyncio.sleep(args.gap)
-        level[sym] = cents / CENTS
-        reqs = [r for r, s in sessions[99].mkt_subs.items() if s == sym]
-        bare.append(await cross(marks, floor_conn, sessions[99].writer.transport, reqs, cents / CENTS))
+        for sym, cents in zip(symbols, levels, strict=True):
+            level[sym] = cents / CENTS
+        bare.append(await cross(marks, floor_conn, sessions[99].writer.transport,
+                                [([r for r, s in sessions[99].mkt_subs.items() if s == sym], cents / CENTS)
+                                 for sym, cents in zip(symbols, levels, strict=True)]))
     loop_task.cancel()
     await asyncio.gather(loop_task, return_exceptions=True)
     floor.disconnect()
@@ -204,13 +218,16 @@ def main() -> None:
     parser.add_argument("--crossings", type=int, default=300)
     parser.add_argument("--gap", type=float, default=0.01, help="seconds between two crossings (the loop settles)")
     parser.add_argument("--parts", action="store_true", help="p50 per stage of the engine's step")
+    parser.add_argument("--burst", type=int, default=1, help="symbols crossing in one socket read (a market-wide "
+                        "move): the time runs to the last of their exit orders")
     args = parser.parse_args()
     # the start-up's 5,000 entries fill the message budget for ~17 s; the shadow checker's what-ifs queued behind
     # them are refused with a WARNING each - the engine's own account of it, not this measurement's concern
     logging.getLogger("tickguard").setLevel(logging.ERROR)
     res = asyncio.run(run(args))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}; {args.trades} open trades, {args.crossings} crossings each")
+          f"{platform.python_version()}; {args.trades} open trades, {args.crossings} crossings each"
+          + (f" of {args.burst} symbols at once (time to the last exit order)" if args.burst > 1 else ""))
     for name in ("tickguard", "floor"):
         v = res[name]
         print(f"  {name:<9} read -> placeOrder written, ms: p50 {q(v, 0.5):.3f}  p90 {q(v, 0.9):.3f}  "

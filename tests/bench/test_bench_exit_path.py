@@ -14,3 +14,13 @@ def test_every_crossing_gets_its_exit_from_the_engine_and_from_ib_async_alone():
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ratio tickguard / floor: p50" in done.stdout
     assert "commit> -> commit<" in done.stdout and "place> -> sent" in done.stdout
+
+
+def test_a_burst_of_crossings_in_one_read_gets_every_exit_from_both():
+    """``--burst 4``: each crossing's time runs to the 4th exit order - a run that lost one would stop with a
+    SystemExit naming how many came."""
+    done = subprocess.run([sys.executable, str(BENCH), "--trades", "80", "--crossings", "5", "--gap", "0.005",
+                           "--burst", "4"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "of 4 symbols at once (time to the last exit order)" in done.stdout
+    assert "ratio tickguard / floor: p50" in done.stdout

@@ -47,6 +47,7 @@ from tickguard.adapters.ib.farms import FarmTable
 from tickguard.adapters.ib.messages import CONNECTIVITY_LOST, ConnectionState, MessagesMixin
 from tickguard.adapters.ib.order_status import order_verdict
 from tickguard.adapters.ib.pacing import PacingMixin
+from tickguard.adapters.ib.placing import place_new
 from tickguard.adapters.ib.quotes import QuoteAssembler
 from tickguard.adapters.ib.recovery import Placed, RecoveryMixin
 from tickguard.adapters.ib.values import account_numbers, account_problem, fill_event, ib_number, wire_price
@@ -333,7 +334,7 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
         ib_order.account = order.account or self.default_account
         ib_order.tif = "DAY"
         try:
-            trade = self.ib.placeOrder(contract, ib_order)
+            trade = place_new(self.ib, contract, ib_order)  # IB.placeOrder without its per-order repr
         except OSError as exc:  # ib_async's ConnectionError("Not connected"), raised before anything is sent
             raise NotConnected(f"the connection to IB is down; {order.ref} was not sent ({exc})") from exc
         order_id = trade.order.orderId
