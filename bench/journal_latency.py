@@ -126,10 +126,12 @@ class Probe:
         self.rows = 0
         self.events = 0
         self.journal = journal
-        commit, write, event, conn = journal._commit, journal._write, journal.event, journal._conn
+        commit, write, event = journal._commit, journal._write, journal.event
 
         def timed_commit() -> None:
-            if conn.in_transaction():  # nothing written: the journal commits nothing, there is nothing to time
+            # the journal's own idea of an open transaction (SQLite's is on its driver, sqlite_writes.py): none
+            # open, nothing written - the journal commits nothing, there is nothing to time
+            if journal._in_transaction():
                 t0 = time.perf_counter_ns()
                 commit()
                 self.commit_ns.append(time.perf_counter_ns() - t0)
