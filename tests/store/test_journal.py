@@ -110,11 +110,13 @@ def _committed_order_keys(journal_target) -> set[str]:
         engine.dispose()
 
 
-def test_a_write_refused_on_sqlalchemys_path_inside_a_batch_takes_nothing_else_with_it(tmp_path):
-    """Found by an independent review (SQLite: its transactions are the journal's own, on the driver; PostgreSQL
-    aborts a transaction at any refused statement): with SQLAlchemy out of a transaction while the journal's was
-    open on the driver, a statement SQLAlchemy refused while binding made it roll the connection back on its own -
-    the batch's earlier writes vanished, and the batch's commit still issued a receipt covering them."""
+def test_a_statement_refused_while_binding_inside_a_batch_takes_nothing_else_with_it(tmp_path):
+    """Found by an independent review (SQLite: its transactions are the journal's own, on the driver): with
+    SQLAlchemy out of a transaction while the journal's was open on the driver, a statement SQLAlchemy refused
+    while binding its parameters made it roll the connection back on its own - the batch's earlier writes
+    vanished, and the batch's commit still issued a receipt covering them.  (A write the journal makes that is
+    refused now rolls its batch back anyway - the test below; the statement here goes straight to the connection,
+    as any statement SQLAlchemy runs on it might.)"""
     from tickguard.store.schema import volatility
 
     journal_target = str(tmp_path / "journal.db")
@@ -126,7 +128,7 @@ def test_a_write_refused_on_sqlalchemys_path_inside_a_batch_takes_nothing_else_w
         j.insert_order(order_row("tg:T00001:kept"))
         kept = j.position
         with pytest.raises(sa.exc.StatementError):  # refused while binding, and the caller goes on
-            j._write(volatility.insert().values(symbol="X", atr="not a number", adr=1.0, ts_ns=1))
+            j._conn.execute(volatility.insert().values(symbol="X", atr="not a number", adr=1.0, ts_ns=1))
         j.insert_order(order_row("tg:T00001:later"))
     assert j.receipt().covers(kept)
     assert _committed_order_keys(journal_target) == {"tg:T00001:kept", "tg:T00001:later"}
@@ -180,6 +182,28 @@ def test_a_begin_sqlite_refuses_is_a_journal_error_on_either_write_path(tmp_path
     with pytest.raises(JournalError, match="database is locked"):
         j.save_volatility("AAA", 1.0, 1.0, 1)  # SQLAlchemy's path
     monkeypatch.undo()
+    j.close()
+
+
+def test_a_batch_whose_write_was_refused_and_swallowed_does_not_commit_or_issue_a_receipt(journal_target):
+    """A write of a batch the database refuses (a duplicate key), its error caught and the batch carried on:
+    PostgreSQL has aborted the transaction and its COMMIT quietly rolls back - before, the receipt still covered the
+    batch's other writes, and the executor would have sent orders whose rows were never committed.  Now the batch's
+    end rolls it back on both backends and says so; the journal goes on."""
+    j = Journal.open(journal_target)
+    j.insert_trade(trade_row())
+    j.insert_order(order_row("tg:T00001:dup"))
+    with pytest.raises(JournalError, match="a write of this transaction was refused"), j.batch():
+        j.insert_order(order_row("tg:T00001:a"))
+        written = j.position
+        with pytest.raises(sa.exc.IntegrityError):
+            j.insert_order(order_row("tg:T00001:dup"))
+    assert j.receipt().void(written) and not j.receipt().covers(written)
+    assert _committed_order_keys(journal_target) == {"tg:T00001:dup"}
+    with j.batch():  # the next batch commits as usual
+        j.insert_order(order_row("tg:T00001:b"))
+    assert j.receipt().covers(j.position)
+    assert _committed_order_keys(journal_target) == {"tg:T00001:dup", "tg:T00001:b"}
     j.close()
 
 

@@ -140,6 +140,7 @@ class Journal:
         # recorder's trade snapshots - one per trade and commit, however many events changed the trade
         self.before_commit: list[Callable[[], None]] = []
         self._events: list[dict[str, Any]] = []  # event rows of the open batch, written just before its commit
+        self._refused: str | None = None  # a write of the open batch the database refused (see _commit)
         self._preparing = False
         self._notifying = False
         self._again = False
@@ -232,6 +233,8 @@ class Journal:
                 self._abandon("a write failed")
             if isinstance(exc.orig, (NotExactError, NotFiniteError)):  # refused while binding: nothing was sent
                 raise exc.orig from None
+            if self._depth and self._refused is None:  # the batch's transaction can no longer commit whole
+                self._refused = f"{type(exc.orig).__name__}: {exc.orig}"
             if isinstance(exc, sa.exc.OperationalError):  # the database, not the statement: locked, gone, full
                 raise JournalError(f"journal {self.where} cannot be written: {exc.orig} (is another process "
                                    "holding it, or the disk full?)") from exc
@@ -252,6 +255,14 @@ class Journal:
             self._conn.commit()
 
     def _commit(self) -> None:
+        if self._refused is not None:
+            # A write of this transaction was refused and its caller went on: PostgreSQL has aborted the transaction
+            # (its COMMIT would quietly roll back), and on SQLite the rest would commit without it - either way not
+            # the complete change a transaction must hold.  Rolled back, its writes void, and said.
+            refused = self._refused
+            self._abandon(f"a write of the transaction was refused ({refused})")
+            raise JournalError(f"journal {self.where}: a write of this transaction was refused ({refused}); the "
+                               "transaction is rolled back - nothing it records will be sent")
         if (self.before_commit or self._events) and not self._preparing:
             self._prepare()
         if not self._in_transaction():
@@ -294,6 +305,7 @@ class Journal:
     def _abandon(self, why: str) -> None:
         """Roll the open transaction back; its writes are void for every receipt from now on."""
         self._events.clear()  # never written: they went with the transaction
+        self._refused = None
         with contextlib.suppress(sa.exc.SQLAlchemyError, sqlite3.Error):
             if self._fast is not None:  # SQLite's transaction is the driver's (sqlite_writes.py)
                 self._fast.rollback()
