@@ -1,5 +1,6 @@
 """The journal on SQLite and PostgreSQL: writes, batches, reads, and refusals that never overwrite."""
 
+import contextlib
 import sqlite3
 import time
 from decimal import Decimal
@@ -7,7 +8,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from tickguard.store.journal import Journal, JournalError, head_revision
+from tickguard.store.journal import _INSERT_EVENT, Journal, JournalError, head_revision
 
 
 def trade_row(tid="T00001", state="open", user="alice", symbol="AAA"):
@@ -204,6 +205,47 @@ def test_a_batch_whose_write_was_refused_and_swallowed_does_not_commit_or_issue_
         j.insert_order(order_row("tg:T00001:b"))
     assert j.receipt().covers(j.position)
     assert _committed_order_keys(journal_target) == {"tg:T00001:dup", "tg:T00001:b"}
+    j.close()
+
+
+def test_a_write_refused_inside_a_before_commit_hook_voids_its_batch_and_only_that_batch(journal_target):
+    """Found by an independent review of the rule above: the refused write checked only before the before-commit
+    hooks ran, so a hook's refused (and caught) write let the transaction commit - on PostgreSQL a quiet rollback
+    under a receipt - and left the mark to roll back the next, healthy batch."""
+    j = Journal.open(journal_target)
+    j.insert_trade(trade_row())
+    j.insert_order(order_row("tg:T00001:dup"))
+    fired: list[int] = []
+
+    def hook() -> None:
+        if not fired:
+            fired.append(1)
+            with contextlib.suppress(sa.exc.IntegrityError):
+                j.insert_order(order_row("tg:T00001:dup"))
+
+    j.before_commit.append(hook)
+    with pytest.raises(JournalError, match="a write of this transaction was refused"), j.batch():
+        j.insert_order(order_row("tg:T00001:a"))
+        written = j.position
+    assert not j.receipt().covers(written)
+    with j.batch():  # the next batch is not touched by the last one's refusal
+        j.insert_order(order_row("tg:T00001:b"))
+    assert j.receipt().covers(j.position)
+    assert _committed_order_keys(journal_target) == {"tg:T00001:dup", "tg:T00001:b"}
+    j.close()
+
+
+def test_a_value_refused_on_the_driver_path_inside_a_batch_voids_the_batch(tmp_path):
+    """SQLite's hot path raises a value JSON cannot hold as it is (nothing sent): caught by its caller, the batch's
+    change is no longer whole - rolled back, as on SQLAlchemy's path."""
+    j = Journal.open(tmp_path / "journal.db")
+    j.insert_trade(trade_row())
+    with pytest.raises(JournalError, match="TypeError"), j.batch():
+        j.insert_order(order_row("tg:T00001:a"))
+        with pytest.raises(TypeError):
+            j._write(_INSERT_EVENT, {"kind": "odd", "ts_ns": 1, "data": {"x": object()}, "trade_id": "T00001",
+                                     "order_key": None, "user_id": None, "account": None})
+    assert _committed_order_keys(str(tmp_path / "journal.db")) == set()
     j.close()
 
 

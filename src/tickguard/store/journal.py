@@ -233,11 +233,15 @@ class Journal:
                 self._abandon("a write failed")
             if isinstance(exc.orig, (NotExactError, NotFiniteError)):  # refused while binding: nothing was sent
                 raise exc.orig from None
-            if self._depth and self._refused is None:  # the batch's transaction can no longer commit whole
+            if self._depth and self._refused is None:  # the batch's change can no longer commit whole
                 self._refused = f"{type(exc.orig).__name__}: {exc.orig}"
             if isinstance(exc, sa.exc.OperationalError):  # the database, not the statement: locked, gone, full
                 raise JournalError(f"journal {self.where} cannot be written: {exc.orig} (is another process "
                                    "holding it, or the disk full?)") from exc
+            raise
+        except Exception as exc:  # refused on the driver's path before anything was sent (a value JSON cannot hold)
+            if self._depth and self._refused is None:  # nothing sent, but the batch's change is no longer whole
+                self._refused = f"{type(exc).__name__}: {exc}"
             raise
         self.position += 1
         if self._depth == 0:
@@ -255,7 +259,9 @@ class Journal:
             self._conn.commit()
 
     def _commit(self) -> None:
-        if self._refused is not None:
+        if self._refused is None and (self.before_commit or self._events) and not self._preparing:
+            self._prepare()
+        if self._refused is not None:  # checked after the before-commit hooks: their writes can be refused too
             # A write of this transaction was refused and its caller went on: PostgreSQL has aborted the transaction
             # (its COMMIT would quietly roll back), and on SQLite the rest would commit without it - either way not
             # the complete change a transaction must hold.  Rolled back, its writes void, and said.
@@ -263,8 +269,6 @@ class Journal:
             self._abandon(f"a write of the transaction was refused ({refused})")
             raise JournalError(f"journal {self.where}: a write of this transaction was refused ({refused}); the "
                                "transaction is rolled back - nothing it records will be sent")
-        if (self.before_commit or self._events) and not self._preparing:
-            self._prepare()
         if not self._in_transaction():
             return
         started = time.perf_counter_ns()
