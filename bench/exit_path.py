@@ -115,6 +115,12 @@ async def cross(marks: Marks, conn: Any, transport: Any, crossings: list[tuple[l
     return marks.sent - marks.read
 
 
+def quotes(session: Any, symbols: list[str], levels: list[int]) -> list[tuple[list[int], float]]:
+    """The crossing quotes for one client's subscriptions: each symbol's request ids, and its level as a price."""
+    subs = session.mkt_subs.items()
+    return [([r for r, s in subs if s == sym], cents / CENTS) for sym, cents in zip(symbols, levels, strict=True)]
+
+
 async def started(args: argparse.Namespace) -> tuple[dict[str, Any], BenchGateway, IBBroker, asyncio.Task[None]]:
     """The gateway and the engine on it, with ``--trades`` open trades (stop levels per ``build_plan``)."""
     plan = build_plan(20, args.trades, args.crossings * args.burst, [1000])
@@ -185,8 +191,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             used[sym] += 1
         await asyncio.sleep(args.gap)
         tg.append(await cross(marks, engine_conn, sessions[17].writer.transport,
-                              [([r for r, s in sessions[17].mkt_subs.items() if s == sym], cents / CENTS)
-                               for sym, cents in zip(symbols, levels, strict=True)]))
+                              quotes(sessions[17], symbols, levels)))
         seq = sorted([(marks.read, "read"), *((v, k) for k, v in marks.stages.items() if v <= (marks.sent or 0)),
                       (marks.sent, "sent")])
         for (t0, a), (t1, b) in itertools.pairwise(seq):
@@ -197,8 +202,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for sym, cents in zip(symbols, levels, strict=True):
             level[sym] = cents / CENTS
         bare.append(await cross(marks, floor_conn, sessions[99].writer.transport,
-                                [([r for r, s in sessions[99].mkt_subs.items() if s == sym], cents / CENTS)
-                                 for sym, cents in zip(symbols, levels, strict=True)]))
+                                quotes(sessions[99], symbols, levels)))
     loop_task.cancel()
     await asyncio.gather(loop_task, return_exceptions=True)
     floor.disconnect()

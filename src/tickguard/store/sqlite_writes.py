@@ -62,6 +62,11 @@ class _Prepared:
         return tuple([values[n] if p is None else p(values[n]) for n, p in self.plan])
 
 
+def _as_sqlalchemys(stmt: sa.Executable, params: Any, exc: sqlite3.Error) -> sa.exc.DBAPIError:
+    """A driver error as SQLAlchemy raises it (the journal maps SQLAlchemy's errors to its own)."""
+    return sa.exc.DBAPIError.instance(str(stmt), params, exc, sqlite3.Error)
+
+
 class SqliteWrites:
     """The transactions of one SQLAlchemy connection on SQLite, on its driver; prepared statements per (statement,
     parameter names), and their execution there."""
@@ -86,7 +91,7 @@ class SqliteWrites:
                 con.execute("BEGIN")
             return con
         except sqlite3.Error as exc:
-            raise sa.exc.DBAPIError.instance(str(stmt), params, exc, sqlite3.Error) from exc
+            raise _as_sqlalchemys(stmt, params, exc) from exc
 
     def in_transaction(self) -> bool:
         return self._driver().in_transaction
@@ -108,7 +113,7 @@ class SqliteWrites:
         try:
             return self.execute(con, stmt, params)
         except sqlite3.Error as exc:
-            raise sa.exc.DBAPIError.instance(str(stmt), params, exc, sqlite3.Error) from exc
+            raise _as_sqlalchemys(stmt, params, exc) from exc
 
     def _get(self, stmt: sa.Executable, params: Params) -> _Prepared:
         key = (id(stmt), tuple(params))
