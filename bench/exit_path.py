@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
 import platform
+import sqlite3
 import sys
 import tempfile
 import time
@@ -146,26 +148,10 @@ async def started(args: argparse.Namespace) -> tuple[dict[str, Any], BenchGatewa
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     plan, gw, broker, loop_task = await started(args)
-    floor = IB()
-    floor.client.MaxRequests = 0  # as the engine's adapter does (adapters/ib/pacing.py): no FIFO holding a burst back
-    await floor.connectAsync("127.0.0.1", gw.port, clientId=99, timeout=20)
     contracts = {s: Stock(s, "SMART", "USD") for s in plan["symbols"]}
-    await floor.qualifyContractsAsync(*contracts.values())
-    for contract in contracts.values():
-        floor.reqMktData(contract, "", False, False)
-    level: dict[str, float | None] = {}
-
-    def on_pending(tickers: set[Any]) -> None:
-        for t in tickers:
-            sym, lv = t.contract.symbol, level.get(t.contract.symbol)
-            if lv is not None and any(k.tickType == 1 and 0 < k.price <= lv + 1e-9 for k in t.ticks):
-                level[sym] = None
-                floor.placeOrder(contracts[sym], MarketOrder("SELL", 1, orderRef=f"floor:{sym}", account=ACCOUNT))
-
-    floor.pendingTickersEvent += on_pending
-    while len(floor.tickers()) < len(contracts) or not all(t.bid > 0 for t in floor.tickers()):
-        await gw.advance(0.2)
-        await asyncio.sleep(0.02)
+    bare = [await BareClient.connected(gw, 99, contracts)]  # the floor
+    if args.durable_floor:
+        bare.append(await BareClient.connected(gw, 98, contracts, journal_rows=args.trades))
     await asyncio.sleep(3)  # the start-up's background work (shadow checks, first reconciliation) settles
     sessions = {s.client_id: s for s in gw.sessions if s.client_id is not None and not s.closed}
     marks = Marks()
@@ -178,10 +164,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                   (OrderExecutor, "submit", "submit"), (Journal, "commit_now", "commit"),
                                   (IBBroker, "place_order", "place")):
             marks.stage(owner, attr, name)
-    engine_conn, floor_conn = broker.ib.client.conn, floor.client.conn
     used = dict.fromkeys(plan["symbols"], 0)
     tg: list[int] = []
-    bare: list[int] = []
     stages: dict[str, list[int]] = {}
     for k in range(args.crossings):
         symbols = [plan["symbols"][(k * args.burst + j) % len(plan["symbols"])] for j in range(args.burst)]
@@ -190,7 +174,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             levels.append(plan["levels"][sym][used[sym]])
             used[sym] += 1
         await asyncio.sleep(args.gap)
-        tg.append(await cross(marks, engine_conn, sessions[17].writer.transport,
+        tg.append(await cross(marks, broker.ib.client.conn, sessions[17].writer.transport,
                               quotes(sessions[17], symbols, levels)))
         seq = sorted([(marks.read, "read"), *((v, k) for k, v in marks.stages.items() if v <= (marks.sent or 0)),
                       (marks.sent, "sent")])
@@ -198,17 +182,94 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             stages.setdefault(f"{a} -> {b}", []).append(t1 - t0)
         for sym, cents in zip(symbols, levels, strict=True):
             gw.venue.exchange.on_quote(sym, cents / CENTS, cents / CENTS + 0.01, gw.venue.now_ns)
-        await asyncio.sleep(args.gap)
-        for sym, cents in zip(symbols, levels, strict=True):
-            level[sym] = cents / CENTS
-        bare.append(await cross(marks, floor_conn, sessions[99].writer.transport,
-                                quotes(sessions[99], symbols, levels)))
+        for client in bare:
+            await asyncio.sleep(args.gap)
+            client.arm(symbols, levels)
+            client.times.append(await cross(marks, client.ib.client.conn, sessions[client.client_id].writer.transport,
+                                            quotes(sessions[client.client_id], symbols, levels)))
     loop_task.cancel()
     await asyncio.gather(loop_task, return_exceptions=True)
-    floor.disconnect()
+    for client in bare:
+        client.close()
     await broker.close()
     await gw.close()
-    return {"tickguard": tg, "floor": bare, "stages": stages}
+    return {"tickguard": tg, "floor": bare[0].times, "floor+journal": bare[1].times if len(bare) > 1 else [],
+            "stages": stages}
+
+
+class BareClient:
+    """ib_async alone, placing a market order when a quote reaches its armed level - the floor.
+
+    With ``journal_rows`` (``--durable-floor``) it first commits one row for the order to a SQLite journal of its
+    own (WAL, ``synchronous=NORMAL`` as tickguard's; that many rows and a secondary index already in it, like an
+    orders table), the row's values made before the crossing (as they could be for a known stop): the least a
+    write-ahead rule costs on SQLite - the bound of any design that commits before it sends."""
+
+    def __init__(self, ib: IB, client_id: int, contracts: dict[str, Any], journal_rows: int | None) -> None:
+        self.ib, self.client_id, self.contracts = ib, client_id, contracts
+        self.level: dict[str, float | None] = {}
+        self.times: list[int] = []
+        self.ref = "floor" if journal_rows is None else "floor+journal"
+        self.db: sqlite3.Connection | None = None
+        self.path = Path(tempfile.mkdtemp()) / "floor.db"
+        self.placed = 0
+        if journal_rows is not None:
+            self.db = sqlite3.connect(self.path, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("CREATE TABLE orders (order_key TEXT PRIMARY KEY, trade_id TEXT NOT NULL, status TEXT NOT "
+                            "NULL, qty TEXT NOT NULL, intent TEXT NOT NULL, created_ns INTEGER NOT NULL)")
+            self.db.execute("CREATE INDEX ix_orders_trade_id ON orders (trade_id)")
+            self.db.executemany("INSERT INTO orders VALUES (?, ?, 'filled', '1', '{}', 0)",
+                                [(f"tg:0:T{n:05d}:entry", f"T{n:05d}") for n in range(journal_rows)])
+        ib.pendingTickersEvent += self.on_pending
+
+    @classmethod
+    async def connected(cls, gw: BenchGateway, client_id: int, contracts: dict[str, Any],
+                        journal_rows: int | None = None) -> BareClient:
+        ib = IB()
+        ib.client.MaxRequests = 0  # as the engine's adapter does (adapters/ib/pacing.py): no FIFO holding a burst
+        await ib.connectAsync("127.0.0.1", gw.port, clientId=client_id, timeout=20)
+        await ib.qualifyContractsAsync(*contracts.values())
+        for contract in contracts.values():
+            ib.reqMktData(contract, "", False, False)
+        client = cls(ib, client_id, contracts, journal_rows)
+        while len(ib.tickers()) < len(contracts) or not all(t.bid > 0 for t in ib.tickers()):
+            await gw.advance(0.2)
+            await asyncio.sleep(0.02)
+        return client
+
+    def arm(self, symbols: list[str], levels: list[int]) -> None:
+        for sym, cents in zip(symbols, levels, strict=True):
+            self.level[sym] = cents / CENTS
+
+    def on_pending(self, tickers: set[Any]) -> None:
+        for t in tickers:
+            sym, lv = t.contract.symbol, self.level.get(t.contract.symbol)
+            if lv is not None and any(k.tickType == 1 and 0 < k.price <= lv + 1e-9 for k in t.ticks):
+                self.level[sym] = None
+                if self.db is not None:
+                    self.db.execute("BEGIN")
+                    self.db.execute("INSERT INTO orders VALUES (?, ?, 'submitting', '1', ?, ?)",
+                                    (f"tg:0:X{self.placed:05d}:stop:1", f"X{self.placed:05d}",
+                                     '{"action": "SELL", "qty": "1"}', self.placed))
+                    self.db.execute("COMMIT")
+                self.placed += 1
+                self.ib.placeOrder(self.contracts[sym], MarketOrder("SELL", 1, orderRef=f"{self.ref}:{sym}",
+                                                                    account=ACCOUNT))
+
+    def close(self) -> None:
+        """Disconnect; with a journal, check that every order it placed has its committed row (read back on a
+        connection of its own)."""
+        self.ib.disconnect()
+        if self.db is None:
+            return
+        self.db.close()
+        with contextlib.closing(sqlite3.connect(self.path)) as db:
+            rows = db.execute("SELECT count(*) FROM orders WHERE status = 'submitting'").fetchone()[0]
+        if rows != self.placed:
+            raise SystemExit(f"floor+journal: {rows} committed rows for {self.placed} orders")
+        print(f"floor+journal: {rows} rows committed, one before each of its {self.placed} orders")
 
 
 def q(values: list[int], p: float) -> float:
@@ -222,6 +283,8 @@ def main() -> None:
     parser.add_argument("--crossings", type=int, default=300)
     parser.add_argument("--gap", type=float, default=0.01, help="seconds between two crossings (the loop settles)")
     parser.add_argument("--parts", action="store_true", help="p50 per stage of the engine's step")
+    parser.add_argument("--durable-floor", action="store_true", help="a third series: the bare client committing "
+                        "one prepared row to a SQLite journal before each order (write-ahead's least cost)")
     parser.add_argument("--burst", type=int, default=1, help="symbols crossing in one socket read (a market-wide "
                         "move): the time runs to the last of their exit orders")
     args = parser.parse_args()
@@ -232,11 +295,15 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; {args.trades} open trades, {args.crossings} crossings each"
           + (f" of {args.burst} symbols at once (time to the last exit order)" if args.burst > 1 else ""))
-    for name in ("tickguard", "floor"):
+    for name in ("tickguard", "floor", "floor+journal"):
         v = res[name]
-        print(f"  {name:<9} read -> placeOrder written, ms: p50 {q(v, 0.5):.3f}  p90 {q(v, 0.9):.3f}  "
+        if not v:
+            continue
+        print(f"  {name:<13} read -> placeOrder written, ms: p50 {q(v, 0.5):.3f}  p90 {q(v, 0.9):.3f}  "
               f"p99 {q(v, 0.99):.3f}  max {q(v, 1):.3f}")
     print(f"  ratio tickguard / floor: p50 {q(res['tickguard'], 0.5) / q(res['floor'], 0.5):.2f}")
+    if res["floor+journal"]:
+        print(f"  ratio floor+journal / floor: p50 {q(res['floor+journal'], 0.5) / q(res['floor'], 0.5):.2f}")
     for stage, v in res["stages"].items():
         if len(v) >= len(res["tickguard"]) // 2:
             print(f"    {stage:<24} p50 {q(v, 0.5) * 1e3:7.0f} us")

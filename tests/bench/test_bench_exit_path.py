@@ -24,3 +24,13 @@ def test_a_burst_of_crossings_in_one_read_gets_every_exit_from_both():
     assert done.returncode == 0, done.stdout + done.stderr
     assert "of 4 symbols at once (time to the last exit order)" in done.stdout
     assert "ratio tickguard / floor: p50" in done.stdout
+
+
+def test_the_floor_with_a_journal_commits_a_row_before_each_of_its_orders():
+    """``--durable-floor``: the third series (write-ahead's least cost) - the bench reads its journal back and stops
+    with a SystemExit when a row is missing."""
+    done = subprocess.run([sys.executable, str(BENCH), "--trades", "40", "--crossings", "6", "--gap", "0.005",
+                           "--burst", "2", "--durable-floor"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "floor+journal: 12 rows committed, one before each of its 12 orders" in done.stdout
+    assert "ratio floor+journal / floor: p50" in done.stdout
