@@ -7,7 +7,10 @@ reaches it exits normally and the test fails).
 
 Points, in the order of an exit's life:
   decided             the exit is decided and handed to the executor, its journal transaction not committed
-  committed           its order record is committed, nothing sent yet
+  committed           its order record is committed, nothing sent yet (the exit's commit: its trade's snapshot
+                      follows in the next commit)
+  sent_before_snapshot the exit is on the wire, the commit after it (its trade's snapshot, the "sent" note) not
+                      made yet
   wire_before_commit  a fault: the order reaches the broker *before* its commit (what write-ahead prevents;
                       simulated by sending it from here), then the process dies before the commit
   acknowledged        the broker acknowledged the order
@@ -25,7 +28,8 @@ from tickguard.core.model import OrderIntent
 from tickguard.core.order_state import OrderStatus
 from tickguard.runtime.order_executor import OrderExecutor, OrderRecord, broker_order
 
-POINTS = ("decided", "committed", "wire_before_commit", "acknowledged", "partially_filled", "filled_before_commit")
+POINTS = ("decided", "committed", "wire_before_commit", "sent_before_snapshot", "acknowledged", "partially_filled",
+          "filled_before_commit")
 
 
 def die(point: str, key: str) -> None:
@@ -46,9 +50,11 @@ def install(point: str) -> None:
         return record
 
     def place_or_die(self: OrderExecutor, record: OrderRecord) -> None:
-        if record.intent.is_exit:
+        if record.intent.is_exit and point == "committed":
             die(point, record.intent.key)
         place(self, record)
+        if record.intent.is_exit and point == "sent_before_snapshot":
+            die(point, record.intent.key)
 
     def status_then_die(self: OrderExecutor, event, record: OrderRecord | None = None) -> None:
         on_status(self, event, record)
@@ -65,7 +71,8 @@ def install(point: str) -> None:
         return new
 
     wrappers = {"decided": ("submit", submit_then_die), "wire_before_commit": ("submit", submit_then_die),
-                "committed": ("_place", place_or_die), "acknowledged": ("on_status", status_then_die),
+                "committed": ("_place", place_or_die), "sent_before_snapshot": ("_place", place_or_die),
+                "acknowledged": ("on_status", status_then_die),
                 "partially_filled": ("apply_fill", fill_or_die), "filled_before_commit": ("apply_fill", fill_or_die)}
     name, wrapper = wrappers[point]
     setattr(OrderExecutor, name, wrapper)

@@ -15,6 +15,7 @@ from tickguard.core.model import Side
 from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import TradeRequest
 from tickguard.runtime.journal_recorder import MOVES_PER_STEP, JournalRecorder
+from tickguard.runtime.order_record import OrderRecord
 from tickguard.store.exact import json_dumps
 from tickguard.store.journal import Journal
 
@@ -166,4 +167,58 @@ def test_moved_stops_are_written_longest_waiting_first_and_not_again_after_an_ev
     assert written[1:] == [t.id for t in (trades[0], trades[2], trades[3], trades[4], trades[5])]
     recorder.flush_moved(clock())
     assert len(written) == 6 and not recorder._moved
+    journal.close()
+
+
+def _submitting(recorder: JournalRecorder, intent, clock) -> None:
+    """The executor's note of an order's first send, as ``OrderExecutor._send`` makes it (its row is inserted)."""
+    record = OrderRecord(intent)
+    record.attempts = 1
+    entry = {"ts_ns": clock(), "event": "submitting", "attempt": 1, "qty": intent.qty}
+    record.events.append(entry)
+    recorder.on_order_event(record, "submitting", entry)
+
+
+def test_an_exits_commit_holds_its_order_rows_and_only_a_trade_whose_sole_change_is_the_fire_waits(tmp_path, clock,
+                                                                                                   market):
+    """An exit's commit (``commit_now(early=True)``) holds every exit's order row; the snapshot and events of a trade
+    whose only change in the transaction is the fire follow in the next commit, in order (recovery rebuilds the
+    fire from the row), while a trade with another change - here its entry's last fill - is written whole at once:
+    that fill could not be rebuilt from anything else."""
+    journal, tm, recorder = _rig(tmp_path, clock, market)
+    market.tick("AAA", 100.0, 100.02)
+    with journal.batch():
+        quiet = _open_long(tm, clock, [StopLoss(price=99.0)])
+        busy = tm.submit(TradeRequest(symbol="AAA", side=Side.LONG, qty=100, rules=[StopLoss(price=99.0)]))
+        [entry] = tm.outbox
+        tm.outbox = []
+        tm.on_fill(entry, 50, 100.0, clock(), 0)
+
+    def committed(trade) -> tuple[str, int, list[str], list[str]]:
+        """What another connection sees committed of ``trade``: state, the stop's fires, events, order keys."""
+        other = Journal.open(str(tmp_path / "j.db"))
+        try:
+            [row] = [r for r in other.list_trades() if r["trade_id"] == trade.id]
+            return (row["state"], row["snapshot"]["legs"]["stop"]["fired"],
+                    [e["kind"] for e in other.events_of([trade.id])], [o["leg"] for o in other.orders_of([trade.id])])
+        finally:
+            other.close()
+
+    quiet_before = committed(quiet)
+    with journal.batch():
+        tm.on_fill(entry, 50, 100.0, clock(), 0)  # busy's entry completes in the exit's transaction
+        tm.evaluate(market.tick("AAA", 98.99, 99.01))
+        exits, tm.outbox = tm.outbox, []
+        assert sorted(i.trade_id for i in exits) == sorted([quiet.id, busy.id])
+        for intent in exits:
+            _submitting(recorder, intent, clock)
+        journal.commit_now(early=True)
+        assert committed(quiet) == (*quiet_before[:3], ["stop"])  # its order row; its snapshot and events wait
+        state, fired, kinds, legs = committed(busy)
+        assert (state, fired, legs) == ("exiting", 1, ["stop"])
+        assert kinds[-5:] == ["entry_fill", "closing", "exit_intent", "state", "order_submitting"]
+    state, fired, kinds, _ = committed(quiet)
+    assert (state, fired) == ("exiting", 1)
+    assert kinds == quiet_before[2] + ["closing", "exit_intent", "state", "order_submitting"]
+    assert [leg["fired"] for leg in journal.legs_of([quiet.id]) if leg["name"] == "stop"] == [1]
     journal.close()

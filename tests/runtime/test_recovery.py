@@ -78,6 +78,27 @@ async def crash_when(engine: Engine, pred, limit_s: float = 3600, before_send: b
     raise AssertionError("condition never met")
 
 
+async def crash_after_an_exit_is_sent(engine: Engine, limit_s: float = 3600) -> None:
+    """Run the engine until the broker has taken an exit order, and 'kill' it right there: before the commit
+    that follows the send."""
+    place = engine.broker.place_order
+
+    def place_then_die(order):
+        order_id = place(order)
+        if not order.ref.endswith(":entry"):
+            raise Crash
+        return order_id
+
+    engine.broker.place_order = place_then_die  # type: ignore[method-assign]
+    try:
+        await engine.run_until(engine.broker.now_ns() + int(limit_s * NS))
+    except Crash:
+        return
+    finally:
+        del engine.broker.place_order
+    raise AssertionError("no exit was sent")
+
+
 def exit_pending(engine: Engine) -> bool:
     return any(r.intent.is_exit for r in engine.executor.waiting_orders())
 
@@ -140,6 +161,53 @@ async def test_exit_sent_and_filled_while_down_is_adopted_not_resent(journal_tar
     assert trade.state.value == "closed" and trade.exited == trade.entry_filled
     await b.run_until(b.broker.now_ns() + 30 * NS)
     assert venue_orders_by_ref(venue)[key] == 1
+    assert_consistent(b, venue)
+
+
+@pytest.mark.parametrize("sent", [False, True], ids=["before_the_send", "after_the_send"])
+async def test_an_exit_committed_ahead_of_its_trades_snapshot_is_counted_as_fired_after_a_restart(journal_target,
+                                                                                                  sent):
+    """An exit's commit holds its order row; the snapshot of the trade it fires follows in the next commit
+    (runtime/journal_recorder.py).  Killed between the two, the restarted engine finds the order in flight and a
+    trade whose snapshot has not fired it: it counts the fire (the leg fired and in flight, its level out of the
+    book, the trade closing for a stop), so the exit goes exactly once - sent again if it never left, adopted if
+    it did - and is never decided a second time."""
+    s = settings(journal_target, exchange={"latency_ms": 1000.0})  # an exit takes 1 s to arrive: ticks come first
+    a = await started(s)
+    sym = sorted(a.venue.specs)[0]
+    trade = await opened(a, TradeRequest(symbol=sym, side=Side.LONG, qty=100, account=ACCOUNT,
+                                         rules=[StopLoss(distance=0.2)]))
+    stop = a.trades.stop_price(trade)
+    if sent:
+        await crash_after_an_exit_is_sent(a)
+    else:
+        await crash_when(a, lambda: exit_pending(a))  # the exit's commit is durable, nothing has been sent
+    [record] = [r for r in a.executor.orders.values() if r.intent.is_exit]
+    key, leg_name, qty = record.intent.key, record.intent.leg, record.intent.qty
+    assert key.endswith(f":{leg_name}:1")
+    committed = Journal.open(s.journal.target)  # what the crash left: the order row, the snapshot from before
+    try:
+        [row] = [r for r in committed.list_trades() if r["trade_id"] == trade.id]
+        assert row["snapshot"]["legs"][leg_name]["fired"] == 0 and row["state"] == "open"
+        assert [o["status"] for o in committed.orders_of([trade.id]) if o["order_key"] == key] == ["submitting"]
+    finally:
+        committed.close()
+    venue = a.venue
+    if not sent:  # while down the bid stays through the stop: the restarted engine sees it crossed at once
+        while venue.last_ticks[sym].bid > stop - Decimal("0.05"):
+            venue.advance_to(venue.now_ns + NS // 10)
+    b = Engine(s, SimBroker(venue), journal=Journal.open(s.journal.target))
+    await b.start(sorted(venue.specs))
+    assert b.recovery is not None and b.recovery.fires_adopted == [key]
+    restored = b.trades.trades[trade.id]
+    leg = restored.leg(leg_name)
+    assert (leg.fired, leg.inflight) == (1, qty) and leg.level_id not in b.trades.book
+    assert restored.closing == leg.terminal and restored.state.value == "exiting"
+    assert (key in b.recovery.resent) is not sent
+    await b.run_until(b.broker.now_ns() + 60 * NS)
+    refs = venue_orders_by_ref(venue)
+    assert refs[key] == 1 and not [r for r in refs if r.startswith(key.rsplit(":", 1)[0] + ":") and r != key]
+    assert restored.state.value == "closed" and restored.exited == restored.entry_filled
     assert_consistent(b, venue)
 
 

@@ -217,7 +217,7 @@ def test_a_write_refused_inside_a_before_commit_hook_voids_its_batch_and_only_th
     j.insert_order(order_row("tg:T00001:dup"))
     fired: list[int] = []
 
-    def hook() -> None:
+    def hook(early: bool) -> None:
         if not fired:
             fired.append(1)
             with contextlib.suppress(sa.exc.IntegrityError):
@@ -411,7 +411,7 @@ def test_before_commit_writes_join_the_transaction_and_a_failing_one_voids_it_wh
     calls: list[int] = []
     fail = False
 
-    def snapshot() -> None:
+    def snapshot(early: bool) -> None:
         calls.append(j.position)
         if fail:
             raise RuntimeError("disk full")

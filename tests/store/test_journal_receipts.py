@@ -85,7 +85,7 @@ class Harness:
         assert seen == covered, (f"seen-not-covered {sorted(seen - covered)}; covered-not-seen "
                                  f"{sorted(covered - seen)}")
 
-    def before(self):
+    def before(self, early):
         mode = self.hook_mode
         if mode == "write":
             key = self.new("hook")

@@ -407,9 +407,11 @@ class TradeManager:
         return trade
 
     def adopt_order(self, intent: OrderIntent, fired: int) -> None:
-        """An order of ``intent``'s trade that the broker holds and the journal never recorded (sent, then a crash
-        before its commit): its leg counts it in flight and as fired ``fired`` times, so nothing sends it again;
-        a stop or time leg closes the trade as if it had fired (what is not covered yet goes out now)."""
+        """An order of ``intent``'s trade that its snapshot does not count - found at the broker and never journaled
+        (sent, then a crash before its commit), or journaled by an exit's commit just before a restart, ahead of the
+        snapshot (``recovery.adopt_journaled_fires``): its leg counts it in flight and as fired ``fired`` times, so
+        nothing sends it again; a stop or time leg closes the trade as if it had fired, for the reason the intent
+        recorded (what is not covered yet goes out now)."""
         trade = self.trades[intent.trade_id]
         if intent.leg == "entry":
             trade.entry_working = True
@@ -419,7 +421,7 @@ class TradeManager:
         self.book.remove(leg.level_id)
         if leg.terminal:
             rule = "time_stop" if leg is trade.time_leg else self.stops.fired_rule(trade)
-            self._fire_terminal(trade, leg, TriggerInfo(rule, None, None, -1, self._clock()))
+            self._fire_terminal(trade, leg, intent.trigger or TriggerInfo(rule, None, None, -1, self._clock()))
         self._refresh_state(trade)
 
     def resume_closing(self, trade: Trade) -> None:

@@ -498,11 +498,13 @@ class Engine:
         """Exits just decided leave now, not at the end of the step: their writes are committed (the journal's
         receipt releases them to the budget) and the budget lets exits through its hold while it has room
         (``MessageBudget.release_exits``).  ``_flush`` runs between two complete changes - after a symbol's
-        ticks, after the step's order events - so a commit here never splits one."""
+        ticks, after the step's order events - so a commit here never splits one.  It is an exit's commit
+        (``early``): the snapshot of a trade whose only change is the fire follows in the step's own commit, right
+        after the send (``journal_recorder``)."""
         if self.journal is not None:
             if not self.executor.exits_waiting():
                 return
-            self.journal.commit_now()
+            self.journal.commit_now(early=True)
         self.budget.release_exits()
 
     def _cancel(self, key: str) -> None:

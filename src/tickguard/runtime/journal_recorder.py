@@ -3,9 +3,18 @@
 Lifecycle events hand the journal their event row (inside a batch it writes them together before the
 commit) and mark the trade: its snapshot (trade row and legs) is written once, just before the transaction
 commits (the journal's ``before_commit`` hook) - a stop that fires makes three events ("closing",
-"exit_intent", "state") but one snapshot, and that snapshot is the trade as it stands when its exit order is
-released.  Pure level moves of trailing and break-even stops are coalesced to at most one snapshot per trade
-per ``snapshot_interval_ns`` so a trending market does not turn every tick into a database write.
+"exit_intent", "state") but one snapshot.  Pure level moves of trailing and break-even stops are coalesced to at
+most one snapshot per trade per ``snapshot_interval_ns`` so a trending market does not turn every tick into a
+database write.
+
+An exit's commit (``Journal.commit_now(early=True)``, between a crossing and its order on the wire) holds what
+is acted on - the exit's order row, with its key, quantity and trigger - and, for a trade whose only change in
+the transaction is that fire, not yet its snapshot and events: those follow in the next commit, right after the
+send, in the same engine step.  Why: the snapshot, the legs and the events were most of the journal's time
+between a crossing and the wire (``bench/exit_path.py``), and nothing in them is needed to recover the fire -
+a restart between the two commits finds the order row and a trade that has not fired it, and recovery counts
+it as fired and in flight (``recovery.adopt_journaled_fires``), so it is neither lost nor decided again.  A
+trade with any other change in the transaction (a fill, an entry, a halt) is written whole, as before.
 """
 
 from __future__ import annotations
@@ -23,6 +32,9 @@ from tickguard.store.journal import Journal
 
 FULL_SCAN_EVERY = 1000  # steps between two looks at every trail group (the others look at the step's symbols)
 MOVES_PER_STEP = 4  # level-move snapshots written per engine step at most (see JournalRecorder.flush_moved)
+# The events of a fire (TradeManager._fire_terminal / _fire_target): a trade whose events in a transaction are only
+# these, and whose exit order row the transaction holds, may wait for the next commit (see the module's docstring).
+FIRE_EVENTS = frozenset({"closing", "exit_intent", "state"})
 
 
 def intent_row(record: OrderRecord, now: int) -> dict[str, Any]:
@@ -45,6 +57,9 @@ class JournalRecorder:
         self._moved: set[str] = set()  # trades whose stop moved, waiting for their snapshot interval
         self._due: list[tuple[int, str]] = []  # (when its interval is over, trade id) of the moved: a heap
         self._dirty: dict[str, tuple[Trade, int]] = {}  # trades with events in the open transaction
+        # trades whose only change since their last snapshot is a fire: their event rows, held with the snapshot
+        self._held: dict[str, list[tuple[Any, ...]]] = {}
+        self._fired: set[str] = set()  # of those, the ones whose exit order row is journaled (may wait, see above)
         self._steps = 0
         journal.before_commit.append(self.write_snapshots)
 
@@ -61,15 +76,43 @@ class JournalRecorder:
                 "request": req.model_dump(mode="json"), "snapshot": self.trades.snapshot(trade),
                 "created_ns": trade.created_ns, "updated_ns": now,
             })
-        j.event(kind, now, _jsonable(data), trade.id, data.get("key"), req.user, req.account or "")
+        self._event(trade.id, (kind, now, _jsonable(data), trade.id, data.get("key"), req.user, req.account or ""),
+                    kind in FIRE_EVENTS)
         self._dirty[trade.id] = (trade, now)  # its snapshot is written before this transaction commits
 
-    def write_snapshots(self) -> None:
-        """The journal's before-commit hook: the snapshot of every trade with events in the transaction."""
+    def _event(self, trade_id: str, row: tuple[Any, ...], of_a_fire: bool) -> None:
+        """Journal an event row of ``trade_id``'s - or hold it with the trade's snapshot while every change of the
+        trade since that snapshot is a fire (``of_a_fire``); any other change writes what was held first."""
+        held = self._held.get(trade_id)
+        if of_a_fire and (held is not None or trade_id not in self._dirty):
+            if held is None:
+                held = self._held[trade_id] = []
+            held.append(row)
+            return
+        self._release(trade_id)
+        self.journal.event(*row)
+
+    def _release(self, trade_id: str) -> None:
+        """Write the event rows held for ``trade_id``: its changes are no longer only a fire, or its snapshot is
+        being written."""
+        self._fired.discard(trade_id)
+        for row in self._held.pop(trade_id, ()):
+            self.journal.event(*row)
+
+    def write_snapshots(self, early: bool = False) -> None:
+        """The journal's before-commit hook: the snapshot of every trade with events in the transaction - but at an
+        exit's commit (``early``), not yet of a trade whose only change is a fire with its order row in the
+        transaction: its snapshot and events wait for the next commit (see the module's docstring)."""
+        waiting: dict[str, tuple[Trade, int]] = {}
         while self._dirty:
             dirty, self._dirty = self._dirty, {}
-            for trade, now in dirty.values():
+            for trade_id, (trade, now) in dirty.items():
+                if early and trade_id in self._fired:
+                    waiting[trade_id] = (trade, now)
+                    continue
+                self._release(trade_id)
                 self._snapshot(trade, now)
+        self._dirty = waiting
 
     def _snapshot(self, trade: Trade, now: int) -> None:
         snap = self.trades.snapshot(trade)
@@ -122,6 +165,8 @@ class JournalRecorder:
         i = record.intent
         if kind in ("submitting", "found_at_broker") and record.attempts == 1 and not record.events[:-1]:
             j.insert_order(intent_row(record, now))
+            if kind == "submitting" and i.is_exit and i.trade_id in self._held:
+                self._fired.add(i.trade_id)  # the fire's exit is in this transaction: its trade may wait
         else:
             j.update_order(i.key, status=record.status.value, attempts=record.attempts, broker_order_id=record.order_id,
                            filled=record.filled, avg_price=record.avg_price, commission=record.commission,
@@ -133,7 +178,11 @@ class JournalRecorder:
         elif kind == "commission":  # reported after its execution: onto the fill's row, where recovery reads it
             j.set_fill_commission(entry["exec_id"], entry["commission"])
         data = {k: v for k, v in entry.items() if k not in ("ts_ns", "event")}
-        j.event(f"order_{kind}", now, _jsonable(data), i.trade_id, i.key, i.user, i.account)
+        row = (f"order_{kind}", now, _jsonable(data), i.trade_id, i.key, i.user, i.account)
+        if i.trade_id in self._held:  # an order of a trade whose snapshot waits: its events wait with it
+            self._held[i.trade_id].append(row)
+        else:
+            j.event(*row)
 
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:

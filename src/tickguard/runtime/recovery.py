@@ -60,6 +60,7 @@ class RecoveryReport:
     trades: int = 0
     orders: int = 0
     adopted: list[str] = field(default_factory=list)
+    fires_adopted: list[str] = field(default_factory=list)  # exits journaled before their trade's snapshot
     resent: list[str] = field(default_factory=list)
     fills_applied: list[str] = field(default_factory=list)
     closed_at_broker: list[str] = field(default_factory=list)
@@ -73,6 +74,9 @@ class RecoveryReport:
         out = [f"recovered {self.trades} open trade(s), {self.orders} order(s)"]
         if self.adopted:
             out.append(f"adopted from the broker (not re-sent): {', '.join(self.adopted)}")
+        if self.fires_adopted:
+            out.append("exits journaled just before the restart, ahead of their trade's snapshot (counted as fired, "
+                       f"not decided again): {', '.join(self.fires_adopted)}")
         if self.fills_applied:
             out.append(f"fills that happened while down, applied: {', '.join(self.fills_applied)}")
         if self.resent:
@@ -115,7 +119,30 @@ def restore(journal: Journal, trades: TradeManager, executor: OrderExecutor) -> 
         executor.restore(journaled_order(row, fills[row["order_key"]]), {f["exec_id"] for f in fills[row["order_key"]]})
         report.orders += 1
     report.trades = len(rows)
+    adopt_journaled_fires(trades, executor, report)
     return report
+
+
+def adopt_journaled_fires(trades: TradeManager, executor: OrderExecutor, report: RecoveryReport) -> None:
+    """Exits journaled before their trade's snapshot counts them: an exit's commit holds its order row, and the
+    snapshot of a trade whose only change was that fire follows in the next commit (``journal_recorder``).  A
+    restart between the two finds an order in flight whose fire number (the key's last part) its leg has not
+    reached: the fire is counted - fired, in flight, the trade closing for a stop - exactly as if the snapshot
+    had been written (``TradeManager.adopt_order``), so the exit is neither lost nor decided a second time.
+    Reconciliation then treats the order as any other: adopted if the broker has it, sent if it never left."""
+    for key, record in list(executor.orders.items()):
+        intent = record.intent
+        trade = trades.trades.get(intent.trade_id)
+        if not intent.is_exit or record.final or trade is None or not trade.state.automated:
+            continue
+        number = key.rsplit(":", 1)[-1]
+        leg = next((leg for leg in trade.legs() if leg.name == intent.leg), None)
+        if leg is None or not number.isdigit() or int(number) <= leg.fired:
+            continue
+        trades.adopt_order(intent, int(number))
+        report.fires_adopted.append(key)
+        log.warning("order %s: journaled in flight, its trade's snapshot from before it was decided (a restart "
+                    "between an exit's commit and the next) - counted as fired and in flight, not decided again", key)
 
 
 def journaled_order(row: dict[str, Any], fills: list[dict[str, Any]]) -> OrderRecord:

@@ -137,11 +137,13 @@ class Journal:
         self._voided: tuple[tuple[int, int], ...] = ()
         self.after_commit: list[Callable[[CommitReceipt], None]] = []
         # writes that belong at the end of a transaction, made just before its commit (inside it): the journal
-        # recorder's trade snapshots - one per trade and commit, however many events changed the trade
-        self.before_commit: list[Callable[[], None]] = []
+        # recorder's trade snapshots - one per trade and commit, however many events changed the trade.  Each is
+        # called with ``early`` (see commit_now).
+        self.before_commit: list[Callable[[bool], None]] = []
         self._events: list[dict[str, Any]] = []  # event rows of the open batch, written just before its commit
         self._refused: str | None = None  # a write of the open batch the database refused (see _commit)
         self._preparing = False
+        self._early = False  # the commit being made is an exit's (commit_now(early=True))
         self._notifying = False
         self._again = False
         self._id: str | None = None
@@ -201,12 +203,21 @@ class Journal:
         if self._depth == 0:
             self._commit()
 
-    def commit_now(self) -> None:
+    def commit_now(self, early: bool = False) -> None:
         """Commit the open transaction now, inside a batch too (the batch goes on in a new transaction), and run
         the after-commit hooks.  For the engine's exits: one is released as soon as its symbol's evaluation is
         durable, not when the whole step is.  Called between two complete changes only - a transaction never
-        holds half of one."""
-        self._commit()
+        holds half of one.
+
+        ``early``: an exit's commit, the one between a crossing and its order on the wire.  The before-commit
+        hooks are told, and may leave for the next commit what recovery rebuilds from the rows this one holds
+        (the journal recorder: the snapshot and events of a trade whose only change is an exit whose order row
+        is in this transaction - ``runtime/journal_recorder.py``)."""
+        self._early = early
+        try:
+            self._commit()
+        finally:
+            self._early = False
 
     def _write(self, stmt: sa.Executable, params: dict[str, Any] | list[dict[str, Any]] | None = None) -> int:
         """Execute one write (committed at once outside a batch); returns the rows it touched (the rows it returned,
@@ -295,7 +306,7 @@ class Journal:
         self._depth += 1
         try:
             for hook in self.before_commit:
-                hook()
+                hook(self._early)
             if self._events:
                 rows, self._events = self._events, []
                 self._write(_INSERT_EVENT, rows)
