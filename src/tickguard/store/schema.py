@@ -42,7 +42,7 @@ orders = sa.Table(
     sa.Column("symbol", sa.String(32), nullable=False),
     sa.Column("action", sa.String(4), nullable=False),
     sa.Column("qty", Exact("orders.qty"), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),  # not indexed: nothing reads orders by status (0008)
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("broker_order_id", sa.BigInteger),
     sa.Column("filled", Exact("orders.filled"), nullable=False, default=Decimal(0)),
