@@ -7,10 +7,11 @@ a looser, older level - but a large group must not write all its snapshots in on
 
 from __future__ import annotations
 
+import contextlib
 import json
 from decimal import Decimal
 
-from tickguard.core.exit_rules import StopLoss, TrailingStop
+from tickguard.core.exit_rules import StopLoss, TakeProfit, TrailingStop
 from tickguard.core.model import Side
 from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import TradeRequest
@@ -181,14 +182,21 @@ def _submitting(recorder: JournalRecorder, intent, clock) -> None:
 
 def test_an_exits_commit_holds_its_order_rows_and_only_a_trade_whose_sole_change_is_the_fire_waits(tmp_path, clock,
                                                                                                    market):
-    """An exit's commit (``commit_now(early=True)``) holds every exit's order row; the snapshot and events of a trade
-    whose only change in the transaction is the fire follow in the next commit, in order (recovery rebuilds the
-    fire from the row), while a trade with another change - here its entry's last fill - is written whole at once:
-    that fill could not be rebuilt from anything else."""
+    """An exit's commit (``commit_now(early=True)``) holds every exit's order row; the snapshot and events of a
+    closing trade whose only change in the transaction is the fire follow in the next commit, in order (recovery
+    rebuilds the fire from the row), while a trade with another change - here its entry's last fill - is written
+    whole at once (that fill could not be rebuilt from anything else), and so is one a target fired (it stays open:
+    its stop may have moved on the same tick)."""
     journal, tm, recorder = _rig(tmp_path, clock, market)
     market.tick("AAA", 100.0, 100.02)
     with journal.batch():
         quiet = _open_long(tm, clock, [StopLoss(price=99.0)])
+        target = tm.submit(TradeRequest(symbol="AAA", side=Side.SHORT, qty=100, rules=[  # its tp1 fires on the tick
+            StopLoss(price=105.0), TakeProfit(price=99.5, fraction=Decimal("0.5")),
+            TakeProfit(price=90.0, fraction=Decimal("0.5"))]))
+        [short_entry] = tm.outbox
+        tm.outbox = []
+        tm.on_fill(short_entry, 100, 100.0, clock(), 0)
         busy = tm.submit(TradeRequest(symbol="AAA", side=Side.LONG, qty=100, rules=[StopLoss(price=99.0)]))
         [entry] = tm.outbox
         tm.outbox = []
@@ -209,7 +217,7 @@ def test_an_exits_commit_holds_its_order_rows_and_only_a_trade_whose_sole_change
         tm.on_fill(entry, 50, 100.0, clock(), 0)  # busy's entry completes in the exit's transaction
         tm.evaluate(market.tick("AAA", 98.99, 99.01))
         exits, tm.outbox = tm.outbox, []
-        assert sorted(i.trade_id for i in exits) == sorted([quiet.id, busy.id])
+        assert sorted(i.trade_id for i in exits) == sorted([quiet.id, target.id, busy.id])
         for intent in exits:
             _submitting(recorder, intent, clock)
         journal.commit_now(early=True)
@@ -217,6 +225,11 @@ def test_an_exits_commit_holds_its_order_rows_and_only_a_trade_whose_sole_change
         state, fired, kinds, legs = committed(busy)
         assert (state, fired, legs) == ("exiting", 1, ["stop"])
         assert kinds[-5:] == ["entry_fill", "closing", "exit_intent", "state", "order_submitting"]
+        # a target's fire leaves the trade open, its stop perhaps moved on the same tick: written whole, at once
+        [row] = [r for r in journal.list_trades() if r["trade_id"] == target.id]
+        with contextlib.closing(Journal.open(str(tmp_path / "j.db"))) as other:
+            [seen] = [r for r in other.list_trades() if r["trade_id"] == target.id]
+        assert seen["snapshot"]["legs"]["tp1"]["fired"] == 1 and seen["snapshot"] == row["snapshot"]
     state, fired, kinds, _ = committed(quiet)
     assert (state, fired) == ("exiting", 1)
     assert kinds == quiet_before[2] + ["closing", "exit_intent", "state", "order_submitting"]

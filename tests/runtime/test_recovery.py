@@ -14,7 +14,7 @@ from tickguard.adapters.broker import OrderBook
 from tickguard.adapters.sim.broker import SimBroker
 from tickguard.config import load
 from tickguard.core.exit_rules import StopLoss, TakeProfit
-from tickguard.core.model import Side
+from tickguard.core.model import Side, Tick
 from tickguard.core.open_positions import OpenPositions
 from tickguard.core.trades import Trade, TradeRequest
 from tickguard.interfaces.demo import demo_trades
@@ -463,3 +463,49 @@ def test_positions_are_compared_with_what_each_trade_still_holds_open():
     book.positions[ACCOUNT]["SIM001"] = Decimal(60)
     assert position_differences(book, trades) == [  # type: ignore[arg-type]
         f"{ACCOUNT} SIM001: broker 60, journal 35 - a position that differs from the journal; left for the user"]
+
+
+async def test_a_target_and_the_stop_crossed_in_one_read_are_not_exited_twice_after_a_restart(journal_target):
+    """One socket read whose first tick crosses tp1 (half) and whose second crosses the stop: both exits go in one
+    exit's commit, the trade's snapshot waits; killed right there, the restarted engine must count both exits
+    before it closes the trade - counted one by one it once decided a third for tp1's half (150 shares sold of
+    100; found by an independent review)."""
+    s = settings(journal_target, exchange={"latency_ms": 1000.0})
+    a = await started(s)
+    sym = sorted(a.venue.specs)[0]
+    q = a.ticks.quote(sym)
+    grid = a.grid(sym)
+    bid = grid.price(q.bid)
+    trade = await opened(a, TradeRequest(symbol=sym, side=Side.LONG, qty=100, account=ACCOUNT, rules=[
+        StopLoss(price=float(bid - Decimal("1.00"))),
+        TakeProfit(price=float(bid + Decimal("1.00")), fraction=Decimal("0.5")),
+        TakeProfit(price=float(bid + Decimal("5.00")), fraction=Decimal("0.5"))]))
+    stop = a.trades.stop_price(trade)
+    tp1 = grid.price(trade.targets[0].level_x)
+    now = a.broker.now_ns()
+    spread = q.ask - q.bid
+    up_bid = grid.units(float(tp1 + Decimal("0.05")))
+    down_bid = grid.units(float(stop - Decimal("0.05")))
+    up = Tick(sym, up_bid, up_bid + spread, 0, 100.0, now, now, 10**9)
+    down = Tick(sym, down_bid, down_bid + spread, 0, 100.0, now, now, 10**9 + 1)
+
+    def die(_receipt) -> None:  # the process dies right after the exit's commit
+        if sum(1 for r in a.executor.orders.values() if r.intent.trade_id == trade.id and r.intent.is_exit) == 2:
+            raise Crash
+
+    a.journal.after_commit.insert(0, die)
+    try:
+        a.step([up, down])
+        raise AssertionError("the exits were never committed")
+    except Crash:
+        pass
+    exits = sorted(k for k, r in a.executor.orders.items() if r.intent.trade_id == trade.id and r.intent.is_exit)
+    assert [k.rsplit(":", 2)[-2] for k in exits] == ["stop", "tp1"]
+    venue = a.venue
+    b = Engine(s, SimBroker(venue), journal=Journal.open(s.journal.target))
+    await b.start(sorted(venue.specs))
+    await b.run_until(b.broker.now_ns() + 30 * NS)
+    refs = {r: n for r, n in venue_orders_by_ref(venue).items() if f":{trade.id}:" in r and not r.endswith(":entry")}
+    sold = sum(o.order.qty for o in venue.exchange.orders.values()
+               if f":{trade.id}:" in o.order.ref and not o.order.ref.endswith(":entry") and o.status != "rejected")
+    assert sold == 100, f"exit orders at the venue for a 100-share long: {refs}, {sold} shares"

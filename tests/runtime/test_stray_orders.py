@@ -91,3 +91,29 @@ async def test_a_live_trades_working_exit_found_at_the_broker_is_taken_over_from
     assert any(key in line and "taken over" in line for line in b.recovery.adopted), b.recovery.mismatches
     assert venue.exchange.orders[order_id].status == "working" and b.executor.orders[key].order_id == order_id
     assert b.trades.trades[trade.id].stop.inflight == 100  # its exit is in flight: the stop does not fire another
+
+
+async def test_a_target_and_the_stop_of_one_trade_found_at_the_broker_are_both_counted_before_it_closes(tmp_path):
+    """Two strays of one trade - its first take-profit (half) and its stop (the other half), both sent and never
+    journaled: each is taken over, and both are counted before the trade closes.  Counted one by one (the stop
+    first: "stop" sorts before "tp1"), the close found the target's half uncovered and sent a third exit for it."""
+    from tickguard.core.exit_rules import TakeProfit
+
+    s = settings(str(tmp_path / "j.db"))
+    a = await started(s)
+    sym = sorted(a.venue.specs)[0]
+    trade = await opened(a, TradeRequest(symbol=sym, side=Side.LONG, qty=100, account=ACCOUNT, rules=[
+        StopLoss(distance=2.0), TakeProfit(distance=2.0, fraction=Decimal("0.5")),
+        TakeProfit(distance=4.0, fraction=Decimal("0.5"))]))
+    prefix = f"{a.trades.key_prefix}{trade.id}"
+    venue = a.venue
+    a.journal.close()
+    for leg in ("tp1", "stop"):  # sent, never journaled
+        venue.place(BrokerOrder(f"{prefix}:{leg}:1", ACCOUNT, sym, Action.SELL, Decimal(50), OrderType.MARKET))
+    venue.advance_to(venue.now_ns + 2 * NS)
+    b = await started(s, venue)
+    assert sum(f"{prefix}:" in line for line in b.recovery.adopted) == 2
+    await b.run_until(b.broker.now_ns() + 10 * NS)
+    sent = sorted(o.order.ref for o in venue.exchange.orders.values() if o.order.ref.startswith(f"{prefix}:"))
+    assert sent == [f"{prefix}:entry", f"{prefix}:stop:1", f"{prefix}:tp1:1"]  # nothing more was decided
+    assert b.trades.trades[trade.id].state.value == "closed" and venue.positions(ACCOUNT).get(sym, 0.0) == 0.0

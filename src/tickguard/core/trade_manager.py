@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -407,22 +407,35 @@ class TradeManager:
         return trade
 
     def adopt_order(self, intent: OrderIntent, fired: int) -> None:
-        """An order of ``intent``'s trade that its snapshot does not count - found at the broker and never journaled
-        (sent, then a crash before its commit), or journaled by an exit's commit just before a restart, ahead of the
-        snapshot (``recovery.adopt_journaled_fires``): its leg counts it in flight and as fired ``fired`` times, so
-        nothing sends it again; a stop or time leg closes the trade as if it had fired, for the reason the intent
-        recorded (what is not covered yet goes out now)."""
-        trade = self.trades[intent.trade_id]
-        if intent.leg == "entry":
-            trade.entry_working = True
-            return
-        leg = trade.leg(intent.leg)
-        leg.fired, leg.inflight = max(leg.fired, fired), leg.inflight + intent.qty
-        self.book.remove(leg.level_id)
-        if leg.terminal:
+        """One order its trade's snapshot does not count (see ``adopt_orders``)."""
+        self.adopt_orders([(intent, fired)])
+
+    def adopt_orders(self, adopted: Iterable[tuple[OrderIntent, int]]) -> None:
+        """Orders their trades' snapshots do not count - found at the broker and never journaled (sent, then a
+        crash before the commit), or journaled by an exit's commit just before a restart, ahead of the snapshot
+        (``recovery.adopt_journaled_fires``) - each with its fire number: every leg counts its order in flight and
+        as fired, its level out of the book, so nothing sends it again; then a trade with a stop or time leg among
+        them closes as if it had fired, for the reason the intent recorded (what is not covered yet goes out now).
+        All are counted before any trade closes: counted one by one, a stop taken before a target of the same
+        trade would find the target's quantity uncovered and decide a second exit for it (an over-sell)."""
+        touched: dict[str, Trade] = {}
+        terminal: dict[str, tuple[Leg, OrderIntent]] = {}
+        for intent, fired in adopted:
+            trade = touched[intent.trade_id] = self.trades[intent.trade_id]
+            if intent.leg == "entry":
+                trade.entry_working = True
+                continue
+            leg = trade.leg(intent.leg)
+            leg.fired, leg.inflight = max(leg.fired, fired), leg.inflight + intent.qty
+            self.book.remove(leg.level_id)
+            if leg.terminal:
+                terminal.setdefault(trade.id, (leg, intent))
+        for trade_id, (leg, intent) in terminal.items():
+            trade = touched[trade_id]
             rule = "time_stop" if leg is trade.time_leg else self.stops.fired_rule(trade)
             self._fire_terminal(trade, leg, intent.trigger or TriggerInfo(rule, None, None, -1, self._clock()))
-        self._refresh_state(trade)
+        for trade in touched.values():
+            self._refresh_state(trade)
 
     def resume_closing(self, trade: Trade) -> None:
         """After a restart: a trade that was closing with nothing in flight gets its exit sent again."""

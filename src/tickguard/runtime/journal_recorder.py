@@ -8,13 +8,15 @@ most one snapshot per trade per ``snapshot_interval_ns`` so a trending market do
 database write.
 
 An exit's commit (``Journal.commit_now(early=True)``, between a crossing and its order on the wire) holds what
-is acted on - the exit's order row, with its key, quantity and trigger - and, for a trade whose only change in
-the transaction is that fire, not yet its snapshot and events: those follow in the next commit, right after the
-send, in the same engine step.  Why: the snapshot, the legs and the events were most of the journal's time
-between a crossing and the wire (``bench/exit_path.py``), and nothing in them is needed to recover the fire -
-a restart between the two commits finds the order row and a trade that has not fired it, and recovery counts
-it as fired and in flight (``recovery.adopt_journaled_fires``), so it is neither lost nor decided again.  A
-trade with any other change in the transaction (a fill, an entry, a halt) is written whole, as before.
+is acted on - the exit's order row, with its key, quantity and trigger - and, for a closing trade (a stop or time
+stop fired) whose only change in the transaction is that fire, not yet its snapshot and events: those follow in
+the next commit, right after the send, in the same engine step.  Why: the snapshot, the legs and the events were
+most of the journal's time between a crossing and the wire (``bench/exit_path.py``), and nothing in them is needed
+to recover the fire - a restart between the two commits finds the order row and a trade that has not fired it, and
+recovery counts it as fired and in flight (``recovery.adopt_journaled_fires``), so it is neither lost nor decided
+again.  A
+trade with any other change in the transaction (a fill, an entry, a halt), and one a target fired (it stays open,
+and its stop may have moved on the same tick - a move only its snapshot records), is written whole, as before.
 """
 
 from __future__ import annotations
@@ -101,13 +103,15 @@ class JournalRecorder:
 
     def write_snapshots(self, early: bool = False) -> None:
         """The journal's before-commit hook: the snapshot of every trade with events in the transaction - but at an
-        exit's commit (``early``), not yet of a trade whose only change is a fire with its order row in the
-        transaction: its snapshot and events wait for the next commit (see the module's docstring)."""
+        exit's commit (``early``), not yet of a closing trade whose only change is a fire with its order row in
+        the transaction: its snapshot and events wait for the next commit (see the module's docstring).  Only a
+        closing trade (a stop or time stop fired): one a target fired stays open, and its stop may have moved on
+        the same tick (break-even) - a move nothing but its snapshot records."""
         waiting: dict[str, tuple[Trade, int]] = {}
         while self._dirty:
             dirty, self._dirty = self._dirty, {}
             for trade_id, (trade, now) in dirty.items():
-                if early and trade_id in self._fired:
+                if early and trade_id in self._fired and trade.closing:
                     waiting[trade_id] = (trade, now)
                     continue
                 self._release(trade_id)

@@ -130,7 +130,8 @@ def adopt_journaled_fires(trades: TradeManager, executor: OrderExecutor, report:
     reached: the fire is counted - fired, in flight, the trade closing for a stop - exactly as if the snapshot
     had been written (``TradeManager.adopt_order``), so the exit is neither lost nor decided a second time.
     Reconciliation then treats the order as any other: adopted if the broker has it, sent if it never left."""
-    for key, record in list(executor.orders.items()):
+    adopted: list[tuple[OrderIntent, int]] = []
+    for key, record in executor.orders.items():
         intent = record.intent
         trade = trades.trades.get(intent.trade_id)
         if not intent.is_exit or record.final or trade is None or not trade.state.automated:
@@ -139,10 +140,11 @@ def adopt_journaled_fires(trades: TradeManager, executor: OrderExecutor, report:
         leg = next((leg for leg in trade.legs() if leg.name == intent.leg), None)
         if leg is None or not number.isdigit() or int(number) <= leg.fired:
             continue
-        trades.adopt_order(intent, int(number))
+        adopted.append((intent, int(number)))
         report.fires_adopted.append(key)
         log.warning("order %s: journaled in flight, its trade's snapshot from before it was decided (a restart "
                     "between an exit's commit and the next) - counted as fired and in flight, not decided again", key)
+    trades.adopt_orders(adopted)  # all at once: a trade's exits are all counted before it closes
 
 
 def journaled_order(row: dict[str, Any], fills: list[dict[str, Any]]) -> OrderRecord:

@@ -40,6 +40,7 @@ def take_over_strays(book: OrderBook, trades: TradeManager, executor: OrderExecu
         return
     keys = set(book.working).union(book.ended, map(_REF, book.executions)).difference(executor.orders)
     prefix = f"tg:{journal_id}:"
+    taken: list[tuple[OrderIntent, int]] = []
     for key in sorted(k for k in keys if k.startswith(prefix)):
         parts = key.split(":")  # tg, journal id, trade id, leg[, n]
         trade = trades.trades.get(parts[2]) if len(parts) >= 4 else None
@@ -62,9 +63,10 @@ def take_over_strays(book: OrderBook, trades: TradeManager, executor: OrderExecu
             priority=PriorityClass.ENTRY if leg == "entry" else PriorityClass.EXIT_CRITICAL if leg in ("stop", "time")
             else PriorityClass.EXIT)
         executor.take_over(OrderRecord(intent, status=OrderStatus.SUBMITTED, attempts=1, order_id=order_id))
-        trades.adopt_order(intent, fired)
+        taken.append((intent, fired))
         adopted.append(f"{key} (found at the broker, never journaled: taken over, not sent again)")
         log.error("order %s was at the broker but not in the journal (sent before its commit): taken over", key)
+    trades.adopt_orders(taken)  # all at once: a trade's orders are all counted before it closes
 
 
 def _order_of(key: str, book: OrderBook) -> BrokerOrder | None:
