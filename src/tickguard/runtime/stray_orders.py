@@ -66,7 +66,8 @@ def take_over_strays(book: OrderBook, trades: TradeManager, executor: OrderExecu
         taken.append((intent, fired))
         adopted.append(f"{key} (found at the broker, never journaled: taken over, not sent again)")
         log.error("order %s was at the broker but not in the journal (sent before its commit): taken over", key)
-    trades.adopt_orders(taken)  # all at once: a trade's orders are all counted before it closes
+    if taken:  # all at once: a trade's orders are all counted before it closes
+        trades.adopt_orders(taken)
 
 
 def _order_of(key: str, book: OrderBook) -> BrokerOrder | None:
