@@ -129,11 +129,12 @@ class Probe:
         commit, write, event = journal._commit, journal._write, journal.event
 
         def timed_commit() -> None:
-            # the journal's own idea of an open transaction (SQLite's is on its driver, sqlite_writes.py): none
-            # open, nothing written - the journal commits nothing, there is nothing to time
-            if journal._in_transaction():
-                t0 = time.perf_counter_ns()
-                commit()
+            # only a commit the journal made is timed (nothing written: it commits nothing - on SQLite the next
+            # transaction is begun already, sqlite_writes.ready)
+            made = journal.commits
+            t0 = time.perf_counter_ns()
+            commit()
+            if journal.commits > made:
                 self.commit_ns.append(time.perf_counter_ns() - t0)
 
         def counted_write(stmt: Any, params: Any = None) -> int:

@@ -73,3 +73,35 @@ def test_a_driver_error_is_raised_as_sqlalchemys(tmp_path):
     with pytest.raises(sa.exc.IntegrityError):
         j.insert_order(row)  # no trade T1: the foreign key refuses it
     j.close()
+
+
+def test_the_next_transaction_is_begun_after_a_commit_and_holds_no_lock_no_snapshot_and_no_empty_commit(tmp_path):
+    """After a commit and its hooks the next transaction is begun (``SqliteWrites.ready``: the next exit's row does
+    not pay for its BEGIN).  Deferred, it blocks nothing: another connection writes, reads what is committed, and
+    checkpoints the whole log; a batch that writes nothing commits nothing (no commit counted, no hook run), and
+    gives up the snapshot a read of it took (else the journal's next write, after another connection's, would be
+    refused: SQLite does not let a transaction write on a snapshot older than the database)."""
+    path = tmp_path / "j.db"
+    j = Journal.open(path)
+    hot_writes(j)
+    assert j._fast is not None and j._fast.in_transaction()  # begun, waiting for the next write
+    with sqlite3.connect(path, timeout=0) as other:  # timeout 0: a lock held by the journal would raise at once
+        other.execute("CREATE TABLE scratch (x)")
+        other.execute("INSERT INTO scratch VALUES (1)")
+        other.commit()
+        busy, log, copied = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and copied == log  # no snapshot of the journal's holds the log back
+        assert other.execute("SELECT count(*) FROM orders").fetchone() == (1,)
+    commits, notified = j.commits, []
+    j.after_commit.append(notified.append)
+    with j.batch():
+        j.orders_of(["T1"])  # a read, no write: its snapshot is given up at the batch's end
+    assert (j.commits, notified) == (commits, [])
+    with sqlite3.connect(path) as other:  # a write after that read (kept, the journal's next write would be refused)
+        other.execute("INSERT INTO scratch VALUES (2)")
+    with j.batch():
+        j.update_order("tg:x:T1:entry", reason="x", updated_ns=6)
+    assert j.commits == commits + 1 and len(notified) == 1
+    with sqlite3.connect(path) as other:
+        assert other.execute("SELECT reason FROM orders").fetchone() == ("x",)
+    j.close()

@@ -143,6 +143,7 @@ class Journal:
         self._events: list[dict[str, Any]] = []  # event rows of the open batch, written just before its commit
         self._refused: str | None = None  # a write of the open batch the database refused (see _commit)
         self._preparing = False
+        self._reads = False  # a read on the connection since its last commit (see _read)
         self._early = False  # the commit being made is an exit's (commit_now(early=True))
         self._notifying = False
         self._again = False
@@ -282,6 +283,16 @@ class Journal:
                                "transaction is rolled back - nothing it records will be sent")
         if not self._in_transaction():
             return
+        if self._fast is not None and self.position == self._settled:
+            # SQLite: nothing written since the last commit - the transaction was begun for the next writes
+            # (SqliteWrites.ready); one that read holds a snapshot: given up, and begun afresh
+            if self._reads:
+                self._reads = False
+                try:
+                    self._fast.restart()
+                except sqlite3.Error:
+                    self._abandon("ending a transaction that only read failed")  # nothing written: nothing void
+            return
         started = time.perf_counter_ns()
         try:
             self._end_transaction()
@@ -295,9 +306,12 @@ class Journal:
                 raise JournalError(f"journal {self.where}: a commit failed: {exc}") from exc
             raise
         self.commits += 1
+        self._reads = False
         self.last_commit_ns = time.perf_counter_ns() - started  # for the commit-latency metric
         self._committed = self._settled = self.position
         self._notify()
+        if self._fast is not None:
+            self._fast.ready()  # the next transaction's BEGIN now, after the sends: not on the next exit's path
 
     def _prepare(self) -> None:
         """Run the before-commit hooks, then write the batch's waiting event rows; all join the transaction about to
@@ -321,6 +335,7 @@ class Journal:
         """Roll the open transaction back; its writes are void for every receipt from now on."""
         self._events.clear()  # never written: they went with the transaction
         self._refused = None
+        self._reads = False
         with contextlib.suppress(sa.exc.SQLAlchemyError, sqlite3.Error):
             if self._fast is not None:  # SQLite's transaction is the driver's (sqlite_writes.py)
                 self._fast.rollback()
@@ -385,7 +400,7 @@ class Journal:
         run on this journal): not written again and logged - never an error.  Returns whether it was written."""
         if self._write(self._insert_fill, row):
             return True
-        had = self._conn.execute(sa.select(fills.c.order_key).where(fills.c.exec_id == row["exec_id"])).scalar()
+        had = self._read(sa.select(fills.c.order_key).where(fills.c.exec_id == row["exec_id"])).scalar()
         if had == row["order_key"]:
             log.info("journal: execution %s of %s is already journaled; the replay is not written again",
                      row["exec_id"], had)
@@ -449,8 +464,15 @@ class Journal:
         rows = self._rows(sa.select(volatility).where(volatility.c.symbol == symbol))
         return rows[0] if rows else None
 
+    def _read(self, stmt: sa.Select[Any]) -> sa.CursorResult[Any]:
+        """A read on the journal's connection - inside its transaction, so it sees the batch's own writes.  On
+        SQLite that transaction is begun ahead of its writes (``SqliteWrites.ready``): a read takes a snapshot
+        there, which the batch's end gives up even when the batch wrote nothing (``_commit``)."""
+        self._reads = True
+        return self._conn.execute(stmt)
+
     def _rows(self, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
-        return [dict(r._mapping) for r in self._conn.execute(stmt)]
+        return [dict(r._mapping) for r in self._read(stmt)]
 
     def open_trades(self) -> list[dict[str, Any]]:
         return self._rows(sa.select(trades).where(trades.c.state.not_in(FINAL_TRADE_STATES))
@@ -486,7 +508,7 @@ class Journal:
     def known_refs(self) -> set[tuple[str, str]]:
         """(user, ref) of every trade ever journaled, open or not: a ref is never reused."""
         out = set()
-        for user, request in self._conn.execute(sa.select(trades.c.user_id, trades.c.request)):
+        for user, request in self._read(sa.select(trades.c.user_id, trades.c.request)):
             ref = request.get("ref") if isinstance(request, dict) else None
             if ref:
                 out.add((user, ref))
@@ -495,7 +517,7 @@ class Journal:
     def max_trade_number(self) -> int:
         """Highest numeric suffix of the trade ids, so a restarted engine never reuses an id."""
         best = 0
-        for (tid,) in self._conn.execute(sa.select(trades.c.trade_id)):
+        for (tid,) in self._read(sa.select(trades.c.trade_id)):
             digits = "".join(ch for ch in tid if ch.isdigit())
             if digits:
                 best = max(best, int(digits))

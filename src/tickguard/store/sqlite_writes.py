@@ -8,8 +8,8 @@ uses, and every value passes through the column's own bind processor (``Exact``'
 serializer), so what is written is byte for byte what ``Connection.execute`` would write.  Only the execution
 is the driver's (``sqlite3``: a few microseconds).  PostgreSQL keeps SQLAlchemy's path.
 
-The transactions are the driver's too (``SqliteWrites.begin`` / ``commit`` / ``rollback``): SQLAlchemy's commit
-bookkeeping (transaction objects, events) and its begin after every commit cost ~0.1 ms of every exit between its
+The transactions are the driver's too (``SqliteWrites.begin`` / ``ready`` / ``commit`` / ``rollback``): SQLAlchemy's
+commit bookkeeping (transaction objects, events) and its begin after every commit cost ~0.1 ms of every exit between its
 tick and the wire - cold code, every time (bench/exit_path.py).  The driver runs in autocommit mode
 (``isolation_level = None``, see the journal's ``_sqlite_engine``), so a write outside a transaction would commit on
 its own: every write of the connection, SQLAlchemy's path included, goes through ``begin`` first, and only
@@ -95,6 +95,24 @@ class SqliteWrites:
 
     def in_transaction(self) -> bool:
         return self._driver().in_transaction
+
+    def ready(self) -> None:
+        """Begin the next transaction now, if none is open: the journal calls it after a commit and its hooks (the
+        sends), so that the next write - an exit's order row, between a crossing and the wire - finds it begun
+        (~40 us of cold code there, bench/exit_path.py).  A deferred BEGIN takes no lock and no snapshot until its
+        first statement: an open one blocks neither other readers nor the WAL checkpoint.  A BEGIN refused here
+        is left to ``begin``, where the write that needs it raises it."""
+        try:
+            con = self._driver()
+            if not con.in_transaction:
+                con.execute("BEGIN")
+        except sqlite3.Error:
+            return
+
+    def restart(self) -> None:
+        """End a transaction that wrote nothing (a read's snapshot with it) and begin the next (see ``ready``)."""
+        self._driver().commit()
+        self.ready()
 
     def commit(self) -> None:
         """The driver's COMMIT (its error is the driver's own)."""
