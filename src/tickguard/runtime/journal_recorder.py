@@ -8,15 +8,15 @@ most one snapshot per trade per ``snapshot_interval_ns`` so a trending market do
 database write.
 
 An exit's commit (``Journal.commit_now(early=True)``, between a crossing and its order on the wire) holds what
-is acted on - the exit's order row, with its key, quantity and trigger - and, for a closing trade (a stop or time
-stop fired) whose only change in the transaction is that fire, not yet its snapshot and events: those follow in
-the next commit, right after the send, in the same engine step.  Why: the snapshot, the legs and the events were
-most of the journal's time between a crossing and the wire (``bench/exit_path.py``), and nothing in them is needed
-to recover the fire - a restart between the two commits finds the order row and a trade that has not fired it, and
-recovery counts it as fired and in flight (``recovery.adopt_journaled_fires``), so it is neither lost nor decided
-again.  A
-trade with any other change in the transaction (a fill, an entry, a halt), and one a target fired (it stays open,
-and its stop may have moved on the same tick - a move only its snapshot records), is written whole, as before.
+is acted on - the exit's order row, with its key, quantity and trigger - and, for a trade whose only change in
+the transaction is the fire of its stop or time stop, with that exit's order row in it, not yet its snapshot and
+events: those follow in the next commit, right after the send, in the same engine step.  Why: the snapshot, the
+legs and the events were most of the journal's time between a crossing and the wire (``bench/exit_path.py``), and
+nothing in them is needed to recover the fire - a restart between the two commits finds the order row and a trade
+that has not fired it, and recovery counts it as fired and in flight (``recovery.adopt_journaled_fires``), so it
+is neither lost nor decided again.  A trade with any other change in the transaction (a fill, an entry, a halt),
+one a target fired (it stays open, and its stop may have moved on the same tick - a move only its snapshot
+records), and one whose stop fired with nothing left to sell (no order row says so) is written whole, as before.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from tickguard.core.model import Tick
+from tickguard.core.model import OrderIntent, Tick
 from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import Leg, Trade
 from tickguard.runtime.order_record import OrderRecord
@@ -61,7 +61,8 @@ class JournalRecorder:
         self._dirty: dict[str, tuple[Trade, int]] = {}  # trades with events in the open transaction
         # trades whose only change since their last snapshot is a fire: their event rows, held with the snapshot
         self._held: dict[str, list[tuple[Any, ...]]] = {}
-        self._fired: set[str] = set()  # of those, the ones whose exit order row is journaled (may wait, see above)
+        # of those, the ones whose stop's or time stop's exit order row is journaled: they may wait (see above)
+        self._fired: set[str] = set()
         self._steps = 0
         journal.before_commit.append(self.write_snapshots)
 
@@ -93,6 +94,14 @@ class JournalRecorder:
             return
         self._release(trade_id)
         self.journal.event(*row)
+
+    def _closes(self, intent: OrderIntent) -> bool:
+        """Is ``intent`` the exit of a stop or time stop - the fire recovery rebuilds a closing trade from?  A
+        target's order row does not say its trade is closing: a stop that fired with nothing left to sell (a
+        full-size target in flight) leaves no row of its own, so such a trade is written whole (found by an
+        independent review: after a restart between the commits the stop's fire was forgotten)."""
+        trade = self.trades.trades.get(intent.trade_id)
+        return trade is not None and any(leg.terminal and leg.name == intent.leg for leg in trade.legs())
 
     def _release(self, trade_id: str) -> None:
         """Write the event rows held for ``trade_id``: its changes are no longer only a fire, or its snapshot is
@@ -169,8 +178,8 @@ class JournalRecorder:
         i = record.intent
         if kind in ("submitting", "found_at_broker") and record.attempts == 1 and not record.events[:-1]:
             j.insert_order(intent_row(record, now))
-            if kind == "submitting" and i.is_exit and i.trade_id in self._held:
-                self._fired.add(i.trade_id)  # the fire's exit is in this transaction: its trade may wait
+            if kind == "submitting" and i.trade_id in self._held and self._closes(i):
+                self._fired.add(i.trade_id)  # its stop's (or time stop's) exit is in this transaction: it may wait
         else:
             j.update_order(i.key, status=record.status.value, attempts=record.attempts, broker_order_id=record.order_id,
                            filled=record.filled, avg_price=record.avg_price, commission=record.commission,
