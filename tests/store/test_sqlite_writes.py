@@ -105,3 +105,39 @@ def test_the_next_transaction_is_begun_after_a_commit_and_holds_no_lock_no_snaps
     with sqlite3.connect(path) as other:
         assert other.execute("SELECT reason FROM orders").fetchone() == ("x",)
     j.close()
+
+
+def _another_connection_writes(path) -> None:
+    with sqlite3.connect(path, timeout=0) as other:
+        other.execute("CREATE TABLE IF NOT EXISTS scratch (x)")
+        other.execute("INSERT INTO scratch VALUES (1)")
+
+
+@pytest.mark.parametrize("where", ["outside_a_batch", "outside_then_a_batch", "at_a_batchs_start"])
+def test_a_read_keeps_no_snapshot_another_connections_write_would_outdate(tmp_path, where):
+    """Found by an independent review: with the next transaction begun ahead of its writes, a read outside a batch
+    (``Engine._prepare``'s volatility fallback, recovery's reads) or before a batch's first write took a snapshot
+    there and kept it; after another connection's write the journal's next write was refused ("database is
+    locked": SQLite does not let a transaction write on an outdated snapshot) and the WAL checkpoint held back.
+    A read with no write of its transaction before it gives its snapshot up at once (``Journal._read``)."""
+    path = tmp_path / "j.db"
+    j = Journal.open(path)
+    hot_writes(j)
+    if where == "at_a_batchs_start":
+        with j.batch():
+            j.orders_of(["T1"])
+            _another_connection_writes(path)
+            j.update_order("tg:x:T1:entry", reason="x", updated_ns=6)
+    else:
+        j.load_volatility("AAA")
+        j.open_trades()
+        _another_connection_writes(path)
+        with sqlite3.connect(path, timeout=0) as other:
+            busy, log, copied = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            assert busy == 0 and copied == log  # nothing of the journal's holds the log back
+        if where == "outside_a_batch":
+            j.event("after", 9, {}, "T1")
+        else:
+            with j.batch():
+                j.update_order("tg:x:T1:entry", reason="x", updated_ns=6)
+    j.close()

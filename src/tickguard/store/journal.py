@@ -143,7 +143,6 @@ class Journal:
         self._events: list[dict[str, Any]] = []  # event rows of the open batch, written just before its commit
         self._refused: str | None = None  # a write of the open batch the database refused (see _commit)
         self._preparing = False
-        self._reads = False  # a read on the connection since its last commit (see _read)
         self._early = False  # the commit being made is an exit's (commit_now(early=True))
         self._notifying = False
         self._again = False
@@ -284,15 +283,7 @@ class Journal:
         if not self._in_transaction():
             return
         if self._fast is not None and self.position == self._settled:
-            # SQLite: nothing written since the last commit - the transaction was begun for the next writes
-            # (SqliteWrites.ready); one that read holds a snapshot: given up, and begun afresh
-            if self._reads:
-                self._reads = False
-                try:
-                    self._fast.restart()
-                except sqlite3.Error:
-                    self._abandon("ending a transaction that only read failed")  # nothing written: nothing void
-            return
+            return  # SQLite: nothing written since the last commit (the transaction begun for the next, ready())
         started = time.perf_counter_ns()
         try:
             self._end_transaction()
@@ -306,7 +297,6 @@ class Journal:
                 raise JournalError(f"journal {self.where}: a commit failed: {exc}") from exc
             raise
         self.commits += 1
-        self._reads = False
         self.last_commit_ns = time.perf_counter_ns() - started  # for the commit-latency metric
         self._committed = self._settled = self.position
         self._notify()
@@ -335,7 +325,6 @@ class Journal:
         """Roll the open transaction back; its writes are void for every receipt from now on."""
         self._events.clear()  # never written: they went with the transaction
         self._refused = None
-        self._reads = False
         with contextlib.suppress(sa.exc.SQLAlchemyError, sqlite3.Error):
             if self._fast is not None:  # SQLite's transaction is the driver's (sqlite_writes.py)
                 self._fast.rollback()
@@ -400,7 +389,8 @@ class Journal:
         run on this journal): not written again and logged - never an error.  Returns whether it was written."""
         if self._write(self._insert_fill, row):
             return True
-        had = self._read(sa.select(fills.c.order_key).where(fills.c.exec_id == row["exec_id"])).scalar()
+        found = self._read(sa.select(fills.c.order_key).where(fills.c.exec_id == row["exec_id"]))
+        had = found[0][0] if found else None
         if had == row["order_key"]:
             log.info("journal: execution %s of %s is already journaled; the replay is not written again",
                      row["exec_id"], had)
@@ -464,12 +454,19 @@ class Journal:
         rows = self._rows(sa.select(volatility).where(volatility.c.symbol == symbol))
         return rows[0] if rows else None
 
-    def _read(self, stmt: sa.Select[Any]) -> sa.CursorResult[Any]:
-        """A read on the journal's connection - inside its transaction, so it sees the batch's own writes.  On
-        SQLite that transaction is begun ahead of its writes (``SqliteWrites.ready``): a read takes a snapshot
-        there, which the batch's end gives up even when the batch wrote nothing (``_commit``)."""
-        self._reads = True
-        return self._conn.execute(stmt)
+    def _read(self, stmt: sa.Select[Any]) -> list[sa.Row[Any]]:
+        """A read on the journal's connection, inside its transaction (so it sees the batch's own writes).  On SQLite
+        a read with no write of the transaction before it would keep the snapshot it took - in the transaction begun
+        ahead of the next writes (``SqliteWrites.ready``) - until the next commit: a write after another
+        connection's would then be refused (SQLite does not let a transaction write on an outdated snapshot) and
+        the WAL checkpoint held back (found by an independent review).  So that snapshot is given up at once."""
+        rows = self._conn.execute(stmt).all()
+        if self._fast is not None and self.position == self._settled and self._fast.in_transaction():
+            try:
+                self._fast.restart()
+            except sqlite3.Error:
+                self._abandon("ending a transaction that only read failed")  # nothing written: nothing void
+        return rows
 
     def _rows(self, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in self._read(stmt)]
