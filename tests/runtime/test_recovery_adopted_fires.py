@@ -14,6 +14,7 @@ from decimal import Decimal
 
 import pytest
 from recovery_rig import Rig, empty_book
+from test_journal_recorder import _submitting
 
 from tickguard.adapters.broker import OrderBook
 from tickguard.core.exit_rules import StopLoss, TakeProfit, TimeStop
@@ -23,21 +24,12 @@ from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import TradeRequest
 from tickguard.runtime.journal_recorder import JournalRecorder
 from tickguard.runtime.order_executor import OrderExecutor
-from tickguard.runtime.order_record import OrderRecord
 from tickguard.runtime.recovery import restore
 from tickguard.store.journal import Journal
 
 
 class Crash(BaseException):
     pass
-
-
-def _submitting(recorder: JournalRecorder, intent, clock) -> None:
-    record = OrderRecord(intent)
-    record.attempts = 1
-    entry = {"ts_ns": clock(), "event": "submitting", "attempt": 1, "qty": intent.qty}
-    record.events.append(entry)
-    recorder.on_order_event(record, "submitting", entry)
 
 
 def _rig(target, clock, market):
@@ -176,16 +168,22 @@ def crash_step(r: Rig, body):
         pass
 
 
-def test_retry_while_closing_stop2_after_stop1_rejected(target, clock, market):
-    r = Rig(target, clock, market)
-    trade = open_trade(r, [StopLoss(price=99.0)])
+def stop_rejected_once(r: Rig, trade) -> str:
+    """The trade's stop fires and its first exit is acknowledged, then rejected: its key."""
     with r.step():
-        r.tm.evaluate(market.tick("AAA", 98.99, 99.01))
+        r.tm.evaluate(r.market.tick("AAA", 98.99, 99.01))
     [k1] = exits_of(r, trade)
     with r.step():
         r.ack(k1)
     with r.step():
         r.reject(k1)
+    return k1
+
+
+def test_retry_while_closing_stop2_after_stop1_rejected(target, clock, market):
+    r = Rig(target, clock, market)
+    trade = open_trade(r, [StopLoss(price=99.0)])
+    k1 = stop_rejected_once(r, trade)
     assert trade.stop.inflight == 0 and trade.closing
     clock.advance(5)
     crash_step(r, lambda: r.tm.on_time(clock()))
@@ -205,13 +203,7 @@ def test_retry_while_closing_stop2_after_stop1_rejected(target, clock, market):
 def test_retry_while_closing_stop2_rejected_while_down(target, clock, market):
     r = Rig(target, clock, market)
     trade = open_trade(r, [StopLoss(price=99.0)])
-    with r.step():
-        r.tm.evaluate(market.tick("AAA", 98.99, 99.01))
-    [k1] = exits_of(r, trade)
-    with r.step():
-        r.ack(k1)
-    with r.step():
-        r.reject(k1)
+    k1 = stop_rejected_once(r, trade)
     clock.advance(5)
     crash_step(r, lambda: r.tm.on_time(clock()))
     k2 = exits_of(r, trade)[1]
@@ -301,13 +293,7 @@ def test_partial_entry_working_stop_fires(target, clock, market):
 def test_time_stop_after_stop1_rejected_then_crash(target, clock, market):
     r = Rig(target, clock, market)
     trade = open_trade(r, [StopLoss(price=99.0), TimeStop(after_seconds=3)])
-    with r.step():
-        r.tm.evaluate(market.tick("AAA", 98.99, 99.01))
-    [k1] = exits_of(r, trade)
-    with r.step():
-        r.ack(k1)
-    with r.step():
-        r.reject(k1)
+    k1 = stop_rejected_once(r, trade)
     clock.now = trade.time_deadline_ns  # time stop due before the retry
     crash_step(r, lambda: r.tm.on_time(clock()))
     keys = exits_of(r, trade)

@@ -12,10 +12,9 @@ import sqlite3
 
 import pytest
 import sqlalchemy as sa
-from test_journal_receipts import Boom, Harness, fill_row, order_row, outside, trade_row  # noqa: F401
+from test_journal_receipts import Boom, Harness, drive, order_row, outside, seeded, trade_row  # noqa: F401
 
-from tickguard.store.exact import NotExactError
-from tickguard.store.journal import Journal, JournalError
+from tickguard.store.journal import JournalError
 
 
 class Ext(Harness):
@@ -63,28 +62,9 @@ class Ext(Harness):
 
 
 def run(target, seed, others):
-    j = Journal.open(target)
-    j.insert_trade(trade_row())
-    j.insert_order(order_row("base"))
-    j.insert_fill(fill_row("e0"))
+    j = seeded(target)
     h = Ext(j, target, random.Random(seed), others)
-    h.pos.update({"o:base": 2, "f:e0": 3})
-    for _ in range(80):
-        h.after_budget = 2
-        try:
-            if h.rng.random() < 0.7:
-                with j.batch():
-                    for _ in range(h.rng.randint(0, 8)):
-                        h.op(1)
-            else:
-                h.op(0)
-        except (Boom, sa.exc.IntegrityError, NotExactError):
-            pass
-        except JournalError as exc:
-            if "refused (IntegrityError" not in str(exc):
-                h.errors.append(str(exc))
-        h.hook_mode = None if h.hook_mode == "fail" else h.hook_mode
-        h.check()
+    drive(h, 80, h.errors)
     j.close()
     return h.errors
 

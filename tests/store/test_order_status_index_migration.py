@@ -5,17 +5,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import command
+from test_journal_id_migration import _alembic
 
-from tickguard.store.journal import Journal, _alembic_config
-
-
-def _alembic(target: str, action, revision: str) -> None:
-    engine = sa.create_engine(target if "://" in target else f"sqlite:///{target}")
-    with engine.begin() as conn:
-        cfg = _alembic_config()
-        cfg.attributes["connection"] = conn
-        action(cfg, revision)
-    engine.dispose()
+from tickguard.store.journal import Journal
 
 
 def _order_indexes(target: str) -> set[str]:
