@@ -169,10 +169,14 @@ class Trade:
         return legs + self.targets
 
     def leg(self, name: str) -> Leg:
-        for leg in self.legs():
-            if leg.name == name:
-                return leg
-        raise KeyError(f"trade {self.id} has no leg {name!r}")
+        leg = self.find_leg(name)
+        if leg is None:
+            raise KeyError(f"trade {self.id} has no leg {name!r}")
+        return leg
+
+    def find_leg(self, name: str) -> Leg | None:
+        """The leg called ``name``, or None (a journaled order's leg the trade no longer has)."""
+        return next((leg for leg in self.legs() if leg.name == name), None)
 
     def unrealized(self, mark: Decimal | None) -> Decimal:
         """P&L of the open quantity at ``mark`` (zero without a mark or a position)."""

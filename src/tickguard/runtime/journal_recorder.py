@@ -101,7 +101,8 @@ class JournalRecorder:
         full-size target in flight) leaves no row of its own, so such a trade is written whole (found by an
         independent review: after a restart between the commits the stop's fire was forgotten)."""
         trade = self.trades.trades.get(intent.trade_id)
-        return trade is not None and any(leg.terminal and leg.name == intent.leg for leg in trade.legs())
+        leg = None if trade is None else trade.find_leg(intent.leg)
+        return leg is not None and leg.terminal
 
     def _release(self, trade_id: str) -> None:
         """Write the event rows held for ``trade_id``: its changes are no longer only a fire, or its snapshot is
@@ -112,15 +113,14 @@ class JournalRecorder:
 
     def write_snapshots(self, early: bool = False) -> None:
         """The journal's before-commit hook: the snapshot of every trade with events in the transaction - but at an
-        exit's commit (``early``), not yet of a closing trade whose only change is a fire with its order row in
-        the transaction: its snapshot and events wait for the next commit (see the module's docstring).  Only a
-        closing trade (a stop or time stop fired): one a target fired stays open, and its stop may have moved on
-        the same tick (break-even) - a move nothing but its snapshot records."""
+        exit's commit (``early``), not yet of one whose only change is the fire of its stop or time stop, with that
+        exit's order row in the transaction (``_fired``): its snapshot and events wait for the next commit (see
+        the module's docstring)."""
         waiting: dict[str, tuple[Trade, int]] = {}
         while self._dirty:
             dirty, self._dirty = self._dirty, {}
             for trade_id, (trade, now) in dirty.items():
-                if early and trade_id in self._fired and trade.closing:
+                if early and trade_id in self._fired:
                     waiting[trade_id] = (trade, now)
                     continue
                 self._release(trade_id)

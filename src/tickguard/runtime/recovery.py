@@ -128,7 +128,8 @@ def adopt_journaled_fires(trades: TradeManager, executor: OrderExecutor, report:
     snapshot of a trade whose only change was that fire follows in the next commit (``journal_recorder``).  A
     restart between the two finds an order in flight whose fire number (the key's last part) its leg has not
     reached: the fire is counted - fired, in flight, the trade closing for a stop - exactly as if the snapshot
-    had been written (``TradeManager.adopt_order``), so the exit is neither lost nor decided a second time.
+    had been written (``TradeManager.adopt_orders``, all of a trade's at once), so the exit is neither lost nor
+    decided a second time.
     Reconciliation then treats the order as any other: adopted if the broker has it, sent if it never left."""
     adopted: list[tuple[OrderIntent, int]] = []
     for key, record in executor.orders.items():
@@ -137,7 +138,7 @@ def adopt_journaled_fires(trades: TradeManager, executor: OrderExecutor, report:
         if not intent.is_exit or record.final or trade is None or not trade.state.automated:
             continue
         number = key.rsplit(":", 1)[-1]
-        leg = next((leg for leg in trade.legs() if leg.name == intent.leg), None)
+        leg = trade.find_leg(intent.leg)
         if leg is None or not number.isdigit() or int(number) <= leg.fired:
             continue
         adopted.append((intent, int(number)))
