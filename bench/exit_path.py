@@ -211,9 +211,10 @@ class BareClient:
         self.times: list[int] = []
         self.ref = "floor" if journal_rows is None else "floor+journal"
         self.db: sqlite3.Connection | None = None
-        self.path = Path(tempfile.mkdtemp()) / "floor.db"
+        self.path: Path | None = None
         self.placed = 0
         if journal_rows is not None:
+            self.path = Path(tempfile.mkdtemp()) / "floor.db"
             self.db = sqlite3.connect(self.path, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
@@ -262,7 +263,7 @@ class BareClient:
         """Disconnect; with a journal, check that every order it placed has its committed row (read back on a
         connection of its own)."""
         self.ib.disconnect()
-        if self.db is None:
+        if self.db is None or self.path is None:
             return
         self.db.close()
         with contextlib.closing(sqlite3.connect(self.path)) as db:
