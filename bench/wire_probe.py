@@ -86,6 +86,12 @@ def install() -> None:
     from tickguard.store import wal_checkpoint
 
     wrap(wal_checkpoint.WalCheckpointer, "checkpoint", "wal_checkpoint (its own thread)")
+    from tickguard.store import sqlite_writes
+
+    wrap(journal.Journal, "_prepare", "commit.prepare")
+    wrap(journal.Journal, "_end_transaction", "commit.end_transaction")
+    wrap(journal.Journal, "_notify", "commit.notify")
+    wrap(sqlite_writes.SqliteWrites, "ready", "commit.ready")
     gc_start: list[int] = []
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:

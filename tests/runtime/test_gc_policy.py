@@ -41,3 +41,66 @@ def test_an_interval_of_zero_freezes_only_at_start():
         assert policy.freezes == 1
     finally:
         gc.unfreeze()
+
+
+class Thresholds:
+    """Set the collector's thresholds (and empty its young generations) for a test, then restore them."""
+
+    def __init__(self, *limits: int) -> None:
+        self.limits = limits
+
+    def __enter__(self) -> None:
+        self.saved = gc.get_threshold()
+        gc.collect()
+        gc.set_threshold(*self.limits)
+
+    def __exit__(self, *exc: object) -> None:
+        gc.set_threshold(*self.saved)
+
+
+class Node:
+    def __init__(self) -> None:
+        self.me = self  # a cycle: only the collector frees it (and no free list hides the allocation)
+
+
+def make_cycles(n: int) -> None:
+    for _ in range(n):
+        Node()
+
+
+def test_after_step_collects_the_generation_cpython_would_once_its_threshold_is_reached():
+    policy = FreezePolicy(0.0)
+    with Thresholds(50, 3, 2), policy.paused():
+        assert policy.after_step() is None  # nothing allocated yet
+        make_cycles(60)
+        assert policy.after_step() == 0
+        assert gc.get_count()[0] < 50 and policy.after_step() is None
+        for _ in range(2):
+            make_cycles(60)
+            assert policy.after_step() == 0
+        make_cycles(60)
+        assert policy.after_step() == 1  # the third young collection's turn: generation 1 is over its threshold
+        for _ in range(3):
+            make_cycles(60)
+            policy.after_step()
+        generations = []
+        for _ in range(8):
+            make_cycles(60)
+            generations.append(policy.after_step())
+        assert 2 in generations  # two generation-1 collections later, a full one
+    assert policy.collections[0] > 0 and policy.collections[1] > 0 and policy.collections[2] > 0
+
+
+def test_paused_turns_the_automatic_collector_off_and_back_as_it_was():
+    policy = FreezePolicy(0.0)
+    assert gc.isenabled()
+    with policy.paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with policy.paused():
+            pass
+        assert not gc.isenabled()  # it was off before: left off
+    finally:
+        gc.enable()

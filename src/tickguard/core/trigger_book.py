@@ -97,7 +97,11 @@ class TriggerBook:
             return []
         fired: list[int] = []
         stops = books.get((source, sign, LevelKind.STOP))
-        if stops and low_x <= stops[-1][0]:
+        if stops and low_x <= stops[-1][0] and (len(stops) == 1 or stops[-2][0] < low_x):
+            level_id = stops.pop()[1]  # one level crossed, the usual case: a third of the slice's cost (bench/)
+            del self._where[level_id]
+            fired.append(level_id)
+        elif stops and low_x <= stops[-1][0]:
             start = stops.bisect_left((low_x, -1))
             crossed = stops[start:]
             del stops[start:]

@@ -287,7 +287,11 @@ class Engine:
         return [s for s in symbols if quote(s) is None]
 
     async def run_until(self, end_ns: int) -> None:
-        broker, budget = self.broker, self.budget
+        with self.gc.paused():  # the collector runs between steps only (runtime/gc_policy.py)
+            await self._run_until(end_ns)
+
+    async def _run_until(self, end_ns: int) -> None:
+        broker, budget, gc = self.broker, self.budget, self.gc
         while broker.now_ns() < end_ns:
             wake = end_ns
             vol_due = self.refresher.next_deadline(broker.now_ns()) if self.refresher is not None else None
@@ -301,7 +305,8 @@ class Engine:
                     wake = due
             events = await broker.next_events(wake)
             self.step(events)
-            self.gc.maybe_freeze()
+            gc.after_step()
+            gc.maybe_freeze()
             if self.watchdog is not None and self.watchdog.pending:
                 self._resubscribe(self.watchdog)
             if self.reconciler.wanted and self._book_task is None:
