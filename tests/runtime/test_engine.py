@@ -124,22 +124,22 @@ async def test_a_marked_order_book_is_applied_where_its_mark_is_in_the_stream():
 
 
 async def test_the_collector_runs_between_steps_never_inside_one(tmp_path):
-    """A collection inside a step sits between a crossing and its exit order (runtime/gc_policy.py): while the
-    loop runs, CPython's automatic collector is off and the loop collects after each step, as often as before."""
+    """A collection inside a step sits between a crossing and its exit order (runtime/gc_policy.py): while a step
+    runs CPython's automatic collector is off, and the step collects at its end - as often as before."""
     import gc
 
     engine, _trades, _seen = await two_open_trades(tmp_path, {})
     inside = [False]
-    during: list[bool] = []  # for each collection: was a step running?
-    step = engine.step
+    during: list[bool] = []  # for each collection: was a step's dispatch running?
+    dispatch = engine.dispatch
 
-    def stepping(events: list) -> None:
+    def dispatching(events: list) -> None:
         inside[0] = True
         try:
             for _ in range(3):  # what a step keeps (a cycle, so only the collector frees it)
                 cycle: list = [{}]
                 cycle[0]["back"] = cycle
-            step(events)
+            dispatch(events)
         finally:
             inside[0] = False
 
@@ -147,7 +147,7 @@ async def test_the_collector_runs_between_steps_never_inside_one(tmp_path):
         if phase == "start":
             during.append(inside[0])
 
-    engine.step = stepping  # type: ignore[method-assign]
+    engine.dispatch = dispatching  # type: ignore[method-assign]
     saved = gc.get_threshold()
     gc.set_threshold(2, 2, 2)  # every step keeps enough for a collection
     gc.callbacks.append(watch)
@@ -156,6 +156,6 @@ async def test_the_collector_runs_between_steps_never_inside_one(tmp_path):
     finally:
         gc.callbacks.remove(watch)
         gc.set_threshold(*saved)
-    assert gc.isenabled()  # as it was before the loop
+    assert gc.isenabled()  # as it was before each step
     assert len(during) > 10 and not any(during)
     assert engine.gc.collections[0] > 0 and engine.gc.collections[1] > 0

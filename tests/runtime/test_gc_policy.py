@@ -1,9 +1,10 @@
-"""The engine's collector policy (runtime/gc_policy.py): what lives is frozen after start-up and then every
+"""The engine's collector policy (runtime/gc_policy.py): no collection inside a step, and what lives is frozen
+after start-up and then every
 interval, never more often."""
 
 import gc
 
-from tickguard.runtime.gc_policy import FreezePolicy
+from tickguard.runtime.gc_policy import CollectorPolicy
 
 
 class Clock:
@@ -16,7 +17,7 @@ class Clock:
 
 def test_objects_alive_are_frozen_at_start_and_again_only_after_the_interval():
     clock = Clock()
-    policy = FreezePolicy(10.0, clock)
+    policy = CollectorPolicy(10.0, clock)
     try:
         policy.freeze()
         frozen = gc.get_freeze_count()
@@ -33,7 +34,7 @@ def test_objects_alive_are_frozen_at_start_and_again_only_after_the_interval():
 
 def test_an_interval_of_zero_freezes_only_at_start():
     clock = Clock()
-    policy = FreezePolicy(0.0, clock)
+    policy = CollectorPolicy(0.0, clock)
     try:
         policy.freeze()
         clock.now += 3600
@@ -69,7 +70,7 @@ def make_cycles(n: int) -> None:
 
 
 def test_after_step_collects_the_generation_cpython_would_once_its_threshold_is_reached():
-    policy = FreezePolicy(0.0)
+    policy = CollectorPolicy(0.0)
     with Thresholds(50, 3, 2), policy.paused():
         assert policy.after_step() is None  # nothing allocated yet
         make_cycles(60)
@@ -92,7 +93,7 @@ def test_after_step_collects_the_generation_cpython_would_once_its_threshold_is_
 
 
 def test_paused_turns_the_automatic_collector_off_and_back_as_it_was():
-    policy = FreezePolicy(0.0)
+    policy = CollectorPolicy(0.0)
     assert gc.isenabled()
     with policy.paused():
         assert not gc.isenabled()
@@ -104,3 +105,12 @@ def test_paused_turns_the_automatic_collector_off_and_back_as_it_was():
         assert not gc.isenabled()  # it was off before: left off
     finally:
         gc.enable()
+
+
+def test_a_block_inside_a_block_collects_only_when_the_outer_one_ends():
+    policy = CollectorPolicy(0.0)
+    with Thresholds(5, 10, 10), policy.paused():
+        with policy.paused():
+            make_cycles(20)
+        assert policy.collections == [0, 0, 0] and not gc.isenabled()  # still inside the outer block
+    assert policy.collections[0] == 1 and gc.isenabled()

@@ -49,7 +49,7 @@ from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import Trade, TradeRequest
 from tickguard.core.volatility import VolSnapshot
 from tickguard.runtime.entry_guard import EntryGuard
-from tickguard.runtime.gc_policy import FreezePolicy
+from tickguard.runtime.gc_policy import CollectorPolicy
 from tickguard.runtime.journal_recorder import JournalRecorder
 from tickguard.runtime.monitors import make_shadow, make_watchdog
 from tickguard.runtime.order_executor import OrderExecutor
@@ -141,7 +141,7 @@ class Engine:
         self.reconciler.cancel_stray = self._cancel_stray
         self._book_task: asyncio.Task[OrderBook | BaseException] | None = None
         self._held_entries: list[OrderIntent] = []  # entries waiting for a complete reconciliation
-        self.gc = FreezePolicy(eng.gc_freeze_interval_s)
+        self.gc = CollectorPolicy(eng.gc_freeze_interval_s)
         self._step_ticks: list[Tick] = []
 
     def _journal_health(self, kind: str, now_ns: int, trades: list[Trade], data: dict) -> None:
@@ -287,11 +287,7 @@ class Engine:
         return [s for s in symbols if quote(s) is None]
 
     async def run_until(self, end_ns: int) -> None:
-        with self.gc.paused():  # the collector runs between steps only (runtime/gc_policy.py)
-            await self._run_until(end_ns)
-
-    async def _run_until(self, end_ns: int) -> None:
-        broker, budget, gc = self.broker, self.budget, self.gc
+        broker, budget = self.broker, self.budget
         while broker.now_ns() < end_ns:
             wake = end_ns
             vol_due = self.refresher.next_deadline(broker.now_ns()) if self.refresher is not None else None
@@ -305,8 +301,7 @@ class Engine:
                     wake = due
             events = await broker.next_events(wake)
             self.step(events)
-            gc.after_step()
-            gc.maybe_freeze()
+            self.gc.maybe_freeze()
             if self.watchdog is not None and self.watchdog.pending:
                 self._resubscribe(self.watchdog)
             if self.reconciler.wanted and self._book_task is None:
@@ -366,7 +361,7 @@ class Engine:
         # the budget holds what the step releases until its end (after the journal's commit): then the most at
         # risk of everything decided goes first
         self.telemetry.step_began()
-        with self.budget.holding(), self._batch():
+        with self.gc.paused(), self.budget.holding(), self._batch():  # collected at its end (runtime/gc_policy.py)
             self._apply_book()  # before the events: the book was fetched before they were handed over
             self.dispatch(events)
             now = self.broker.now_ns()

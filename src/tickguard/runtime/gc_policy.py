@@ -12,27 +12,27 @@ grows, and paid for a stop never delayed by a 100 ms collection.
 Between steps: CPython collects when an allocation tips a generation's count over its threshold - wherever that
 allocation is.  A crossing's step allocates a few hundred objects, so about one exit in three paid a young
 collection (~0.1 ms) between the quote and the order, and about one in thirty an older one (0.5-1.5 ms): the
-tail of ``bench/wire_to_wire.py``.  While the engine loop runs (``paused``) the automatic collector is off and the
-loop collects after each step (``after_step``), by CPython's own thresholds and generation choice - as often as
-before, only never inside a step, so never between a crossing and its exit order.  Memory is unaffected: reference
-counting frees everything that is not a cycle, and the cycles are collected at the next step's end.
+tail of ``bench/wire_to_wire.py``.  So the automatic collector is off while a step runs (``paused``), which
+collects at its end (``after_step``) by CPython's own thresholds and generation choice - as often as before, only
+never between a crossing and its exit order.  Outside the steps the automatic collector runs as usual (a
+thread or a server in the same process never waits for a step to free its cycles).
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 
-class FreezePolicy:
+class CollectorPolicy:
     def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval_s = interval_s
         self._clock = clock
         self._last = clock()
         self.freezes = 0
         self.collections = [0, 0, 0]  # by generation, made by ``after_step``
+        self._was_enabled: list[bool] = []  # per ``paused`` block under way (a step inside a step: nested)
 
     def freeze(self) -> None:
         """Collect what is garbage now (once), then move every survivor out of the collector's sight."""
@@ -41,15 +41,23 @@ class FreezePolicy:
         self.freezes += 1
         self._last = self._clock()
 
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        """The automatic collector off for the block (the engine loop), as it was after it."""
-        was = gc.isenabled()
+    def paused(self) -> CollectorPolicy:
+        """``with policy.paused():`` the automatic collector off for the block (an engine step); at its end, what
+        CPython would have collected by then is (``after_step``), then the collector is as it was.  (A plain
+        context manager, not a generator: it wraps every engine step.)"""
+        self._was_enabled.append(gc.isenabled())
         gc.disable()
+        return self
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
         try:
-            yield
+            if len(self._was_enabled) == 1:  # the outermost block: never inside a step
+                self.after_step()
         finally:
-            if was:
+            if self._was_enabled.pop():
                 gc.enable()
 
     def after_step(self) -> int | None:
