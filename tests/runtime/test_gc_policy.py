@@ -1,6 +1,5 @@
 """The engine's collector policy (runtime/gc_policy.py): no collection inside a step, and what lives is frozen
-after start-up and then every
-interval, never more often."""
+after start-up and then every interval, never more often."""
 
 import gc
 
