@@ -118,3 +118,61 @@ def test_a_level_that_is_not_grid_units_is_refused(level):
     with pytest.raises(TypeError, match="not grid units"):
         book.upsert(1, "A", TriggerSource.BID, 1, LevelKind.STOP, level)
     assert len(book) == 0 and book.pop_crossed("Z", TriggerSource.BID, 1, 0, FAR) == []
+
+
+# --- the exact order of what pops, against an independent reference (found unpinned by an independent review:
+# --- the property above compares sorted ids only; pop_crossed has a single-stop fast case and a slice path)
+
+_SOURCES = [TriggerSource.BID, TriggerSource.BID, TriggerSource.BID, TriggerSource.ASK]
+_SIGNS = [1, 1, 1, -1]
+_levels = st.integers(-3, 3)  # few distinct levels: many ties
+_ids = st.integers(0, 12)
+_op = st.one_of(
+    st.tuples(st.just("upsert"), _ids, st.sampled_from("AAAB"), st.sampled_from(_SOURCES), st.sampled_from(_SIGNS),
+              st.sampled_from(list(LevelKind)), _levels),
+    st.tuples(st.just("remove"), _ids),
+    st.tuples(st.just("pop"), st.sampled_from("AAAB"), st.sampled_from(_SOURCES), st.sampled_from(_SIGNS), _levels,
+              _levels),
+)
+
+
+class _Reference:
+    """Levels by id; a pop returns the crossed stops highest first (a tie: the larger id first), then the crossed
+    targets lowest first (a tie: the smaller id first)."""
+
+    def __init__(self) -> None:
+        self.levels: dict[int, tuple] = {}  # id -> (symbol, source, sign, kind, level)
+
+    def pop(self, symbol: str, source: TriggerSource, sign: int, low: int, high: int) -> list[int]:
+        mine = [(lid, v) for lid, v in self.levels.items() if v[:3] == (symbol, source, sign)]
+        stops = sorted(((v[4], lid) for lid, v in mine if v[3] is LevelKind.STOP and v[4] >= low), reverse=True)
+        targets = sorted((v[4], lid) for lid, v in mine if v[3] is LevelKind.TARGET and v[4] <= high)
+        fired = [lid for _, lid in stops] + [lid for _, lid in targets]
+        for lid in fired:
+            del self.levels[lid]
+        return fired
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(_op, max_size=60))
+def test_pop_crossed_fires_in_the_references_exact_order(ops):
+    changes: list[str] = []
+    book, ref = TriggerBook(changes.append), _Reference()
+    for op in ops:
+        changes.clear()
+        if op[0] == "upsert":
+            book.upsert(*op[1:])
+            ref.levels[op[1]] = tuple(op[2:])
+        elif op[0] == "remove":
+            book.remove(op[1])
+            ref.levels.pop(op[1], None)
+        else:
+            _, symbol, source, sign, a, b = op
+            low, high = min(a, b), max(a, b)
+            want = ref.pop(symbol, source, sign, low, high)
+            assert book.pop_crossed(symbol, source, sign, low, high) == want
+            assert changes == ([symbol] if want else [])  # one notice per pop that fired anything
+        assert {lid: book.level_of(lid) for lid in ref.levels} == {lid: v[4] for lid, v in ref.levels.items()}
+        assert len(book) == len(ref.levels)
+        held = sorted(lid for symbol in "AB" for b in book.books(symbol).values() for _, lid in b)
+        assert held == sorted(ref.levels)

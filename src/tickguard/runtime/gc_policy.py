@@ -13,9 +13,13 @@ Between steps: CPython collects when an allocation tips a generation's count ove
 allocation is.  A crossing's step allocates a few hundred objects, so about one exit in three paid a young
 collection (~0.1 ms) between the quote and the order, and about one in thirty an older one (0.5-1.5 ms): the
 tail of ``bench/wire_to_wire.py``.  So the automatic collector is off while a step runs (``paused``), which
-collects at its end (``after_step``) by CPython's own thresholds and generation choice - as often as before, only
-never between a crossing and its exit order.  Outside the steps the automatic collector runs as usual (a
-thread or a server in the same process never waits for a step to free its cycles).
+makes at its end (after the step's exits are out) the young collection CPython would have made (``after_step``).
+Outside the steps the automatic collector runs as usual: a thread or a server in the same process never waits
+for a step to free its cycles, and full collections stay CPython's own decision (it skips them until enough of
+the long-lived objects are new).  CPython counts net allocations (allocations minus frees), so a step that frees
+as much as it makes leaves nothing due at its end.  Found by an independent review: a first version also made
+full collections whenever generation 2's count passed its threshold - ~30 ms walks of a large heap that CPython
+would have skipped - and collected one young collection early (``>=`` where CPython has ``>``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ class CollectorPolicy:
         self._clock = clock
         self._last = clock()
         self.freezes = 0
-        self.collections = [0, 0, 0]  # by generation, made by ``after_step``
+        self.collections = [0, 0]  # young collections by generation, made by ``after_step``
         self._was_enabled: list[bool] = []  # per ``paused`` block under way (a step inside a step: nested)
 
     def freeze(self) -> None:
@@ -61,13 +65,16 @@ class CollectorPolicy:
                 gc.enable()
 
     def after_step(self) -> int | None:
-        """Collect what CPython would have collected by now (its thresholds, its choice of generation: the oldest
-        whose count is over its threshold); the generation collected, or None."""
-        count0, count1, count2 = gc.get_count()
-        limit0, limit1, limit2 = gc.get_threshold()
-        if limit0 <= 0 or count0 < limit0:
+        """Make the young collection CPython would have made by now: generation 1 when its count is over its
+        threshold, else 0, once the youngest count is over its own (CPython's strict ``>``).  Never a full one:
+        CPython itself skips a full collection until a quarter of the long-lived objects are new (a count Python
+        cannot read), so full collections stay the automatic collector's, outside the steps.  Returns the
+        generation collected, or None."""
+        count0, count1, _count2 = gc.get_count()
+        limit0, limit1, _limit2 = gc.get_threshold()
+        if limit0 <= 0 or count0 <= limit0:
             return None
-        generation = 2 if count1 >= limit1 and count2 >= limit2 else 1 if count1 >= limit1 else 0
+        generation = 1 if count1 > limit1 else 0
         gc.collect(generation)
         self.collections[generation] += 1
         return generation
