@@ -17,7 +17,7 @@ process) and latency drift within a phase say whether the engine kept up with th
 
     python bench/wire_to_wire.py [--trades 5000] [--symbols 20] [--rates 1000,10000,max] [--crossings 200]
                                  [--quick] [--json FILE] [--py-spy FILE [--py-spy-rate N]]
-                                 [--no-floor] [--pin]
+                                 [--no-floor] [--pin] [--pairs N]
 
 Opening N trades goes through N market entries; the engine's message budget (``[throttle] rate`` 45/s by default)
 would take N/45 s, so the bench raises ``[throttle] rate/burst`` (and the gateway's pacing limit) and the entry
@@ -34,6 +34,7 @@ import os
 import platform
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -390,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, journal, config)")
     p.add_argument("--pin", action="store_true", help="the client on CPU 0, the gateway and this process on CPU 1 "
                    "(needs 2 CPUs): the client's tail without the scheduler's share")
+    p.add_argument("--pairs", type=int, default=1, help="run tickguard and the floor one after the other this many "
+                   "times and report each pair's ratios and their median: the machine's speed drifts between runs "
+                   "minutes apart, and a ratio of two runs far apart carries that drift")
     args = p.parse_args(argv)
     if args.pin:
         if len(os.sched_getaffinity(0)) < 2:
@@ -409,13 +413,20 @@ def main(argv: list[str] | None = None) -> int:
                                "symbols": args.symbols, "crossings_per_rate": crossings, "rates": rates,
                                "throttle": BENCH_THROTTLE, "pinned": args.pin, "runs": {}}
     kinds = (["tickguard"] if not args.only_floor else []) + ([] if args.no_floor else ["floor"])
-    for kind in kinds:
-        sub = work / kind
-        sub.mkdir()
-        results["runs"][kind] = run_client(kind, plan, sub, args)
-        print(f"{kind}: setup {results['runs'][kind]['setup_s']} s (trades open / client ready), then its socket "
-              f"drained in {results['runs'][kind]['drain_s']} s")
+    pairs: list[dict[str, Any]] = []
+    for n in range(max(1, args.pairs)):
+        runs: dict[str, Any] = {}
+        for kind in kinds:
+            sub = work / (kind if n == 0 else f"{kind}_{n + 1}")
+            sub.mkdir()
+            runs[kind] = run_client(kind, plan, sub, args)
+            print(f"{kind}{'' if args.pairs <= 1 else f' (pair {n + 1})'}: setup {runs[kind]['setup_s']} s (trades "
+                  f"open / client ready), then its socket drained in {runs[kind]['drain_s']} s")
+        pairs.append(runs)
+    results["runs"] = pairs[0]
     ok = report(results)
+    if len(pairs) > 1:
+        ok = report_pairs(results, pairs) and ok
     out = Path(args.json) if args.json else HERE / "results" / f"wire_to_wire_{results['date']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
@@ -425,6 +436,34 @@ def main(argv: list[str] | None = None) -> int:
 
         shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1
+
+
+def report_pairs(results: dict[str, Any], pairs: list[dict[str, Any]]) -> bool:
+    """The other pairs' rows, then each pair's ratios and their median per rate (``results["pairs"]`` and
+    ``results["median_ratios"]``); False if any pair missed an exit."""
+    ok = True
+    kept = []
+    for n, runs in enumerate(pairs[1:], start=2):
+        print(f"--- pair {n}")
+        sub = {"runs": runs}
+        ok = report(sub) and ok
+        kept.append({"runs": runs, "ratios": sub.get("ratios", [])})
+    results["pairs"] = [{"ratios": results.get("ratios", [])}, *kept]
+    by_rate: dict[Any, list[dict[str, Any]]] = {}
+    for pair in results["pairs"]:
+        for r in pair["ratios"]:
+            by_rate.setdefault(r["rate"], []).append(r)
+    results["median_ratios"] = []
+    for rate, rs in by_rate.items():
+        p50s, p99s = sorted(r["p50_ratio"] for r in rs), sorted(r["p99_ratio"] for r in rs)
+        med = {"rate": rate, "pairs": len(rs), "p50_ratio": statistics.median(p50s),
+               "p99_ratio": statistics.median(p99s)}
+        results["median_ratios"].append(med)
+        print(f"tickguard / floor at {rate!s:>5}/s over {len(rs)} pairs: p50 ratios "
+              f"{', '.join(f'{v:.2f}' for v in p50s)} (median {med['p50_ratio']:.2f}x); p99 ratios "
+              f"{', '.join(f'{v:.2f}' for v in p99s)} (median {med['p99_ratio']:.2f}x)")
+    results["ok"] = results["ok"] and ok
+    return ok
 
 
 def report(results: dict[str, Any]) -> bool:

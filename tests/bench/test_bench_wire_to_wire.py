@@ -10,22 +10,26 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "wire_to_wire.py"
 
 
-def test_every_crossing_gets_its_exit_tickguard_and_floor(tmp_path):
+def test_every_crossing_gets_its_exit_tickguard_and_floor_in_each_pair(tmp_path):
     out = tmp_path / "wtw.json"
     done = subprocess.run([sys.executable, str(BENCH), "--trades", "24", "--symbols", "3", "--crossings", "9",
-                           "--rates", "2000", "--exit-timeout", "5", "--json", str(out)],
-                          capture_output=True, text=True, timeout=120)
+                           "--rates", "2000", "--exit-timeout", "5", "--pairs", "2", "--json", str(out)],
+                          capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(out.read_text())
     assert result["ok"] and set(result["runs"]) == {"tickguard", "floor"}
-    for kind, run in result["runs"].items():
-        assert run["gateway_error"] is None and not run["gateway_protocol_errors"], (kind, run)
-        assert run["unexpected_exits"] == 0, kind
-        (phase,) = run["phases"]
-        assert phase["crossings"] == phase["exits"] == 9 and phase["missing"] == 0 and phase["wrong_trade"] == 0, (
-            kind, phase)
-        assert 0 < phase["p50_ms"] <= phase["p99_ms"] <= phase["max_ms"]
-    assert "tickguard / floor at" in done.stdout
+    assert len(result["pairs"]) == 2 and set(result["pairs"][1]["runs"]) == {"tickguard", "floor"}
+    for runs in (result["runs"], result["pairs"][1]["runs"]):
+        for kind, run in runs.items():
+            assert run["gateway_error"] is None and not run["gateway_protocol_errors"], (kind, run)
+            assert run["unexpected_exits"] == 0, kind
+            (phase,) = run["phases"]
+            assert phase["crossings"] == phase["exits"] == 9 and phase["missing"] == 0, (kind, phase)
+            assert phase["wrong_trade"] == 0 and 0 < phase["p50_ms"] <= phase["p99_ms"] <= phase["max_ms"]
+    ratios = sorted(pair["ratios"][0]["p50_ratio"] for pair in result["pairs"])
+    (median,) = result["median_ratios"]
+    assert median["rate"] == 2000 and median["pairs"] == 2 and median["p50_ratio"] == sum(ratios) / 2
+    assert "tickguard / floor at" in done.stdout and "over 2 pairs" in done.stdout
 
 
 def test_pinned_run_puts_the_client_and_the_gateway_on_cpus_of_their_own(tmp_path):
