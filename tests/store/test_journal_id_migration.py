@@ -20,15 +20,21 @@ def _alembic(target: str, action, revision: str) -> None:
     engine.dispose()
 
 
-def test_a_journal_from_before_ids_gets_one_and_keeps_its_keys(journal_target):
-    _alembic(journal_target, command.upgrade, "0005")  # as tickguard wrote it before ids (opening would migrate)
-    engine = sa.create_engine(journal_target if "://" in journal_target else f"sqlite:///{journal_target}")
+def _old_journal_with_an_order(target: str, revision: str) -> None:
+    """A journal at schema ``revision`` (as an older tickguard left it) holding trade T00001 and its submitted entry
+    order ``tg:T00001:entry`` - written as raw rows of that schema, the way that version wrote them."""
+    _alembic(target, command.upgrade, revision)
+    engine = sa.create_engine(target if "://" in target else f"sqlite:///{target}")
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO trades VALUES ('T00001', 'alice', 'DU1', 'AAA', 'long', '100', 'open', "
                              "'{}', '{}', 1, 1)"))
         conn.execute(sa.text("INSERT INTO orders VALUES ('tg:T00001:entry', 'T00001', 'entry', 'alice', 'DU1', 'AAA', "
                              "'BUY', '100', 'submitted', 1, 7, '0', '0', '0', '', '{}', 2, 2)"))
     engine.dispose()
+
+
+def test_a_journal_from_before_ids_gets_one_and_keeps_its_keys(journal_target):
+    _old_journal_with_an_order(journal_target, "0005")  # as tickguard wrote it before ids (opening would migrate)
     j = Journal.open(journal_target, create=False)
     jid = j.journal_id
     assert len(jid) == 8 and int(jid, 16) >= 0

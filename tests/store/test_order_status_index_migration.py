@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import command
-from test_journal_id_migration import _alembic
+from test_journal_id_migration import _alembic, _old_journal_with_an_order
 
 from tickguard.store.journal import Journal
 
@@ -20,15 +20,8 @@ def _order_indexes(target: str) -> set[str]:
 
 def test_a_journal_from_before_loses_the_status_index_and_keeps_its_orders_and_the_downgrade_restores_it(
         journal_target):
-    _alembic(journal_target, command.upgrade, "0007")  # as tickguard wrote it before (opening would migrate)
+    _old_journal_with_an_order(journal_target, "0007")  # as tickguard wrote it before (opening would migrate)
     assert "ix_orders_status" in _order_indexes(journal_target)
-    engine = sa.create_engine(journal_target if "://" in journal_target else f"sqlite:///{journal_target}")
-    with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO trades VALUES ('T00001', 'alice', 'DU1', 'AAA', 'long', '100', 'open', "
-                             "'{}', '{}', 1, 1)"))
-        conn.execute(sa.text("INSERT INTO orders VALUES ('tg:T00001:entry', 'T00001', 'entry', 'alice', 'DU1', 'AAA', "
-                             "'BUY', '100', 'submitted', 1, 7, '0', '0', '0', '', '{}', 2, 2)"))
-    engine.dispose()
     j = Journal.open(journal_target, create=False)
     assert [o["status"] for o in j.orders_of(["T00001"])] == ["submitted"]
     j.close()
