@@ -94,6 +94,16 @@ def step_work(n: int, keep: list) -> None:
     keep.append([{} for _ in range(5)])
 
 
+def steps(count: int, n: int, keep: list, policy: CollectorPolicy | None = None) -> None:
+    """``count`` steps of ``step_work(n)``: each inside ``policy.paused()``, or under the automatic collector."""
+    for _ in range(count):
+        if policy is None:
+            step_work(n, keep)
+        else:
+            with policy.paused():
+                step_work(n, keep)
+
+
 class FakeCollector:
     """The ``gc`` functions ``after_step`` reads, with counts set by the test (CPython's own drift with every
     tuple it allocates makes exact boundaries untestable on the real one)."""
@@ -139,22 +149,11 @@ def test_the_same_work_gets_cpythons_young_collections_in_the_same_proportion():
     """Same workload under the automatic collector and stepped: generation 1's share of the young collections
     is CPython's (a version with ``>=`` made it 9 % more often - found by an independent review)."""
     keep: list = []
-
-    def automatic() -> None:
-        for _ in range(1200):
-            step_work(150, keep)
-
     policy = CollectorPolicy(0.0)
-
-    def stepped() -> None:
-        for _ in range(1200):
-            with policy.paused():
-                step_work(150, keep)
-
     with Thresholds(100, 10, 1_000_000):
-        auto = count_collections(automatic)
+        auto = count_collections(lambda: steps(1200, 150, keep))
         gc.collect()
-        mine = count_collections(stepped)
+        mine = count_collections(lambda: steps(1200, 150, keep, policy))
     assert mine[2] == 0 and sum(mine) > 100
     assert mine[1] / (mine[0] + mine[1]) == pytest.approx(auto[1] / (auto[0] + auto[1]), rel=0.03)
 
@@ -166,14 +165,8 @@ def test_after_step_never_makes_a_full_collection():
     the automatic collector's, outside the steps."""
     policy = CollectorPolicy(0.0)
     keep: list = []
-
-    def stepped() -> None:
-        for _ in range(3000):
-            with policy.paused():
-                step_work(300, keep)
-
     with Thresholds(700, 10, 10):
-        seen = count_collections(stepped)
+        seen = count_collections(lambda: steps(3000, 300, keep, policy))
     assert seen[2] == 0 and seen[1] > 0 and policy.collections[1] == seen[1]
 
 
