@@ -1,4 +1,4 @@
-"""When the garbage collector may run: between engine steps only, and over the young objects only.
+"""When the garbage collector may run: never inside an engine step, and a full pass over new objects only.
 
 Why: CPython's full (generation 2) collection walks every tracked object.  With thousands of open trades that is
 80-150 ms at a time, every second or two under a quote storm - measured as the longest exits of
@@ -71,8 +71,8 @@ class CollectorPolicy:
         CPython itself skips a full collection until a quarter of the long-lived objects are new (a count Python
         cannot read), so full collections stay the automatic collector's, outside the steps.  Returns the
         generation collected, or None."""
-        count0, count1, _count2 = gc.get_count()
-        limit0, limit1, _limit2 = gc.get_threshold()
+        count0, count1 = gc.get_count()[:2]
+        limit0, limit1 = gc.get_threshold()[:2]
         if limit0 <= 0 or count0 <= limit0:
             return None
         generation = 1 if count1 > limit1 else 0
