@@ -115,18 +115,17 @@ def test_refresher_interval_and_regime_change():
                             in_force.get)
     r.set_daily(in_force["X"])
     assert r.next_deadline(0) == 300 * 1_000_000_000
-    for minute in range(4):  # calm minutes: range 0.02 per bar
-        for s in (0, 30):
-            px = 10.0 + 0.01 * (s // 30)
-            r.on_tick(Tick("X", CENT.units(px), CENT.units(px), 0, 1, minute * MIN + s * 1_000_000_000, 0))
+    for minute in range(4):  # calm minutes: range 0.02 per bar, an engine step's ticks at a time
+        r.on_ticks([Tick("X", CENT.units(px), CENT.units(px), 0, 1, minute * MIN + s * 1_000_000_000, 0)
+                    for s, px in ((0, 10.0), (30, 10.01))])
     assert r.urgent == set()
     r.on_time(299 * 1_000_000_000)
     assert applied == []
     r.on_time(300 * 1_000_000_000)  # the interval: refreshed with the intraday blend
     assert len(applied) == 1 and applied[0].atr != 0.2
-    for minute, px in ((4, 10.0), (5, 10.5), (6, 10.6)):  # a jump: the last two bars span 0.6 > 0.5 x ATR
-        r.on_tick(Tick("X", CENT.units(px), CENT.units(px), 0, 1, minute * MIN, 0))
-    r.on_tick(Tick("X", CENT.units(10.6), CENT.units(10.6), 0, 1, 7 * MIN, 0))
+    # a jump: the last two bars span 0.6 > 0.5 x ATR - one step's ticks completing three bars, each one folded in order
+    r.on_ticks([Tick("X", CENT.units(px), CENT.units(px), 0, 1, minute * MIN, 0)
+                for minute, px in ((4, 10.0), (5, 10.5), (6, 10.6), (7, 10.6))])
     assert r.urgent == {"X"} and r.next_deadline(7 * MIN) == 7 * MIN  # refresh at once
     r.on_time(7 * MIN)
     assert len(applied) == 2 and r.regime_changes == 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import IntEnum, StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from tickguard.core.money import decimal_of, exact
 
@@ -99,11 +99,14 @@ class TriggerSource(StrEnum):
         return self
 
 
-@dataclass(slots=True, frozen=True)
-class Tick:
+class Tick(NamedTuple):
     """One quote/trade update, its prices in grid units (``price_grid``: even integers, half-ticks).
 
-    ``last`` is ``NO_PRICE`` (0) when the feed carries quotes only."""
+    ``last`` is ``NO_PRICE`` (0) when the feed carries quotes only.
+
+    An immutable tuple, not a frozen dataclass: the adapter makes one per quote (a dozen per socket read at 10k
+    quotes/s), and a frozen dataclass's ``__init__`` sets each field through ``object.__setattr__`` - 1.4 us a
+    tick against 0.4 for the tuple, measured (bench/read_cost.py); its fields read as fast as a dataclass's."""
 
     symbol: str
     bid: int

@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -62,6 +62,7 @@ from tickguard.runtime.watchdog import MarketDataHealth, Watchdog
 from tickguard.store.journal import Journal
 
 log = logging.getLogger(__name__)
+_NO_BATCH = contextlib.nullcontext()  # a step's transaction without a journal
 
 
 @dataclass(slots=True)
@@ -369,13 +370,9 @@ class Engine:
             if self.recorder is not None:
                 self.recorder.flush_moved(now, self._step_ticks)
 
-    @contextlib.contextmanager
-    def _batch(self) -> Iterator[None]:
-        if self.journal is None:
-            yield
-        else:
-            with self.journal.batch():
-                yield
+    def _batch(self) -> contextlib.AbstractContextManager[None]:
+        """The step's journal transaction (none without a journal)."""
+        return _NO_BATCH if self.journal is None else self.journal.batch()
 
     def _raise_alerts(self) -> None:
         """Exits the broker refused (core/exit_orders.py): an ERROR line each, at once, kept for views."""
@@ -418,8 +415,6 @@ class Engine:
             if isinstance(event, Tick):
                 if sink is not None:
                     sink(event)
-                if bars is not None:
-                    bars.on_tick(event)
                 ticks.append(event)
             elif isinstance(event, FillEvent):
                 self.telemetry.on_fill(event, self.broker.now_ns())
@@ -435,6 +430,8 @@ class Engine:
                 self.reconciler.on_notice(event)
             elif isinstance(event, BookMark):
                 self._apply_book(event.token)  # the order events before it are applied, the ones after are not
+        if bars is not None and ticks:
+            bars.on_ticks(ticks)  # into the intraday bars, in order (the order events beside them do not touch bars)
         self._flush()
         self._step_ticks = ticks  # their symbols' trail marks may have moved (JournalRecorder.flush_moved)
         if ticks:

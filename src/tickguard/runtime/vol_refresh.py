@@ -7,7 +7,7 @@ new snapshot to the engine, which re-sizes the ATR-sized levels by each rule's p
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from tickguard.core.model import Tick
 from tickguard.core.price_grid import CENT, PriceGrid
@@ -34,12 +34,16 @@ class VolatilityRefresher:
         self.daily[snap.symbol] = snap
         self.bars.setdefault(snap.symbol, MinuteBars(keep=max(self.rule.period, self.rule.regime_bars) + 1))
 
-    def on_tick(self, tick: Tick) -> None:
-        bars = self.bars.get(tick.symbol)
-        if bars is not None and bars.add(tick.ts_ns, self._grid(tick.symbol).approx(tick.bid + tick.ask) * 0.5):
-            snap = self._in_force(tick.symbol)
-            if snap is not None and regime_changed(bars.bars, snap.atr, self.rule):
-                self.urgent.add(tick.symbol)
+    def on_ticks(self, ticks: Iterable[Tick]) -> None:
+        """Fold a step's ticks into their symbols' bars, in order; a bar completed by one may flag a regime change.
+        (A step's ticks in one call: a call per tick was a third of this refresher's cost on the tick path.)"""
+        bars_of, grid = self.bars.get, self._grid
+        for tick in ticks:
+            bars = bars_of(tick.symbol)
+            if bars is not None and bars.add(tick.ts_ns, grid(tick.symbol).approx(tick.bid + tick.ask) * 0.5):
+                snap = self._in_force(tick.symbol)
+                if snap is not None and regime_changed(bars.bars, snap.atr, self.rule):
+                    self.urgent.add(tick.symbol)
 
     def next_deadline(self, now_ns: int) -> int | None:
         if not self.daily:

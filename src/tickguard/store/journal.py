@@ -27,7 +27,7 @@ import logging
 import sqlite3
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,7 @@ class Journal:
         # (sqlite_writes.py)
         self._fast = SqliteWrites(self._conn) if engine.dialect.name == "sqlite" else None
         self._depth = 0
+        self._batch = _Batch(self)
         self.commits = 0
         self.last_commit_ns = 0  # how long the last commit took (perf counter)
         self.rollbacks = 0  # transactions rolled back with writes in them (their orders are never sent)
@@ -188,20 +189,10 @@ class Journal:
 
     # --------------------------------------------------------------------------------------- writing
 
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """Group writes into one transaction, committed when the outermost batch ends."""
-        self._depth += 1
-        try:
-            yield
-        except BaseException:
-            self._depth -= 1
-            if self._depth == 0:
-                self._abandon("the batch raised")
-            raise
-        self._depth -= 1
-        if self._depth == 0:
-            self._commit()
+    def batch(self) -> _Batch:
+        """``with journal.batch():`` group writes into one transaction, committed when the outermost batch ends; rolled
+        back when it raises.  (A plain context manager, not a generator: it wraps every engine step.)"""
+        return self._batch
 
     def commit_now(self, early: bool = False) -> None:
         """Commit the open transaction now, inside a batch too (the batch goes on in a new transaction), and run
@@ -280,10 +271,11 @@ class Journal:
             self._abandon(f"a write of the transaction was refused ({refused})")
             raise JournalError(f"journal {self.where}: a write of this transaction was refused ({refused}); the "
                                "transaction is rolled back - nothing it records will be sent")
+        if self._fast is not None and self.position == self._settled:
+            return  # SQLite: nothing written since the last commit (the transaction begun for the next, ready()) -
+            # known without asking the driver, which every engine step's end would otherwise do (bench/read_cost.py)
         if not self._in_transaction():
             return
-        if self._fast is not None and self.position == self._settled:
-            return  # SQLite: nothing written since the last commit (the transaction begun for the next, ready())
         started = time.perf_counter_ns()
         try:
             self._end_transaction()
@@ -655,3 +647,24 @@ def _foreign_keys_on(conn: sa.Connection) -> None:
         conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
     except (sa.exc.DBAPIError, sqlite3.Error):
         conn.invalidate()  # a connection without foreign keys never goes back to the pool
+
+
+class _Batch:
+    """``Journal.batch``'s context: the outermost one commits at its end, or rolls back when the block raised."""
+
+    __slots__ = ("_journal",)
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+
+    def __enter__(self) -> None:
+        self._journal._depth += 1
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        journal = self._journal
+        journal._depth -= 1
+        if journal._depth == 0:
+            if exc_type is not None:
+                journal._abandon("the batch raised")
+            else:
+                journal._commit()

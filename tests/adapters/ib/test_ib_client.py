@@ -279,11 +279,6 @@ def test_reconnect_delay_grows_with_jitter_and_is_capped():
     assert delays[-1] <= 9.6
 
 
-@pytest.fixture(autouse=True)
-def _tick_type_is_engine_tick():
-    assert Tick.__slots__
-
-
 async def test_duplicate_client_id_is_a_clear_connection_error_at_once():
     """IB closes the socket after 326 but ib_async waits for its start-up until the timeout: the adapter must cut
     that short and not retry (only the user can free the client id) - with a 60 s timeout and 5 attempts, the

@@ -140,6 +140,23 @@ def test_symbols_are_independent():
     assert q.quote("AAA")[0] == 10.0 and math.isnan(q.quote("BBB")[0])
 
 
+def test_each_tick_carries_its_own_time_though_a_read_converts_a_shared_one_once():
+    """ib_async stamps a read's ticks with one datetime; the assembler converts it once (a memo by identity and
+    arrival time) - never handing a tick another read's time, another datetime's, or another arrival's default."""
+    q = QuoteAssembler()
+    later = T + dt.timedelta(microseconds=7)
+    out = q.assemble("AAA", [td(1, 10.0), td(2, 10.02), td(1, 10.01, when=later)], NAN, NAN, T, RECV)
+    out += q.assemble("BBB", [td(1, 20.0), td(2, 20.02)], NAN, NAN, T, RECV)  # the same read, another symbol
+    assert [t.ts_ns for t in out] == [T_NS, T_NS + 7_000, T_NS]
+    naive = dt.datetime(2025, 1, 6, 14, 30)  # no time zone: the arrival time stands in, per read
+    for recv in (RECV + 1, RECV + 2):
+        ticks = q.assemble("AAA", [td(1, 9.0 + (recv - RECV) / 100, when=naive)], NAN, NAN, naive, recv)
+        assert [t.ts_ns for t in ticks] == [recv]
+    for recv in (RECV + 3, RECV + 4):
+        ticks = q.assemble("AAA", [td(2, 11.0 + (recv - RECV) / 100, when=None)], NAN, NAN, None, recv)
+        assert [t.ts_ns for t in ticks] == [recv]
+
+
 def test_prices_and_times():
     assert math.isnan(ib_price(None)) and math.isnan(ib_price(-1)) and math.isnan(ib_price(UNSET_DOUBLE))
     assert ib_price(12.5) == 12.5

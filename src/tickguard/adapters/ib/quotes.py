@@ -123,6 +123,12 @@ class QuoteAssembler:
         self._states: dict[str, QuoteState] = {}
         self._grids: dict[str, PriceGrid] = {}
         self.seq = 0
+        # The last tick time converted, with the read's arrival time it defaulted to: ib_async stamps every tick of a
+        # socket read with one datetime object (``Wrapper.lastTime``), so a read of a dozen symbols converts it once.
+        # Held here, the object cannot be freed and its identity taken by another.
+        self._when: object = None
+        self._when_recv = -1
+        self._when_ns = 0
 
     def reset(self, symbol: str, ticker_bid: float = NAN, ticker_ask: float = NAN, grid: PriceGrid = CENT) -> None:
         """Forget ``symbol``'s quote (a new subscription) and take its grid (the contract's minimum tick).
@@ -156,7 +162,10 @@ class QuoteAssembler:
             tick_type = td.tickType
             quote_ticks = quote_ticks or tick_type in QUOTE_TYPES
             if state.apply(tick_type, td.price, td.size) and emit and state.known:
-                out.append(self._tick(symbol, state, time_ns(td.time, recv_ns), recv_ns))
+                when = td.time
+                if when is not self._when or recv_ns != self._when_recv:  # converted once a read (see __init__)
+                    self._when, self._when_recv, self._when_ns = when, recv_ns, time_ns(when, recv_ns)
+                out.append(self._tick(symbol, state, self._when_ns, recv_ns))
         bid, ask = ib_price(ticker_bid), ib_price(ticker_ask)
         if (not quote_ticks and bid == bid and ask == ask
                 and not (_same(bid, state.seen_bid) and _same(ask, state.seen_ask))
