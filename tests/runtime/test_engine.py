@@ -80,6 +80,27 @@ async def test_an_exit_is_committed_and_sent_before_the_rest_of_its_step_runs(tm
     engine.journal.close()
 
 
+async def test_no_begin_sits_between_an_exits_commit_and_its_placement_and_the_next_transaction_is_begun_after(
+        tmp_path):
+    """An exit's commit leaves the next BEGIN until the exit is out (the placement's journal note begins it), and the
+    step ends with the next transaction begun for the next exit's row."""
+    engine, trades, _ = await two_open_trades(tmp_path, {})
+    fast = engine.journal._fast
+    assert fast is not None
+    open_at_placement: list[bool] = []
+    place = engine.broker.place_order
+
+    def placed(order):
+        open_at_placement.append(fast.in_transaction())
+        return place(order)
+
+    engine.broker.place_order = placed  # type: ignore[method-assign]
+    engine.step([crossing(engine, trades[0], 1), crossing(engine, trades[1], 2)])
+    assert open_at_placement == [False, False]  # committed, and nothing begun before the order went
+    assert fast.in_transaction()  # begun afterwards, for the next exit's row
+    engine.journal.close()
+
+
 async def test_with_less_than_half_a_burst_left_a_steps_exits_wait_for_its_end_most_at_risk_first(tmp_path):
     engine, trades, seen = await two_open_trades(tmp_path, {"rate": 4, "burst": 4})
     for _ in range(3):

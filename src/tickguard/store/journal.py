@@ -292,8 +292,12 @@ class Journal:
         self.last_commit_ns = time.perf_counter_ns() - started  # for the commit-latency metric
         self._committed = self._settled = self.position
         self._notify()
-        if self._fast is not None:
-            self._fast.ready()  # the next transaction's BEGIN now, after the sends: not on the next exit's path
+        if self._fast is not None and not self._early:
+            # The next transaction's BEGIN now, after the sends: not on the next exit's path.  Not after an exit's
+            # commit: the message budget releases that exit only once the commit returns (Engine._release_exits),
+            # so a BEGIN here sat between the commit and the order on the wire; the placement's own journal note
+            # (its order id) begins the next transaction, after the send.
+            self._fast.ready()
 
     def _prepare(self) -> None:
         """Run the before-commit hooks, then write the batch's waiting event rows; all join the transaction about to
