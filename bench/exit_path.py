@@ -108,13 +108,19 @@ async def cross(marks: Marks, conn: Any, transport: Any, crossings: list[tuple[l
     marks.watch(conn, len(crossings))
     transport.write(b"".join(encode_message(out.tick_price(r, 1, price, 100, 1))
                              for req_ids, price in crossings for r in req_ids))
-    deadline = time.monotonic() + 10
-    while marks.sent is None:
+    await until(lambda: marks.sent is not None,
+                lambda: f"{marks.placed} of {len(crossings)} exit orders 10 s after a crossing at {crossings}")
+    assert marks.read is not None and marks.sent is not None
+    return marks.sent - marks.read
+
+
+async def until(done: Callable[[], bool], failure: Callable[[], str], timeout_s: float = 10.0) -> None:
+    """Turn the event loop until ``done()``; past ``timeout_s`` stop the bench with ``failure()``."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
         await asyncio.sleep(0)
         if time.monotonic() > deadline:
-            raise SystemExit(f"{marks.placed} of {len(crossings)} exit orders 10 s after a crossing at {crossings}")
-    assert marks.read is not None
-    return marks.sent - marks.read
+            raise SystemExit(failure())
 
 
 def quotes(session: Any, symbols: list[str], levels: list[int]) -> list[tuple[list[int], float]]:

@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 
 from ib_async import Stock, connection  # noqa: E402
 
-from exit_path import BareClient, started  # noqa: E402
+from exit_path import BareClient, started, until  # noqa: E402
 from ibfake import outgoing as out  # noqa: E402
 from ibfake.wire import encode_message  # noqa: E402
 from tickguard.runtime.engine import Engine  # noqa: E402
@@ -97,12 +97,9 @@ def background(session: Any, symbols: list[str], n: int, start: int, rng: random
 async def one_read(clock: ReadClock, conn: Any, transport: Any, data: bytes, engine: bool) -> int:
     clock.watch(conn, engine)
     transport.write(data)
-    deadline = time.monotonic() + 10
-    while clock.ended is None:
-        await asyncio.sleep(0)
-        if time.monotonic() > deadline:
-            raise SystemExit(f"a read of {'the engine' if engine else 'the floor'} was not consumed within 10 s")
-    assert clock.began is not None
+    await until(lambda: clock.ended is not None,
+                lambda: f"a read of {'the engine' if engine else 'the floor'} was not consumed within 10 s")
+    assert clock.began is not None and clock.ended is not None
     return clock.ended - clock.began
 
 
