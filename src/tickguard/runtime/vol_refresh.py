@@ -36,7 +36,7 @@ class VolatilityRefresher:
 
     def on_ticks(self, ticks: Iterable[Tick]) -> None:
         """Fold a step's ticks into their symbols' bars, in order; a bar completed by one may flag a regime change.
-        (A step's ticks in one call: a call per tick was a third of this refresher's cost on the tick path.)"""
+        (A step's ticks in one call, not one call per tick: the calls were a third of its cost here, under cProfile.)"""
         bars_of, grid = self.bars.get, self._grid
         for tick in ticks:
             bars = bars_of(tick.symbol)

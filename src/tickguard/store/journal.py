@@ -272,7 +272,7 @@ class Journal:
             raise JournalError(f"journal {self.where}: a write of this transaction was refused ({refused}); the "
                                "transaction is rolled back - nothing it records will be sent")
         if self._fast is not None and self.position == self._settled:
-            return  # SQLite: nothing written since the last commit (the transaction begun for the next, ready()) -
+            return  # SQLite: nothing written since the last commit (a transaction begun by ready(), or none) -
             # known without asking the driver, which every engine step's end would otherwise do (bench/read_cost.py)
         if not self._in_transaction():
             return
