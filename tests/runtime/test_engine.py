@@ -8,6 +8,7 @@ committed, read here through a connection of the test's own.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from decimal import Decimal
 
@@ -113,7 +114,6 @@ async def test_with_less_than_half_a_burst_left_a_steps_exits_wait_for_its_end_m
 async def test_a_marked_order_book_is_applied_where_its_mark_is_in_the_stream():
     """A book the adapter marked (``BookMark``, IB) is applied when dispatch meets the mark - after the order events
     before it, before the ones after; an unmarked book (the simulator's) at the start of the step."""
-    import asyncio
 
     from tickguard.adapters.broker import BookMark, NoticeEvent, OrderBook
 
@@ -181,6 +181,32 @@ async def test_the_collector_runs_between_steps_never_inside_one(tmp_path):
     assert len(during) > 10 and not any(during)
     assert engine.gc.collections[0] > 0 and engine.gc.collections[1] > 0
     engine.journal.close()
+
+
+async def test_the_loop_freezes_what_a_full_collection_left_and_stops_watching_when_it_ends(tmp_path):
+    """A full collection's survivors are frozen by the loop at once (runtime/gc_policy.py: else every full
+    collection walks them again until the timed freeze); once the loop ends nothing is frozen any more."""
+    engine, _trades, _seen = await two_open_trades(tmp_path, {})
+    next_events, collected = engine.broker.next_events, []
+
+    async def collecting(wake_at_ns: int | None) -> list:
+        if not collected:  # once, between two steps: as the automatic collector makes one while ib_async decodes
+            collected.append(gc.collect())
+        return await next_events(wake_at_ns)
+
+    engine.broker.next_events = collecting  # type: ignore[method-assign]
+    try:
+        before = engine.gc.freezes
+        await engine.run_until(engine.broker.now_ns() + NS)  # well within the timed freeze's 10 s
+        assert collected
+        assert engine.gc.freezes == before + 1
+        assert engine.gc._on_collection not in gc.callbacks
+        gc.collect()
+        engine.gc.maybe_freeze()
+        assert engine.gc.freezes == before + 1
+    finally:
+        gc.unfreeze()
+        engine.journal.close()
 
 
 async def test_a_storm_steps_held_exits_go_out_before_the_steps_collection(tmp_path):

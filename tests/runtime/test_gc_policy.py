@@ -228,3 +228,46 @@ def test_a_block_inside_a_block_collects_only_when_the_outer_one_ends():
             make_cycles(20)
         assert policy.collections == [0, 0] and not gc.isenabled()  # still inside the outer block
     assert policy.collections[0] == 1 and gc.isenabled()
+
+
+def test_what_survives_a_full_collection_is_frozen_by_the_loop_at_once_while_it_watches():
+    """Each full collection walks everything not frozen: without this, a burst of long-lived objects (thousands
+    of trades opened) was walked again by every full collection until the timed freeze (30-150 ms each)."""
+    clock = Clock()
+    policy = CollectorPolicy(10.0, clock)
+    try:
+        policy.freeze()
+        with policy.watching():
+            keep = [[i] for i in range(1000)]  # long-lived, made after start-up
+            policy.maybe_freeze()
+            assert policy.freezes == 1  # no full collection yet, interval not over: nothing
+            frozen = gc.get_freeze_count()
+            gc.collect()  # a full collection (the automatic collector's, in the engine)
+            policy.maybe_freeze()
+            assert policy.freezes == 2 and gc.get_freeze_count() >= frozen + len(keep)
+            policy.maybe_freeze()
+            assert policy.freezes == 2  # once per full collection
+            gc.collect(1)  # a young one is no reason
+            policy.maybe_freeze()
+            assert policy.freezes == 2
+    finally:
+        gc.unfreeze()
+
+
+def test_outside_the_loop_or_with_an_interval_of_zero_a_full_collection_freezes_nothing():
+    """An engine whose loop has ended must not keep freezing (its garbage would never be freed), and 0 means
+    frozen after start-up only."""
+    for policy, watch in ((CollectorPolicy(10.0, Clock()), False), (CollectorPolicy(0.0, Clock()), True)):
+        try:
+            policy.freeze()
+            if watch:
+                with policy.watching():
+                    gc.collect()
+            else:
+                gc.collect()
+            policy.maybe_freeze()
+            assert policy.freezes == 1
+        finally:
+            gc.unfreeze()
+    assert not [c for c in gc.callbacks if getattr(c, "__self__", None).__class__ is CollectorPolicy]
+

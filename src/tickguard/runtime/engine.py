@@ -288,6 +288,10 @@ class Engine:
         return [s for s in symbols if quote(s) is None]
 
     async def run_until(self, end_ns: int) -> None:
+        with self.gc.watching():  # full collections seen, for maybe_freeze (runtime/gc_policy.py)
+            await self._run_until(end_ns)
+
+    async def _run_until(self, end_ns: int) -> None:
         broker, budget = self.broker, self.budget
         while broker.now_ns() < end_ns:
             wake = end_ns
