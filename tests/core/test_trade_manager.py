@@ -201,6 +201,26 @@ def test_break_even_moves_stop_to_entry_plus_offset(tm, clock, market):
     assert ex.trigger.rule == "break_even"
 
 
+def test_the_stop_level_alone_is_the_effective_stops_level_at_every_tick(tm, clock, market):
+    """``StopTracker.level_x`` (the shadow checker's cheap read) never disagrees with ``effective``: long and
+    short, stop-loss with trailing and break-even components, trailing alone (a trail group), no stop at all."""
+    trades = [tm.submit(req(side=side, rules=rules)) for side in (Side.LONG, Side.SHORT) for rules in (
+        [StopLoss(distance=2.0), TrailingStop(distance=0.5, activate_after=1.0)],
+        [StopLoss(distance=1.0), BreakEven(after=1.0, offset=0.05)],
+        [TrailingStop(distance=1.0)],
+        [TakeProfit(distance=9.0)])]
+    for trade in trades:
+        fill_entry(tm, clock, trade, price=100.0)
+    levels = set()
+    for bid in (100.5, 101.0, 102.2, 103.1, 102.0, 100.4, 99.0, 97.6, 98.8, 97.2):
+        feed(tm, market, (bid, bid + 0.02))
+        for trade in trades:
+            effective = tm.stops.effective(trade)
+            assert tm.stops.level_x(trade) == (None if effective is None else effective.level_x), trade.id
+            levels.add((trade.id, tm.stops.level_x(trade)))
+    assert len(levels) > len(trades) + 4  # the stops did move
+
+
 def test_short_break_even(tm, clock, market):
     trade = tm.submit(req(side=Side.SHORT, rules=[StopLoss(distance=1.0), BreakEven(after=1.0, offset=0.05)]))
     fill_entry(tm, clock, trade, price=100.0)

@@ -117,6 +117,7 @@ def stop_exit_order(trades: TradeManager, quote: Callable[[str], Tick | None], l
 def stop_exit_key(trades: TradeManager) -> ExitKeyFn:
     """What identifies a trade's exit between two looks, cheaply (no order is built: the look runs over every live
     trade): None when nothing would be sent, else its account, the quantity not in flight and the stop level."""
+    level_x = trades.stops.level_x
 
     def key(trade: Trade) -> tuple[Any, ...] | None:
         if trade.closing or not trade.state.automated:
@@ -124,8 +125,7 @@ def stop_exit_key(trades: TradeManager) -> ExitKeyFn:
         qty = trade.open_qty - trade.inflight
         if qty <= 0:
             return None
-        stop = trades.stops.effective(trade)
-        return trade.request.account, qty, None if stop is None else stop.level_x
+        return trade.request.account, qty, level_x(trade)
 
     return key
 
