@@ -334,3 +334,32 @@ async def test_a_deadline_already_due_still_lets_the_socket_be_read():
             got.extend(await broker.next_events(broker.now_ns() - 1))
             calls += 1
         assert calls <= 20  # a few loop turns; before the fix: never, the loop was never given one
+
+
+async def test_waits_for_one_deadline_share_one_timer_and_every_deadline_is_kept():
+    """Per socket read the engine waits again, nearly always for the same next deadline: one timer serves those
+    waits (a timer made and cancelled per wait was a tenth of the loop's overhead) - and a new deadline, earlier
+    or later, or one already fired, is still kept."""
+    async with broker_on_gateway() as (gw, broker, _):
+        cur = gw.venue.last_ticks["AAA"]
+        await broker_ticks(broker, (cur.bid, cur.ask))
+        far = broker.now_ns() + 60 * 10**9
+        timers = []
+        for k in range(1, 4):
+            quote = (round(cur.bid - 0.1 * k, 2), round(cur.ask - 0.1 * k, 2))
+            assert gw.burst("AAA", [quote]) == 1
+            got: list = []
+            while not any(isinstance(e, Tick) and prices(e) == quote for e in got):
+                got.extend(await asyncio.wait_for(broker.next_events(far), 5))
+                timers.append(broker._timer)
+        assert len(timers) >= 3 and all(t is timers[0] for t in timers) and not timers[0].cancelled()
+        for wait_ms in (50, 80, 30):  # earlier than the armed one, then later, then earlier again
+            deadline = broker.now_ns() + wait_ms * 1_000_000
+            while broker.now_ns() < deadline:  # (an event arriving meanwhile returns early: wait again)
+                await asyncio.wait_for(broker.next_events(deadline), 5)  # never the 60 s of the far one
+        assert timers[0].cancelled()
+        deadline = broker.now_ns() + 50_000_000
+        broker._arm(asyncio.get_running_loop(), deadline, 0.001)  # a timer for it that fires early (clock skew)
+        await asyncio.sleep(0.02)
+        while broker.now_ns() < deadline:  # the same deadline, no timer left for it: armed again
+            await asyncio.wait_for(broker.next_events(deadline), 5)
