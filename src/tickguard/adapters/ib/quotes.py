@@ -75,27 +75,38 @@ def _same(a: float, b: float) -> bool:
 
 @dataclass(slots=True)
 class QuoteState:
-    """One symbol's running quote, and ib_async's ticker bid/ask as they stood after the previous read."""
+    """One symbol's running quote, and ib_async's ticker bid/ask as they stood after the previous read (as the
+    ticker held them: converted with ``ib_price`` only on the rare path that reads them)."""
 
     bid: float = NAN
     ask: float = NAN
     last: float = NAN
     last_size: float = 0.0
-    seen_bid: float = NAN
-    seen_ask: float = NAN
+    seen_bid: float | None = NAN
+    seen_ask: float | None = NAN
+    grid: PriceGrid = CENT
+    # each side in grid units, for the float object it was converted from: a tick changes one side, and the other
+    # two are not converted again (``QuoteAssembler._tick``; an identity test, so a side set anew is converted)
+    bid_f: float | None = None
+    bid_x: int = 0
+    ask_f: float | None = None
+    ask_x: int = 0
+    last_f: float | None = None
+    last_x: int = 0
 
     @property
     def known(self) -> bool:
         return self.bid == self.bid and self.ask == self.ask
 
     def apply(self, tick_type: int, price: float, size: float) -> bool:
-        """Apply one tick; True when it changed bid, ask or last to a (new) price."""
+        """Apply one tick; True when it changed bid, ask or last to a (new) price.  (A float in range is taken as
+        is - ``ib_price``'s answer for it - without the call: this runs for every quote of the feed.)"""
         if tick_type in BID_PRICE:
-            new = ib_price(price)
+            new = price if price.__class__ is float and 0.0 < price < UNSET_DOUBLE else ib_price(price)
             changed, self.bid = new == new and new != self.bid, new
             return changed
         if tick_type in ASK_PRICE:
-            new = ib_price(price)
+            new = price if price.__class__ is float and 0.0 < price < UNSET_DOUBLE else ib_price(price)
             changed, self.ask = new == new and new != self.ask, new
             return changed
         if tick_type in LAST_PRICE:
@@ -121,7 +132,6 @@ class QuoteAssembler:
 
     def __init__(self) -> None:
         self._states: dict[str, QuoteState] = {}
-        self._grids: dict[str, PriceGrid] = {}
         self.seq = 0
         # The last tick time converted, with the read's arrival time it defaulted to: ib_async stamps every tick of a
         # socket read with one datetime object (``Wrapper.lastTime``), so a read of a dozen symbols converts it once.
@@ -134,8 +144,7 @@ class QuoteAssembler:
         """Forget ``symbol``'s quote (a new subscription) and take its grid (the contract's minimum tick).
         ``ticker_bid`` / ``ticker_ask`` are what the ticker holds now (ib_async reuses a contract's ticker):
         they are old news, not a quote to emit."""
-        self._states[symbol] = QuoteState(seen_bid=ib_price(ticker_bid), seen_ask=ib_price(ticker_ask))
-        self._grids[symbol] = grid
+        self._states[symbol] = QuoteState(seen_bid=ticker_bid, seen_ask=ticker_ask, grid=grid)
 
     def known(self, symbol: str) -> bool:
         state = self._states.get(symbol)
@@ -160,24 +169,31 @@ class QuoteAssembler:
         quote_ticks = False
         for td in ticks:
             tick_type = td.tickType
-            quote_ticks = quote_ticks or tick_type in QUOTE_TYPES
-            if state.apply(tick_type, td.price, td.size) and emit and state.known:
+            if tick_type in QUOTE_TYPES:
+                quote_ticks = True
+            if state.apply(tick_type, td.price, td.size) and emit and state.bid == state.bid and state.ask == state.ask:
                 when = td.time
                 if when is not self._when or recv_ns != self._when_recv:  # converted once a read (see __init__)
                     self._when, self._when_recv, self._when_ns = when, recv_ns, time_ns(when, recv_ns)
                 out.append(self._tick(symbol, state, self._when_ns, recv_ns))
-        bid, ask = ib_price(ticker_bid), ib_price(ticker_ask)
-        if (not quote_ticks and bid == bid and ask == ask
-                and not (_same(bid, state.seen_bid) and _same(ask, state.seen_ask))
-                and not (bid == state.bid and ask == state.ask)):
-            state.bid, state.ask = bid, ask
-            if emit:
-                out.append(self._tick(symbol, state, time_ns(ticker_time, recv_ns), recv_ns))
-        state.seen_bid, state.seen_ask = bid, ask
+        if not quote_ticks:  # no bid/ask tick in the read: did ib_async's bid or ask move all the same?
+            bid, ask = ib_price(ticker_bid), ib_price(ticker_ask)
+            if (bid == bid and ask == ask
+                    and not (_same(bid, ib_price(state.seen_bid)) and _same(ask, ib_price(state.seen_ask)))
+                    and not (bid == state.bid and ask == state.ask)):
+                state.bid, state.ask = bid, ask
+                if emit:
+                    out.append(self._tick(symbol, state, time_ns(ticker_time, recv_ns), recv_ns))
+        state.seen_bid, state.seen_ask = ticker_bid, ticker_ask
         return out
 
     def _tick(self, symbol: str, state: QuoteState, ts_ns: int, recv_ns: int) -> Tick:
         self.seq += 1
-        grid = self._grids.get(symbol, CENT)
-        return Tick(symbol, grid.units(state.bid), grid.units(state.ask), grid.units(state.last), state.last_size,
-                    ts_ns, recv_ns, self.seq)
+        grid = state.grid
+        if state.bid is not state.bid_f:
+            state.bid_f, state.bid_x = state.bid, grid.units(state.bid)
+        if state.ask is not state.ask_f:
+            state.ask_f, state.ask_x = state.ask, grid.units(state.ask)
+        if state.last is not state.last_f:
+            state.last_f, state.last_x = state.last, grid.units(state.last)
+        return Tick(symbol, state.bid_x, state.ask_x, state.last_x, state.last_size, ts_ns, recv_ns, self.seq)
