@@ -71,8 +71,8 @@ class EngineConfig(_Section):
     gc_freeze_interval_s: float = Field(10.0, ge=0, le=86_400,
                                         description="Every this many seconds the objects alive are moved out of "
                                         "the garbage collector's full passes (their pauses grow with open "
-                                        "trades), and so is what survives a full pass; 0 = only after "
-                                        "start-up.")
+                                        "trades), which it makes only when asked while the engine runs; 0 = "
+                                        "only after start-up, and full passes as CPython decides.")
     reconcile_full_every: int = Field(10, ge=1, le=10_000,
                                       description="One routine reconciliation pass in this many also reads the "
                                       "broker's completed orders of the day (it grows with the day's orders); "

@@ -288,7 +288,7 @@ class Engine:
         return [s for s in symbols if quote(s) is None]
 
     async def run_until(self, end_ns: int) -> None:
-        with self.gc.watching():  # full collections seen, for maybe_freeze (runtime/gc_policy.py)
+        with self.gc.watching():  # no automatic full collection while it runs (runtime/gc_policy.py)
             await self._run_until(end_ns)
 
     async def _run_until(self, end_ns: int) -> None:

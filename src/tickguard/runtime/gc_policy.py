@@ -22,15 +22,18 @@ read (measured: 59 of 304 at a step's end at 10,000 quotes/s).  Found by an inde
 also made full collections whenever generation 2's count passed its threshold - ~30 ms walks of a large heap that
 CPython would have skipped - and collected one young collection early (``>=`` where CPython has ``>``).
 
-After a full collection, again (``watching``): CPython makes a full collection whenever a quarter as many objects
-as the last one left have been promoted since, and each walks everything not frozen - so a burst of long-lived
-objects (a user opening thousands of trades: each an ib_async Trade with its seven events, order records, legs)
-was walked again by every full collection until the next timed freeze: 53k, 104k, 158k, 211k objects in a row,
-30-150 ms each, and one such walk of the start-up's objects inside the quote stream held a crossing 47 ms
-(``bench/wire_to_wire.py --probe``, 5,000 trades).  What survives a full collection is long-lived by CPython's
-own test, so the engine loop freezes it at once (``maybe_freeze`` after the collector's callback saw one): every
-object is walked by one full collection at most.  The price is the timed freeze's, no more: a cycle among frozen
-objects that dies later is kept.
+No automatic full collection while the engine loop runs (``watching``): CPython makes one whenever a quarter as
+many objects as the last one left have been promoted since, and each walks everything not frozen - so a burst of
+long-lived objects (a user opening thousands of trades: each an ib_async Trade with its seven events, order
+records, legs) was walked again by every full collection until the next timed freeze (53k, 104k, 158k, 211k
+objects in a row, 30-150 ms each), and such walks of the start-up's leftovers inside the quote stream were the
+longest exits (47 and 55 ms, a 12 ms one later; ``bench/wire_to_wire.py --probe``, 5,000 trades).  Freezing what
+survived each one (tried) still left one walk per burst in the stream.  And they reclaimed almost nothing: 0 or 46
+objects each (``collected``, same runs) - the engine's long-lived objects stay alive.  So while the loop runs
+generation 2's threshold is out of reach (restored when it ends); the young collections go on as before, and
+what they promote is frozen by the timed freeze.  The price: a reference cycle that survives two young
+collections and dies before the loop ends is kept until then (as one that dies after a freeze always was).
+An ``interval_s`` of 0 (frozen after start-up only) leaves CPython's full collections as they are.
 """
 
 from __future__ import annotations
@@ -48,7 +51,6 @@ class CollectorPolicy:
         self.freezes = 0
         self.collections = [0, 0]  # young collections by generation, made by ``after_step``
         self._was_enabled: list[bool] = []  # per ``paused`` block under way (a step inside a step: nested)
-        self._full_done = False  # a full collection ended since the last freeze (seen by ``_on_collection``)
 
     def freeze(self) -> None:
         """Collect what is garbage now (once), then move every survivor out of the collector's sight."""
@@ -92,41 +94,39 @@ class CollectorPolicy:
         return generation
 
     def maybe_freeze(self) -> None:
-        """From the engine loop: freeze again once ``interval_s`` has passed, or at once when a full collection
-        ended since the last freeze (while ``watching``) - without a collection of its own: that is the pause this
-        avoids; the young generations were just collected by the runtime as usual."""
-        if self._full_done or (self.interval_s > 0 and self._clock() - self._last >= self.interval_s):
+        """From the engine loop: freeze again once ``interval_s`` has passed (without the full collection: that is
+        the pause this avoids; the young generations were just collected by the runtime as usual)."""
+        if self.interval_s > 0 and self._clock() - self._last >= self.interval_s:
             gc.freeze()
             self.freezes += 1
-            self._full_done = False
             self._last = self._clock()
 
     def watching(self) -> _Watching:
-        """``with policy.watching():`` (the engine loop) the collector tells this policy when a full collection
-        ends, for ``maybe_freeze``.  Only while the loop runs: an engine whose loop has ended (a test's, a stopped
-        one) never freezes anything again, so what it leaves is collected as usual.  An ``interval_s`` of 0 (frozen
-        after start-up only) watches nothing."""
-        return _Watching(self)
+        """``with policy.watching():`` (the engine loop) CPython makes no full collection on its own: generation
+        2's threshold out of reach for the block, then as it was.  Only while the loop runs: an engine whose loop
+        has ended (a test's, a stopped one) leaves the process's collector as it found it."""
+        return _Watching(self.interval_s > 0)
 
-    def _on_collection(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "stop" and info["generation"] == 2:
-            self._full_done = True
+
+NEVER = 2**31 - 1  # a count CPython's generation 2 never passes (a C int)
 
 
 class _Watching:
-    """``CollectorPolicy.watching``'s block: its callback in ``gc.callbacks`` for the duration (a block inside a
-    block - a loop run from a loop - registers once)."""
+    """``CollectorPolicy.watching``'s block (a block inside a block - a loop run from a loop - restores only what
+    it changed)."""
 
-    def __init__(self, policy: CollectorPolicy) -> None:
-        self._policy = policy
-        self._callback = policy._on_collection
-        self._added = False
+    def __init__(self, active: bool) -> None:
+        self._active = active
+        self._saved: int | None = None
 
     def __enter__(self) -> None:
-        if self._policy.interval_s > 0 and self._callback not in gc.callbacks:  # 0: frozen after start-up only
-            gc.callbacks.append(self._callback)
-            self._added = True
+        first, second, third = gc.get_threshold()
+        if self._active and third != NEVER:
+            self._saved = third
+            gc.set_threshold(first, second, NEVER)
 
     def __exit__(self, *exc: object) -> None:
-        if self._added:
-            gc.callbacks.remove(self._callback)
+        if self._saved is not None:
+            first, second, _ = gc.get_threshold()
+            gc.set_threshold(first, second, self._saved)
+            self._saved = None
