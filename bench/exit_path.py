@@ -77,7 +77,10 @@ class Marks:
 
         def send_msg(conn: Any, msg: bytes) -> None:
             send(conn, msg)
-            if conn is marks.conn and marks.sent is None and msg[4:6] == b"3\0":  # placeOrder, after its length
+            # placeOrder (its id after the length), after the crossing's read, and not a shadow check's what-if
+            # (a placeOrder too: one sent between ``watch`` and the read ended a crossing before it began)
+            if (conn is marks.conn and marks.read is not None and marks.sent is None and msg[4:6] == b"3\0"
+                    and b":what-if" not in msg):
                 marks.placed += 1
                 if marks.placed == marks.want:
                     marks.sent = time.perf_counter_ns()
