@@ -77,10 +77,11 @@ class Marks:
 
         def send_msg(conn: Any, msg: bytes) -> None:
             send(conn, msg)
-            # placeOrder (its id after the length), after the crossing's read, and not a shadow check's what-if
-            # (a placeOrder too: one sent between ``watch`` and the read ended a crossing before it began)
+            # an exit order: placeOrder (its id after the length) with an exit's ref (the engine's "tg:...", the
+            # floor's "floor..."), after the crossing's read - a shadow check's what-if is a placeOrder too, without
+            # a ref: one sent between ``watch`` and the read ended a crossing before it began, one after it early
             if (conn is marks.conn and marks.read is not None and marks.sent is None and msg[4:6] == b"3\0"
-                    and b":what-if" not in msg):
+                    and (b"\0tg:" in msg or b"\0floor" in msg)):
                 marks.placed += 1
                 if marks.placed == marks.want:
                     marks.sent = time.perf_counter_ns()

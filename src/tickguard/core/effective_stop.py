@@ -24,18 +24,27 @@ class EffectiveStop:
     rule: str
 
 
+def stop_level(base_x: int | None, trail_x: int | None, be_x: int | None) -> int | None:
+    """The tightest component's level - the highest in signed space - or None when no component is armed (for a
+    reader that needs the level alone: no ``EffectiveStop`` is made)."""
+    level = base_x
+    for x in (trail_x, be_x):
+        if x is not None and (level is None or x > level):
+            level = x
+    return level
+
+
 def effective_stop(base_x: int | None, trail_x: int | None, be_x: int | None) -> EffectiveStop | None:
-    """The tightest component, or None when no component is armed.
+    """The tightest component (``stop_level``), or None when no component is armed.
 
     On a tie the rule reported is the one that moved the stop last in a trade's life: break-even over
     trailing over the initial stop-loss - what a trader reading the exit reason expects.
     """
-    level: int | None = None
-    rule = STOP_LOSS
-    for x, name in ((base_x, STOP_LOSS), (trail_x, TRAILING_STOP), (be_x, BREAK_EVEN)):
-        if x is not None and (level is None or x >= level):
-            level, rule = x, name
-    return None if level is None else EffectiveStop(level, rule)
+    level = stop_level(base_x, trail_x, be_x)
+    if level is None:
+        return None
+    rule = BREAK_EVEN if be_x == level else TRAILING_STOP if trail_x == level else STOP_LOSS
+    return EffectiveStop(level, rule)
 
 
 def stop_distance(price_x: int, stop_x: int, atr_units: float) -> float:

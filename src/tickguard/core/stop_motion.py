@@ -18,7 +18,14 @@ from collections.abc import Callable, Iterable
 
 from sortedcontainers import SortedList
 
-from tickguard.core.effective_stop import STOP_LOSS, TRAILING_STOP, EffectiveStop, effective_stop, stop_distance
+from tickguard.core.effective_stop import (
+    STOP_LOSS,
+    TRAILING_STOP,
+    EffectiveStop,
+    effective_stop,
+    stop_distance,
+    stop_level,
+)
 from tickguard.core.exit_rules import BreakEven, StopLoss, StopMotion, TrailingStop, stop_motion, stop_x
 from tickguard.core.model import Tick, TriggerInfo, TriggerSource
 from tickguard.core.price_grid import FAR, PriceGrid
@@ -77,11 +84,7 @@ class StopTracker:
         the look)."""
         if trade.stop is None:
             return None
-        level = trade.stop_base_x
-        for x in (self.trail_x(trade), trade.be_x):
-            if x is not None and (level is None or x > level):
-                level = x
-        return level
+        return stop_level(trade.stop_base_x, self.trail_x(trade), trade.be_x)
 
     def fired_rule(self, trade: Trade) -> str:
         """The rule to report when the stop level held in the trigger book fires: the effective stop's rule

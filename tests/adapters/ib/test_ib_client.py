@@ -363,3 +363,10 @@ async def test_waits_for_one_deadline_share_one_timer_and_every_deadline_is_kept
         await asyncio.sleep(0.02)
         while broker.now_ns() < deadline:  # the same deadline, no timer left for it: armed again
             await asyncio.wait_for(broker.next_events(deadline), 5)
+        deadline = broker.now_ns() + 50_000_000
+        broker._arm(asyncio.get_running_loop(), deadline, 0.05)
+        assert broker._timer is not None
+        broker._timer.cancel()  # as if it had been armed on a loop that is gone (an earlier asyncio.run)
+        broker._timer_loop = object()  # type: ignore[assignment]
+        while broker.now_ns() < deadline:  # the same deadline on this loop: armed here
+            await asyncio.wait_for(broker.next_events(deadline), 5)

@@ -212,6 +212,7 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
                       ", ".join(self._held_cancels.values()))
         if self._timer is not None:
             self._timer.cancel()
+        self._timer, self._timer_at, self._timer_loop = None, None, None  # a wait after this arms its own
         self.ib.disconnect()
         self.state.connected = False
 
