@@ -26,7 +26,7 @@ No automatic full collection while the engine loop runs (``watching``): CPython 
 many objects as the last one left have been promoted since, and each walks everything not frozen - so a burst of
 long-lived objects (a user opening thousands of trades: each an ib_async Trade with its seven events, order
 records, legs) was walked again by every full collection until the next timed freeze (53k, 104k, 158k, 211k
-objects in a row, 30-150 ms each), and such walks of the start-up's leftovers inside the quote stream were the
+objects in a row, 30-230 ms each), and such walks of the start-up's leftovers inside the quote stream were the
 longest exits (47 and 55 ms, a 12 ms one later; ``bench/wire_to_wire.py --probe``, 5,000 trades).  Freezing what
 survived each one (tried) still left one walk per burst in the stream.  And they reclaimed almost nothing: 0 or 46
 objects each (``collected``, same runs) - the engine's long-lived objects stay alive.  So while the loop runs
@@ -36,12 +36,13 @@ collections and then dies is never freed (frozen by the next timed freeze, with 
 that died after a freeze always was; before, one that died within the 10 s before a freeze was still freed by
 a full collection.  Measured: the same simulated session's peak memory with and without (README, ninth pass).
 An ``interval_s`` of 0 (frozen after start-up only) leaves CPython's full collections as they are.  CPython
-3.14's incremental collector has no generation 2 threshold: there ``watching`` changes nothing.
+3.14's incremental collector has no generation 2 threshold: there ``watching`` changes nothing (``FULL_THRESHOLD``).
 """
 
 from __future__ import annotations
 
 import gc
+import sys
 import time
 from collections.abc import Callable
 
@@ -108,10 +109,11 @@ class CollectorPolicy:
         """``with policy.watching():`` (the engine loop) CPython makes no full collection on its own: generation
         2's threshold out of reach for the block, then as it was.  Only while the loop runs: an engine whose loop
         has ended (a test's, a stopped one) leaves the process's collector as it found it."""
-        return _Watching(self.interval_s > 0)
+        return _Watching(self.interval_s > 0 and FULL_THRESHOLD)
 
 
 NEVER = 2**31 - 1  # a count CPython's generation 2 never passes (a C int)
+FULL_THRESHOLD = sys.version_info < (3, 14)  # generation 2's threshold decides full collections (not from 3.14 on)
 
 
 class _Watching:
