@@ -118,6 +118,33 @@ def test_entry_intent_then_open_then_stop_closes(tm, clock, market):
     assert trade.realized == pytest.approx(-201.0)
 
 
+
+def test_live_trades_and_watched_symbols_follow_every_state_change_without_a_walk(tm, clock, market):
+    """The watchdog's and the shadow checker's questions (``symbols_in``, ``trades_in``, ``live_trades``) are
+    answered by the live index (``core.live_trades``): a closed trade leaves it, a restored closed one never joins,
+    and changes made outside the manager (a restore's snapshot) are seen too."""
+    market.vol["BBB"] = VolSnapshot("BBB", 1.0, 1.5, clock())
+    market.tick("BBB", 50.0, 50.02)
+    a, b = tm.submit(req()), tm.submit(req())
+    c = tm.submit(TradeRequest(symbol="BBB", side=Side.LONG, qty=1, rules=[StopLoss(distance=1.0)]))
+    watched = {TradeState.OPEN, TradeState.EXITING}
+    assert tm.symbols_in(watched) == [] and [t.id for t in tm.live_trades()] == [a.id, b.id, c.id]
+    fill_entry(tm, clock, a)
+    assert tm.symbols_in(watched) == ["AAA"] and tm.trades_in("AAA", watched) == [a]
+    [exit_] = feed(tm, market, 98.0)
+    assert tm.trades_in("AAA", {TradeState.EXITING}) == [a]
+    tm.on_fill(exit_, 100, 98.0, clock(), 1.0)
+    tm.on_intent_closed(exit_, OrderStatus.FILLED, 0, "")
+    assert a.state is TradeState.CLOSED
+    assert tm.symbols_in(watched) == [] and [t.id for t in tm.live_trades()] == [b.id, c.id]
+    assert tm.symbols_in({TradeState.PENDING_ENTRY}) == ["AAA", "BBB"]
+    again = make(clock, market)
+    closed = again.restore(a.id, a.request, tm.snapshot(a), a.created_ns)
+    opened = again.restore(b.id, b.request, tm.snapshot(b), b.created_ns)
+    assert again.live_trades() == [opened] and closed.state is TradeState.CLOSED
+    assert again.symbols_in({TradeState.PENDING_ENTRY}) == ["AAA"]
+
+
 def test_short_stop_watches_the_ask(tm, clock, market):
     trade = tm.submit(req(side=Side.SHORT, rules=[StopLoss(distance=1.0), TakeProfit(distance=2.0)]))
     fill_entry(tm, clock, trade, price=100.0)

@@ -27,6 +27,7 @@ from tickguard.core.exit_rules import StopLoss, TakeProfit, TimeStop, TrailingSt
 from tickguard.core.exit_sizing import target_wants, whole_lots
 from tickguard.core.guards import Guard, GuardCache
 from tickguard.core.halts import Execution, Overfill, fitting, stop_automation
+from tickguard.core.live_trades import LiveTrades
 from tickguard.core.model import OrderIntent, OrderType, PriorityClass, Tick, TradeState, TriggerInfo, TriggerSource
 from tickguard.core.money import ZERO, decimal_of, exact, ratio
 from tickguard.core.open_positions import OpenPositions
@@ -73,8 +74,8 @@ class TradeManager:
         self.guards = GuardCache(self.book, self.stops.following_ends)
         self.book.on_change = self.guards.invalidate
         self.timers = TradeTimers()
-        self.trades: dict[str, Trade] = {}
-        self._by_symbol: dict[str, list[Trade]] = {}
+        self.trades: dict[str, Trade] = {}  # every trade of this run, over or not
+        self.live = LiveTrades()  # the ones not over, by symbol and state (kept as their states change)
         self._legs: dict[int, tuple[Trade, Leg]] = {}
         self._ids = itertools.count(1)
         self._level_ids = itertools.count(1)
@@ -132,7 +133,7 @@ class TradeManager:
         for leg in trade.legs():
             self._legs[leg.level_id] = (trade, leg)
         self.trades[tid] = trade
-        self._by_symbol.setdefault(request.symbol, []).append(trade)
+        self.live.add(trade)
         if request.ref is not None:
             self._refs.add((request.user, request.ref))
         return trade
@@ -186,7 +187,7 @@ class TradeManager:
     def on_volatility(self, snap: VolSnapshot) -> None:
         """Re-size ATR/ADR levels: stops by their rule's policy (see ``StopTracker.size``); targets follow
         the volatility both ways."""
-        for trade in self._by_symbol.get(snap.symbol, ()):
+        for trade in self.live.of_symbol(snap.symbol):
             if trade.entry_filled == 0 or not trade.state.automated:
                 continue
             if trade.grouped:
@@ -483,27 +484,17 @@ class TradeManager:
         return self.stops.marks_for(symbol)
 
     def symbols_in(self, states: Collection[TradeState]) -> list[str]:
-        """The symbols with a trade in one of ``states``.  About one look per symbol: ended trades are dropped from
-        the per-symbol lists as they are met (nothing else needs them there), so the live ones come first."""
-        out = []
-        for symbol, trades in self._by_symbol.items():
-            ended = False
-            for trade in trades:
-                state = trade.state
-                if state in states:
-                    out.append(symbol)
-                    break
-                ended = ended or state.is_final
-            if ended:
-                trades[:] = [t for t in trades if not t.state.is_final]
-        return out
+        """The symbols with a trade in one of ``states`` - live states only: a final one is not indexed
+        (``core.live_trades``: counts per symbol, no walk over the trades)."""
+        return self.live.symbols_in(states)
 
     def trades_in(self, symbol: str, states: Collection[TradeState]) -> list[Trade]:
-        """The trades of ``symbol`` in one of ``states``."""
-        return [t for t in self._by_symbol.get(symbol, ()) if t.state in states]
+        """The trades of ``symbol`` in one of ``states`` (live states only, as ``symbols_in``)."""
+        return [t for t in self.live.of_symbol(symbol) if t.state in states]
 
     def live_trades(self) -> list[Trade]:
-        return [t for t in self.trades.values() if not t.state.is_final]
+        """The trades not over, oldest first (a copy of the index's list: no walk over the trades)."""
+        return self.live.trades()
 
     # --------------------------------------------------------------------------------------- internals
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
@@ -101,7 +102,7 @@ class Trade:
     request: TradeRequest
     sign: int
     created_ns: int
-    state: TradeState = TradeState.PENDING_ENTRY
+    _state: TradeState = TradeState.PENDING_ENTRY  # read and set as ``state``: a change is told to ``watcher``
     entry_key: str = ""
     entry_working: bool = False
     entry_filled: Decimal = ZERO
@@ -127,6 +128,21 @@ class Trade:
     close_reason: str = ""
     reason: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
+    # told of every change of ``state`` (the trade and the state before): ``core.live_trades`` keeps its index so
+    watcher: Callable[[Trade, TradeState], None] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def state(self) -> TradeState:
+        return self._state
+
+    @state.setter
+    def state(self, new: TradeState) -> None:
+        """Every change of a trade's state passes here, wherever it is made (the manager, a halt, a restore), so an
+        index of trades by state cannot miss one."""
+        before = self._state
+        self._state = new
+        if new is not before and self.watcher is not None:
+            self.watcher(self, before)
 
     @property
     def symbol(self) -> str:
