@@ -320,6 +320,15 @@ async def test_a_look_at_many_trades_is_spread_over_steps_and_forgets_only_when_
         shadow.on_time(clock.advance(SCAN))
         assert (gone.id in shadow._tracked) == bool(shadow._look)  # forgotten only when the look is complete
     assert gone.id not in shadow._tracked
+    # gone from anywhere in the order (the first, the middle, the last looked at): exactly those are forgotten, look
+    # after look (the bookkeeping keeps the ones a look did not see in front - no walk over the thousands it saw)
+    for _ in range(2):
+        for i in (len(source.trades) - 1, len(source.trades) // 2, 0):
+            gone = source.trades.pop(i)
+            shadow.on_time(clock.advance(SCAN))
+            while shadow._look:
+                shadow.on_time(clock.now)
+            assert sorted(shadow._tracked) == sorted(t.id for t in source.trades), gone.id
     shadow.cancel()
 
 

@@ -86,6 +86,7 @@ class _Tracked:
     checked_exit: tuple[Any, ...] | None = None  # ... and as its last check asked about it
     started_ns: int = 0
     alerted: str | None = None  # the standing refusal's reason, figures aside (logged once)
+    look: int = 0  # the last look that saw it with an exit to check
 
 
 def stop_exit_order(trades: TradeManager, quote: Callable[[str], Tick | None], lot_size: Callable[[str], Decimal],
@@ -158,14 +159,16 @@ class ShadowChecker:
         self.max_in_flight = max_in_flight
         self._exit_order = exit_order
         self._exit_key: ExitKeyFn = exit_key or self._key_of_order
-        self._look: list[Trade] = []  # what is left of the look under way (LOOK_SLICE trades per step)
-        self._looked: set[str] = set()
+        self._look: list[Trade] = []  # what is left of the look under way (LOOK_SLICE trades per step), last first
+        self._look_no = 0  # the look under way (or the last one)
         self.scan_ns = scan_ns
         self.min_gap_ns = min_gap_ns
         self.timeout_s = timeout_s
         self.state: dict[str, Snapshot] = {}  # trade id -> its exit's last verdict
         self.checks: collections.Counter[str] = collections.Counter()  # checks made by verdict, since the start
-        self._tracked: dict[str, _Tracked] = {}
+        # the trades with an exit to check, those the look under way saw last: the ones it did not see are at the
+        # front when it ends - forgotten without a walk over the thousands it did see (``on_time``)
+        self._tracked: collections.OrderedDict[str, _Tracked] = collections.OrderedDict()
         self._queue: collections.deque[str] = collections.deque()
         self._queued: set[str] = set()
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -187,20 +190,24 @@ class ShadowChecker:
             if self._queue and now_ns >= self._next_start:
                 self._start_checks()
             return
+        tracked = self._tracked
         if not self._look:
-            self._look, self._looked = self._trades.live_trades()[::-1], set()  # taken from the end, in order
-        look = self._look
+            self._look = self._trades.live_trades()
+            self._look.reverse()  # taken from the end, in order: in place (a copy would touch every trade again)
+            self._look_no += 1
+        look, look_no = self._look, self._look_no
         part = [look.pop() for _ in range(min(LOOK_SLICE, len(look)))]  # no copy of the rest per step
         due: list[tuple[int, int, str]] = []
         for trade in part:
             exit_ = self._exit_key(trade)
             if exit_ is None:
                 continue
-            self._looked.add(trade.id)
-            entry = self._tracked.get(trade.id)
+            entry = tracked.get(trade.id)
             if entry is None:
-                entry = self._tracked[trade.id] = _Tracked(trade, now_ns, exit_)
-            entry.trade, entry.exit = trade, exit_
+                entry = tracked[trade.id] = _Tracked(trade, now_ns, exit_)
+            else:
+                tracked.move_to_end(trade.id)
+            entry.trade, entry.exit, entry.look = trade, exit_, look_no
             rank = self._rank(trade.id, entry, now_ns)
             if rank is not None and trade.id not in self._queued and trade.id not in self._running:
                 due.append((rank, entry.started_ns, trade.id))
@@ -211,7 +218,14 @@ class ShadowChecker:
             self._next_scan = now_ns  # the rest of this look on the next step
         else:
             self._next_scan = now_ns + self.scan_ns
-            for trade_id in [t for t in self._tracked if t not in self._looked]:
+            # those this look did not see (over, closing, nothing to sell) are the front of ``tracked``: each
+            # entry it saw went to the back.  The walk stops at the first one it saw.
+            gone = []
+            for trade_id, entry in tracked.items():
+                if entry.look == look_no:
+                    break
+                gone.append(trade_id)
+            for trade_id in gone:
                 self._forget(trade_id)
         self._start_checks()
 
