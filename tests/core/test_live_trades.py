@@ -1,6 +1,9 @@
 """The index of live trades (``core.live_trades``) against a walk over every trade, after any sequence of state
 changes - whoever makes them (the manager, a halt, a restore from a snapshot)."""
 
+import dataclasses
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -86,3 +89,25 @@ def test_a_trade_added_in_a_final_state_is_not_live_until_it_is():
     assert index.trades() == []
     a.state = TradeState.HALTED
     assert [t.id for t in index.trades()] == ["T00001"]
+
+
+def test_a_copy_of_a_trade_does_not_move_the_original_in_the_index():
+    """``dataclasses.replace`` copies the watcher too: the copy's changes must not take the original out (a live
+    trade missing from the index is a blind trade the watchdog never reports)."""
+    index = LiveTrades()
+    a = trade(1, "AAA")
+    index.add(a)
+    a.state = TradeState.OPEN
+    copy = dataclasses.replace(a)
+    copy.state = TradeState.CLOSED
+    assert index.trades() == [a] and index.symbols_in({TradeState.OPEN}) == ["AAA"]
+    index.add(a)  # again: nothing changes
+    assert index.count("AAA", TradeState.OPEN) == 1
+    a.state = TradeState.CLOSED
+    assert index.trades() == []
+
+
+def test_final_states_are_refused_rather_than_answered_empty():
+    index = LiveTrades()
+    with pytest.raises(ValueError, match="closed"):
+        index.symbols_in({TradeState.OPEN, TradeState.CLOSED})

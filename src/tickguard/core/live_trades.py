@@ -21,20 +21,28 @@ class LiveTrades:
     """The live (not final) trades, in the order they became live; per symbol, the live trades and how many are in
     each state.  A trade joins with ``add``; after that its own state changes keep it here or take it out."""
 
-    __slots__ = ("_all", "_by_symbol", "_counts")
+    __slots__ = ("_added", "_all", "_by_symbol", "_counts")
 
     def __init__(self) -> None:
+        self._added: dict[str, Trade] = {}  # every trade indexed, over or not: a copy of one is not it
         self._all: dict[str, Trade] = {}
         self._by_symbol: dict[str, dict[str, Trade]] = {}
         self._counts: dict[str, dict[TradeState, int]] = {}
 
     def add(self, trade: Trade) -> None:
-        """Index ``trade`` (a new or restored one) and follow its state from now on."""
+        """Index ``trade`` (a new or restored one) and follow its state from now on (again: nothing)."""
+        if self._added.get(trade.id) is trade:
+            return
+        if trade.id in self._added:
+            raise ValueError(f"trade {trade.id} is indexed already (another trade with its id)")
+        self._added[trade.id] = trade
         trade.watcher = self._moved
         if not trade.state.is_final:
             self._enter(trade, trade.state)
 
     def _moved(self, trade: Trade, before: TradeState) -> None:
+        if self._added.get(trade.id) is not trade:  # a copy (``dataclasses.replace``) carries the watcher: not ours
+            return
         after = trade.state
         if before.is_final:
             if not after.is_final:  # live again (an over-fill halts a closed trade)
@@ -82,8 +90,16 @@ class LiveTrades:
         return list(self._by_symbol.get(symbol, {}).values())
 
     def symbols_in(self, states: Collection[TradeState]) -> list[str]:
-        """The symbols with a live trade in one of ``states`` (a look at a few counts per symbol)."""
+        """The symbols with a live trade in one of ``states`` (a look at a few counts per symbol); a final state is
+        refused: over trades are not indexed, and an empty answer would be a wrong one."""
+        _live_only(states)
         return [symbol for symbol, counts in self._counts.items() if any(s in counts for s in states)]
 
     def count(self, symbol: str, state: TradeState) -> int:
         return self._counts.get(symbol, {}).get(state, 0)
+
+
+def _live_only(states: Collection[TradeState]) -> None:
+    final = sorted(s.value for s in states if s.is_final)
+    if final:
+        raise ValueError(f"the live index holds no trade in a final state ({', '.join(final)})")

@@ -63,7 +63,9 @@ LOOK_SLICE = 50  # trades looked at per engine step: a look at thousands is spre
 class TradeSource(Protocol):
     """What the checker reads of the trade manager."""
 
-    def live_trades(self) -> list[Trade]: ...
+    def live_trades(self) -> list[Trade]:
+        """A new list each call: the look consumes it (reversed and popped in place)."""
+        ...
 
     def stop_price(self, trade: Trade) -> Decimal | None: ...
 
