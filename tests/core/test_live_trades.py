@@ -111,3 +111,5 @@ def test_final_states_are_refused_rather_than_answered_empty():
     index = LiveTrades()
     with pytest.raises(ValueError, match="closed"):
         index.symbols_in({TradeState.OPEN, TradeState.CLOSED})
+    with pytest.raises(ValueError, match="cancelled"):
+        index.trades_in("AAA", {TradeState.CANCELLED})

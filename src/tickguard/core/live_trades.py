@@ -63,7 +63,7 @@ class LiveTrades:
 
     def _leave(self, trade: Trade, state: TradeState) -> None:
         symbol = trade.symbol
-        self._all.pop(trade.id, None)
+        del self._all[trade.id]
         of_symbol = self._by_symbol[symbol]
         del of_symbol[trade.id]
         self._uncount(self._counts[symbol], state)
@@ -94,6 +94,11 @@ class LiveTrades:
         refused: over trades are not indexed, and an empty answer would be a wrong one."""
         _live_only(states)
         return [symbol for symbol, counts in self._counts.items() if any(s in counts for s in states)]
+
+    def trades_in(self, symbol: str, states: Collection[TradeState]) -> list[Trade]:
+        """The live trades of ``symbol`` in one of ``states`` (final states refused, as ``symbols_in``)."""
+        _live_only(states)
+        return [t for t in self._by_symbol.get(symbol, {}).values() if t.state in states]
 
     def count(self, symbol: str, state: TradeState) -> int:
         return self._counts.get(symbol, {}).get(state, 0)

@@ -490,9 +490,7 @@ class TradeManager:
 
     def trades_in(self, symbol: str, states: Collection[TradeState]) -> list[Trade]:
         """The trades of ``symbol`` in one of ``states`` (live states only, as ``symbols_in``)."""
-        if any(s.is_final for s in states):
-            raise ValueError("trades_in answers for live states only (core/live_trades.py)")
-        return [t for t in self.live.of_symbol(symbol) if t.state in states]
+        return self.live.trades_in(symbol, states)
 
     def live_trades(self) -> list[Trade]:
         """The trades not over, oldest first (a copy of the index's list: no walk over the trades)."""
