@@ -7,7 +7,8 @@ read of the book, ``bench/order_book_read.py``, is a hold of its own).  Nothing 
 
 Baseline in the same run: the least any such pass must do - look up each of the book's orders and executions in
 the executor's records once (a dict lookup each).  The ratio says how far the pass is from touching each entry
-once.  Run: ``python bench/reconcile_pass.py [--trades N] [--working W]``; against another tree, with that tree's
+once.  Run: ``python bench/reconcile_pass.py [--trades N] [--working W] [--thrash MB]`` (``--thrash``: memory cold
+before each, as in a running engine); against another tree, with that tree's
 ``src`` first on ``PYTHONPATH``.
 """
 
@@ -92,9 +93,14 @@ def floor(reconciler: Reconciler, book: OrderBook) -> None:
         orders.get(fill.ref)
 
 
-def timed(run: object, passes: int) -> list[float]:
+def timed(run: object, passes: int, junk: bytearray | None = None) -> list[float]:
+    """Each pass's ms; with ``junk``, walked before each pass (a write per 64-byte line): memory cold, as after the
+    30 s of quote stream between two passes of a running engine."""
     out = []
     for _ in range(passes):
+        if junk:
+            for i in range(0, len(junk), 64):
+                junk[i] ^= 1
         t0 = time.perf_counter()
         run()  # type: ignore[operator]
         out.append((time.perf_counter() - t0) * 1e3)
@@ -106,7 +112,9 @@ def main() -> None:
     parser.add_argument("--trades", type=int, default=5000)
     parser.add_argument("--working", type=int, default=300)
     parser.add_argument("--passes", type=int, default=15)
+    parser.add_argument("--thrash", type=int, default=0, help="MB walked before each pass and each baseline (cold)")
     args = parser.parse_args()
+    junk = bytearray(args.thrash * 1024 * 1024) if args.thrash else None
     reconciler, book = day(args.trades, args.working)
     reconciler.apply(book, 0)  # the first pass sees every execution; the routine ones after it are measured
     assert reconciler.state.differences == {} and reconciler._suspect == set(), reconciler._suspect
@@ -115,11 +123,12 @@ def main() -> None:
     passes: list[float] = []
     floors: list[float] = []
     for _ in range(3):  # interleaved, so a slow patch of the machine hits both
-        floors += timed(lambda: floor(reconciler, book), args.passes)
-        passes += timed(lambda: reconciler.apply(book, 0), args.passes)
+        floors += timed(lambda: floor(reconciler, book), args.passes, junk)
+        passes += timed(lambda: reconciler.apply(book, 0), args.passes, junk)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}")
-    print(f"{args.trades} filled entries and executions, {args.working} exits working; ms (median / max):")
+    print(f"{args.trades} filled entries and executions, {args.working} exits working"
+          + (f", {args.thrash} MB walked before each (cold)" if junk else "") + "; ms (median / max):")
     print(f"  one lookup per book entry (baseline): {statistics.median(floors):.2f} / {max(floors):.2f}")
     print(f"  Reconciler.apply, a routine pass:     {statistics.median(passes):.2f} / {max(passes):.2f}")
     print(f"  ratio pass / baseline: {statistics.median(passes) / statistics.median(floors):.1f}")

@@ -331,6 +331,11 @@ async def test_a_second_journal_never_adopts_or_applies_the_first_journals_order
     assert first_working.status == "working"  # the first journal's order: untouched
     assert first_working.order_id not in b2.executor._by_order_id
     assert venue_orders_by_ref(venue)[b_working] == 1 and venue_orders_by_ref(venue)[a_working.entry_key] == 1
+    # the periodic passes read the whole book again: the first journal's working order is not this one's business
+    # (dropped as foreign, never an order difference; the positions differ, and that is reported)
+    await b2.run_until(b2.broker.now_ns() + 40 * NS)
+    assert b2.reconciliation.passes >= 2 and b2.reconciliation.differences
+    assert not any(a_working.entry_key in line for line in b2.reconciliation.differences)
 
 
 async def test_a_restart_counts_no_execution_or_commission_twice(journal_target):

@@ -7,11 +7,13 @@ then never sent a second time) and cancel, unapplied, one whose trade the journa
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 
 from test_recovery import ACCOUNT, NS, opened, settings, started
 
-from tickguard.adapters.broker import BrokerOrder
+from tickguard.adapters.broker import BrokerOrder, OrderBook
+from tickguard.adapters.sim.broker import SimBroker
 from tickguard.core.exit_rules import StopLoss
 from tickguard.core.model import Action, OrderType, Side
 from tickguard.core.trades import Trade, TradeRequest
@@ -46,6 +48,31 @@ async def test_a_live_trades_exit_found_at_the_broker_is_taken_over_not_sent_aga
     assert [o.order.ref for o in sent].count(key) == 1 and len(sent) == 2  # the entry and that one exit
     assert venue.positions(ACCOUNT).get(sym, 0.0) == 0.0
     assert b.journal.orders_of([trade.id])[-1]["order_key"] == key
+
+
+
+async def test_a_stray_known_only_from_its_executions_is_taken_over(tmp_path, monkeypatch):
+    """IB's completed orders need not list a filled order the day's executions still hold: a stray that filled
+    is then known from its executions alone, and is taken over all the same (its fills applied once)."""
+    s = settings(str(tmp_path / "j.db"))
+    a, sym, trade, key = await with_live_trade(s)
+    venue = a.venue
+    a.journal.close()
+    venue.place(BrokerOrder(key, ACCOUNT, sym, Action.SELL, Decimal(100), OrderType.MARKET))  # sent, never journaled
+    venue.advance_to(venue.now_ns + 2 * NS)
+    book_of = SimBroker.order_book
+
+    async def without_its_end(self: SimBroker, full: bool = True) -> OrderBook:
+        book = await book_of(self, full)
+        return dataclasses.replace(book, ended={k: v for k, v in book.ended.items() if k != key})
+
+    monkeypatch.setattr(SimBroker, "order_book", without_its_end)
+    b = await started(s, venue)
+    assert key not in (await b.broker.order_book()).ended and any(key in line for line in b.recovery.adopted)
+    restored = b.trades.trades[trade.id]
+    await b.run_until(b.broker.now_ns() + 10 * NS)
+    assert restored.state.value == "closed" and restored.exited == 100  # its fill applied once, nothing sent
+    assert [o.order.ref for o in venue.exchange.orders.values()].count(key) == 1
 
 
 async def test_an_order_of_this_journal_for_an_unknown_trade_is_cancelled_and_reported(tmp_path):

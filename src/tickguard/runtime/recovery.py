@@ -49,6 +49,7 @@ _JOURNAL_ID = re.compile(r"tg:([0-9a-f]{8}):")  # the journal id in a key (tg:<j
 _OWN_ID = re.compile(r"[0-9a-f]{8}")  # a journal id as _JOURNAL_ID reads it
 _REF = attrgetter("ref")
 T = TypeVar("T")
+V = TypeVar("V")
 
 # Journaled states of an order that, unknown at the broker, never left: send it again (same key).
 RESEND = frozenset({OrderStatus.SUBMITTING, OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED,
@@ -225,16 +226,12 @@ def ours_only(book: OrderBook, executor: OrderExecutor, report: RecoveryReport) 
             foreign[key].append(what)
         return mine
 
-    # only what lacks the tag is looked at one by one (and dropped if not ours), in the book's order
-    working = dict(book.working)
-    for key in _untagged(list(working), working, own):
-        if not ours(key, "working"):
-            del working[key]
-    ended = dict(book.ended)
-    for key in _untagged(list(ended), ended, own):
-        if not ours(key, str(ended[key][1])):
-            del ended[key]
-    executions = list(book.executions)
+    # only what lacks the tag is looked at one by one (and dropped if not ours), in the book's order; the book's
+    # own dicts and list are kept when nothing is dropped (the routine pass): a copy touches each of thousands
+    working = _without(book.working, [k for k in _untagged(book.working, book.working, own) if not ours(k, "working")])
+    ended = _without(book.ended, [k for k in _untagged(book.ended, book.ended, own)
+                                  if not ours(k, str(book.ended[k][1]))])
+    executions = book.executions
     dropped = {id(f) for f in _untagged(executions, map(_REF, executions), own)
                if not ours(f.ref, f"execution {f.exec_id}")}
     if dropped:
@@ -247,7 +244,17 @@ def ours_only(book: OrderBook, executor: OrderExecutor, report: RecoveryReport) 
                      book.mark)
 
 
-def _untagged(items: list[T], keys: Iterable[str], own: tuple[str, ...]) -> list[T]:
+def _without(entries: dict[str, V], drop: list[str]) -> dict[str, V]:
+    """``entries`` itself when nothing is dropped, else a copy without the keys ``drop``."""
+    if not drop:
+        return entries
+    kept = dict(entries)
+    for key in drop:
+        del kept[key]
+    return kept
+
+
+def _untagged(items: Iterable[T], keys: Iterable[str], own: tuple[str, ...]) -> list[T]:
     """The items whose key does not start with this journal's tag, in order, found without a Python-level loop
     (``map`` and ``compress`` over ``str.startswith``): a day's book holds thousands, nearly all of them tagged."""
     return list(compress(items, map(not_, map(str.startswith, keys, repeat(own)))))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from itertools import chain, filterfalse
 from operator import attrgetter
 
 from tickguard.adapters.broker import BrokerOrder, OrderBook
@@ -38,7 +39,8 @@ def take_over_strays(book: OrderBook, trades: TradeManager, executor: OrderExecu
     ``book`` is already reduced to this journal's keys (``recovery.ours_only``)."""
     if not journal_id:
         return
-    keys = set(book.working).union(book.ended, map(_REF, book.executions)).difference(executor.orders)
+    # the keys the executor lacks, filtered in C as they are read: no set of the day's thousands of keys is built
+    keys = set(filterfalse(executor.orders.__contains__, chain(book.working, book.ended, map(_REF, book.executions))))
     prefix = f"tg:{journal_id}:"
     taken: list[tuple[OrderIntent, int]] = []
     for key in sorted(k for k in keys if k.startswith(prefix)):
