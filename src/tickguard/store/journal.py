@@ -34,6 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tickguard.core.order_state import FINAL
+from tickguard.store.engine_lock import AdvisoryLock, FileLock, LockHeld, refusal
 from tickguard.store.exact import NotExactError, NotFiniteError, json_dumps
 from tickguard.store.schema import events, fills, journal_meta, legs, orders, trades, volatility
 from tickguard.store.sqlite_writes import SqliteWrites
@@ -59,6 +60,10 @@ _SET_FILL_COMMISSION = (fills.update().where(fills.c.exec_id == sa.bindparam("ke
 
 class JournalError(RuntimeError):
     """The journal cannot be used; the message says which one and why."""
+
+
+class JournalInUse(JournalError):
+    """Another running engine holds the journal (``Journal.lock_for_engine``; the message names it)."""
 
 
 class CommitReceipt:
@@ -149,6 +154,7 @@ class Journal:
         self._again = False
         self._id: str | None = None
         self._checkpointer: WalCheckpointer | None = None  # SQLite: store/wal_checkpoint.py
+        self._lock: FileLock | AdvisoryLock | None = None  # held by a running engine (store/engine_lock.py)
         self._insert_fill = _insert_new(engine.dialect.name, fills, "exec_id")
 
     # -------------------------------------------------------------------------------------- opening
@@ -181,10 +187,27 @@ class Journal:
             weakref.finalize(journal, journal._checkpointer.stop, 0)  # a journal dropped unclosed stops it too
         return journal
 
+    def lock_for_engine(self) -> None:
+        """Hold this journal for one running engine until ``close`` (or the process's death): a second engine is
+        refused with ``JournalInUse`` naming the holder (store/engine_lock.py - two engines would both send a
+        trade's exit).  Readers never call it."""
+        if self._lock is not None:
+            return
+        try:
+            if self._engine.dialect.name == "sqlite":
+                self._lock = FileLock(Path(str(self._engine.url.database)), self.where)
+            else:
+                self._lock = AdvisoryLock(self._engine, self.journal_id)
+        except LockHeld as exc:
+            raise JournalInUse(refusal(self.where, exc.holder)) from None
+
     def close(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self._conn.close()
+        if self._lock is not None:  # after the last write: the next engine may start now
+            self._lock.release()
+            self._lock = None
         self._engine.dispose()
 
     # --------------------------------------------------------------------------------------- writing
