@@ -49,6 +49,17 @@ def test_a_second_engine_is_refused_naming_the_holder_and_readers_are_not(journa
     again.close()
 
 
+def test_another_path_to_the_same_sqlite_file_is_the_same_journal(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    first = open_journal(settings(str(tmp_path / "data" / "j.db")), kind="simulated")
+    (tmp_path / "link.db").symlink_to(tmp_path / "data" / "j.db")
+    monkeypatch.chdir(tmp_path / "data")
+    for other in ("j.db", str(tmp_path / "link.db")):
+        with pytest.raises(JournalInUse):
+            open_journal(settings(other), kind="simulated")
+    first.close()
+
+
 def test_the_lock_dies_with_a_killed_engine(journal_target):
     """SIGKILL leaves nothing to clean up: a restart after a crash is never refused by a stale lock."""
     s = settings(journal_target)

@@ -61,7 +61,8 @@ class FileLock:
     """The SQLite journal's lock: ``flock`` on ``<journal>.lock``."""
 
     def __init__(self, journal_path: Path, where: str) -> None:
-        self.path = journal_path.with_name(journal_path.name + ".lock")
+        real = journal_path.resolve()  # one lock file whatever the path says (relative, through a symlink)
+        self.path = real.with_name(real.name + ".lock")
         self._fd: int | None = None
         if fcntl is None:
             log.warning("journal %s: this system has no fcntl - a second engine on this journal is not refused", where)
