@@ -9,12 +9,17 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from alembic import command
+from test_journal_id_migration import _alembic
 
 from tickguard.config import load
 from tickguard.runtime.engine_factory import open_journal
-from tickguard.store.journal import JournalInUse
+from tickguard.store.engine_lock import AdvisoryLock, FileLock
+from tickguard.store.journal import JournalError, JournalInUse, head_revision
 
 HOLDER = textwrap.dedent("""
     import sys, time
@@ -103,3 +108,145 @@ def test_an_engine_command_on_a_journal_an_engine_holds_is_refused_without_a_tra
         held.close()
     assert done.returncode != 0
     assert "is in use by another running tickguard engine" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_hard_linked_journal_is_refused_to_an_engine_and_still_read(tmp_path):
+    """Each name of a hard-linked file would have a lock of its own: the engine is refused, naming the cause."""
+    path = tmp_path / "j.db"
+    open_journal(settings(str(path)), kind="simulated").close()
+    os.link(path, tmp_path / "other.db")
+    for name in ("j.db", "other.db"):
+        with pytest.raises(JournalError, match="has 2 hard links"):
+            open_journal(settings(str(tmp_path / name)), kind="simulated")
+    reader = open_journal(settings(str(path)), create=False)
+    assert reader is not None and reader.open_trades() == []
+    reader.close()
+
+
+def _revision(target: str) -> str:
+    engine = sa.create_engine(target if "://" in target else f"sqlite:///{target}")
+    with engine.connect() as conn:
+        revision = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
+    engine.dispose()
+    return revision
+
+
+def _hold(target: str):
+    """The lock as another engine holds it (its own process's view: a lock file / a database session)."""
+    if "://" not in target:
+        return FileLock(Path(target), target), None
+    engine = sa.create_engine(target)
+    conn = engine.connect()
+    return AdvisoryLock(conn), (conn, engine)
+
+
+def test_a_journal_is_migrated_only_under_the_engine_lock(journal_target):
+    """A journal of an older schema held by a running engine (of the older version) is migrated by nobody: not by
+    a reader - the running engine's next write would meet tables it does not know - and not by a second engine,
+    which is refused before it touches the file.  Once the holder is gone, a reader migrates it."""
+    _alembic(journal_target, command.upgrade, "0007")
+    lock, session = _hold(journal_target)
+    try:
+        with pytest.raises(JournalError, match="older than this tickguard's .* a running engine holds it") as why:
+            open_journal(settings(journal_target), create=False)
+        assert not isinstance(why.value, JournalInUse)
+        with pytest.raises(JournalInUse):
+            open_journal(settings(journal_target), kind="simulated")
+        assert _revision(journal_target) == "0007"  # untouched
+    finally:
+        lock.release()
+        if session is not None:
+            session[0].close()
+            session[1].dispose()
+    reader = open_journal(settings(journal_target), create=False)
+    assert reader is not None
+    reader.close()
+    assert _revision(journal_target) == head_revision()
+
+
+def test_a_failed_claim_releases_the_lock_in_the_same_process(journal_target):
+    open_journal(settings(journal_target), kind="simulated").close()
+    with pytest.raises(JournalError, match="simulated"):
+        open_journal(settings(journal_target), kind="live")
+    open_journal(settings(journal_target), kind="simulated").close()  # not refused by the failed attempt's lock
+
+
+def _backend_pid(journal) -> int:
+    return journal._conn.connection.driver_connection.info.backend_pid
+
+
+def _terminate(pg_url: str, pid: int) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+
+
+def test_postgresql_a_session_ended_under_the_engine_takes_the_lock_again_on_reconnect(pg_url):
+    """The server ends the engine's session (pg_terminate_backend, an idle reaper): its lock goes with it.  The next
+    write fails; the journal reconnects on the one after, and locks the new session before its commit - so a second
+    engine is refused again."""
+    s = settings(pg_url)
+    journal = open_journal(s, kind="simulated")
+    assert journal._conn.execute(sa.text("SHOW tcp_keepalives_idle")).scalar() in ("30", "30s")
+    journal._conn.rollback()
+    _terminate(pg_url, _backend_pid(journal))
+    with pytest.raises(JournalError):
+        journal.save_volatility("AAA", 1.0, 2.0, 1)
+    journal.save_volatility("AAA", 1.5, 2.5, 2)  # a new session: locked again before this commit
+    assert journal.load_volatility("AAA")["ts_ns"] == 2
+    with pytest.raises(JournalInUse):
+        open_journal(s, kind="simulated")
+    journal.close()
+
+
+def test_postgresql_a_commit_after_another_engine_took_the_lock_is_refused_and_not_made(pg_url):
+    """Between the end of the first engine's session and its reconnect, a second engine started: the first one's
+    next commit is refused (JournalInUse) and rolled back - nothing it records is ever sent."""
+    s = settings(pg_url)
+    first = open_journal(s, kind="simulated")
+    _terminate(pg_url, _backend_pid(first))
+    second = open_journal(s, kind="simulated")
+    with pytest.raises(JournalError):
+        first.save_volatility("AAA", 1.0, 2.0, 1)  # the dead session
+    with pytest.raises(JournalInUse, match="in use by another running tickguard engine"):
+        first.save_volatility("AAA", 1.5, 2.5, 2)  # a new session: the lock is the second engine's
+    assert second.load_volatility("AAA") is None
+    first.close()
+    second.close()
+
+
+def test_postgresql_journals_in_two_schemas_of_one_database_do_not_block_each_other(pg_url):
+    import psycopg
+
+    with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as admin:
+        admin.execute("CREATE SCHEMA desk_a")
+        admin.execute("CREATE SCHEMA desk_b")
+    a, b = (f"{pg_url}?options=-csearch_path%3D{schema}" for schema in ("desk_a", "desk_b"))
+    first, second = open_journal(settings(a), kind="simulated"), open_journal(settings(b), kind="live")
+    assert first.journal_id != second.journal_id
+    with pytest.raises(JournalInUse):
+        open_journal(settings(a), kind="simulated")
+    first.close()
+    second.close()
+
+
+@pytest.mark.parametrize("session", ["sim", "ib"])
+def test_an_engine_that_fails_to_start_releases_its_journal(tmp_path, monkeypatch, session):
+    """The session opened (and locked) the journal, then building its engine failed: the lock goes with the failure,
+    so the next start in the same process is not refused."""
+    import asyncio
+
+    from tickguard.interfaces import ib_session, simulation
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("engine construction failed")
+
+    path = str(tmp_path / "j.db")
+    s = settings(path)
+    monkeypatch.setattr(simulation, "sim_engine", broken)
+    monkeypatch.setattr(ib_session, "ib_engine", broken)
+    run = simulation.run_session(s) if session == "sim" else ib_session.run_ib(s)
+    with pytest.raises(RuntimeError, match="engine construction failed"):
+        asyncio.run(run)
+    open_journal(s, kind="simulated" if session == "sim" else "live").close()

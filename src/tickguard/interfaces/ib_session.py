@@ -22,7 +22,12 @@ async def run_ib(
     watcher: Callable[[Engine], Awaitable[None]] | None = None,
 ) -> Engine:
     journal = open_journal(settings, kind="live")
-    engine = ib_engine(settings, journal=journal)
+    try:
+        engine = ib_engine(settings, journal=journal)
+    except BaseException:
+        if journal is not None:  # its lock with it: nothing runs on it
+            journal.close()
+        raise
     cfg = settings.ib
     symbols = sorted({t.symbol for t in settings.trades} | {s.upper() for s in cfg.symbols})
     async with serving_metrics(engine, settings.metrics):  # GET /metrics while it runs (metrics_http.py)

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tickguard import __version__
+from tickguard.adapters.sim.venue import SimVenue
 from tickguard.config import Settings
 from tickguard.core.trade_checks import TradeRejected
 from tickguard.interfaces import report
@@ -23,9 +24,20 @@ async def run_session(
     include_ticks: bool = False,
     watcher: Callable[[Engine], Awaitable[None]] | None = None,
 ) -> tuple[Engine, dict[str, Any]]:
-    sim = settings.sim
     recorder = report.TickRecorder(keep=include_ticks)
-    engine, venue = sim_engine(settings, recorder, open_journal(settings, kind="simulated"))
+    journal = open_journal(settings, kind="simulated")
+    try:
+        engine, venue = sim_engine(settings, recorder, journal)
+        return await _run(engine, venue, settings, recorder, include_ticks, watcher)
+    finally:
+        if journal is not None:  # closed already unless the engine failed to start (its lock with it)
+            journal.close()
+
+
+async def _run(engine: Engine, venue: SimVenue, settings: Settings, recorder: report.TickRecorder,
+               include_ticks: bool, watcher: Callable[[Engine], Awaitable[None]] | None,
+               ) -> tuple[Engine, dict[str, Any]]:
+    sim = settings.sim
     symbols = sorted(venue.specs)
     wanted = sorted({t.symbol for t in settings.trades}) if settings.trades else symbols
     async with serving_metrics(engine, settings.metrics):  # GET /metrics while it runs (metrics_http.py)

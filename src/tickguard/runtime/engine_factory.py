@@ -35,15 +35,16 @@ def ib_engine(settings: Settings, tick_sink: Callable[[Tick], None] | None = Non
 
 def open_journal(settings: Settings, create: bool = True, kind: str | None = None) -> Journal | None:
     """The journal the settings name (None if they name none).  With ``kind`` ("live" / "simulated"), for a running
-    engine: held for it alone (``Journal.lock_for_engine``: a journal another engine runs on is refused) and claimed
+    engine: held for it alone (``Journal.open(for_engine=True)``: a journal another engine runs on is refused before
+    it is read or migrated) and claimed
     for that kind of trades (``Journal.claim``: a journal of the other kind is refused)."""
     target = settings.journal.target
     if not target:
         return None
-    journal = Journal.open(target, create=create, synchronous=settings.journal.sqlite_synchronous)
+    journal = Journal.open(target, create=create, synchronous=settings.journal.sqlite_synchronous,
+                           for_engine=kind is not None)  # one engine per journal (store/engine_lock.py)
     if kind is not None:
         try:
-            journal.lock_for_engine()  # one engine per journal: a second is refused (store/engine_lock.py)
             journal.claim(kind)
         except Exception:
             journal.close()

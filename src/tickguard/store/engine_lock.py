@@ -4,18 +4,30 @@ Why: two engines on one journal both restore the same open trades, both watch th
 exit when it fires - a double exit, the worst bug this project can have.  Write-ahead and the idempotency keys
 do not prevent it: each engine holds the key in its own memory, and IB takes two orders with one ``orderRef``.  So
 the second engine is refused at start-up, naming the holder.  Readers (``tickguard trades``, ``report``,
-``doctor``) take no lock: a journal is read while its engine runs.
+``doctor``) take no lock: a journal is read while its engine runs - but a journal whose schema must be migrated is
+migrated only under the lock (``Journal.open``), never under a running engine of another version.
 
-The lock dies with its holder, whatever the death - a ``kill -9`` or a power cut leaves nothing to clean up, so a
-restart after a crash is never refused by a stale lock:
+The lock is taken before the journal is read or migrated, and it dies with its holder, so a restart after a
+``kill -9`` is never refused by a stale lock:
 
 * SQLite: an exclusive ``flock`` on ``<journal>.lock`` beside the file (POSIX; the kernel drops it when the
-  process's descriptor closes).  The file says which process holds it, for the refusal's message; it stays
-  behind and means nothing unless locked.  Where ``fcntl`` does not exist (Windows) the lock is not enforced,
-  and a WARNING says so.
-* PostgreSQL: a session-level advisory lock (``pg_try_advisory_lock``) on a connection kept open for the
-  engine's life; the server drops it when the session ends (the connection closed, or lost with its process).
-  Its key comes from the journal's id, so two journals in one database do not block each other.
+  process's descriptor closes).  Named from the file's real path: a relative path, a symlink or another mount of
+  its directory reach the same lock.  A journal with several hard links is refused - each name would have a lock
+  of its own, and SQLite itself corrupts a database used through two names (its WAL is named after the path,
+  sqlite.org/howtocorrupt.html section 2.5).  Renaming or moving a journal while its engine runs is unsupported for
+  the same reason.  The file says which process holds it, for the refusal's message; it stays behind and means
+  nothing unless locked.  Not the database file itself: closing any descriptor of a SQLite file drops the
+  process's SQLite locks on it (POSIX record locks).  Where ``fcntl`` does not exist (Windows) the lock is not
+  enforced, and a WARNING says so.
+* PostgreSQL: a session-level advisory lock (``pg_try_advisory_lock``) on the journal's own connection - the one
+  every write goes through.  Keyed by the database and schema the journal lives in (known before the schema
+  exists), so two journals in two schemas of one database do not block each other.  The server drops the lock when
+  the session ends, so a session that ends under a running engine (``pg_terminate_backend``, an idle-session
+  reaper, a network cut) loses it: the journal checks before every COMMIT that its connection is still the locked
+  session, and a new session after a reconnect takes the lock again - or, if another engine has taken it
+  meanwhile, the commit is refused (``JournalInUse``) and nothing it records is sent.  The session asks the server
+  for TCP keepalives (``tcp_keepalives_*``): an engine whose machine lost power is dropped - and its lock
+  released - within about a minute, not after the system's two hours.
 """
 
 from __future__ import annotations
@@ -36,8 +48,15 @@ except ImportError:  # Windows
 
 log = logging.getLogger(__name__)
 
+# the server drops the session of a client that stopped answering after idle + interval * count seconds
+SESSION_KEEPALIVES = {"tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10, "tcp_keepalives_count": 3}
 
-class LockHeld(Exception):
+
+class LockError(Exception):
+    """The journal cannot be held for an engine; the message says why."""
+
+
+class LockHeld(LockError):
     """Another running engine holds the lock; ``holder`` says which, as far as it is known."""
 
     def __init__(self, holder: str) -> None:
@@ -46,7 +65,7 @@ class LockHeld(Exception):
 
 
 def refusal(where: str, holder: str) -> str:
-    """The refusal's message (``Journal.lock_for_engine`` raises it as ``JournalInUse``)."""
+    """The refusal's message (``Journal.open`` raises it as ``JournalInUse``)."""
     return (f"journal {where} is in use by another running tickguard engine ({holder}); two engines on one journal "
             "would both watch its trades and both send an exit when a stop fires - stop the other one first, or "
             "give this one a journal of its own")
@@ -58,28 +77,47 @@ def _stamp() -> str:
 
 
 class FileLock:
-    """The SQLite journal's lock: ``flock`` on ``<journal>.lock``."""
+    """The SQLite journal's lock: ``flock`` on ``<journal>.lock``.  Taken before the journal file is opened."""
 
     def __init__(self, journal_path: Path, where: str) -> None:
         real = journal_path.resolve()  # one lock file whatever the path says (relative, through a symlink)
         self.path = real.with_name(real.name + ".lock")
         self._fd: int | None = None
+        if real.is_file() and (links := real.stat().st_nlink) > 1:
+            raise LockError(f"journal file {where} has {links} hard links: an engine on another of its names would "
+                            "not see this one's lock, and SQLite corrupts a database used through two names - keep "
+                            "one name (copy it, or remove the other links) and start again")
         if fcntl is None:
             log.warning("journal %s: this system has no fcntl - a second engine on this journal is not refused", where)
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "a process that did not say which"
-            os.close(fd)
-            raise LockHeld(holder) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (_stamp() + "\n").encode(), 0)
-        self._fd = fd
+        if not real.parent.is_dir():
+            raise LockError(f"journal directory {journal_path.parent} does not exist")
+        for _ in range(3):  # again if the lock file was replaced between its open and its lock
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                raise LockError(f"journal {where}: cannot open its engine lock file {self.path} ({exc.strerror}); "
+                                "the engine needs to write beside its journal") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.fstat(fd).st_ino != os.stat(self.path).st_ino:
+                    os.close(fd)
+                    continue
+            except BlockingIOError:
+                holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "a process that did not say which"
+                os.close(fd)
+                raise LockHeld(holder) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (_stamp() + "\n").encode(), 0)
+            self._fd = fd
+            return
+        raise LockError(f"journal {where}: its lock file {self.path} keeps being replaced; is something deleting it?")
+
+    def confirm(self, conn: sa.Connection) -> None:
+        """Nothing to check: a flock is lost only with its descriptor."""
 
     def release(self) -> None:
         if self._fd is not None:
@@ -87,47 +125,77 @@ class FileLock:
             self._fd = None
 
 
-def advisory_key(journal_id: str) -> int:
-    """A positive 31-bit key from the journal's id (pg_locks shows it as ``objid``, with ``classid`` 0)."""
-    return int.from_bytes(hashlib.sha256(f"tickguard:{journal_id}".encode()).digest()[:4], "big") & 0x7FFF_FFFF
-
-
 class AdvisoryLock:
-    """The PostgreSQL journal's lock: a session-level advisory lock on a connection of its own."""
+    """The PostgreSQL journal's lock: a session-level advisory lock on the journal's own connection."""
 
-    def __init__(self, engine: sa.Engine, journal_id: str) -> None:
-        self.key = advisory_key(journal_id)
-        self._conn: sa.Connection | None = engine.connect()
-        try:
-            got = self._conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar()
-            self._conn.commit()  # the lock is the session's: it outlives this transaction
-            if not got:
-                raise LockHeld(self._holder())
-        except BaseException:
-            self._conn.close()
-            self._conn = None
-            raise
+    def __init__(self, conn: sa.Connection) -> None:
+        scope = conn.execute(sa.text("SELECT current_database(), coalesce(current_schema(), '')")).one()
+        self.key = advisory_key(f"{scope[0]}/{scope[1]}")
+        self._conn: sa.Connection | None = None
+        self._session: object = None
+        self._take(conn)
+        self._conn = conn
 
-    def _holder(self) -> str:
-        assert self._conn is not None
-        row = self._conn.execute(sa.text(
+    def _take(self, conn: sa.Connection) -> None:
+        """Lock on ``conn``'s session, or raise ``LockHeld`` naming the holder."""
+        got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar()
+        if not got:
+            holder = self._holder(conn)
+            conn.rollback()
+            raise LockHeld(holder)
+        for name, seconds in SESSION_KEEPALIVES.items():
+            conn.execute(sa.text(f"SET {name} = {int(seconds)}"))
+        conn.commit()  # the lock is the session's: it outlives this transaction; the SETs need the commit
+        self._session = conn.connection.driver_connection
+
+    def confirm(self, conn: sa.Connection) -> None:
+        """Before a COMMIT: the journal's connection must still be the session that holds the lock.  A reconnect
+        (the session was ended under the engine) takes it again on the new session, or raises ``LockHeld`` if
+        another engine has it now.  An identity check while nothing changed: no round trip."""
+        if conn.connection.driver_connection is self._session:
+            return
+        log.warning("journal connection is a new database session (the last one ended); taking the engine lock again")
+        got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar()
+        if not got:
+            raise LockHeld(self._holder(conn))
+        for name, seconds in SESSION_KEEPALIVES.items():  # inside the transaction: committed with it
+            conn.execute(sa.text(f"SET {name} = {int(seconds)}"))
+        self._session = conn.connection.driver_connection
+
+    def _holder(self, conn: sa.Connection) -> str:
+        row = conn.execute(sa.text(
             "SELECT a.pid, a.client_addr, a.application_name, a.backend_start FROM pg_locks l "
             "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.classid = 0 "
-            "AND l.objid = :k AND l.objsubid = 1 AND l.granted"), {"k": self.key}).first()
-        self._conn.rollback()
+            "AND l.objid = :k AND l.objsubid = 1 AND l.granted AND l.database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())"), {"k": self.key}).first()
         if row is None:
             return f"advisory lock {self.key}"
         pid, addr, app, since = row
         return (f"database session {pid} from {addr or 'a local socket'}{f' ({app})' if app else ''}, since "
-                f"{since:%Y-%m-%d %H:%M:%S%z}; advisory lock {self.key}")
+                f"{since:%Y-%m-%d %H:%M:%S%z}; advisory lock {self.key}; if that engine's machine is gone, the server "
+                f"drops its session within about a minute, or at once with SELECT pg_terminate_backend({pid})")
 
     def release(self) -> None:
+        """Before the journal's connection closes (closing it would drop the lock too)."""
         if self._conn is not None:
             try:
+                self._conn.rollback()
                 self._conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
                 self._conn.commit()
-            except sa.exc.DBAPIError:  # the session is gone: so is its lock
+            except sa.exc.SQLAlchemyError:  # the session is gone: so is its lock
                 pass
             finally:
-                self._conn.close()
                 self._conn = None
+
+
+def advisory_key(scope: str) -> int:
+    """A positive 31-bit key from the journal's database and schema (pg_locks shows it as ``objid``, with
+    ``classid`` 0; advisory locks are per database, the schema is in the key)."""
+    return int.from_bytes(hashlib.sha256(f"tickguard:{scope}".encode()).digest()[:4], "big") & 0x7FFF_FFFF
+
+
+def temporary(path_or_conn: Path | sa.Connection, where: str) -> FileLock | AdvisoryLock:
+    """The lock taken for a moment (a reader migrating a journal's schema: never under a running engine)."""
+    if isinstance(path_or_conn, Path):
+        return FileLock(path_or_conn, where)
+    return AdvisoryLock(path_or_conn)

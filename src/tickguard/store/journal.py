@@ -34,7 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tickguard.core.order_state import FINAL
-from tickguard.store.engine_lock import AdvisoryLock, FileLock, LockHeld, refusal
+from tickguard.store.engine_lock import AdvisoryLock, FileLock, LockError, LockHeld, refusal, temporary
 from tickguard.store.exact import NotExactError, NotFiniteError, json_dumps
 from tickguard.store.schema import events, fills, journal_meta, legs, orders, trades, volatility
 from tickguard.store.sqlite_writes import SqliteWrites
@@ -63,7 +63,7 @@ class JournalError(RuntimeError):
 
 
 class JournalInUse(JournalError):
-    """Another running engine holds the journal (``Journal.lock_for_engine``; the message names it)."""
+    """Another running engine holds the journal (``Journal.open(for_engine=True)``; the message names it)."""
 
 
 class CommitReceipt:
@@ -125,10 +125,10 @@ def describe(target: str | Path) -> str:
 
 
 class Journal:
-    def __init__(self, engine: sa.Engine, where: str) -> None:
+    def __init__(self, engine: sa.Engine, where: str, conn: sa.Connection | None = None) -> None:
         self._engine = engine
         self.where = where
-        self._conn = engine.connect()
+        self._conn = conn if conn is not None else engine.connect()  # the one every write goes through
         # SQLite: transactions and hot writes on the driver directly, statements compiled by SQLAlchemy
         # (sqlite_writes.py)
         self._fast = SqliteWrites(self._conn) if engine.dialect.name == "sqlite" else None
@@ -160,54 +160,61 @@ class Journal:
     # -------------------------------------------------------------------------------------- opening
 
     @classmethod
-    def open(cls, target: str | Path, create: bool = True, synchronous: str = "NORMAL") -> Journal:
-        """Open (and, if ``create``, create or migrate) the journal at a SQLite path or a database URL."""
+    def open(cls, target: str | Path, create: bool = True, synchronous: str = "NORMAL",
+             for_engine: bool = False) -> Journal:
+        """Open (and, if ``create``, create or migrate) the journal at a SQLite path or a database URL.
+
+        ``for_engine``: held for one running engine until ``close`` (or the process's death), taken before the
+        journal is read or migrated; a second engine is refused with ``JournalInUse`` naming the holder
+        (store/engine_lock.py - two engines would both send a trade's exit).  Readers take no lock, but migrate a
+        journal only under it: never under a running engine of another version."""
         where = describe(target)
-        if is_url(target):
-            engine = sa.create_engine(str(target), pool_pre_ping=True, json_serializer=json_dumps)
-            try:
-                with engine.connect() as conn:
-                    conn.execute(sa.text("select 1"))
-            except sa.exc.OperationalError as exc:
-                engine.dispose()
-                raise JournalError(f"cannot reach the journal database {where}: {exc.orig}") from exc
-        else:
-            engine = _sqlite_engine(Path(target), create, synchronous)
+        lock: FileLock | AdvisoryLock | None = None
+        conn: sa.Connection | None = None
+        engine: sa.Engine | None = None
         try:
-            _check_and_migrate(engine, where, create)
-        except JournalError:
-            engine.dispose()
+            if is_url(target):
+                engine = sa.create_engine(str(target), pool_pre_ping=True, json_serializer=json_dumps)
+                try:
+                    conn = engine.connect()
+                    conn.execute(sa.text("select 1"))
+                except sa.exc.OperationalError as exc:
+                    raise JournalError(f"cannot reach the journal database {where}: {exc.orig}") from exc
+                if for_engine:
+                    lock = AdvisoryLock(conn)
+            else:
+                if for_engine:  # before the file is read: a journal another engine holds is not even opened
+                    lock = FileLock(Path(target), where)
+                engine = _sqlite_engine(Path(target), create, synchronous)
+            _check_and_migrate(engine, where, create, Path(target) if not is_url(target) else None, held=bool(lock))
+        except BaseException as exc:
+            if lock is not None:
+                lock.release()
+            if conn is not None:
+                conn.close()
+            if engine is not None:
+                engine.dispose()
+            if isinstance(exc, LockHeld):
+                raise JournalInUse(refusal(where, exc.holder)) from None
+            if isinstance(exc, LockError):
+                raise JournalError(str(exc)) from None
+            if isinstance(exc, sa.exc.DatabaseError):
+                raise JournalError(f"journal {where} is unreadable (corrupt?): {exc.orig}") from exc
             raise
-        except sa.exc.DatabaseError as exc:
-            engine.dispose()
-            raise JournalError(f"journal {where} is unreadable (corrupt?): {exc.orig}") from exc
-        journal = cls(engine, where)
+        journal = cls(engine, where, conn)
+        journal._lock = lock
         if not is_url(target):  # the log is copied into the file by a thread, never inside a commit
             journal._checkpointer = WalCheckpointer(Path(target), synchronous.upper()).start()
             weakref.finalize(journal, journal._checkpointer.stop, 0)  # a journal dropped unclosed stops it too
         return journal
 
-    def lock_for_engine(self) -> None:
-        """Hold this journal for one running engine until ``close`` (or the process's death): a second engine is
-        refused with ``JournalInUse`` naming the holder (store/engine_lock.py - two engines would both send a
-        trade's exit).  Readers never call it."""
-        if self._lock is not None:
-            return
-        try:
-            if self._engine.dialect.name == "sqlite":
-                self._lock = FileLock(Path(str(self._engine.url.database)), self.where)
-            else:
-                self._lock = AdvisoryLock(self._engine, self.journal_id)
-        except LockHeld as exc:
-            raise JournalInUse(refusal(self.where, exc.holder)) from None
-
     def close(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.stop()
-        self._conn.close()
         if self._lock is not None:  # after the last write: the next engine may start now
             self._lock.release()
             self._lock = None
+        self._conn.close()
         self._engine.dispose()
 
     # --------------------------------------------------------------------------------------- writing
@@ -281,6 +288,8 @@ class Journal:
         if self._fast is not None:
             self._fast.commit()
         else:
+            if self._lock is not None:  # still the locked session? (a reconnect takes the lock again, or refuses)
+                self._lock.confirm(self._conn)
             self._conn.commit()
 
     def _commit(self) -> None:
@@ -306,6 +315,8 @@ class Journal:
             # The outcome is unknown (PostgreSQL may have committed before the connection broke): what the
             # transaction recorded is treated as never written, so nothing it holds is ever sent by this process.
             self._abandon("the commit failed")
+            if isinstance(exc, LockHeld):  # the session holding the engine lock ended, and another engine took it
+                raise JournalInUse(refusal(self.where, exc.holder)) from None
             if isinstance(exc, sa.exc.DBAPIError):  # the database refused it: full, gone, a deferred constraint
                 raise JournalError(f"journal {self.where}: a commit failed: {exc.orig}") from exc
             if isinstance(exc, sqlite3.Error):  # SQLite's COMMIT is the driver's own
@@ -624,7 +635,10 @@ def schema_revision(conn: sa.Connection, where: str) -> tuple[str | None, set[st
     return revision, tables
 
 
-def _check_and_migrate(engine: sa.Engine, where: str, create: bool) -> None:
+def _check_and_migrate(engine: sa.Engine, where: str, create: bool, path: Path | None, held: bool) -> None:
+    """Bring the journal to this tickguard's schema.  Only under the engine lock (``held``, or taken here for the
+    migration - store/engine_lock.py): a reader never migrates a journal under a running engine of another version,
+    whose next write would meet tables it does not know."""
     with engine.connect() as conn:
         current, _ = schema_revision(conn, where)
     if current == HEAD_REVISION:
@@ -635,8 +649,27 @@ def _check_and_migrate(engine: sa.Engine, where: str, create: bool) -> None:
     elif current not in known_revisions():
         raise JournalError(f"journal {where} has schema revision {current!r}, newer than this tickguard knows "
                            f"(up to {head_revision()!r}); upgrade tickguard - the journal was not touched")
-    if current != head_revision():
+    if current == head_revision():
+        return
+    if held:
         _migrate(engine, where)
+        return
+    conn = engine.connect() if path is None else None
+    try:
+        lock = temporary(path if path is not None else conn, where)  # type: ignore[arg-type]
+    except LockHeld as exc:
+        if conn is not None:
+            conn.close()
+        raise JournalError(f"journal {where} has schema revision {current!r}, older than this tickguard's "
+                           f"({head_revision()!r}), and a running engine holds it ({exc.holder}): it is upgraded "
+                           "when an engine of this version starts on it - stop the running one first, or read it with "
+                           "the version it runs; the journal was not touched") from None
+    try:
+        _migrate(engine, where)
+    finally:
+        lock.release()
+        if conn is not None:
+            conn.close()
 
 
 def _migrate(engine: sa.Engine, where: str) -> None:
