@@ -137,7 +137,7 @@ def _hold(target: str):
         return FileLock(Path(target), target), None
     engine = sa.create_engine(target)
     conn = engine.connect()
-    return AdvisoryLock(conn), (conn, engine)
+    return AdvisoryLock(conn, target), (conn, engine)
 
 
 def test_a_journal_is_migrated_only_under_the_engine_lock(journal_target):
@@ -250,3 +250,121 @@ def test_an_engine_that_fails_to_start_releases_its_journal(tmp_path, monkeypatc
     with pytest.raises(RuntimeError, match="engine construction failed"):
         asyncio.run(run)
     open_journal(s, kind="simulated" if session == "sim" else "live").close()
+
+
+def test_an_engine_whose_lock_file_was_deleted_is_fenced_off_by_the_next_engine(tmp_path):
+    """A lock is a convention its holder cannot see broken (here: its file deleted under it, so the next engine
+    gets a lock of its own).  The token the next engine writes at its start refuses every later commit of the
+    first, so nothing more is sent by it; the next engine goes on."""
+    path = tmp_path / "j.db"
+    s = settings(str(path))
+    first = open_journal(s, kind="simulated")
+    first.save_volatility("AAA", 1.0, 2.0, 1)
+    (tmp_path / "j.db.lock").unlink()
+    second = open_journal(s, kind="simulated")
+    with pytest.raises(JournalInUse, match="an engine that started on it after this one"):
+        first.save_volatility("AAA", 1.5, 2.5, 2)
+    assert second.load_volatility("AAA")["ts_ns"] == 1  # the refused commit was rolled back
+    second.save_volatility("AAA", 3.0, 4.0, 3)
+    first.close()
+    second.close()
+
+
+def test_a_file_named_like_the_lock_that_is_a_database_is_never_overwritten(tmp_path):
+    other = tmp_path / "desk.db.lock"
+    open_journal(settings(str(other)), kind="simulated").close()  # a journal that happens to have that name
+    before = other.read_bytes()
+    with pytest.raises(JournalError, match="taken by a SQLite database"):
+        open_journal(settings(str(tmp_path / "desk.db")), kind="simulated")
+    assert other.read_bytes() == before
+
+
+def test_a_lock_file_that_cannot_be_written_is_a_clear_error_and_leaves_no_lock_behind(tmp_path):
+    """The stamp's write fails (a full disk, played by a file-size limit of 0): a JournalError naming the lock file,
+    and the same process can start the engine once the cause is gone."""
+    script = textwrap.dedent("""
+        import resource, signal, sys
+        from tickguard.config import load
+        from tickguard.runtime.engine_factory import open_journal
+        from tickguard.store.journal import JournalError
+        s = load(None, {"journal": {"path": sys.argv[1]}})
+        open_journal(s, create=True).close()
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+        try:
+            open_journal(s, kind="simulated")
+        except JournalError as exc:
+            print("refused:", exc)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        open_journal(s, kind="simulated").close()
+        print("started")
+    """)
+    path = tmp_path / "j.db"
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "refused: journal" in done.stdout and "cannot lock or write its engine lock file" in done.stdout
+    assert done.stdout.strip().endswith("started")
+
+
+def test_postgresql_an_engine_back_after_another_came_and_went_is_refused_its_commit(pg_url):
+    """The first engine's session ended; a second engine started, wrote and stopped; the first reconnects and takes
+    the lock again (free now) - but the journal moved on without it: its commit is refused by the fence."""
+    s = settings(pg_url)
+    first = open_journal(s, kind="simulated")
+    _terminate(pg_url, _backend_pid(first))
+    second = open_journal(s, kind="simulated")
+    second.save_volatility("AAA", 1.0, 2.0, 1)
+    second.close()
+    with pytest.raises(JournalError):
+        first.save_volatility("AAA", 9.0, 9.0, 9)  # the dead session
+    with pytest.raises(JournalInUse, match="an engine that started on it after this one"):
+        first.save_volatility("AAA", 9.0, 9.0, 9)
+    first.close()
+    reader = open_journal(s, create=False)
+    assert reader.load_volatility("AAA")["ts_ns"] == 1
+    reader.close()
+
+
+def test_postgresql_a_journal_whose_tables_are_not_where_new_ones_would_go_is_refused(pg_url):
+    """A schema named after the user, made after the journal, comes first in the default search_path: the journal
+    would be read from ``public``, its new tables made in the other schema, and its lock keyed by the wrong one."""
+    import psycopg
+
+    open_journal(settings(pg_url), kind="simulated").close()  # its tables in public
+    with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA AUTHORIZATION postgres")
+    with pytest.raises(JournalError, match="its tables are in schema 'public', but this connection makes new tables "
+                                           "in 'postgres'"):
+        open_journal(settings(pg_url), kind="simulated")
+    open_journal(settings(f"{pg_url}?options=-csearch_path%3Dpublic"), kind="simulated").close()  # as it says
+
+
+def test_postgresql_an_autocommit_connection_is_refused_to_an_engine(pg_url):
+    with pytest.raises(JournalError, match="autocommit"):
+        open_journal(settings(f"{pg_url}?autocommit=true"), kind="simulated")
+
+
+def test_postgresql_the_refusal_names_a_holder_of_another_role_without_a_traceback(pg_url):
+    """The server hides another role's session details (its start, its address): the message says what it can."""
+    import uuid
+
+    import psycopg
+
+    base = pg_url.rsplit("/", 1)[0].replace("postgres@", "{role}@")
+    db = pg_url.rsplit("/", 1)[1]
+    roles = [f"tg_{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as admin:
+        for role in roles:
+            admin.execute(f"CREATE ROLE {role} LOGIN")
+            admin.execute(f"GRANT ALL ON SCHEMA public TO {role}")
+    try:
+        first = open_journal(settings(f"{base.format(role=roles[0])}/{db}"), kind="simulated")
+        with pytest.raises(JournalInUse, match="database session [0-9]+ from") as refused:
+            open_journal(settings(f"{base.format(role=roles[1])}/{db}"), kind="simulated")
+        assert "pg_terminate_backend" in str(refused.value)
+        first.close()
+    finally:  # the roles own the journal's tables: the database goes first
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            for role in roles:
+                admin.execute(f"DROP ROLE IF EXISTS {role}")

@@ -20,14 +20,19 @@ The lock is taken before the journal is read or migrated, and it dies with its h
   process's SQLite locks on it (POSIX record locks).  Where ``fcntl`` does not exist (Windows) the lock is not
   enforced, and a WARNING says so.
 * PostgreSQL: a session-level advisory lock (``pg_try_advisory_lock``) on the journal's own connection - the one
-  every write goes through.  Keyed by the database and schema the journal lives in (known before the schema
-  exists), so two journals in two schemas of one database do not block each other.  The server drops the lock when
-  the session ends, so a session that ends under a running engine (``pg_terminate_backend``, an idle-session
-  reaper, a network cut) loses it: the journal checks before every COMMIT that its connection is still the locked
-  session, and a new session after a reconnect takes the lock again - or, if another engine has taken it
-  meanwhile, the commit is refused (``JournalInUse``) and nothing it records is sent.  The session asks the server
-  for TCP keepalives (``tcp_keepalives_*``): an engine whose machine lost power is dropped - and its lock
-  released - within about a minute, not after the system's two hours.
+  every write goes through.  Keyed by the database and the schema the journal's tables are in (or will be made
+  in), so two journals in two schemas of one database do not block each other; a connection that would read the
+  tables from one schema and make new ones in another is refused.  The server drops the lock when the session
+  ends (``pg_terminate_backend``, an idle-session reaper, a network cut): the journal checks before every COMMIT
+  that its connection is still the locked session, and takes the lock again on a new session after a reconnect.
+  The session asks the server for TCP keepalives (``tcp_keepalives_*``): an engine whose machine lost power is
+  dropped - and its lock released - within about a minute, not after the system's two hours.  A
+  transaction-pooling proxy defeats a session lock (it hands the session to others): unsupported, and the fence
+  below still stops the older engine.
+
+And the ``Fence``: a lock is a convention its holder cannot see broken (a lock file deleted, a session lost while
+another engine started).  Each engine writes a token into the journal at its start and reads it back inside each
+of its transactions before the COMMIT: an engine superseded by a later one commits - and so sends - nothing more.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import hashlib
 import logging
 import os
 import socket
+import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -76,22 +82,28 @@ def _stamp() -> str:
     return f"pid {os.getpid()} on {socket.gethostname()}, since {now}"
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 class FileLock:
     """The SQLite journal's lock: ``flock`` on ``<journal>.lock``.  Taken before the journal file is opened."""
 
-    def __init__(self, journal_path: Path, where: str) -> None:
-        real = journal_path.resolve()  # one lock file whatever the path says (relative, through a symlink)
+    def __init__(self, journal_path: Path, where: str, doing: str = "") -> None:
+        try:
+            real = journal_path.resolve()  # one lock file whatever the path says (relative, through a symlink)
+        except (OSError, RuntimeError) as exc:  # a symlink loop
+            raise LockError(f"journal path {where} cannot be resolved ({exc})") from None
         self.path = real.with_name(real.name + ".lock")
         self._fd: int | None = None
         if real.is_file() and (links := real.stat().st_nlink) > 1:
             raise LockError(f"journal file {where} has {links} hard links: an engine on another of its names would "
                             "not see this one's lock, and SQLite corrupts a database used through two names - keep "
                             "one name (copy it, or remove the other links) and start again")
+        if not real.parent.is_dir():
+            raise LockError(f"journal directory {real.parent} does not exist")
         if fcntl is None:
             log.warning("journal %s: this system has no fcntl - a second engine on this journal is not refused", where)
             return
-        if not real.parent.is_dir():
-            raise LockError(f"journal directory {journal_path.parent} does not exist")
         for _ in range(3):  # again if the lock file was replaced between its open and its lock
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -99,25 +111,29 @@ class FileLock:
                 raise LockError(f"journal {where}: cannot open its engine lock file {self.path} ({exc.strerror}); "
                                 "the engine needs to write beside its journal") from None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.pread(fd, len(SQLITE_HEADER), 0) == SQLITE_HEADER:  # never overwrite a database
+                    raise LockError(f"journal {where}: its lock file's name {self.path} is taken by a SQLite database "
+                                    "(another journal?); it was not touched - rename one of them")
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "a process that did not say which"
+                    raise LockHeld(holder) from None
                 if os.fstat(fd).st_ino != os.stat(self.path).st_ino:
                     os.close(fd)
                     continue
-            except BlockingIOError:
-                holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "a process that did not say which"
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, (_stamp() + doing + "\n").encode(), 0)
+            except OSError as exc:  # no lock (ENOLCK on some network file systems), a full disk
                 os.close(fd)
-                raise LockHeld(holder) from None
+                raise LockError(f"journal {where}: cannot lock or write its engine lock file {self.path} "
+                                f"({exc.strerror})") from None
             except BaseException:
                 os.close(fd)
                 raise
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, (_stamp() + "\n").encode(), 0)
             self._fd = fd
             return
         raise LockError(f"journal {where}: its lock file {self.path} keeps being replaced; is something deleting it?")
-
-    def confirm(self, conn: sa.Connection) -> None:
-        """Nothing to check: a flock is lost only with its descriptor."""
 
     def release(self) -> None:
         if self._fd is not None:
@@ -128,9 +144,18 @@ class FileLock:
 class AdvisoryLock:
     """The PostgreSQL journal's lock: a session-level advisory lock on the journal's own connection."""
 
-    def __init__(self, conn: sa.Connection) -> None:
-        scope = conn.execute(sa.text("SELECT current_database(), coalesce(current_schema(), '')")).one()
-        self.key = advisory_key(f"{scope[0]}/{scope[1]}")
+    def __init__(self, conn: sa.Connection, where: str) -> None:
+        database, creates_in, tables_in = conn.execute(sa.text(
+            "SELECT current_database(), current_schema(), (SELECT n.nspname FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE c.oid = to_regclass('alembic_version'))")).one()
+        conn.rollback()
+        if tables_in is not None and tables_in != creates_in:
+            # e.g. a schema named after the user, made after the journal ("$user" comes first in search_path): the
+            # journal would be read from one schema and its new tables made in the other - and keyed by the wrong one
+            raise LockError(f"journal {where}: its tables are in schema {tables_in!r}, but this connection makes new "
+                            f"tables in {creates_in!r} (the first schema of its search_path); put {tables_in!r} first "
+                            f"(add ?options=-csearch_path%3D{tables_in} to the URL) - nothing was touched")
+        self.key = advisory_key(f"{database}/{tables_in or creates_in or ''}")
         self._conn: sa.Connection | None = None
         self._session: object = None
         self._take(conn)
@@ -151,7 +176,8 @@ class AdvisoryLock:
     def confirm(self, conn: sa.Connection) -> None:
         """Before a COMMIT: the journal's connection must still be the session that holds the lock.  A reconnect
         (the session was ended under the engine) takes it again on the new session, or raises ``LockHeld`` if
-        another engine has it now.  An identity check while nothing changed: no round trip."""
+        another engine has it now (one that came and went meanwhile is the ``Fence``'s to catch).  An identity
+        check while nothing changed: no round trip."""
         if conn.connection.driver_connection is self._session:
             return
         log.warning("journal connection is a new database session (the last one ended); taking the engine lock again")
@@ -170,10 +196,12 @@ class AdvisoryLock:
             "(SELECT oid FROM pg_database WHERE datname = current_database())"), {"k": self.key}).first()
         if row is None:
             return f"advisory lock {self.key}"
-        pid, addr, app, since = row
-        return (f"database session {pid} from {addr or 'a local socket'}{f' ({app})' if app else ''}, since "
-                f"{since:%Y-%m-%d %H:%M:%S%z}; advisory lock {self.key}; if that engine's machine is gone, the server "
-                f"drops its session within about a minute, or at once with SELECT pg_terminate_backend({pid})")
+        pid, addr, app, since = row  # another role's session: the server may hide all but its pid
+        started = f", since {since:%Y-%m-%d %H:%M:%S%z}" if since is not None else ""
+        return (f"database session {pid} from {addr or 'a local socket or a hidden address'}"
+                f"{f' ({app})' if app else ''}{started}; advisory lock {self.key}; if that engine's machine is known "
+                f"to be dead, the server drops its session within about a minute, or at once with SELECT "
+                f"pg_terminate_backend({pid}) - never while that engine may still be running")
 
     def release(self) -> None:
         """Before the journal's connection closes (closing it would drop the lock too)."""
@@ -188,6 +216,40 @@ class AdvisoryLock:
                 self._conn = None
 
 
+class Fence:
+    """This engine's turn on the journal: a token written at its start (under the lock) and read back inside each of
+    its transactions, just before the COMMIT.  Why, beside the lock: a lock is a convention its holder cannot see
+    broken - a deleted or replaced lock file, a PostgreSQL session ended and another engine started meanwhile, a
+    transaction-pooling proxy handing the locked session to someone else.  The token is in the journal itself: an
+    engine that started later replaced it, and from then on every commit of the earlier one is refused
+    (``LockHeld``) and rolled back, so nothing it decides is sent.  The read is inside the write transaction: on
+    SQLite the writer's lock, on PostgreSQL ``FOR SHARE``, make the later engine's start wait for that commit, so
+    the later one reads what the earlier one committed before its own start."""
+
+    NAME = "engine_token"
+
+    def __init__(self, token: str, sql: str) -> None:
+        self.token = token
+        self.sql = sql
+
+    @classmethod
+    def start(cls, conn: sa.Connection) -> Fence:
+        """Write a new token (the previous engine's commits are refused from now on) and commit it."""
+        token = f"{uuid.uuid4().hex} {_stamp()}"[:200]
+        conn.execute(sa.text("INSERT INTO journal_meta (name, value) VALUES (:n, :v) "
+                             "ON CONFLICT (name) DO UPDATE SET value = excluded.value"), {"n": cls.NAME, "v": token})
+        conn.commit()
+        lock = " FOR SHARE" if conn.dialect.name == "postgresql" else ""
+        return cls(token, f"SELECT value FROM journal_meta WHERE name = '{cls.NAME}'{lock}")
+
+    def check(self, value: object) -> None:
+        """``value``: what ``sql`` read inside the transaction about to commit."""
+        if value != self.token:
+            since = str(value).partition(" ")[2] if value else "an unknown one"
+            raise LockHeld(f"an engine that started on it after this one ({since}) - this one's commits are refused "
+                           "from now on, and nothing more is sent by it")
+
+
 def advisory_key(scope: str) -> int:
     """A positive 31-bit key from the journal's database and schema (pg_locks shows it as ``objid``, with
     ``classid`` 0; advisory locks are per database, the schema is in the key)."""
@@ -197,5 +259,5 @@ def advisory_key(scope: str) -> int:
 def temporary(path_or_conn: Path | sa.Connection, where: str) -> FileLock | AdvisoryLock:
     """The lock taken for a moment (a reader migrating a journal's schema: never under a running engine)."""
     if isinstance(path_or_conn, Path):
-        return FileLock(path_or_conn, where)
-    return AdvisoryLock(path_or_conn)
+        return FileLock(path_or_conn, where, " (a reader migrating the journal's schema)")
+    return AdvisoryLock(path_or_conn, where)

@@ -34,7 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tickguard.core.order_state import FINAL
-from tickguard.store.engine_lock import AdvisoryLock, FileLock, LockError, LockHeld, refusal, temporary
+from tickguard.store.engine_lock import AdvisoryLock, Fence, FileLock, LockError, LockHeld, refusal, temporary
 from tickguard.store.exact import NotExactError, NotFiniteError, json_dumps
 from tickguard.store.schema import events, fills, journal_meta, legs, orders, trades, volatility
 from tickguard.store.sqlite_writes import SqliteWrites
@@ -155,6 +155,7 @@ class Journal:
         self._id: str | None = None
         self._checkpointer: WalCheckpointer | None = None  # SQLite: store/wal_checkpoint.py
         self._lock: FileLock | AdvisoryLock | None = None  # held by a running engine (store/engine_lock.py)
+        self._fence: Fence | None = None  # its turn, read back before each of its commits (engine_lock.Fence)
         self._insert_fill = _insert_new(engine.dialect.name, fills, "exec_id")
 
     # -------------------------------------------------------------------------------------- opening
@@ -169,40 +170,32 @@ class Journal:
         (store/engine_lock.py - two engines would both send a trade's exit).  Readers take no lock, but migrate a
         journal only under it: never under a running engine of another version."""
         where = describe(target)
-        lock: FileLock | AdvisoryLock | None = None
-        conn: sa.Connection | None = None
-        engine: sa.Engine | None = None
+        opened: list[Any] = [None, None, None]  # the engine, the connection, the lock - as far as they got
         try:
-            if is_url(target):
-                engine = sa.create_engine(str(target), pool_pre_ping=True, json_serializer=json_dumps)
-                try:
-                    conn = engine.connect()
-                    conn.execute(sa.text("select 1"))
-                except sa.exc.OperationalError as exc:
-                    raise JournalError(f"cannot reach the journal database {where}: {exc.orig}") from exc
-                if for_engine:
-                    lock = AdvisoryLock(conn)
-            else:
-                if for_engine:  # before the file is read: a journal another engine holds is not even opened
-                    lock = FileLock(Path(target), where)
-                engine = _sqlite_engine(Path(target), create, synchronous)
-            _check_and_migrate(engine, where, create, Path(target) if not is_url(target) else None, held=bool(lock))
+            _open_parts(opened, target, where, create, synchronous, for_engine)
         except BaseException as exc:
+            engine, conn, lock = opened
             if lock is not None:
                 lock.release()
             if conn is not None:
                 conn.close()
             if engine is not None:
                 engine.dispose()
-            if isinstance(exc, LockHeld):
-                raise JournalInUse(refusal(where, exc.holder)) from None
-            if isinstance(exc, LockError):
-                raise JournalError(str(exc)) from None
-            if isinstance(exc, sa.exc.DatabaseError):
-                raise JournalError(f"journal {where} is unreadable (corrupt?): {exc.orig}") from exc
-            raise
+            mapped = _open_error(exc, where)
+            if mapped is exc:
+                raise
+            raise mapped from (None if isinstance(exc, LockError) else exc)
+        engine, conn, lock = opened
         journal = cls(engine, where, conn)
         journal._lock = lock
+        if lock is not None:
+            try:  # this engine's turn: an earlier one still running is refused its next commit (engine_lock.Fence)
+                journal._fence = Fence.start(journal._conn)
+            except BaseException as exc:
+                journal.close()
+                if isinstance(exc, sa.exc.DBAPIError):
+                    raise JournalError(f"journal {where} cannot be written: {exc.orig}") from exc
+                raise
         if not is_url(target):  # the log is copied into the file by a thread, never inside a commit
             journal._checkpointer = WalCheckpointer(Path(target), synchronous.upper()).start()
             weakref.finalize(journal, journal._checkpointer.stop, 0)  # a journal dropped unclosed stops it too
@@ -285,11 +278,16 @@ class Journal:
 
     def _end_transaction(self) -> None:
         """COMMIT the open transaction (the one place that does; SQLite's on its driver: sqlite_writes.py)."""
+        fence = self._fence
         if self._fast is not None:
+            if fence is not None:  # still this engine's turn? (engine_lock.Fence)
+                fence.check(self._fast.scalar(fence.sql))
             self._fast.commit()
         else:
-            if self._lock is not None:  # still the locked session? (a reconnect takes the lock again, or refuses)
+            if isinstance(self._lock, AdvisoryLock):  # still the locked session? (a reconnect takes it again)
                 self._lock.confirm(self._conn)
+            if fence is not None:
+                fence.check(self._conn.exec_driver_sql(fence.sql).scalar())
             self._conn.commit()
 
     def _commit(self) -> None:
@@ -617,6 +615,41 @@ def _sqlite_engine(path: Path, create: bool, synchronous: str) -> sa.Engine:
             raise JournalError(f"journal file {path} failed its integrity check ({result}); "
                                "refusing to use it - restore a backup or move it aside")
     return engine
+
+
+def _open_parts(opened: list[Any], target: str | Path, where: str, create: bool, synchronous: str,
+                for_engine: bool) -> None:
+    """``Journal.open``'s engine, connection (PostgreSQL) and lock (``for_engine``) into ``opened`` as each is made
+    (the caller closes what was made if a later part fails), the schema checked and migrated under the lock."""
+    if is_url(target):
+        engine = opened[0] = sa.create_engine(str(target), pool_pre_ping=True, json_serializer=json_dumps)
+        try:
+            conn = opened[1] = engine.connect()
+            conn.execute(sa.text("select 1"))
+        except sa.exc.OperationalError as exc:
+            raise JournalError(f"cannot reach the journal database {where}: {exc.orig}") from exc
+        if for_engine:
+            if getattr(conn.connection.driver_connection, "autocommit", False):
+                # each statement its own transaction: no batch is whole, no fence is read before its commit
+                raise JournalError(f"journal {where}: the connection is in autocommit mode (autocommit in the URL?); "
+                                   "the journal needs transactions - remove it")
+            opened[2] = AdvisoryLock(conn, where)
+    else:
+        if for_engine:  # before the file is read: a journal another engine holds is not even opened
+            opened[2] = FileLock(Path(target), where)
+        engine = opened[0] = _sqlite_engine(Path(target), create, synchronous)
+    _check_and_migrate(engine, where, create, None if is_url(target) else Path(target), held=opened[2] is not None)
+
+
+def _open_error(exc: BaseException, where: str) -> BaseException:
+    """What ``Journal.open`` raises for ``exc``: the journal's own errors, a lock's refusal as ``JournalInUse``."""
+    if isinstance(exc, LockHeld):
+        return JournalInUse(refusal(where, exc.holder))
+    if isinstance(exc, LockError):
+        return JournalError(str(exc))
+    if isinstance(exc, sa.exc.DatabaseError):
+        return JournalError(f"journal {where} is unreadable (corrupt?): {exc.orig}")
+    return exc
 
 
 def schema_revision(conn: sa.Connection, where: str) -> tuple[str | None, set[str]]:

@@ -114,6 +114,12 @@ class SqliteWrites:
         self._driver().commit()
         self.ready()
 
+    def scalar(self, sql: str) -> Any:
+        """The first column of the first row of ``sql`` (a constant statement: the driver caches it), inside the
+        open transaction."""
+        row = self._driver().execute(sql).fetchone()
+        return None if row is None else row[0]
+
     def commit(self) -> None:
         """The driver's COMMIT (its error is the driver's own)."""
         self._driver().commit()
