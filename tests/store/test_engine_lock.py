@@ -259,15 +259,75 @@ def test_an_engine_whose_lock_file_was_deleted_is_fenced_off_by_the_next_engine(
     path = tmp_path / "j.db"
     s = settings(str(path))
     first = open_journal(s, kind="simulated")
+    first.take_over()  # as Engine.start does, once connected
     first.save_volatility("AAA", 1.0, 2.0, 1)
     (tmp_path / "j.db.lock").unlink()
     second = open_journal(s, kind="simulated")
-    with pytest.raises(JournalInUse, match="an engine that started on it after this one"):
+    first.save_volatility("AAA", 1.2, 2.2, 1)  # the second has not taken over yet (its start may still fail)
+    second.take_over()
+    with pytest.raises(JournalInUse, match="was taken over by another tickguard engine after this one started"):
         first.save_volatility("AAA", 1.5, 2.5, 2)
     assert second.load_volatility("AAA")["ts_ns"] == 1  # the refused commit was rolled back
     second.save_volatility("AAA", 3.0, 4.0, 3)
     first.close()
     second.close()
+
+
+def test_a_superseded_engine_whose_write_meets_the_other_engines_rows_is_told_so(tmp_path):
+    """The later engine wrote a row the earlier one writes too (the same next trade id): the earlier one's write
+    fails on the row before its commit could be fenced - it is told it was taken over, not a constraint error."""
+    from test_journal import trade_row
+
+    s = settings(str(tmp_path / "j.db"))
+    first = open_journal(s, kind="simulated")
+    first.take_over()
+    (tmp_path / "j.db.lock").unlink()
+    second = open_journal(s, kind="simulated")
+    second.take_over()
+    second.insert_trade(trade_row("T00002"))
+    with pytest.raises(JournalInUse, match="was taken over"):
+        first.insert_trade(trade_row("T00002"))
+    with pytest.raises(JournalInUse, match="was taken over"), first.batch():
+        first.insert_trade(trade_row("T00003"))
+        first.insert_trade(trade_row("T00002"))
+    assert [t["trade_id"] for t in second.list_trades()] == ["T00002"]
+    first.close()
+    second.close()
+
+
+def test_an_engine_takes_the_journal_over_only_once_connected(tmp_path):
+    """Engine.start takes the journal over after its broker connected, before it reads the journal: a start that
+    fails before that point (a broker refusing it) leaves an engine still running on the journal alone."""
+    import asyncio
+
+    from tickguard.runtime.engine_factory import sim_engine
+
+    path = tmp_path / "j.db"
+    s = settings(str(path))
+    first = open_journal(s, kind="simulated")
+    first.take_over()
+    (tmp_path / "j.db.lock").unlink()
+
+    async def start(fail: bool) -> None:
+        engine, venue = sim_engine(s, None, open_journal(s, kind="simulated"))
+        if fail:
+            async def refused() -> None:
+                raise ConnectionError("client id already in use")
+            engine.broker.connect = refused
+        try:
+            await engine.start(sorted(venue.specs)[:1])
+        finally:
+            await engine.broker.close()
+            engine.journal.close()
+
+    with pytest.raises(ConnectionError):
+        asyncio.run(start(fail=True))
+    first.save_volatility("AAA", 1.0, 2.0, 1)  # still its turn
+    (tmp_path / "j.db.lock").unlink()
+    asyncio.run(start(fail=False))
+    with pytest.raises(JournalInUse, match="was taken over"):
+        first.save_volatility("AAA", 1.5, 2.5, 2)
+    first.close()
 
 
 def test_a_file_named_like_the_lock_that_is_a_database_is_never_overwritten(tmp_path):
@@ -311,13 +371,15 @@ def test_postgresql_an_engine_back_after_another_came_and_went_is_refused_its_co
     the lock again (free now) - but the journal moved on without it: its commit is refused by the fence."""
     s = settings(pg_url)
     first = open_journal(s, kind="simulated")
+    first.take_over()
     _terminate(pg_url, _backend_pid(first))
     second = open_journal(s, kind="simulated")
+    second.take_over()
     second.save_volatility("AAA", 1.0, 2.0, 1)
     second.close()
     with pytest.raises(JournalError):
         first.save_volatility("AAA", 9.0, 9.0, 9)  # the dead session
-    with pytest.raises(JournalInUse, match="an engine that started on it after this one"):
+    with pytest.raises(JournalInUse, match="was taken over by another tickguard engine after this one started"):
         first.save_volatility("AAA", 9.0, 9.0, 9)
     first.close()
     reader = open_journal(s, create=False)

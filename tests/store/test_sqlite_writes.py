@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from tickguard.store.exact import NotExactError
-from tickguard.store.journal import Journal
+from tickguard.store.journal import Journal, JournalError
 
 
 def hot_writes(j: Journal) -> None:
@@ -140,4 +140,24 @@ def test_a_read_keeps_no_snapshot_another_connections_write_would_outdate(tmp_pa
         else:
             with j.batch():
                 j.update_order("tg:x:T1:entry", reason="x", updated_ns=6)
+    j.close()
+
+
+def test_a_read_after_a_write_that_failed_part_way_rolls_its_rows_back(tmp_path):
+    """A multi-row write refused at its second row, as the first write of a batch whose caller goes on: the journal
+    counted nothing, so the next read ends the transaction as one that only read - by a rollback, never a COMMIT
+    that would keep the first row (found by an independent review)."""
+    path = tmp_path / "j.db"
+    j = Journal.open(path)
+    hot_writes(j)
+    leg = {"kind": "stop", "fraction": Decimal("1"), "level": None, "armed": True, "fired": 0, "filled": Decimal(0),
+           "inflight": Decimal(0), "updated_ns": 9}
+    from tickguard.store.schema import legs
+
+    with pytest.raises(JournalError), j.batch():
+        with pytest.raises(sa.exc.IntegrityError):  # the second row's key is the first's
+            j._write(legs.insert(), [{"trade_id": "T1", "name": "extra", **leg}, {"trade_id": "T1", "name": "extra",
+                                                                                   **leg}])
+        j.legs_of(["T1"])  # a read: the transaction ends here
+    assert [r for r in rows(path)["legs"] if r[1] == "extra"] == []
     j.close()

@@ -160,6 +160,9 @@ class Engine:
         """
         await self.broker.connect()
         if self.journal is not None:
+            # this engine's turn from here on (store/engine_lock.py's fence), before the journal is read: an engine
+            # still running on it commits - and sends - nothing more; a start that failed before now left it alone
+            self.journal.take_over()
             self.recovery = restore(self.journal, self.trades, self.executor)
             restored = {t.symbol for t in self.trades.live_trades()}
             symbols = list(dict.fromkeys([*symbols, *sorted(restored)]))

@@ -232,9 +232,16 @@ class Fence:
         self.token = token
         self.sql = sql
 
+    def read(self, engine: sa.Engine) -> object:
+        """The token now, on a connection of its own (the journal's may be in a failed transaction)."""
+        with engine.connect() as conn:
+            return conn.exec_driver_sql(self.sql.removesuffix(" FOR SHARE")).scalar()
+
     @classmethod
     def start(cls, conn: sa.Connection) -> Fence:
-        """Write a new token (the previous engine's commits are refused from now on) and commit it."""
+        """Write a new token (the previous engine's commits are refused from now on) and commit it.  Called by the
+        engine once it is connected and about to read the journal (``Journal.take_over``): a start that fails
+        before that point (a broker refusing its client id) leaves a running engine alone."""
         token = f"{uuid.uuid4().hex} {_stamp()}"[:200]
         conn.execute(sa.text("INSERT INTO journal_meta (name, value) VALUES (:n, :v) "
                              "ON CONFLICT (name) DO UPDATE SET value = excluded.value"), {"n": cls.NAME, "v": token})
@@ -245,9 +252,18 @@ class Fence:
     def check(self, value: object) -> None:
         """``value``: what ``sql`` read inside the transaction about to commit."""
         if value != self.token:
-            since = str(value).partition(" ")[2] if value else "an unknown one"
-            raise LockHeld(f"an engine that started on it after this one ({since}) - this one's commits are refused "
-                           "from now on, and nothing more is sent by it")
+            raise Superseded(str(value).partition(" ")[2] if value else "an engine that did not say which")
+
+
+class Superseded(LockHeld):
+    """Another engine took the journal over after this one started (its token replaced this one's)."""
+
+
+def superseded(where: str, holder: str) -> str:
+    """A superseded engine's message (``Journal`` raises it as ``JournalInUse``)."""
+    return (f"journal {where} was taken over by another tickguard engine after this one started ({holder}): this "
+            "engine's commits are refused from now on, so it sends nothing more and stops - the other one now holds "
+            "the journal's trades.  If that is not what you meant, stop every engine on this journal and start one")
 
 
 def advisory_key(scope: str) -> int:

@@ -34,7 +34,17 @@ from typing import Any
 import sqlalchemy as sa
 
 from tickguard.core.order_state import FINAL
-from tickguard.store.engine_lock import AdvisoryLock, Fence, FileLock, LockError, LockHeld, refusal, temporary
+from tickguard.store.engine_lock import (
+    AdvisoryLock,
+    Fence,
+    FileLock,
+    LockError,
+    LockHeld,
+    Superseded,
+    refusal,
+    superseded,
+    temporary,
+)
 from tickguard.store.exact import NotExactError, NotFiniteError, json_dumps
 from tickguard.store.schema import events, fills, journal_meta, legs, orders, trades, volatility
 from tickguard.store.sqlite_writes import SqliteWrites
@@ -188,18 +198,39 @@ class Journal:
         engine, conn, lock = opened
         journal = cls(engine, where, conn)
         journal._lock = lock
-        if lock is not None:
-            try:  # this engine's turn: an earlier one still running is refused its next commit (engine_lock.Fence)
-                journal._fence = Fence.start(journal._conn)
-            except BaseException as exc:
-                journal.close()
-                if isinstance(exc, sa.exc.DBAPIError):
-                    raise JournalError(f"journal {where} cannot be written: {exc.orig}") from exc
-                raise
         if not is_url(target):  # the log is copied into the file by a thread, never inside a commit
             journal._checkpointer = WalCheckpointer(Path(target), synchronous.upper()).start()
             weakref.finalize(journal, journal._checkpointer.stop, 0)  # a journal dropped unclosed stops it too
         return journal
+
+    def take_over(self) -> None:
+        """This engine's turn on a journal held for it (``for_engine``), just before it reads the journal to recover:
+        a token of its own in the journal, read back before each of its commits - an engine still running on it
+        (its lock broken: a deleted lock file, a lost session) is refused every commit from now on, so it sends
+        nothing more (engine_lock.Fence).  Called by the engine once connected: a start that fails earlier leaves
+        a running engine alone.  Without the lock (a journal opened to read) it does nothing."""
+        if self._lock is None or self._fence is not None:
+            return
+        try:
+            self._fence = Fence.start(self._conn)
+        except sa.exc.DBAPIError as exc:
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                self._conn.rollback()
+            raise JournalError(f"journal {self.where} cannot be written: {exc.orig}") from exc
+
+    def _superseded(self) -> JournalInUse | None:
+        """After a failed write: whether it failed because another engine took the journal over (its rows in the
+        way), said as such rather than as the write's own error."""
+        fence = self._fence
+        if fence is None:
+            return None
+        try:
+            fence.check(fence.read(self._engine))
+        except Superseded as exc:
+            return JournalInUse(superseded(self.where, exc.holder))
+        except sa.exc.SQLAlchemyError:
+            return None
+        return None
 
     def close(self) -> None:
         if self._checkpointer is not None:
@@ -254,6 +285,9 @@ class Journal:
                 self._abandon("a write failed")
             raise
         except sa.exc.StatementError as exc:
+            if (taken := self._superseded()) is not None:  # another engine's rows in the way: no write error
+                self._abandon("another engine took the journal over")
+                raise taken from None
             if self._depth == 0:
                 self._abandon("a write failed")
             if isinstance(exc.orig, (NotExactError, NotFiniteError)):  # refused while binding: nothing was sent
@@ -313,6 +347,8 @@ class Journal:
             # The outcome is unknown (PostgreSQL may have committed before the connection broke): what the
             # transaction recorded is treated as never written, so nothing it holds is ever sent by this process.
             self._abandon("the commit failed")
+            if isinstance(exc, Superseded):  # the fence: another engine started on this journal after this one
+                raise JournalInUse(superseded(self.where, exc.holder)) from None
             if isinstance(exc, LockHeld):  # the session holding the engine lock ended, and another engine took it
                 raise JournalInUse(refusal(self.where, exc.holder)) from None
             if isinstance(exc, sa.exc.DBAPIError):  # the database refused it: full, gone, a deferred constraint

@@ -110,8 +110,10 @@ class SqliteWrites:
             return
 
     def restart(self) -> None:
-        """End a transaction that wrote nothing (a read's snapshot with it) and begin the next (see ``ready``)."""
-        self._driver().commit()
+        """End a transaction that wrote nothing (a read's snapshot with it) and begin the next (see ``ready``).
+        Rolled back, not committed: a write that failed part-way (rows of an ``executemany`` before the one refused)
+        may have left rows in it that the journal never counted - and never checked against its fence."""
+        self._driver().rollback()
         self.ready()
 
     def scalar(self, sql: str) -> Any:
