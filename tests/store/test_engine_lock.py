@@ -330,6 +330,13 @@ def test_an_engine_takes_the_journal_over_only_once_connected(tmp_path):
     first.close()
 
 
+def test_a_directory_given_as_the_journal_is_refused_without_a_lock_file_beside_it(tmp_path):
+    (tmp_path / "adir.db").mkdir()
+    with pytest.raises(JournalError, match="is a directory, not a file"):
+        open_journal(settings(str(tmp_path / "adir.db")), kind="simulated")
+    assert not (tmp_path / "adir.db.lock").exists()
+
+
 def test_a_file_named_like_the_lock_that_is_a_database_is_never_overwritten(tmp_path):
     other = tmp_path / "desk.db.lock"
     open_journal(settings(str(other)), kind="simulated").close()  # a journal that happens to have that name

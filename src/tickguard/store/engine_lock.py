@@ -95,6 +95,8 @@ class FileLock:
             raise LockError(f"journal path {where} cannot be resolved ({exc})") from None
         self.path = real.with_name(real.name + ".lock")
         self._fd: int | None = None
+        if real.is_dir():  # said before a lock file is made beside it
+            raise LockError(f"journal path {where} is a directory, not a file")
         if real.is_file() and (links := real.stat().st_nlink) > 1:
             raise LockError(f"journal file {where} has {links} hard links: an engine on another of its names would "
                             "not see this one's lock, and SQLite corrupts a database used through two names - keep "
