@@ -46,7 +46,7 @@ def intent_row(record: OrderRecord, now: int) -> dict[str, Any]:
         "symbol": i.symbol, "action": i.action.value, "qty": i.qty, "status": record.status.value,
         "attempts": record.attempts, "broker_order_id": record.order_id, "filled": record.filled,
         "avg_price": record.avg_price, "commission": record.commission, "reason": record.reason,
-        "intent": i.to_dict(), "created_ns": i.created_ns, "updated_ns": now,
+        "intent": i.to_dict(), "created_ns": i.created_ns, "updated_ns": now, "placed_through": record.placed_through,
     }
 
 
@@ -183,7 +183,7 @@ class JournalRecorder:
         else:
             j.update_order(i.key, status=record.status.value, attempts=record.attempts, broker_order_id=record.order_id,
                            filled=record.filled, avg_price=record.avg_price, commission=record.commission,
-                           reason=record.reason, updated_ns=now)
+                           reason=record.reason, updated_ns=now, placed_through=record.placed_through)
         if kind == "fill":
             j.insert_fill({"exec_id": entry["exec_id"], "order_key": i.key, "trade_id": i.trade_id,
                            "qty": entry["qty"], "price": entry["price"], "commission": entry.get("commission"),

@@ -73,6 +73,9 @@ class OrderExecutor:
         leave the queue only when a commit receipt of that journal covers their writes - the write-ahead rule,
         kept by the journal's after-commit hook, not by the caller.  Without a journal they go out at once."""
         self._broker = broker
+        # the broker session orders go out through (IB: client id and gateway), journaled with each order: another
+        # session cannot see them at the broker (runtime/recovery.py's ``holds_elsewhere``)
+        self.session: str = getattr(broker, "session_identity", "")
         self._listener = listener
         self._clock = clock
         self._max_attempts = max_attempts
@@ -110,7 +113,7 @@ class OrderExecutor:
             log.error("order %s not sent: trade %s is halted", intent.key, intent.trade_id)
             self._listener.on_intent_closed(intent, OrderStatus.CANCELLED, intent.qty, "trade halted")
             return OrderRecord(intent, OrderStatus.CANCELLED, reason="not sent: trade halted")
-        record = OrderRecord(intent, decided_ns=decided_ns)
+        record = OrderRecord(intent, decided_ns=decided_ns, placed_through=self.session)
         self.orders[intent.key] = record
         self._send(record)
         return record
@@ -453,6 +456,7 @@ class OrderExecutor:
         """An order of this journal found at the broker that the journal never recorded (``stray_orders``):
         journaled now, its events routed, its key known - so it is never sent a second time."""
         self.restore(record, set())
+        record.placed_through = self.session  # found through this session: it sees the order
         self._note(record, "found_at_broker", {"order_id": record.order_id})
 
     def adopt(self, key: str, order_id: int) -> OrderRecord | None:
@@ -464,6 +468,7 @@ class OrderExecutor:
             self._by_order_id.pop(record.order_id, None)
         record.order_id = order_id
         self._by_order_id[order_id] = record
+        record.placed_through = self.session or record.placed_through  # seen through this session
         if not record.final:
             self._move(record, acknowledged(record.status, record.filled > 0), "adopted from the broker")
         self._note(record, "adopted", {"order_id": order_id})
@@ -477,6 +482,7 @@ class OrderExecutor:
         established, and the history shows it."""
         if record.status.at_broker and self._move(record, OrderStatus.UNKNOWN, "the broker does not know it").moved:
             self._note(record, "unknown", {"reason": "journaled as at the broker, unknown there"})
+        record.placed_through = self.session  # sent again through this one
         self._send(record)
         return record.intent.trade_id not in self.halted
 

@@ -51,6 +51,7 @@ class OrderRecord:
     held_commissions: dict[str, Decimal] = field(default_factory=dict)  # arrived before their execution
     events: list[dict[str, Any]] = field(default_factory=list)
     decided_ns: int | None = None  # wall clock of the decision that made it, until it is sent (metrics)
+    placed_through: str = ""  # the broker session it went out through ("": not known - journaled before 0009)
 
     @property
     def final(self) -> bool:

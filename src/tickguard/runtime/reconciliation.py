@@ -214,7 +214,9 @@ class Reconciler:
             else:
                 report = RecoveryReport()
                 settle(key, record, book, self._executor, report, "(decided at the first complete reconciliation)")
-                how = "re-sent: unknown at the broker" if report.resent else f"{record.status} at the broker"
+                how = ("re-sent: unknown at the broker" if report.resent
+                       else "NOT re-sent: placed through another IB client" if report.unseen
+                       else f"{record.status} at the broker")
             log.warning("order %s, in flight at the restart: %s", key, how)
             self.state.resolved.append((key, how))
         self._deferred.clear()

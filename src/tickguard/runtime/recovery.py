@@ -69,6 +69,7 @@ class RecoveryReport:
     deferred: list[str] = field(default_factory=list)  # in flight, broker's book incomplete: decided later
     mismatches: list[str] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
+    unseen: list[str] = field(default_factory=list)  # in flight through another broker session: held, not re-sent
     journal_id: str | None = None
 
     def lines(self) -> list[str]:
@@ -91,6 +92,11 @@ class RecoveryReport:
                        f"there): {', '.join(self.deferred)} - decided at the first complete reconciliation")
         if self.foreign:
             out.append(f"another journal's orders at the broker (not ours, left alone): {', '.join(self.foreign)}")
+        if self.unseen:
+            out.append("UNRECONCILED: in flight through another IB client than this engine's, NOT re-sent - IB "
+                       "shows a client only its own orders, so not finding them proves nothing; left open (each "
+                       "reconciliation reports them) - start with the client that placed them to recover them: "
+                       f"{', '.join(self.unseen)}")
         out += [f"UNRECONCILED: {m}" for m in self.mismatches]
         return out
 
@@ -161,6 +167,7 @@ def journaled_order(row: dict[str, Any], fills: list[dict[str, Any]]) -> OrderRe
     return OrderRecord(OrderIntent.from_dict(row["intent"]), status=_status(row), attempts=row["attempts"],
                        order_id=row["broker_order_id"], filled=filled, notional=notional,
                        commission=exact(row["commission"]), reason=row["reason"],
+                       placed_through=row.get("placed_through") or "",
                        commissions={f["exec_id"]: exact(f["commission"]) for f in fills if f["commission"] is not None})
 
 
@@ -278,7 +285,19 @@ def settle(key: str, record: OrderRecord, book: OrderBook, executor: OrderExecut
         if not book.complete:  # it may have ended at the broker among the orders we could not read: never blind
             report.deferred.append(key)
             return
+        if holds_elsewhere(record.placed_through, executor.session):  # may work there, out of this client's sight
+            report.unseen.append(f"{key} (placed through {record.placed_through}; this engine: {executor.session})")
+            return
         (report.resent if executor.resend(record) else report.withheld).append(key)
+
+
+def holds_elsewhere(placed_through: str, session: str) -> bool:
+    """Whether an order placed through ``placed_through`` may be working where this broker session (``session``)
+    cannot see it: IB shows a client only its own open orders and executions (reqOpenOrders, reqExecutions), so an
+    order placed through another client id - or another gateway - is absent from this one's book whether it works
+    or never arrived.  Re-sending it would make two live orders with one orderRef.  Not known on either side (a
+    row from before 0009, the simulator): no guard, as before."""
+    return bool(placed_through) and bool(session) and placed_through != session
 
 
 def _check_positions(book: OrderBook, trades: TradeManager, report: RecoveryReport) -> None:

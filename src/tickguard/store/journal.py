@@ -102,7 +102,7 @@ class CommitReceipt:
 # The schema revision this tickguard writes: the head of store/migrations (tests/store/test_journal.py holds the
 # two equal).  Known without alembic: a journal already at head is opened without importing it (~0.25 s of every
 # start of tickguard); alembic is imported only to migrate or to name the revisions it knows.
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 
 
 def _alembic_config() -> Any:

@@ -52,6 +52,8 @@ orders = sa.Table(
     sa.Column("intent", JSON, nullable=False),
     sa.Column("created_ns", sa.BigInteger, nullable=False),
     sa.Column("updated_ns", sa.BigInteger, nullable=False),
+    # the broker session that placed it (IB: client id and gateway), "" before 0009 (runtime/recovery.py's guard)
+    sa.Column("placed_through", sa.String(128), nullable=False, default="", server_default=""),
 )
 
 fills = sa.Table(

@@ -314,6 +314,13 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
     # ---------------------------------------------------------------------------------------- orders
 
     @property
+    def session_identity(self) -> str:
+        """Which IB session orders go through - the client id and the gateway's address: IB shows a client only its
+        own open orders and executions, so recovery must know whether an order in flight was placed through this
+        one (runtime/recovery.py's ``holds_elsewhere``)."""
+        return f"IB client id {self.cfg.client_id} at {self.cfg.host}:{self.cfg.port}"
+
+    @property
     def default_account(self) -> str:
         """Where an order without an account goes: ``[ib].account``, else the login's only account."""
         managed = self.ib.managedAccounts()
