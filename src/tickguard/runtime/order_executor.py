@@ -73,9 +73,7 @@ class OrderExecutor:
         leave the queue only when a commit receipt of that journal covers their writes - the write-ahead rule,
         kept by the journal's after-commit hook, not by the caller.  Without a journal they go out at once."""
         self._broker = broker
-        # the broker session orders go out through (IB: client id and gateway), journaled with each order: another
-        # session cannot see them at the broker (runtime/recovery.py's ``holds_elsewhere``)
-        self.session: str = getattr(broker, "session_identity", "")
+        self.session: str = getattr(broker, "session_identity", "")  # journaled per order (recovery.holds_elsewhere)
         self._listener = listener
         self._clock = clock
         self._max_attempts = max_attempts
@@ -456,7 +454,7 @@ class OrderExecutor:
         """An order of this journal found at the broker that the journal never recorded (``stray_orders``):
         journaled now, its events routed, its key known - so it is never sent a second time."""
         self.restore(record, set())
-        record.placed_through = self.session  # found through this session: it sees the order
+        record.placed_through = self.session  # found through this session
         self._note(record, "found_at_broker", {"order_id": record.order_id})
 
     def adopt(self, key: str, order_id: int) -> OrderRecord | None:
