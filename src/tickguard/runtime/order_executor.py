@@ -5,6 +5,9 @@ partially_filled → filled``, or ``cancelling → cancelled``, ``rejected``, ``
 what is worth retrying (pacing and connectivity refusals) with the same idempotency key, and refuses ever to
 submit a key twice: that refusal is the last line of defence against a duplicate exit.
 
+Size: one class, the order's whole lifecycle (send, cancel, broker events, fills, retries, adoption, recovery's
+hand-over) - the state machine's transitions are read together; split, each half would need the other's state.
+
 Every state change goes through ``advance``: a move the table does not allow (a broker report that goes
 backwards, a status after a final one) is an *anomaly* - logged with the order's key and its event history,
 counted in ``anomalies``, noted in the order's history (and so journaled), and never applied.  Fills are not
@@ -39,7 +42,7 @@ from tickguard.core.model import OrderIntent
 from tickguard.core.money import ZERO
 from tickguard.core.order_state import OrderStatus, Transition, acknowledged, advance, after_fill
 from tickguard.core.throttle import Lane
-from tickguard.runtime.order_record import DuplicateIntent, IntentListener, OrderRecord, OrderSink
+from tickguard.runtime.order_record import DuplicateIntent, IntentListener, OrderRecord, OrderSink, holds_elsewhere
 from tickguard.runtime.outbox import Outbox
 from tickguard.store.journal import CommitReceipt, Journal
 
@@ -119,6 +122,10 @@ class OrderExecutor:
     def cancel(self, key: str) -> None:
         record = self.orders.get(key)
         if record is None or record.final:
+            return
+        if holds_elsewhere(record.placed_through, self.session) and record.status is not OrderStatus.RETRY_WAIT:
+            log.error("order %s: NOT cancelled - placed through %s, which this engine (%s) cannot reach; cancel it "
+                      "there (TWS) or restart through that client", key, record.placed_through, self.session)
             return
         record.cancel_requested = True
         at_broker = record.order_id is not None and record.status is not OrderStatus.RETRY_WAIT
@@ -447,7 +454,9 @@ class OrderExecutor:
         """Take back an order from the journal.  Its key is known again, so it can never be sent twice."""
         record.exec_ids = set(exec_ids)
         self.orders[record.intent.key] = record
-        if record.order_id is not None and not record.final:
+        # an id of another IB client's numbering is not this session's: it must never route or cancel one of ours
+        if record.order_id is not None and not record.final and not holds_elsewhere(record.placed_through,
+                                                                                    self.session):
             self._by_order_id[record.order_id] = record
 
     def take_over(self, record: OrderRecord) -> None:

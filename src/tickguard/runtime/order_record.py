@@ -15,6 +15,15 @@ from tickguard.core.money import ZERO, ratio
 from tickguard.core.order_state import OrderStatus
 
 
+def holds_elsewhere(placed_through: str, session: str) -> bool:
+    """Whether an order placed through ``placed_through`` may be working where this broker session (``session``)
+    cannot see it: IB shows a client only its own open orders and executions (reqOpenOrders, reqExecutions), so an
+    order placed through another client id - or another gateway - is absent from this one's book whether it works
+    or never arrived.  Re-sending it would make two live orders with one orderRef.  Not known on either side (a
+    row from before 0009, the simulator): no guard, as before."""
+    return bool(placed_through) and bool(session) and placed_through != session
+
+
 class DuplicateIntent(RuntimeError):
     """An intent whose idempotency key was already submitted."""
 

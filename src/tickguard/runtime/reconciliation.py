@@ -253,7 +253,10 @@ class Reconciler:
             elif filled != record.filled:
                 out.append(f"order {key}: filled {filled} at the broker, {record.filled} in the journal")
         # the records at the broker first, then sorted: every order of the day is in ``orders``, few still at the broker
-        at_broker = [(key, r) for key, r in self._executor.orders.items() if r.status in AT_BROKER]
+        session = self._executor.session  # and those held, in flight through another IB client (runtime/recovery.py)
+        at_broker = [(key, r) for key, r in self._executor.orders.items() if r.status in AT_BROKER
+                     or (r.placed_through and r.placed_through != session and session and not r.final
+                         and r.status is not OrderStatus.RETRY_WAIT)]
         for key, record in sorted(at_broker):
             if key not in book.working and key not in self._questioned:
                 there = f"{book.ended[key][1]}" if key in book.ended else "unknown"

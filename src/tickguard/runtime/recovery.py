@@ -40,6 +40,7 @@ from tickguard.core.order_state import OrderStatus
 from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import TradeRequest
 from tickguard.runtime.order_executor import OrderExecutor, OrderRecord
+from tickguard.runtime.order_record import holds_elsewhere
 from tickguard.runtime.stray_orders import take_over_strays
 from tickguard.store.journal import Journal
 
@@ -277,6 +278,11 @@ def settle(key: str, record: OrderRecord, book: OrderBook, executor: OrderExecut
         executor.close_from_broker(record, OrderStatus.REJECTED if status is OrderStatus.REJECTED
                                    else OrderStatus.CANCELLED, f"{status} at the broker {when}")
         report.closed_at_broker.append(key)
+    elif record.status is not OrderStatus.RETRY_WAIT and holds_elsewhere(record.placed_through, executor.session):
+        # it may work there, out of this client's sight: neither re-sent nor closed (a cancel may not have reached
+        # it); a RETRY_WAIT order reached no broker (write-ahead journals ``submitting`` before every send)
+        report.unseen.append(f"{key} ({record.status}, placed through {record.placed_through}; this engine: "
+                             f"{executor.session})")
     elif record.status is OrderStatus.CANCELLING:
         executor.close_from_broker(record, OrderStatus.CANCELLED,
                                    "cancel requested before the restart; the broker does not know the order")
@@ -285,19 +291,8 @@ def settle(key: str, record: OrderRecord, book: OrderBook, executor: OrderExecut
         if not book.complete:  # it may have ended at the broker among the orders we could not read: never blind
             report.deferred.append(key)
             return
-        if holds_elsewhere(record.placed_through, executor.session):  # may work there, out of this client's sight
-            report.unseen.append(f"{key} (placed through {record.placed_through}; this engine: {executor.session})")
-            return
         (report.resent if executor.resend(record) else report.withheld).append(key)
 
-
-def holds_elsewhere(placed_through: str, session: str) -> bool:
-    """Whether an order placed through ``placed_through`` may be working where this broker session (``session``)
-    cannot see it: IB shows a client only its own open orders and executions (reqOpenOrders, reqExecutions), so an
-    order placed through another client id - or another gateway - is absent from this one's book whether it works
-    or never arrived.  Re-sending it would make two live orders with one orderRef.  Not known on either side (a
-    row from before 0009, the simulator): no guard, as before."""
-    return bool(placed_through) and bool(session) and placed_through != session
 
 
 def _check_positions(book: OrderBook, trades: TradeManager, report: RecoveryReport) -> None:

@@ -62,6 +62,7 @@ from tickguard.core.price_grid import PriceGrid
 from tickguard.core.throttle import Lane
 
 log = logging.getLogger(__name__)
+_LOOPBACK = frozenset({"", "localhost", "localhost.localdomain", "127.0.0.1", "::1", "[::1]", "0.0.0.0"})
 
 # ib_async's start-up sync, less the account updates: the adapter asks for those itself once it has checked that IB
 # manages the configured account (IB may not answer a request for an account it does not manage).
@@ -318,7 +319,9 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
         """Which IB session orders go through - the client id and the gateway's address: IB shows a client only its
         own open orders and executions, so recovery must know whether an order in flight was placed through this
         one (runtime/recovery.py's ``holds_elsewhere``)."""
-        return f"IB client id {self.cfg.client_id} at {self.cfg.host}:{self.cfg.port}"
+        host = self.cfg.host.strip().lower()
+        host = "127.0.0.1" if host in _LOOPBACK else host  # one gateway, however its loopback address is spelled
+        return f"IB client id {self.cfg.client_id} at {host}:{self.cfg.port}"
 
     @property
     def default_account(self) -> str:
