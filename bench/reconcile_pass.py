@@ -72,7 +72,7 @@ def day(trades: int, working: int, symbols: int = 20) -> tuple[Reconciler, Order
             orders[exit_key] = OrderRecord(intent(exit_key, tid, symbol, "stop", Action.SELL),
                                            status=OrderStatus.SUBMITTED, attempts=1, order_id=trades + i + 1)
             book_working[exit_key] = (trades + i + 1, Decimal(0))
-    executor = SimpleNamespace(orders=orders)
+    executor = SimpleNamespace(orders=orders, session="", held_elsewhere=set())
     held = OpenPositions()  # as the trade manager keeps them (core/open_positions.py)
     for trade in open_trades.values():
         held.add(trade, trade.entry_filled)

@@ -244,7 +244,8 @@ def test_a_pass_reports_every_order_the_journal_has_at_the_broker_that_the_broke
                                           OrderStatus.SUBMITTING, OrderStatus.REJECTED])}
     keys = list(orders)
     orders = dict(reversed(orders.items()))  # the executor's own order is no order: the report is in key order
-    reconciler = Reconciler(SimpleNamespace(orders=orders, session=""), SimpleNamespace(trades={}), lambda: 0,  # type: ignore[arg-type]
+    executor = SimpleNamespace(orders=orders, session="", held_elsewhere=set())
+    reconciler = Reconciler(executor, SimpleNamespace(trades={}), lambda: 0,  # type: ignore[arg-type]
                             "0123abcd", 30 * NS, 5 * NS, 5 * NS)
     book = OrderBook(working={keys[5]: (7, Decimal(0))}, ended={keys[2]: (7, OrderStatus.CANCELLED)}, executions=[],
                      positions={})

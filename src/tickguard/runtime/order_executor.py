@@ -77,6 +77,7 @@ class OrderExecutor:
         kept by the journal's after-commit hook, not by the caller.  Without a journal they go out at once."""
         self._broker = broker
         self.session: str = getattr(broker, "session_identity", "")  # journaled per order (recovery.holds_elsewhere)
+        self.held_elsewhere: set[str] = set()  # restored orders placed through another session (reconciliation)
         self._listener = listener
         self._clock = clock
         self._max_attempts = max_attempts
@@ -455,8 +456,9 @@ class OrderExecutor:
         record.exec_ids = set(exec_ids)
         self.orders[record.intent.key] = record
         # an id of another IB client's numbering is not this session's: it must never route or cancel one of ours
-        if record.order_id is not None and not record.final and not holds_elsewhere(record.placed_through,
-                                                                                    self.session):
+        if holds_elsewhere(record.placed_through, self.session) and not record.final:
+            self.held_elsewhere.add(record.intent.key)
+        elif record.order_id is not None and not record.final:
             self._by_order_id[record.order_id] = record
 
     def take_over(self, record: OrderRecord) -> None:

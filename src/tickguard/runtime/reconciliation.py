@@ -39,6 +39,7 @@ from tickguard.adapters.broker import NoticeEvent, OrderBook
 from tickguard.core.order_state import AT_BROKER, OrderStatus
 from tickguard.core.trade_manager import TradeManager
 from tickguard.runtime.order_executor import OrderExecutor, OrderRecord
+from tickguard.runtime.order_record import holds_elsewhere
 from tickguard.runtime.recovery import RecoveryReport, ours_only, position_differences, settle
 from tickguard.runtime.stray_orders import take_over_strays
 
@@ -253,10 +254,12 @@ class Reconciler:
             elif filled != record.filled:
                 out.append(f"order {key}: filled {filled} at the broker, {record.filled} in the journal")
         # the records at the broker first, then sorted: every order of the day is in ``orders``, few still at the broker
-        session = self._executor.session  # and those held, in flight through another IB client (runtime/recovery.py)
-        at_broker = [(key, r) for key, r in self._executor.orders.items() if r.status in AT_BROKER
-                     or (r.placed_through and r.placed_through != session and session and not r.final
-                         and r.status is not OrderStatus.RETRY_WAIT)]
+        orders = self._executor.orders
+        at_broker = [(key, r) for key, r in orders.items() if r.status in AT_BROKER]
+        # and those held: in flight through another IB client, whatever their state (runtime/recovery.py) - a few
+        at_broker += [(key, r) for key in self._executor.held_elsewhere if (r := orders[key]).status not in AT_BROKER
+                      and not r.final and r.status is not OrderStatus.RETRY_WAIT
+                      and holds_elsewhere(r.placed_through, self._executor.session)]
         for key, record in sorted(at_broker):
             if key not in book.working and key not in self._questioned:
                 there = f"{book.ended[key][1]}" if key in book.ended else "unknown"
