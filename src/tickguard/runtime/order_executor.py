@@ -477,7 +477,7 @@ class OrderExecutor:
             self._by_order_id.pop(record.order_id, None)
         record.order_id = order_id
         self._by_order_id[order_id] = record
-        record.placed_through = self.session or record.placed_through  # seen through this session
+        record.placed_through = self.session  # seen through this session
         if not record.final:
             self._move(record, acknowledged(record.status, record.filled > 0), "adopted from the broker")
         self._note(record, "adopted", {"order_id": order_id})

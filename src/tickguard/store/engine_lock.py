@@ -165,28 +165,28 @@ class AdvisoryLock:
 
     def _take(self, conn: sa.Connection) -> None:
         """Lock on ``conn``'s session, or raise ``LockHeld`` naming the holder."""
-        got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar()
-        if not got:
-            holder = self._holder(conn)
+        try:
+            self._lock_session(conn)
+        except LockHeld:
             conn.rollback()
-            raise LockHeld(holder)
-        for name, seconds in SESSION_KEEPALIVES.items():
-            conn.execute(sa.text(f"SET {name} = {int(seconds)}"))
+            raise
         conn.commit()  # the lock is the session's: it outlives this transaction; the SETs need the commit
-        self._session = conn.connection.driver_connection
 
     def confirm(self, conn: sa.Connection) -> None:
         """Before a COMMIT: the journal's connection must still be the session that holds the lock.  A reconnect
-        (the session was ended under the engine) takes it again on the new session, or raises ``LockHeld`` if
-        another engine has it now (one that came and went meanwhile is the ``Fence``'s to catch).  An identity
-        check while nothing changed: no round trip."""
+        (the session was ended under the engine) takes it again on the new session - inside the transaction about
+        to commit, its SETs committed with it - or raises ``LockHeld`` if another engine has it now (one that came
+        and went meanwhile is the ``Fence``'s to catch).  An identity check while nothing changed: no round trip."""
         if conn.connection.driver_connection is self._session:
             return
         log.warning("journal connection is a new database session (the last one ended); taking the engine lock again")
-        got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar()
-        if not got:
+        self._lock_session(conn)
+
+    def _lock_session(self, conn: sa.Connection) -> None:
+        """The lock and the keepalives on ``conn``'s session (uncommitted SETs), or ``LockHeld`` naming the holder."""
+        if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar():
             raise LockHeld(self._holder(conn))
-        for name, seconds in SESSION_KEEPALIVES.items():  # inside the transaction: committed with it
+        for name, seconds in SESSION_KEEPALIVES.items():
             conn.execute(sa.text(f"SET {name} = {int(seconds)}"))
         self._session = conn.connection.driver_connection
 
