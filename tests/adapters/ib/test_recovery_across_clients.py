@@ -62,6 +62,20 @@ def _working(gw: FakeGateway, ref: str) -> list[int]:
     return [o.client_id for o in gw.book.orders.values() if o.working and o.request.order_ref == ref]
 
 
+@contextlib.asynccontextmanager
+async def _gateway():
+    """A started fake gateway; at the end, no IB error the test did not expect."""
+    with IbErrorCapture.installed() as errors:
+        errors.allow("Peer closed connection")
+        gw = await make_gateway().start()
+        try:
+            await gw.advance(2.0)
+            yield gw
+        finally:
+            await gw.close()
+        assert errors.unexpected() == []
+
+
 async def _until(predicate, gw: FakeGateway, timeout_s: float = 15.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not predicate():
@@ -73,37 +87,23 @@ async def _until(predicate, gw: FakeGateway, timeout_s: float = 15.0) -> None:
 
 async def test_an_order_working_under_another_client_is_held_not_sent_again_and_adopted_by_its_own(tmp_path):
     journal = tmp_path / "j.db"
-    with IbErrorCapture.installed() as errors:
-        errors.allow("Peer closed connection")
-        gw = await make_gateway().start()
-        try:
-            await gw.advance(2.0)
-            async with _engine(gw, journal, 21) as first:
-                await _until(lambda: first.ticks.quote("AAA") is not None, gw)
-                far = float(round(Decimal(repr(gw.venue.last_ticks["AAA"].bid)) / 2, 2))
-                trade = first.submit(TradeRequest(symbol="AAA", side=Side.LONG, qty=Decimal(10), account=ACCOUNT,
-                                                  entry_type=OrderType.LIMIT, limit_price=far,
-                                                  rules=[StopLoss(price=round(far * 0.9, 2))]))
-                key = trade.entry_key
-                await _until(lambda: first.executor.orders[key].status is OrderStatus.SUBMITTED, gw)
-            assert _working(gw, key) == [21]  # the engine is gone; its resting entry works on at IB
+    async with _gateway() as gw:
+        key = await _placed_through_21(gw, journal)
+        assert _working(gw, key) == [21]  # the engine is gone; its resting entry works on at IB
 
-            async with _engine(gw, journal, 22) as other:  # a restart through another client id
-                lines = other.recovery.lines()
-                assert any(line.startswith("UNRECONCILED") and key in line and "IB client id 21" in line
-                           and "NOT re-sent" in line for line in lines), lines
-                assert other.executor.orders[key].status is OrderStatus.SUBMITTED  # left open, not closed
-                await gw.advance(1.0)
-                assert _working(gw, key) == [21]  # never sent a second time
+        async with _engine(gw, journal, 22) as other:  # a restart through another client id
+            lines = other.recovery.lines()
+            assert any(line.startswith("UNRECONCILED") and key in line and "IB client id 21" in line
+                       and "NOT re-sent" in line for line in lines), lines
+            assert other.executor.orders[key].status is OrderStatus.SUBMITTED  # left open, not closed
+            await gw.advance(1.0)
+            assert _working(gw, key) == [21]  # never sent a second time
 
-            async with _engine(gw, journal, 21) as own:  # through the client that placed it: found, adopted
-                assert key in " ".join(own.recovery.lines())
-                assert not any("NOT re-sent" in line for line in own.recovery.lines())
-                assert own.executor.orders[key].order_id is not None
-                assert _working(gw, key) == [21]
-        finally:
-            await gw.close()
-        assert errors.unexpected() == []
+        async with _engine(gw, journal, 21) as own:  # through the client that placed it: found, adopted
+            assert key in " ".join(own.recovery.lines())
+            assert not any("NOT re-sent" in line for line in own.recovery.lines())
+            assert own.executor.orders[key].order_id is not None
+            assert _working(gw, key) == [21]
 
 
 def _resting(gw: FakeGateway) -> TradeRequest:
@@ -132,20 +132,13 @@ async def test_a_held_order_is_neither_closed_nor_sent_and_every_reconciliation_
     under client 21 - and one journaled ``submitting`` is not re-sent; each stays open, and every reconciliation
     pass reports it (a held exit is an unprotected position: it must not go quiet after the start-up line)."""
     journal = tmp_path / "j.db"
-    with IbErrorCapture.installed() as errors:
-        errors.allow("Peer closed connection")
-        gw = await make_gateway().start()
-        try:
-            await gw.advance(2.0)
-            key = await _placed_through_21(gw, journal, status)
-            async with _engine(gw, journal, 22) as other:
-                assert any("NOT re-sent" in line and key in line for line in other.recovery.lines())
-                await _until(lambda: any(key in line for line in other.reconciliation.differences), gw)
-                assert other.executor.orders[key].status is OrderStatus(status)
-                assert _working(gw, key) == [21]
-        finally:
-            await gw.close()
-        assert errors.unexpected() == []
+    async with _gateway() as gw:
+        key = await _placed_through_21(gw, journal, status)
+        async with _engine(gw, journal, 22) as other:
+            assert any("NOT re-sent" in line and key in line for line in other.recovery.lines())
+            await _until(lambda: any(key in line for line in other.reconciliation.differences), gw)
+            assert other.executor.orders[key].status is OrderStatus(status)
+            assert _working(gw, key) == [21]
 
 
 async def test_a_cancel_of_a_held_order_touches_no_order_of_this_session(tmp_path, caplog):
@@ -153,30 +146,23 @@ async def test_a_cancel_of_a_held_order_touches_no_order_of_this_session(tmp_pat
     hands out the same number.  A cancel of the held order (an entry timeout, a stop firing while the entry works)
     must not reach this session's order of that number - it is refused, loudly."""
     journal = tmp_path / "j.db"
-    with IbErrorCapture.installed() as errors:
-        errors.allow("Peer closed connection")
-        gw = await make_gateway().start()
-        try:
-            await gw.advance(2.0)
-            key = await _placed_through_21(gw, journal)
-            async with _engine(gw, journal, 22) as other:
-                await _until(lambda: other.ticks.quote("AAA") is not None, gw)
-                held_id = other.executor.orders[key].order_id
-                mine = other.submit(_resting(gw)).entry_key
-                await _until(lambda: other.executor.orders[mine].status is OrderStatus.SUBMITTED, gw)
-                assert other.executor.orders[mine].order_id == held_id  # the numbers collide, as at IB
-                other.trades.cancels.append(key)  # what an entry timeout does
-                other._flush()
-                for _ in range(10):
-                    await gw.advance(0.1)
-                    await asyncio.sleep(0.01)
-                assert _working(gw, mine) == [22] and _working(gw, key) == [21]
-                assert other.executor.orders[mine].status is OrderStatus.SUBMITTED
-                assert other.executor.orders[key].status is OrderStatus.SUBMITTED
-                assert "NOT cancelled - placed through IB client id 21" in caplog.text
-        finally:
-            await gw.close()
-        assert errors.unexpected() == []
+    async with _gateway() as gw:
+        key = await _placed_through_21(gw, journal)
+        async with _engine(gw, journal, 22) as other:
+            await _until(lambda: other.ticks.quote("AAA") is not None, gw)
+            held_id = other.executor.orders[key].order_id
+            mine = other.submit(_resting(gw)).entry_key
+            await _until(lambda: other.executor.orders[mine].status is OrderStatus.SUBMITTED, gw)
+            assert other.executor.orders[mine].order_id == held_id  # the numbers collide, as at IB
+            other.trades.cancels.append(key)  # what an entry timeout does
+            other._flush()
+            for _ in range(10):
+                await gw.advance(0.1)
+                await asyncio.sleep(0.01)
+            assert _working(gw, mine) == [22] and _working(gw, key) == [21]
+            assert other.executor.orders[mine].status is OrderStatus.SUBMITTED
+            assert other.executor.orders[key].status is OrderStatus.SUBMITTED
+            assert "NOT cancelled - placed through IB client id 21" in caplog.text
 
 
 def test_the_same_gateway_spelt_another_way_is_the_same_session():
@@ -192,9 +178,9 @@ def test_the_same_gateway_spelt_another_way_is_the_same_session():
 
 
 @pytest.mark.parametrize("placed_through", ["", "IB client id 21 at 127.0.0.1:4002"])
-def test_an_order_never_acknowledged_through_this_client_is_sent_again_as_before(placed_through):
-    """The guard holds only what another client may hold: the same client (or a row from before the column) re-sends
-    an order the broker does not know, as recovery always did."""
+def test_only_an_order_placed_through_another_known_session_is_held(placed_through):
+    """The guard holds only what another client may hold: through the same client, from a row from before the column,
+    or on a broker that names no session, an order the broker does not know is re-sent as recovery always did."""
     from tickguard.runtime.order_record import holds_elsewhere
 
     assert holds_elsewhere(placed_through, "IB client id 21 at 127.0.0.1:4002") is False
