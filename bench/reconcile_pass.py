@@ -7,9 +7,9 @@ read of the book, ``bench/order_book_read.py``, is a hold of its own).  Nothing 
 
 Baseline in the same run: the least any such pass must do - look up each of the book's orders and executions in
 the executor's records once (a dict lookup each).  The ratio says how far the pass is from touching each entry
-once.  Run: ``python bench/reconcile_pass.py [--trades N] [--working W] [--thrash MB]`` (``--thrash``: memory cold
-before each, as in a running engine); against another tree, with that tree's
-``src`` first on ``PYTHONPATH``.
+once.  Run: ``python bench/reconcile_pass.py [--trades N] [--working W] [--thrash MB] [--fresh]``
+(``--thrash``: memory cold before each, as in a running engine; ``--fresh``: the first pass after the day's fills
+were heard as events); against another tree, with that tree's ``src`` first on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ def day(trades: int, working: int, symbols: int = 20) -> tuple[Reconciler, Order
             orders[exit_key] = OrderRecord(intent(exit_key, tid, symbol, "stop", Action.SELL),
                                            status=OrderStatus.SUBMITTED, attempts=1, order_id=trades + i + 1)
             book_working[exit_key] = (trades + i + 1, Decimal(0))
-    executor = SimpleNamespace(orders=orders, session="", held_elsewhere=set())
+    applied = {f.exec_id for f in executions}  # heard as events: the executor applied every one
+    executor = SimpleNamespace(orders=orders, session="", held_elsewhere=set(), applied_execs=applied)
     held = OpenPositions()  # as the trade manager keeps them (core/open_positions.py)
     for trade in open_trades.values():
         held.add(trade, trade.entry_filled)
@@ -93,11 +94,13 @@ def floor(reconciler: Reconciler, book: OrderBook) -> None:
         orders.get(fill.ref)
 
 
-def timed(run: object, passes: int, junk: bytearray | None = None) -> list[float]:
+def timed(run: object, passes: int, junk: bytearray | None = None, before: object = None) -> list[float]:
     """Each pass's ms; with ``junk``, walked before each pass (a write per 64-byte line): memory cold, as after the
-    30 s of quote stream between two passes of a running engine."""
+    30 s of quote stream between two passes of a running engine.  ``before`` runs before each, untimed."""
     out = []
     for _ in range(passes):
+        if before is not None:
+            before()  # type: ignore[operator]
         if junk:
             for i in range(0, len(junk), 64):
                 junk[i] ^= 1
@@ -113,6 +116,8 @@ def main() -> None:
     parser.add_argument("--working", type=int, default=300)
     parser.add_argument("--passes", type=int, default=15)
     parser.add_argument("--thrash", type=int, default=0, help="MB walked before each pass and each baseline (cold)")
+    parser.add_argument("--fresh", action="store_true", help="every execution new to the pass (heard as events "
+                        "since the last one): the first pass after a day's fills, as in bench/wire_to_wire.py")
     args = parser.parse_args()
     junk = bytearray(args.thrash * 1024 * 1024) if args.thrash else None
     reconciler, book = day(args.trades, args.working)
@@ -124,11 +129,13 @@ def main() -> None:
     floors: list[float] = []
     for _ in range(3):  # interleaved, so a slow patch of the machine hits both
         floors += timed(lambda: floor(reconciler, book), args.passes, junk)
-        passes += timed(lambda: reconciler.apply(book, 0), args.passes, junk)
+        passes += timed(lambda: reconciler.apply(book, 0), args.passes, junk,
+                        (lambda: reconciler._seen_execs.clear()) if args.fresh else None)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}")
     print(f"{args.trades} filled entries and executions, {args.working} exits working"
-          + (f", {args.thrash} MB walked before each (cold)" if junk else "") + "; ms (median / max):")
+          + (f", {args.thrash} MB walked before each (cold)" if junk else "")
+          + (", every execution new to the pass" if args.fresh else "") + "; ms (median / max):")
     print(f"  one lookup per book entry (baseline): {statistics.median(floors):.2f} / {max(floors):.2f}")
     print(f"  Reconciler.apply, a routine pass:     {statistics.median(passes):.2f} / {max(passes):.2f}")
     print(f"  ratio pass / baseline: {statistics.median(passes) / statistics.median(floors):.1f}")

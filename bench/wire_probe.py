@@ -6,6 +6,9 @@ under src/tickguard is edited): each wrapped call appends ``(name, start_ns, end
 recorded through ``gc.callbacks``.  At exit the record goes to ``$WTW_PROBE_OUT`` (JSON lines).
 
     WTW_PROBE_OUT=probe.jsonl python bench/wire_probe.py run --config bench.toml --no-live
+
+``$WTW_PROFILE`` ("module:Class.attr,..."): each call of those runs under cProfile; the stats go to
+``$WTW_PROBE_OUT.pstats``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 RECORD: list[tuple[str, int, int, Any]] = []
+PROFILE: list[Any] = [None]  # the cProfile.Profile of $WTW_PROFILE, if any
 clock = time.perf_counter_ns
 
 
@@ -92,6 +96,7 @@ def install() -> None:
     wrap(journal.Journal, "_end_transaction", "commit.end_transaction")
     wrap(journal.Journal, "_notify", "commit.notify")
     wrap(sqlite_writes.SqliteWrites, "ready", "commit.ready")
+    profile_calls(os.environ.get("WTW_PROFILE", ""))
     gc_start: list[int] = []
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:
@@ -103,10 +108,36 @@ def install() -> None:
     gc.callbacks.append(on_gc)
 
 
+def profile_calls(specs: str) -> None:
+    """Run every call of each ``module:Class.attr`` (comma separated) under one cProfile (see ``dump``)."""
+    if not specs:
+        return
+    import cProfile
+    import importlib
+
+    profile = PROFILE[0] = cProfile.Profile()
+    for spec in specs.split(","):
+        mod, _, path = spec.partition(":")
+        cls, _, attr = path.partition(".")
+        owner = getattr(importlib.import_module(mod), cls)
+        inner = getattr(owner, attr)
+
+        def profiled_call(*args: Any, __inner: Callable[..., Any] = inner, **kwargs: Any) -> Any:
+            profile.enable()
+            try:
+                return __inner(*args, **kwargs)
+            finally:
+                profile.disable()
+
+        setattr(owner, attr, profiled_call)
+
+
 def dump() -> None:
     out = os.environ.get("WTW_PROBE_OUT")
     if not out:
         return
+    if PROFILE[0] is not None:
+        PROFILE[0].dump_stats(out + ".pstats")
     with open(out, "w") as fh:
         for rec in RECORD:
             fh.write(json.dumps(rec) + "\n")

@@ -12,7 +12,14 @@ from collections import Counter
 from decimal import Decimal
 from types import SimpleNamespace
 
-from tickguard.adapters.broker import BrokerError, BrokerOrder, OrderBook, OrderStatusEvent
+from tickguard.adapters.broker import (
+    BrokerError,
+    BrokerOrder,
+    FillEvent,
+    KnownToEngine,
+    OrderBook,
+    OrderStatusEvent,
+)
 from tickguard.adapters.sim.broker import SimBroker
 from tickguard.config import load
 from tickguard.core.exit_rules import StopLoss, TimeStop
@@ -36,7 +43,9 @@ class WaryBroker(SimBroker):
     lose_next = 0  # placements that never reach the venue (the adapter believed it sent them)
     book_fails = False
     book_partial = False
+    drop_fills = False  # executions never reach the engine as events (the order book still has them)
     books = 0
+    last_book: OrderBook | None = None
 
     def place_order(self, order: BrokerOrder) -> int:
         if self.lose_next:
@@ -44,12 +53,13 @@ class WaryBroker(SimBroker):
             return 10_000_000 + self.lose_next  # an id the venue never gave
         return super().place_order(order)
 
-    async def order_book(self, full: bool = True) -> OrderBook:
+    async def order_book(self, full: bool = True, known: KnownToEngine | None = None) -> OrderBook:
         self.books += 1
         if self.book_fails:
             raise BrokerError("completed orders: request timed out")
-        book = await super().order_book(full)
+        book = await super().order_book(full, known)
         book.complete = not self.book_partial
+        self.last_book = book
         return book
 
     async def next_events(self, wake_at_ns: int | None) -> list:
@@ -57,6 +67,8 @@ class WaryBroker(SimBroker):
         if self.drop_acks:
             events = [e for e in events if not (isinstance(e, OrderStatusEvent) and e.status is OrderStatus.SUBMITTED
                                                  and e.ref.endswith(":entry"))]
+        if self.drop_fills:
+            events = [e for e in events if not isinstance(e, FillEvent)]
         return events
 
 
@@ -149,6 +161,60 @@ async def test_a_position_changed_behind_the_engines_back_is_unreconciled_once(t
     [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert error == f"UNRECONCILED: {line}"
     assert trade.open_qty == 100  # never "fixed"
+
+
+async def test_a_running_pass_is_told_only_what_the_engine_lacks_and_applies_an_unheard_fill_once(tmp_path, caplog):
+    """The book of a running pass leaves out the executions the engine applied and the orders it holds final (the
+    adapter drops them as it reads: ``KnownToEngine``), so the pass inside a step touches only what may be news - and
+    a fill the engine never heard is still in it, applied once by the pass."""
+    engine, broker = await engine_on(tmp_path)
+    caplog.set_level(logging.WARNING, logger="tickguard.runtime.reconciliation")
+    heard = engine.submit(TradeRequest(symbol="SIM001", side=Side.LONG, qty=100, account=ACCOUNT,
+                                       rules=[StopLoss(distance=20.0)]))
+    await engine.run_until(broker.now_ns() + 2 * NS)
+    assert heard.entry_filled == 100
+    broker.drop_fills = True
+    unheard = engine.submit(TradeRequest(symbol="SIM002", side=Side.LONG, qty=100, account=ACCOUNT,
+                                         rules=[StopLoss(distance=20.0)]))
+    await engine.run_until(broker.now_ns() + 2 * NS)
+    assert unheard.entry_filled == 0  # its execution never reached the engine
+    broker.drop_fills = False
+    passes = engine.reconciliation.passes
+    await engine.run_until(broker.now_ns() + 35 * NS)
+    assert engine.reconciliation.passes > passes
+    venue_execs = {e.ref: e.exec_id for e in broker.venue.exchange.executions}
+    book = broker.last_book
+    assert book is not None
+    assert [e.exec_id for e in book.executions] == [venue_execs[unheard.entry_key]]  # the heard one left out
+    assert heard.entry_key not in book.ended  # held final by the engine
+    assert unheard.entry_filled == 100 and heard.entry_filled == 100  # the pass applied it, once
+    assert engine.executor.orders[unheard.entry_key].exec_ids == {venue_execs[unheard.entry_key]}
+    [found] = [r.getMessage() for r in caplog.records if "found at the broker, not yet heard" in r.getMessage()]
+    assert unheard.entry_key in found
+
+    await engine.run_until(broker.now_ns() + 30 * NS)  # the next pass: nothing left to tell
+    assert broker.last_book is not book and broker.last_book.executions == [] and broker.last_book.ended == {}
+    assert unheard.entry_filled == 100 and engine.reconciliation.differences == {}
+
+
+def test_a_pass_never_applies_an_execution_the_engine_applied_whatever_order_the_book_names():
+    """A fill is applied once and only to the order it belongs to: an execution the executor applied (routed by its
+    order id) is no news to a pass, even if the book names another order of ours for it - it used to be applied a
+    second time, to that order.  One the engine never applied is applied."""
+    a, b = _record("tg:0123abcd:T00001:stop:1", OrderStatus.FILLED), _record("tg:0123abcd:T00002:stop:1",
+                                                                            OrderStatus.SUBMITTED)
+    a.exec_ids.add("X1")
+    applied: list[tuple[str, str]] = []
+    executor = SimpleNamespace(orders={a.intent.key: a, b.intent.key: b}, applied_execs={"X1"}, session="",
+                               held_elsewhere=set(), adopt=lambda key, order_id: None,
+                               apply_fill=lambda r, fill: applied.append((r.intent.key, fill.exec_id)) or True)
+    reconciler = Reconciler(executor, SimpleNamespace(trades={}), lambda: 0,  # type: ignore[arg-type]
+                            "0123abcd", 30 * NS, 5 * NS, 5 * NS)
+    fills = [FillEvent(7, b.intent.key, x, ACCOUNT, "SIM001", Action.SELL, Decimal(5), Decimal(100), 0)
+             for x in ("X1", "X2")]
+    assert reconciler._executions(OrderBook({}, {}, fills, {})) == []
+    assert applied == [(b.intent.key, "X2")]
+    assert reconciler._executions(OrderBook({}, {}, fills, {})) == [] and len(applied) == 1  # seen: no news again
 
 
 async def test_a_failing_order_book_holds_new_entries_not_exits_until_a_complete_pass(tmp_path):

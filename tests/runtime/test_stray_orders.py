@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from test_recovery import ACCOUNT, NS, opened, settings, started
 
-from tickguard.adapters.broker import BrokerOrder, OrderBook
+from tickguard.adapters.broker import BrokerOrder, KnownToEngine, OrderBook
 from tickguard.adapters.sim.broker import SimBroker
 from tickguard.core.exit_rules import StopLoss
 from tickguard.core.model import Action, OrderType, Side
@@ -62,8 +62,8 @@ async def test_a_stray_known_only_from_its_executions_is_taken_over(tmp_path, mo
     venue.advance_to(venue.now_ns + 2 * NS)
     book_of = SimBroker.order_book
 
-    async def without_its_end(self: SimBroker, full: bool = True) -> OrderBook:
-        book = await book_of(self, full)
+    async def without_its_end(self: SimBroker, full: bool = True, known: KnownToEngine | None = None) -> OrderBook:
+        book = await book_of(self, full, known)
         return dataclasses.replace(book, ended={k: v for k, v in book.ended.items() if k != key})
 
     monkeypatch.setattr(SimBroker, "order_book", without_its_end)

@@ -28,6 +28,7 @@ from tickguard.adapters.broker import (
     CommissionEvent,
     ContractInfo,
     FillEvent,
+    KnownToEngine,
     NoticeEvent,
     OrderBook,
     OrderStatusEvent,
@@ -141,6 +142,8 @@ class Engine:
         self.executor.on_cancel_sent = lambda record: self.guard.sent(record.intent, cancel=True)
         self.reconciler.cancel_stray = self._cancel_stray
         self._book_task: asyncio.Task[OrderBook | BaseException] | None = None
+        # what a running pass's book may leave out (adapters/broker.py): start-up's recovery reads everything
+        self._known = KnownToEngine(self.executor.applied_execs, self.executor.holds_final)
         self._held_entries: list[OrderIntent] = []  # entries waiting for a complete reconciliation
         self.gc = CollectorPolicy(eng.gc_freeze_interval_s)
         self._step_ticks: list[Tick] = []
@@ -325,7 +328,7 @@ class Engine:
 
     async def _fetch_book(self, full: bool) -> OrderBook | BaseException:
         try:
-            return await self.broker.order_book(full)
+            return await self.broker.order_book(full, self._known)
         except Exception as exc:  # any failure is an incomplete pass, never a crash of the loop
             return exc
 

@@ -97,6 +97,9 @@ class OrderExecutor:
         self.halted: set[str] = set()  # trades halted by an over-fill: none of their orders is sent again
         self.withheld = 0  # orders of halted trades that were not sent (closed as cancelled)
         self.replays = 0  # executions and commissions seen again, ignored
+        # every execution applied to an order of this engine, by exec id (each order's own are in its record): a
+        # reconciliation pass tells the day's executions it need not look at one by one with it, in C
+        self.applied_execs: set[str] = set()
         self._journal = journal
         self._budget = budget  # IB's message budget: committed orders and cancels queue there, exits first
         self._outgoing: Outbox[OrderRecord] = Outbox(journal, lambda r: f"order {r.intent.key}")
@@ -209,6 +212,11 @@ class OrderExecutor:
             return
         self.on_status(OrderStatusEvent(-1, record.intent.key, OrderStatus.REJECTED, record.filled,
                                         record.intent.qty - record.filled, self._clock(), reason, -1), record)
+
+    def holds_final(self, key: str) -> bool:
+        """Is ``key`` an order of this engine in a final state (``KnownToEngine.ended``)?"""
+        record = self.orders.get(key)
+        return record is not None and record.final
 
     def exits_waiting(self) -> bool:
         """Is an exit journaled and waiting for its commit to be sent?"""
@@ -342,6 +350,7 @@ class OrderExecutor:
                 self._apply_commission(record, event.exec_id, event.commission)
             return False
         record.exec_ids.add(event.exec_id)
+        self.applied_execs.add(event.exec_id)
         execution = Execution(event.exec_id, record.intent.qty, record.filled, event.qty)
         total = record.filled + event.qty  # the order record holds the whole execution: it happened
         record.notional += event.price * event.qty
@@ -454,6 +463,7 @@ class OrderExecutor:
     def restore(self, record: OrderRecord, exec_ids: set[str]) -> None:
         """Take back an order from the journal.  Its key is known again, so it can never be sent twice."""
         record.exec_ids = set(exec_ids)
+        self.applied_execs.update(exec_ids)
         self.orders[record.intent.key] = record
         # an id of another IB client's numbering is not this session's: it must never route or cancel one of ours
         if holds_elsewhere(record.placed_through, self.session) and not record.final:

@@ -33,7 +33,8 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from operator import attrgetter
+from itertools import compress
+from operator import attrgetter, not_
 
 from tickguard.adapters.broker import NoticeEvent, OrderBook
 from tickguard.core.order_state import AT_BROKER, OrderStatus
@@ -183,15 +184,22 @@ class Reconciler:
             st.incomplete, st.incomplete_since_ns = True, now_ns
 
     def _executions(self, book: OrderBook) -> list[str]:
-        """Executions since the last pass: ours the journal lacks are applied once; others are differences."""
+        """Executions since the last pass: ours the journal lacks are applied once; others are differences.
+
+        The day's executions are filtered in C (``compress`` over set lookups), not looked at one by one: those this
+        reconciler saw at an earlier pass, then those the executor has applied already (heard as events) - at
+        5,000 trades the first pass after the entries' fills walked all of them in Python, ~6 ms of an 11 ms hold
+        of the event loop, the longest exits of ``bench/wire_to_wire.py`` at 10,000 quotes/s.  What is left (an
+        execution the engine never heard: none, on a healthy connection) is looked at as before."""
         out: list[str] = []
         seen = self._seen_execs
-        if seen.issuperset(map(_EXEC_ID, book.executions)):  # the routine case: the day's executions, all seen
+        unseen = list(compress(book.executions, map(not_, map(seen.__contains__, map(_EXEC_ID, book.executions)))))
+        if not unseen:  # the routine case: the day's executions, all seen
             return out
-        for fill in book.executions:
-            if fill.exec_id in seen:
-                continue
-            seen.add(fill.exec_id)
+        applied = self._executor.applied_execs
+        news = list(compress(unseen, map(not_, map(applied.__contains__, map(_EXEC_ID, unseen)))))
+        seen.update(map(_EXEC_ID, unseen))  # an execution applied already is no news
+        for fill in news:
             record = self._executor.orders.get(fill.ref)
             if record is None:
                 out.append(f"{fill.account} {fill.symbol}: execution {fill.exec_id} of {fill.ref} ({fill.action} "

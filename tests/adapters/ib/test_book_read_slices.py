@@ -13,15 +13,16 @@ import pytest
 from ib_async import OrderStatus, Trade
 from test_book_reads import add_filled, broker_with, content
 
-from tickguard.adapters.broker import OrderBook
+from tickguard.adapters.broker import KnownToEngine, OrderBook
 from tickguard.adapters.ib import recovery
 from tickguard.adapters.ib.ib_client import IBBroker
 
 
-async def read_counting_turns(broker: IBBroker, during: Any = None) -> tuple[OrderBook, int]:
+async def read_counting_turns(broker: IBBroker, during: Any = None,
+                              known: KnownToEngine | None = None) -> tuple[OrderBook, int]:
     """Read the book while another task counts the turns the loop gives it (``during(turn)`` runs at each)."""
     turns = 0
-    task = asyncio.ensure_future(broker.order_book(full=False))
+    task = asyncio.ensure_future(broker.order_book(full=False, known=known))
     while not task.done():
         await asyncio.sleep(0)
         turns += 1
@@ -55,6 +56,33 @@ def test_a_read_of_thousands_of_orders_gives_the_loop_turns_and_the_book_one_rea
     book, turns, whole = asyncio.run(both())
     assert turns >= 2 * 2000 // recovery.BOOK_SLICE  # a turn every BOOK_SLICE ended orders and executions
     assert content(book) == content(whole) and len(book.executions) == 2000 and len(book.ended) == 2000
+
+
+def test_a_read_leaves_out_what_the_engine_holds_and_is_otherwise_the_whole_book():
+    """``known`` (the engine's applied executions and the orders it holds final) is left out of the book as the read
+    looks at each entry, in its slices - those that appear during the read too; everything else is as a read
+    without it gives, in the same order."""
+    broker = broker_with(1200)
+    whole = asyncio.run(broker.order_book(full=False))
+    refs = [f"tg:8bd45684:T{i:05d}:entry" for i in range(1200)]
+    applied = {f"0001.{i}.0" for i in range(0, 1200, 3)}  # a third of the executions, some orders' and not others'
+    final = set(refs[:1000:2])
+    known = KnownToEngine(applied, final.__contains__)
+
+    def more(turn: int) -> None:  # two more orders' executions reach ib_async as it reads executions: one applied
+        if turn == 3:  # (turns 1-2: orders; 3: executions, after it took ib_async's list - its last part reads them)
+            add_filled(broker, 1200)
+            add_filled(broker, 1201)
+            applied.add("0001.1200.0")
+
+    book, turns = asyncio.run(read_counting_turns(broker, more, known))
+    assert turns >= 2 * 1200 // recovery.BOOK_SLICE  # still read in slices
+    assert [f.exec_id for f in book.executions] == [
+        f.exec_id for f in whole.executions if f.exec_id not in applied] + ["0001.1201.0"]
+    assert {k: v for k, v in book.ended.items() if k in whole.ended} == {
+        k: v for k, v in whole.ended.items() if k not in final}
+    assert set(book.ended) - set(whole.ended) == {"tg:8bd45684:T01200:entry", "tg:8bd45684:T01201:entry"}
+    assert set(book.details) == set(book.ended)
 
 
 def test_a_message_from_ib_during_a_read_makes_it_start_over_so_the_book_holds_what_it_changed():

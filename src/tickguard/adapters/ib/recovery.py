@@ -19,7 +19,7 @@ from ib_async import IB, Contract, Order, Trade
 from ib_async import OrderStatus as IBOrderStatus
 from ib_async.objects import Fill
 
-from tickguard.adapters.broker import BookMark, BrokerOrder, FillEvent, OrderBook
+from tickguard.adapters.broker import BookMark, BrokerOrder, FillEvent, KnownToEngine, OrderBook
 from tickguard.adapters.ib.attribution import AttributionMixin, Owner, Placed, PlacedOrders
 from tickguard.adapters.ib.book_changes import BookChanges
 from tickguard.adapters.ib.book_reads import BookReads
@@ -39,10 +39,11 @@ BOOK_ATTEMPTS = 4  # reads that start over when something changed part-way; the 
 class _Looked:
     """What one read of the book has looked at so far, and the moment it began."""
 
-    __slots__ = ("connection", "execs", "orders", "state", "unknown")
+    __slots__ = ("connection", "execs", "known", "orders", "state", "unknown")
 
-    def __init__(self, unknown: int, connection: int, wrapper: Any = None) -> None:
+    def __init__(self, unknown: int, connection: int, wrapper: Any = None, known: KnownToEngine | None = None) -> None:
         self.unknown, self.connection = unknown, connection
+        self.known = known  # what the engine holds already: left out of the book (looked at all the same)
         self.orders: set[int] = set()  # order ids and perm ids
         self.execs: set[str] = set()
         # ib_async's containers: a reset (the socket dropped) replaces them
@@ -75,7 +76,7 @@ class RecoveryMixin(AttributionMixin):
     _completed_request: asyncio.Future[list[Trade]] | None = None
     _completed_connection = -1
 
-    async def order_book(self, full: bool = True) -> OrderBook:
+    async def order_book(self, full: bool = True, known: KnownToEngine | None = None) -> OrderBook:
         """IB's view for journal recovery: this client's working orders, completed orders and the day's
         executions (by orderRef), and positions.  Orders found here are adopted so their events route.
 
@@ -89,7 +90,10 @@ class RecoveryMixin(AttributionMixin):
         day's orders and executions are looked at in slices with a turn of the event loop between them (ticks do
         not wait for a 5,000-order read); the read starts over if something it already looked at changed meanwhile
         (book_changes.py), and takes what appeared meanwhile in its last part.  The last of ``BOOK_ATTEMPTS`` gives
-        no turn."""
+        no turn.
+
+        ``known``: executions the engine applied and ended orders it holds final are left out of the book as they
+        are looked at, in the slices (``KnownToEngine``): the engine's pass then sees only what may be news."""
         done: list[Trade] = []
         complete = True
         if full:
@@ -97,20 +101,21 @@ class RecoveryMixin(AttributionMixin):
         self._book_changes.begin()
         try:
             for attempt in range(BOOK_ATTEMPTS):
-                book = await self._read_book(done, complete, sliced=attempt < BOOK_ATTEMPTS - 1)
+                book = await self._read_book(done, complete, sliced=attempt < BOOK_ATTEMPTS - 1, known=known)
                 if book is not None:
                     return book
         finally:
             self._book_changes.end()
         raise AssertionError("the last attempt reads the book without yielding")  # pragma: no cover
 
-    async def _read_book(self, completed: list[Trade], complete: bool, sliced: bool) -> OrderBook | None:
+    async def _read_book(self, completed: list[Trade], complete: bool, sliced: bool,
+                         known: KnownToEngine | None = None) -> OrderBook | None:
         """One read of the book; ``sliced``: give the event loop a turn every ``BOOK_SLICE`` orders or executions
         (None: something already looked at changed meanwhile - read again).  Adopting working orders and
         converting executions not converted before (they change the adapter's own records) are left to the last
         part, which gives no turn and marks the book."""
         self._book_reads.start(self.state.reconnects)  # a new connection's objects are all new
-        read = _Looked(self._book_changes.unknown, self.state.reconnects, self.ib.wrapper)
+        read = _Looked(self._book_changes.unknown, self.state.reconnects, self.ib.wrapper, known)
         trades = self.ib.trades()
         ended: dict[str, tuple[int, OrderStatus]] = {}
         details: dict[str, BrokerOrder] = {}
@@ -125,9 +130,7 @@ class RecoveryMixin(AttributionMixin):
         unconverted: list[int] = []
         for n, fill in enumerate(fills, 1):
             ex = fill.execution
-            if ex.orderRef.startswith("tg:"):
-                read.ids(ex.orderId, ex.permId)
-                read.execs.add(ex.execId)
+            if ex.orderRef.startswith("tg:") and self._looked_at(ex, read):
                 hit, event = self._book_reads.kept_execution(fill, self._candidate)
                 if not hit:
                     unconverted.append(len(looked))
@@ -142,7 +145,8 @@ class RecoveryMixin(AttributionMixin):
         for trade in list(self.ib.wrapper.trades.values())[len(trades):]:
             self._look_at(trade, False, ended, details, own, read)
         for fill in list(self.ib.wrapper.fills.values())[len(fills):]:
-            if fill.execution.orderRef.startswith("tg:"):
+            if fill.execution.orderRef.startswith("tg:") and (known is None or fill.execution.execId
+                                                               not in known.executions):
                 unconverted.append(len(looked))
                 looked.append(fill)
                 events.append(None)
@@ -158,6 +162,8 @@ class RecoveryMixin(AttributionMixin):
             ref = order.orderRef
             if ref and ref.startswith("tg:"):
                 read.ids(order.orderId, order.permId)
+                if read.known is not None and read.known.ended(ref):
+                    return  # the engine holds it final: nothing a pass would do with it
                 known = self._orders.id_of(ref)
                 ended[ref] = (order.orderId if known is None else known, ib_ended_status(trade.orderStatus.status))
                 self._book_reads.add_details(details, order, trade.contract)
@@ -167,6 +173,13 @@ class RecoveryMixin(AttributionMixin):
             elif not order.orderRef.startswith("tg:"):
                 return  # never in the book, open or ended
             read.ids(order.orderId, order.permId)  # it may end while the read goes on: then it is in ``ended``
+
+    @staticmethod
+    def _looked_at(ex: Any, read: _Looked) -> bool:
+        """Note one of this journal's executions as looked at; is it for the book (not one the engine applied)?"""
+        read.ids(ex.orderId, ex.permId)
+        read.execs.add(ex.execId)
+        return read.known is None or ex.execId not in read.known.executions
 
     def _book_now(self, own: list[Trade], fills: list[Fill], events: list[FillEvent | None], unconverted: list[int],
                   book: OrderBook) -> OrderBook:

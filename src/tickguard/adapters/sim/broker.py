@@ -17,6 +17,7 @@ from tickguard.adapters.broker import (
     BrokerEvent,
     BrokerOrder,
     ContractInfo,
+    KnownToEngine,
     OrderBook,
     UnknownSymbol,
     WhatIf,
@@ -156,14 +157,16 @@ class SimBroker:
     async def positions(self, account: str) -> dict[str, Decimal]:
         return _exact_positions(self.venue.positions(account))
 
-    async def order_book(self, full: bool = True) -> OrderBook:
+    async def order_book(self, full: bool = True, known: KnownToEngine | None = None) -> OrderBook:
         ex = self.venue.exchange
         working = {o.order.ref: (o.order_id, exact(o.filled)) for o in ex.orders.values()
                    if o.status in _WORKING}
-        ended = {o.order.ref: (o.order_id, _ENDED[o.status]) for o in ex.orders.values() if o.status in _ENDED}
+        ended = {o.order.ref: (o.order_id, _ENDED[o.status]) for o in ex.orders.values() if o.status in _ENDED
+                 and (known is None or not known.ended(o.order.ref))}
         positions = {a: _exact_positions(self.venue.positions(a)) for a in ex.accounts}
         details = {o.order.ref: o.order for o in ex.orders.values()}
-        return OrderBook(working, ended, list(ex.executions), positions, details=details)
+        executions = [e for e in ex.executions if known is None or e.exec_id not in known.executions]
+        return OrderBook(working, ended, executions, positions, details=details)
 
     async def next_events(self, wake_at_ns: int | None) -> list[BrokerEvent]:
         venue = self.venue
