@@ -479,3 +479,42 @@ def test_an_intent_without_an_account_takes_fills_of_the_connections_default_acc
     ex.submit(blank)
     ex.on_fill(fill(1, "e1", 100))  # the broker names the account it used: DU1
     assert listener.fills == [("tg:T1:stop:1", 100, 99.0, 0)] and ex.foreign_fills == 0
+
+
+def at_broker_of(ex):
+    """The orders the broker holds, by a walk of every order (what ``at_broker`` keeps without one)."""
+    return {key for key, record in ex.orders.items() if record.status.at_broker}
+
+
+def test_the_orders_at_the_broker_are_kept_as_their_states_change(parts):
+    """``at_broker`` (what a reconciliation pass compares with the broker's book) is every order submitted, partially
+    filled or being cancelled - after each change of state, a refused one, and a restore from the journal."""
+    _, _, ex = parts
+    seen = []
+
+    def check():
+        assert set(ex.at_broker) == at_broker_of(ex)
+        seen.append(sorted(ex.at_broker))
+
+    first = ex.submit(intent("k1"))
+    check()
+    ex.on_status(OrderStatusEvent(1, "k1", "submitted", 0, 100, 0, ""))
+    check()
+    ex.on_fill(FillEvent(1, "k1", "e1", "DU1", "AAA", Action.SELL, 40, 99.0, 0))
+    check()
+    ex.on_status(OrderStatusEvent(1, "k1", "submitting", 40, 60, 0, ""))  # backwards: refused, nothing moves
+    check()
+    ex.cancel("k1")
+    check()
+    ex.submit(intent("k2"))
+    ex.on_status(OrderStatusEvent(2, "k2", "submitted", 0, 100, 0, ""))
+    check()
+    ex.on_status(OrderStatusEvent(1, "k1", "cancelled", 40, 60, 0, "cancelled by client"))
+    check()
+    ex.on_fill(FillEvent(2, "k2", "e2", "DU1", "AAA", Action.SELL, 100, 99.0, 0))
+    check()
+    ex.restore(OrderRecord(intent("k3"), status=OrderStatus.SUBMITTED, attempts=1, order_id=7), set())
+    ex.restore(OrderRecord(intent("k4"), status=OrderStatus.FILLED, attempts=1, order_id=8), set())
+    check()
+    assert first.status is OrderStatus.CANCELLED
+    assert seen == [[], ["k1"], ["k1"], ["k1"], ["k1"], ["k1", "k2"], ["k2"], [], ["k3"]]

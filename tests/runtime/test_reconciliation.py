@@ -28,6 +28,7 @@ from tickguard.core.order_state import OrderStatus
 from tickguard.core.trades import TradeRequest
 from tickguard.runtime.engine import Engine
 from tickguard.runtime.engine_factory import sim_engine as make_sim
+from tickguard.runtime.order_executor import OrderExecutor
 from tickguard.runtime.order_record import OrderRecord
 from tickguard.runtime.reconciliation import Reconciler
 from tickguard.store.journal import Journal
@@ -309,8 +310,9 @@ def test_a_pass_reports_every_order_the_journal_has_at_the_broker_that_the_broke
                                           OrderStatus.CANCELLED, OrderStatus.PARTIALLY_FILLED, OrderStatus.SUBMITTED,
                                           OrderStatus.SUBMITTING, OrderStatus.REJECTED])}
     keys = list(orders)
-    orders = dict(reversed(orders.items()))  # the executor's own order is no order: the report is in key order
-    executor = SimpleNamespace(orders=orders, session="", held_elsewhere=set())
+    executor = OrderExecutor(SimpleNamespace(), SimpleNamespace(), lambda: 0)  # type: ignore[arg-type]
+    for record in reversed(orders.values()):  # the executor's own order is no order: the report is in key order
+        executor.restore(record, set())
     reconciler = Reconciler(executor, SimpleNamespace(trades={}), lambda: 0,  # type: ignore[arg-type]
                             "0123abcd", 30 * NS, 5 * NS, 5 * NS)
     book = OrderBook(working={keys[5]: (7, Decimal(0))}, ended={keys[2]: (7, OrderStatus.CANCELLED)}, executions=[],

@@ -40,7 +40,7 @@ from tickguard.core.halts import Execution, Overfill
 from tickguard.core.message_budget import MessageBudget, order_lane
 from tickguard.core.model import OrderIntent
 from tickguard.core.money import ZERO
-from tickguard.core.order_state import OrderStatus, Transition, acknowledged, advance, after_fill
+from tickguard.core.order_state import AT_BROKER, OrderStatus, Transition, acknowledged, advance, after_fill
 from tickguard.core.throttle import Lane
 from tickguard.runtime.order_record import DuplicateIntent, IntentListener, OrderRecord, OrderSink, holds_elsewhere
 from tickguard.runtime.outbox import Outbox
@@ -78,6 +78,10 @@ class OrderExecutor:
         self._broker = broker
         self.session: str = getattr(broker, "session_identity", "")  # journaled per order (recovery.holds_elsewhere)
         self.held_elsewhere: set[str] = set()  # restored orders placed through another session (reconciliation)
+        # the orders the broker holds by this engine's account (submitted, partially filled, cancelling), kept as
+        # their states change: a reconciliation pass compares these with the broker's book without walking every
+        # order of the day (~2 ms of a pass inside an engine step at 10,000 orders)
+        self.at_broker: dict[str, OrderRecord] = {}
         self._listener = listener
         self._clock = clock
         self._max_attempts = max_attempts
@@ -435,6 +439,10 @@ class OrderExecutor:
         transition = advance(record.status, new)
         if transition.moved:
             record.status = new
+            if new in AT_BROKER:
+                self.at_broker[record.intent.key] = record
+            else:
+                self.at_broker.pop(record.intent.key, None)
         elif transition.illegal:
             self._anomaly(record, new, cause)
         return transition
@@ -465,6 +473,8 @@ class OrderExecutor:
         record.exec_ids = set(exec_ids)
         self.applied_execs.update(exec_ids)
         self.orders[record.intent.key] = record
+        if record.status in AT_BROKER:
+            self.at_broker[record.intent.key] = record
         # an id of another IB client's numbering is not this session's: it must never route or cancel one of ours
         if holds_elsewhere(record.placed_through, self.session) and not record.final:
             self.held_elsewhere.add(record.intent.key)

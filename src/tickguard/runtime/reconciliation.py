@@ -261,9 +261,10 @@ class Reconciler:
                 out.append(f"order {key}: working at the broker (id {order_id}, filled {filled}), journal: {said}")
             elif filled != record.filled:
                 out.append(f"order {key}: filled {filled} at the broker, {record.filled} in the journal")
-        # the records at the broker first, then sorted: every order of the day is in ``orders``, few still at the broker
+        # the records at the broker (the executor keeps them as their states change: every order of the day is in
+        # ``orders``, few still at the broker), then sorted
         orders = self._executor.orders
-        at_broker = [(key, r) for key, r in orders.items() if r.status in AT_BROKER]
+        at_broker = list(self._executor.at_broker.items())
         # and those held: in flight through another IB client, whatever their state (runtime/recovery.py) - a few
         at_broker += [(key, r) for key in self._executor.held_elsewhere if (r := orders[key]).status not in AT_BROKER
                       and not r.final and r.status is not OrderStatus.RETRY_WAIT
