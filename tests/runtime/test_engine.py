@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from decimal import Decimal
 
 import pytest
@@ -17,11 +18,13 @@ import sqlalchemy as sa
 
 from tickguard.config import load
 from tickguard.core.exit_rules import StopLoss
-from tickguard.core.model import Side, Tick
+from tickguard.core.model import Action, OrderIntent, OrderType, PriorityClass, Side, Tick, TradeState
+from tickguard.core.order_state import OrderStatus
 from tickguard.core.trades import Trade, TradeRequest
 from tickguard.runtime import gc_policy
 from tickguard.runtime.engine import Engine
 from tickguard.runtime.engine_factory import sim_engine
+from tickguard.runtime.order_record import OrderRecord
 from tickguard.store.journal import Journal
 
 NS = 1_000_000_000
@@ -248,4 +251,40 @@ async def test_a_step_that_raises_leaves_the_collector_on(tmp_path):
     with pytest.raises(Broken):
         engine.step([crossing(engine, trades[0], 1)])
     assert gc.isenabled() and engine.gc._was_enabled == []
+    engine.journal.close()
+
+
+def taken_fields(intent: OrderIntent) -> tuple:
+    """Every field of ``intent`` but its key, in order."""
+    return (intent.trade_id, intent.leg, intent.user, intent.account, intent.symbol, intent.action, intent.qty,
+            intent.order_type, intent.limit_price, intent.priority, intent.created_ns)
+
+
+async def test_an_exit_decided_under_a_key_already_used_halts_its_trade_and_the_others_exits_go_on(tmp_path, caplog):
+    """A fault, not a market event: the trade manager decides an exit whose key is already an order's (its state and
+    its orders disagree).  The executor refuses to send it; the engine halts that one trade with an ERROR and an
+    exit alert, and the other trade's exit of the same step still goes out - the refusal used to end the step (and
+    the engine) with the rest of the step's exits unsent."""
+    engine, trades, seen = await two_open_trades(tmp_path, {})
+    first, second = trades
+    key = f"{engine.trades.key_prefix}{first.id}:stop:1"  # the key its stop's first fire will use
+    taken = OrderIntent(key, first.id, "stop", first.request.user, first.request.account or "", first.symbol,
+                        Action.SELL, Decimal(100), OrderType.MARKET, None, PriorityClass.EXIT_CRITICAL, 0)
+    engine.executor.restore(OrderRecord(taken, status=OrderStatus.CANCELLED, attempts=1, order_id=None), set())
+    caplog.set_level(logging.ERROR, logger="tickguard.runtime.engine")
+    engine.step([crossing(engine, first, 1), crossing(engine, second, 2)])
+    assert seen == [("place", "submitting"), ("on_time", None)]  # the second trade's exit, committed and sent
+    venue_refs = [o.order.ref for o in engine.broker.venue.exchange.orders.values()]  # type: ignore[attr-defined]
+    assert key not in venue_refs and f"{engine.trades.key_prefix}{second.id}:stop:1" in venue_refs
+    assert first.state is TradeState.HALTED and "decided a second time" in first.reason
+    assert first.inflight == 0 and second.state is TradeState.EXITING
+    halted, refused = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert key in halted and "HALTED" in halted
+    assert refused.startswith("EXIT REFUSED") and key in refused and "NOT retried" in refused
+    assert [a.key for a in engine.exit_alerts] == [key]
+    await engine.run_until(engine.broker.now_ns() + 2 * NS)  # nothing is sent for the halted trade, ever
+    later = engine.executor.submit(OrderIntent(f"{key}:later", *taken_fields(taken)))  # the executor's own guard
+    assert later.status is OrderStatus.CANCELLED and "halted" in later.reason
+    assert key not in [o.order.ref for o in engine.broker.venue.exchange.orders.values()]  # type: ignore[attr-defined]
+    assert second.state.value == "closed"
     engine.journal.close()

@@ -289,6 +289,17 @@ class TradeManager:
         self._emit(trade, "halted", {"from": before.value, **over.to_dict()})
         return over
 
+    def halt(self, trade_id: str, why: str) -> None:
+        """Make a trade HALTED for a reason outside its fills (``halts``: nothing automated is sent for it again,
+        its levels leave the book, it is reloaded at a restart and reported there) - for a fault the engine cannot
+        settle on its own, such as an exit decided a second time under a key that is already an order's."""
+        trade = self.trades[trade_id]
+        before = trade.state
+        if before is not TradeState.HALTED:
+            stop_automation(trade, self.book, self.stops)
+        trade.reason = f"{trade.reason}; {why}" if before is TradeState.HALTED else why
+        self._emit(trade, "halted", {"from": before.value, "reason": why})
+
     def _entry_fill(self, trade: Trade, qty: Decimal, price: Decimal, ts_ns: int) -> None:
         first = trade.entry_filled == 0
         trade.entry_filled += qty

@@ -54,7 +54,7 @@ from tickguard.runtime.gc_policy import CollectorPolicy
 from tickguard.runtime.journal_recorder import JournalRecorder
 from tickguard.runtime.monitors import make_shadow, make_watchdog
 from tickguard.runtime.order_executor import OrderExecutor
-from tickguard.runtime.order_record import OrderRecord
+from tickguard.runtime.order_record import DuplicateIntent, OrderRecord
 from tickguard.runtime.reconciliation import Reconciler
 from tickguard.runtime.recovery import RecoveryReport, reconcile, restore
 from tickguard.runtime.telemetry import Telemetry
@@ -491,7 +491,10 @@ class Engine:
             for intent in intents:
                 exits = exits or intent.is_exit
                 if intent.is_exit or not self.reconciliation.incomplete:
-                    self.executor.submit(intent, self.telemetry.decided(intent, self.ticks.quote))
+                    try:
+                        self.executor.submit(intent, self.telemetry.decided(intent, self.ticks.quote))
+                    except DuplicateIntent as exc:
+                        self._refuse_duplicate(intent, exc)
                 else:
                     log.warning("entry %s waits: reconciliation with the broker is incomplete", intent.key)
                     self._held_entries.append(intent)
@@ -500,6 +503,17 @@ class Engine:
                 self._cancel(key)
             if exits:
                 self._release_exits()
+
+    def _refuse_duplicate(self, intent: OrderIntent, exc: DuplicateIntent) -> None:
+        """An order decided under a key that is already an order's (a fault: the trade's state and its orders
+        disagree) is never sent, and its trade is HALTED with an ERROR and an exit alert - the one trade is left to
+        the user, every other trade's exits go on (the exception used to end the step, and the engine, with the
+        rest of the step's exits undecided or unsent)."""
+        why = f"order {intent.key} decided a second time (its key is already an order's): not sent"
+        log.error("%s; trade %s HALTED, left for the user (%s)", why, intent.trade_id, exc)
+        self.executor.halted.add(intent.trade_id)  # nothing of it is sent: new, retried, or re-sent
+        self.trades.halt(intent.trade_id, why)
+        self.trades.on_intent_closed(intent, OrderStatus.CANCELLED, intent.qty, why)  # its quantity is not in flight
 
     def _release_exits(self) -> None:
         """Exits just decided leave now, not at the end of the step: their writes are committed (the journal's
