@@ -7,7 +7,7 @@ read of the book, ``bench/order_book_read.py``, is a hold of its own).  Nothing 
 
 Baseline in the same run: the least any such pass must do - look up each of the book's orders and executions in
 the executor's records once (a dict lookup each).  The ratio says how far the pass is from touching each entry
-once.  Run: ``python bench/reconcile_pass.py [--trades N] [--working W] [--thrash MB] [--fresh]``
+once.  Run: ``python bench/reconcile_pass.py [--trades N] [--working W] [--thrash MB] [--fresh] [--as-read]``
 (``--thrash``: memory cold before each, as in a running engine; ``--fresh``: the first pass after the day's fills
 were heard as events); against another tree, with that tree's ``src`` first on ``PYTHONPATH``.
 """
@@ -118,11 +118,20 @@ def main() -> None:
     parser.add_argument("--working", type=int, default=300)
     parser.add_argument("--passes", type=int, default=15)
     parser.add_argument("--thrash", type=int, default=0, help="MB walked before each pass and each baseline (cold)")
+    parser.add_argument("--as-read", action="store_true", help="the book as a running pass now gets it from the "
+                        "adapter: without the executions the engine applied and the orders it holds final "
+                        "(adapters/broker.py KnownToEngine) - against a tree before it, run that one without")
     parser.add_argument("--fresh", action="store_true", help="every execution new to the pass (heard as events "
                         "since the last one): the first pass after a day's fills, as in bench/wire_to_wire.py")
     args = parser.parse_args()
     junk = bytearray(args.thrash * 1024 * 1024) if args.thrash else None
     reconciler, book = day(args.trades, args.working)
+    whole = book  # the baseline looks up every entry of the day's book, whatever the pass is handed
+    if args.as_read:  # what the adapter leaves out as it reads (the same test as KnownToEngine's, on this book)
+        ex = reconciler._executor
+        book = OrderBook(book.working, {k: v for k, v in book.ended.items() if not ex.orders[k].final},
+                         [f for f in book.executions if f.exec_id not in ex.applied_execs], book.positions,
+                         book.default_account)
     reconciler.apply(book, 0)  # the first pass sees every execution; the routine ones after it are measured
     assert reconciler.state.differences == {} and reconciler._suspect == set(), reconciler._suspect
     gc.collect()
@@ -130,14 +139,15 @@ def main() -> None:
     passes: list[float] = []
     floors: list[float] = []
     for _ in range(3):  # interleaved, so a slow patch of the machine hits both
-        floors += timed(lambda: floor(reconciler, book), args.passes, junk)
+        floors += timed(lambda: floor(reconciler, whole), args.passes, junk)
         passes += timed(lambda: reconciler.apply(book, 0), args.passes, junk,
                         (lambda: reconciler._seen_execs.clear()) if args.fresh else None)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}")
     print(f"{args.trades} filled entries and executions, {args.working} exits working"
           + (f", {args.thrash} MB walked before each (cold)" if junk else "")
-          + (", every execution new to the pass" if args.fresh else "") + "; ms (median / max):")
+          + (", every execution new to the pass" if args.fresh else "")
+          + (", the book as the adapter now hands it over" if args.as_read else "") + "; ms (median / max):")
     print(f"  one lookup per book entry (baseline): {statistics.median(floors):.2f} / {max(floors):.2f}")
     print(f"  Reconciler.apply, a routine pass:     {statistics.median(passes):.2f} / {max(passes):.2f}")
     print(f"  ratio pass / baseline: {statistics.median(passes) / statistics.median(floors):.1f}")
