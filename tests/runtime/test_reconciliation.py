@@ -322,3 +322,45 @@ def test_a_pass_reports_every_order_the_journal_has_at_the_broker_that_the_broke
         f"order {keys[2]}: submitted in the journal, cancelled at the broker",
         f"order {keys[4]}: partially_filled in the journal, unknown at the broker",
     ]
+
+
+async def test_after_an_unreadable_start_the_first_complete_pass_knows_the_orders_of_trades_already_over(tmp_path):
+    """The start's book could not be read, so the orders of trades closed before the restart were not looked up then;
+    the first complete pass lists them (the broker's book of the day) and looks them up in the journal: no strays,
+    no differences, nothing cancelled."""
+    engine, broker = await engine_on(tmp_path)
+    venue = broker.venue
+    trade = engine.submit(TradeRequest(symbol="SIM001", side=Side.LONG, qty=100, account=ACCOUNT,
+                                       rules=[StopLoss(distance=0.02)]))
+    while trade.state.value != "closed":
+        await engine.run_until(broker.now_ns() + NS)
+    engine.journal.close()
+    again = WaryBroker(venue)
+    again.book_fails = True
+    restarted = Engine(engine.settings, again, journal=Journal.open(engine.settings.journal.target))
+    await restarted.start(sorted(venue.specs))
+    assert restarted.reconciliation.incomplete and restarted.executor.journaled_over == {}
+    again.book_fails = False
+    await restarted.run_until(again.now_ns() + 70 * NS)  # the first complete pass, and two more
+    assert not restarted.reconciliation.incomplete and restarted.reconciliation.passes >= 3
+    assert f"{engine.trades.key_prefix}{trade.id}:stop:1" in restarted.executor.journaled_over
+    assert restarted.reconciliation.differences == {} and restarted.reconciliation.alerts == []
+    assert [o.status for o in venue.exchange.orders.values()].count("cancelled") == 0
+    restarted.journal.close()
+
+
+def test_an_execution_the_book_lists_under_two_orders_is_applied_to_one_only():
+    """Found by an independent review: the pass read the executor's applied executions once, before its loop, so an
+    exec id the book listed twice (under two orders) was applied to both.  The executor itself refuses an exec id
+    applied to another order already."""
+    executor = OrderExecutor(SimpleNamespace(), SimpleNamespace(on_fill=lambda *a: None), lambda: 0)  # type: ignore[arg-type]
+    x, y = _record("tg:0123abcd:T00001:stop:1", OrderStatus.SUBMITTED), _record("tg:0123abcd:T00002:stop:1",
+                                                                              OrderStatus.SUBMITTED)
+    executor.restore(x, set())
+    executor.restore(y, set())
+    reconciler = Reconciler(executor, SimpleNamespace(trades={}), lambda: 0,  # type: ignore[arg-type]
+                            "0123abcd", 30 * NS, 5 * NS, 5 * NS)
+    fills = [FillEvent(7, r.intent.key, "E1", ACCOUNT, "SIM001", Action.SELL, Decimal(5), Decimal(100), 0)
+             for r in (x, y)]
+    reconciler._executions(OrderBook({}, {}, fills, {}))
+    assert (x.filled, y.filled) == (Decimal(5), Decimal(0)) and executor.misrouted_fills == 1

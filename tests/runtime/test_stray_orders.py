@@ -144,3 +144,54 @@ async def test_a_target_and_the_stop_of_one_trade_found_at_the_broker_are_both_c
     sent = sorted(o.order.ref for o in venue.exchange.orders.values() if o.order.ref.startswith(f"{prefix}:"))
     assert sent == [f"{prefix}:entry", f"{prefix}:stop:1", f"{prefix}:tp1:1"]  # nothing more was decided
     assert b.trades.trades[trade.id].state.value == "closed" and venue.positions(ACCOUNT).get(sym, 0.0) == 0.0
+
+
+async def closed_then_restarted(tmp_path) -> tuple[Engine, Engine, Trade, str]:
+    """A trade that closed (its stop filled), then a restart on the same journal and the same day at the venue."""
+    s = settings(str(tmp_path / "j.db"), start="2026-11-23T10:00:00-05:00")
+    a = await started(s)
+    trade = await opened(a, TradeRequest(symbol="SIM001", side=Side.LONG, qty=Decimal(100), account=ACCOUNT,
+                                         rules=[StopLoss(distance=0.02)]))
+    while trade.state.value != "closed":
+        await a.run_until(a.broker.now_ns() + NS)
+    a.journal.close()
+    return a, await started(s, a.venue), trade, f"{a.trades.key_prefix}{trade.id}:stop:1"
+
+
+async def test_the_orders_of_a_trade_over_before_a_restart_are_no_strays(tmp_path):
+    """The broker's book of the day still lists a closed trade's orders and executions; the restarted engine restores
+    open trades only.  Those orders are the journal's, not strays: nothing is reported at the start or by the
+    passes after it (each was UNRECONCILED, "an order of this journal ... that the journal does not hold", found
+    by an independent review), and nothing is cancelled or applied again."""
+    a, b, trade, stop_key = await closed_then_restarted(tmp_path)
+    assert trade.id not in b.trades.trades  # over: not restored
+    assert [line for line in b.recovery.lines() if "UNRECONCILED" in line] == []
+    assert {f"{a.trades.key_prefix}{trade.id}:entry", stop_key} <= set(b.executor.journaled_over)
+    await b.run_until(b.broker.now_ns() + 100 * NS)  # three passes
+    assert b.reconciliation.passes >= 3
+    assert b.reconciliation.differences == {} and b.reconciliation.alerts == []
+    assert b.executor.holds_final(stop_key)  # so the adapter leaves it out of a running pass's book
+    b.journal.close()
+
+
+async def test_an_order_of_a_trade_over_that_still_works_at_the_broker_is_cancelled_and_reported(tmp_path):
+    """An order the journal holds for a trade that is over must not be working: nothing manages it (a fill would open
+    a position no trade holds).  One found working at the start is cancelled and reported, as a stray would be."""
+    s = settings(str(tmp_path / "j.db"), start="2026-11-23T10:00:00-05:00")
+    a = await started(s)
+    trade = await opened(a, TradeRequest(symbol="SIM001", side=Side.LONG, qty=Decimal(100), account=ACCOUNT,
+                                         rules=[StopLoss(distance=0.02)]))
+    while trade.state.value != "closed":
+        await a.run_until(a.broker.now_ns() + NS)
+    a.journal.close()
+    venue = a.venue
+    key = f"{a.trades.key_prefix}{trade.id}:stop:1"  # journaled (filled); a second order under it works there
+    far = round(venue.last_ticks["SIM001"].ask * 1.5, 2)
+    venue.place(BrokerOrder(key, ACCOUNT, "SIM001", Action.SELL, Decimal(100), OrderType.LIMIT, far))
+    venue.advance_to(venue.now_ns + NS)
+    b = await started(s, venue)
+    [line] = [line for line in b.recovery.lines() if "UNRECONCILED" in line]
+    assert key in line and "an order of a trade that is over" in line and "cancelled" in line
+    await b.run_until(b.broker.now_ns() + 2 * NS)
+    assert [o.status for o in venue.exchange.orders.values() if o.order.ref == key] == ["filled", "cancelled"]
+    b.journal.close()

@@ -103,6 +103,8 @@ def build(engine: Engine, meta: dict[str, Any], recorder: TickRecorder | None) -
         # a halted trade (an over-fill refused, core/halts.py) is listed by id with its evidence: left for the user
         "halted": {t["id"]: t["reason"] for t in trades if t["state"] == "halted"},
         "overfills": engine.executor.overfills,
+        # executions refused: their account, symbol or side not their order's, or applied to another order already
+        "foreign_fills": engine.executor.foreign_fills, "misrouted_fills": engine.executor.misrouted_fills,
         "rejected_requests": [{"symbol": r.symbol, "reason": why} for r, why in engine.stats.rejected_requests],
     }
     report = {

@@ -13,6 +13,7 @@ import asyncio
 import bisect
 import contextlib
 import datetime as dt
+import functools
 import logging
 import secrets
 import time
@@ -56,7 +57,7 @@ from tickguard.runtime.monitors import make_shadow, make_watchdog
 from tickguard.runtime.order_executor import OrderExecutor
 from tickguard.runtime.order_record import DuplicateIntent, OrderRecord
 from tickguard.runtime.reconciliation import Reconciler
-from tickguard.runtime.recovery import RecoveryReport, reconcile, restore
+from tickguard.runtime.recovery import RecoveryReport, reconcile, remember_orders_over, restore
 from tickguard.runtime.telemetry import Telemetry
 from tickguard.runtime.vol_refresh import VolatilityRefresher
 from tickguard.runtime.watchdog import MarketDataHealth, Watchdog
@@ -141,6 +142,9 @@ class Engine:
         self.executor.on_sent = self._on_sent
         self.executor.on_cancel_sent = lambda record: self.guard.sent(record.intent, cancel=True)
         self.reconciler.cancel_stray = self._cancel_stray
+        if journal is not None:  # a complete book after an incomplete start lists the day's orders of trades over
+            self.reconciler.remember_over = functools.partial(remember_orders_over, executor=self.executor,
+                                                              journal=journal)
         self._book_task: asyncio.Task[OrderBook | BaseException] | None = None
         # what a running pass's book may leave out (adapters/broker.py): start-up's recovery reads everything
         self._known = KnownToEngine(self.executor.applied_execs, self.executor.holds_final)
@@ -193,6 +197,8 @@ class Engine:
         if self.recovery is not None:
             book = await self._startup_book()
             self.reconciler.baseline(book, self.broker.now_ns())  # an incomplete book: new entries wait
+            assert self.journal is not None  # recovery is a journal's
+            remember_orders_over(book, self.executor, self.journal)
             with self._batch():  # what it re-sends goes out when this commits (the journal's after-commit hook)
                 reconcile(book, self.trades, self.executor, self.recovery, self._cancel_stray)
                 self._flush()

@@ -82,6 +82,9 @@ class OrderExecutor:
         # their states change: a reconciliation pass compares these with the broker's book without walking every
         # order of the day (~2 ms of a pass inside an engine step at 10,000 orders)
         self.at_broker: dict[str, OrderRecord] = {}
+        # orders of this journal whose trades were over before this start (never restored), by key -> journaled
+        # status: the broker's book of the day still lists them, and they are not strays (runtime/recovery.py)
+        self.journaled_over: dict[str, OrderStatus] = {}
         self._listener = listener
         self._clock = clock
         self._max_attempts = max_attempts
@@ -220,7 +223,16 @@ class OrderExecutor:
     def holds_final(self, key: str) -> bool:
         """Is ``key`` an order of this engine in a final state (``KnownToEngine.ended``)?"""
         record = self.orders.get(key)
-        return record is not None and record.final
+        if record is None:
+            status = self.journaled_over.get(key)
+            return status is not None and status.is_final
+        return record.final
+
+    def remember_over(self, key: str, status: OrderStatus, exec_ids: set[str]) -> None:
+        """An order of this journal whose trade was over before this start: known by its key (never a stray while
+        it is not working at the broker), its executions applied already."""
+        self.journaled_over[key] = status
+        self.applied_execs.update(exec_ids)
 
     def exits_waiting(self) -> bool:
         """Is an exit journaled and waiting for its commit to be sent?"""
@@ -325,6 +337,7 @@ class OrderExecutor:
         self.apply_fill(record, event)
 
     foreign_fills = 0  # executions refused: their account, symbol or side is not their order's (see _foreign)
+    misrouted_fills = 0  # executions refused: applied to another order already (apply_fill)
 
     def _foreign(self, record: OrderRecord, event: FillEvent) -> list[str]:
         """How a fill differs from its order's intent in account, symbol or side (empty: it is the order's).
@@ -337,7 +350,9 @@ class OrderExecutor:
     def apply_fill(self, record: OrderRecord, event: FillEvent) -> bool:
         """Apply an execution to its order, once per exec id; returns whether it was new.  The same execution
         again (a reconnect, a reconciliation, a restart) is logged and brings at most a commission not yet had.
-        A fill whose account, symbol or side is not its order's is foreign: never applied (ERROR, counted)."""
+        A fill whose account, symbol or side is not its order's is foreign: never applied (ERROR, counted); so is
+        one whose exec id was applied to another order (``misrouted_fills``) - an execution is applied once, and
+        only to one order."""
         why = self._foreign(record, event)
         if why:
             self.foreign_fills += 1
@@ -345,6 +360,14 @@ class OrderExecutor:
                       event.exec_id, event.qty, event.price, event.order_id, "; ".join(why))
             self._note(record, "foreign_execution", {"exec_id": event.exec_id, "qty": event.qty, "price": event.price,
                                                      "account": event.account, "symbol": event.symbol, "why": why})
+            return False
+        if event.exec_id in self.applied_execs and event.exec_id not in record.exec_ids:
+            # applied to another order already (an exec id is one execution): once, and only to its own order
+            self.misrouted_fills += 1
+            log.error("order %s: execution %s (%s @ %s, order id %s) was applied to another order already - not "
+                      "applied again", record.intent.key, event.exec_id, event.qty, event.price, event.order_id)
+            self._note(record, "execution_of_another_order", {"exec_id": event.exec_id, "qty": event.qty,
+                                                              "price": event.price})
             return False
         if event.exec_id in record.exec_ids:
             self.replays += 1

@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from itertools import compress, repeat
+from itertools import chain, compress, filterfalse, repeat
 from operator import attrgetter, not_
 from typing import Any, TypeVar
 
@@ -179,6 +179,22 @@ def _status(row: dict[str, Any]) -> OrderStatus:
         log.error("order %s: journaled status %r is not an order state; treated as unknown", row["order_key"],
                   row["status"])
         return OrderStatus.UNKNOWN
+
+
+def remember_orders_over(book: OrderBook, executor: OrderExecutor, journal: Journal) -> None:
+    """Look up in the journal the keys of this journal the broker's book lists that no restored order has: orders
+    of trades over before this start (the executor restores the open trades' orders only, the broker's book holds
+    every order and execution of the day).  Those the journal holds are remembered (``remember_over``): not strays,
+    their executions applied.  Found by an independent review: after any restart of the day, each such order was
+    reported UNRECONCILED ("an order of this journal ... that the journal does not hold") at the start and by
+    every reconciliation pass after it."""
+    prefix = f"tg:{journal.journal_id}:"
+    keys = {k for k in filterfalse(executor.orders.__contains__, chain(book.working, book.ended,
+                                                                      map(_REF, book.executions)))
+            if k.startswith(prefix) and k not in executor.journaled_over}
+    if keys:
+        for key, (status, exec_ids) in journal.orders_held(sorted(keys)).items():
+            executor.remember_over(key, OrderStatus(status), exec_ids)
 
 
 def reconcile(book: OrderBook, trades: TradeManager, executor: OrderExecutor, report: RecoveryReport,

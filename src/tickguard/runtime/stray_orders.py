@@ -13,6 +13,10 @@ does not know is:
   it in flight and as fired, a stop or time leg closes the trade; its fills are then applied like any other's;
 * **cancelled** (if still working) and reported UNRECONCILED when its trade is unknown or over: nothing of it
   is applied to any trade.
+
+An order the journal holds for a trade that was over before this start is no stray (the broker's book of the day
+lists every order of the day): recovery looks such keys up in the journal (``recovery.remember_orders_over``) and
+they are left alone - unless one still works at the broker, which is cancelled and reported.
 """
 
 from __future__ import annotations
@@ -43,7 +47,12 @@ def take_over_strays(book: OrderBook, trades: TradeManager, executor: OrderExecu
     keys = set(filterfalse(executor.orders.__contains__, chain(book.working, book.ended, map(_REF, book.executions))))
     prefix = f"tg:{journal_id}:"
     taken: list[tuple[OrderIntent, int]] = []
+    over = executor.journaled_over
     for key in sorted(k for k in keys if k.startswith(prefix)):
+        if key in over:  # journaled, its trade over before this start: no stray, unless it still works there
+            if key in book.working:
+                _cancel_over(key, over[key], book, cancel, mismatches)
+            continue
         parts = key.split(":")  # tg, journal id, trade id, leg[, n]
         trade = trades.trades.get(parts[2]) if len(parts) >= 4 else None
         order = _order_of(key, book)
@@ -70,6 +79,17 @@ def take_over_strays(book: OrderBook, trades: TradeManager, executor: OrderExecu
         log.error("order %s was at the broker but not in the journal (sent before its commit): taken over", key)
     if taken:  # all at once: a trade's orders are all counted before it closes
         trades.adopt_orders(taken)
+
+
+def _cancel_over(key: str, status: OrderStatus, book: OrderBook, cancel: Callable[[int], None] | None,
+                 mismatches: list[str]) -> None:
+    """An order of a trade that was over before this start, still working at the broker: nothing manages it (it
+    could fill and open a position no trade holds) - cancelled, and reported."""
+    order_id = book.working[key][0]
+    if cancel is not None and order_id:
+        cancel(order_id)
+    mismatches.append(f"{key}: working at the broker, an order of a trade that is over (journaled {status}); "
+                      "cancelled - left for the user")
 
 
 def _order_of(key: str, book: OrderBook) -> BrokerOrder | None:

@@ -545,6 +545,21 @@ class Journal:
         return self._rows(sa.select(orders).where(orders.c.trade_id.in_(list(trade_ids)))
                           .order_by(orders.c.created_ns, orders.c.order_key))
 
+    def orders_held(self, keys: Sequence[str]) -> dict[str, tuple[str, set[str]]]:
+        """Of ``keys``, the orders this journal holds: each one's status and its journaled exec ids (recovery looks
+        up the keys the broker's book of the day lists that no open trade owns - orders of trades already over)."""
+        held: dict[str, tuple[str, set[str]]] = {}
+        keys = list(keys)
+        for start in range(0, len(keys), 500):  # within any SQLite's limit of bound values
+            chunk = keys[start:start + 500]
+            for key, status in self._read(sa.select(orders.c.order_key, orders.c.status)
+                                          .where(orders.c.order_key.in_(chunk))):
+                held[key] = (status, set())
+            for key, exec_id in self._read(sa.select(fills.c.order_key, fills.c.exec_id)
+                                           .where(fills.c.order_key.in_(chunk))):
+                held[key][1].add(exec_id)
+        return held
+
     def fills_of(self, trade_ids: Sequence[str]) -> list[dict[str, Any]]:
         if not trade_ids:
             return []
