@@ -75,7 +75,7 @@ def day(trades: int, working: int, symbols: int = 20) -> tuple[Reconciler, Order
     applied = {f.exec_id for f in executions}  # heard as events: the executor applied every one
     at_broker = {key: r for key, r in orders.items() if r.status.at_broker}  # as the executor keeps them
     executor = SimpleNamespace(orders=orders, session="", held_elsewhere=set(), applied_execs=applied,
-                               at_broker=at_broker)
+                               at_broker=at_broker, journaled_over={})
     held = OpenPositions()  # as the trade manager keeps them (core/open_positions.py)
     for trade in open_trades.values():
         held.add(trade, trade.entry_filled)

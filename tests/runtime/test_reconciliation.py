@@ -24,6 +24,7 @@ from tickguard.adapters.sim.broker import SimBroker
 from tickguard.config import load
 from tickguard.core.exit_rules import StopLoss, TimeStop
 from tickguard.core.model import Action, OrderIntent, OrderType, PriorityClass, Side
+from tickguard.core.open_positions import OpenPositions
 from tickguard.core.order_state import OrderStatus
 from tickguard.core.trades import TradeRequest
 from tickguard.runtime.engine import Engine
@@ -31,6 +32,7 @@ from tickguard.runtime.engine_factory import sim_engine as make_sim
 from tickguard.runtime.order_executor import OrderExecutor
 from tickguard.runtime.order_record import OrderRecord
 from tickguard.runtime.reconciliation import Reconciler
+from tickguard.runtime.recovery import RecoveryReport, reconcile
 from tickguard.store.journal import Journal
 
 NS = 1_000_000_000
@@ -207,8 +209,8 @@ def test_a_pass_never_applies_an_execution_the_engine_applied_whatever_order_the
     a.exec_ids.add("X1")
     applied: list[tuple[str, str]] = []
     executor = SimpleNamespace(orders={a.intent.key: a, b.intent.key: b}, applied_execs={"X1"}, session="",
-                               held_elsewhere=set(), adopt=lambda key, order_id: None,
-                               apply_fill=lambda r, fill: applied.append((r.intent.key, fill.exec_id)) or True)
+                               held_elsewhere=set(), journaled_over={},
+                               apply_found=lambda r, fill: applied.append((r.intent.key, fill.exec_id)) or True)
     reconciler = Reconciler(executor, SimpleNamespace(trades={}), lambda: 0,  # type: ignore[arg-type]
                             "0123abcd", 30 * NS, 5 * NS, 5 * NS)
     fills = [FillEvent(7, b.intent.key, x, ACCOUNT, "SIM001", Action.SELL, Decimal(5), Decimal(100), 0)
@@ -364,3 +366,25 @@ def test_an_execution_the_book_lists_under_two_orders_is_applied_to_one_only():
              for r in (x, y)]
     reconciler._executions(OrderBook({}, {}, fills, {}))
     assert (x.filled, y.filled) == (Decimal(5), Decimal(0)) and executor.misrouted_fills == 1
+
+
+def test_an_execution_of_another_order_found_in_the_book_never_moves_this_order_onto_its_id():
+    """Found by an independent review: a pass adopted an order under the order id of an execution the book listed
+    for it before applying the execution - refused as another order's, it had still moved this order onto that
+    order's id, so the other order's later fills went to this one and a cancel of this one cancelled the other."""
+    executor = OrderExecutor(SimpleNamespace(), SimpleNamespace(on_fill=lambda *a: None), lambda: 0)  # type: ignore[arg-type]
+    x, y = _record("tg:0123abcd:T00001:stop:1", OrderStatus.SUBMITTED), _record("tg:0123abcd:T00002:stop:1",
+                                                                              OrderStatus.SUBMITTED)
+    y.order_id = 8
+    executor.restore(x, set())  # x: broker order id 7
+    executor.restore(y, set())
+    reconciler = Reconciler(executor, SimpleNamespace(trades={}), lambda: 0,  # type: ignore[arg-type]
+                            "0123abcd", 30 * NS, 5 * NS, 5 * NS)
+    e1 = [FillEvent(7, r.intent.key, "E1", ACCOUNT, "SIM001", Action.SELL, Decimal(5), Decimal(100), 0) for r in (x, y)]
+    reconciler._executions(OrderBook({}, {}, e1, {}))  # x's execution, listed under y too
+    assert y.order_id == 8 and executor._by_order_id[7] is x and executor._by_order_id[8] is y
+    assert (x.filled, y.filled) == (Decimal(5), Decimal(0)) and executor.misrouted_fills == 1
+    report = RecoveryReport(journal_id="0123abcd")  # recovery's own pass over a book, after a restart
+    manager = SimpleNamespace(trades={}, resume_closing=lambda t: None, positions=OpenPositions())
+    reconcile(OrderBook({}, {}, e1, {}), manager, executor, report)  # type: ignore[arg-type]
+    assert executor._by_order_id[7] is x and executor.misrouted_fills == 2 and y.filled == 0  # (y: re-sent, unknown)

@@ -8,6 +8,7 @@ then never sent a second time) and cancel, unapplied, one whose trade the journa
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from decimal import Decimal
 
 from test_recovery import ACCOUNT, NS, opened, settings, started
@@ -16,6 +17,7 @@ from tickguard.adapters.broker import BrokerOrder, KnownToEngine, OrderBook
 from tickguard.adapters.sim.broker import SimBroker
 from tickguard.core.exit_rules import StopLoss
 from tickguard.core.model import Action, OrderType, Side
+from tickguard.core.order_state import OrderStatus
 from tickguard.core.trades import Trade, TradeRequest
 from tickguard.runtime.engine import Engine
 
@@ -195,3 +197,68 @@ async def test_an_order_of_a_trade_over_that_still_works_at_the_broker_is_cancel
     await b.run_until(b.broker.now_ns() + 2 * NS)
     assert [o.status for o in venue.exchange.orders.values() if o.order.ref == key] == ["filled", "cancelled"]
     b.journal.close()
+
+
+async def test_an_unreadable_status_of_an_order_over_is_logged_not_a_crash(tmp_path, caplog):
+    """Found by an independent review: a closed trade's order with a status that is no order state (a hand-edited or
+    damaged journal) stopped the start with a ValueError; it is read as restore reads one - unknown, with an ERROR."""
+    s = settings(str(tmp_path / "j.db"), start="2026-11-23T10:00:00-05:00")
+    a = await started(s)
+    trade = await opened(a, TradeRequest(symbol="SIM001", side=Side.LONG, qty=Decimal(100), account=ACCOUNT,
+                                         rules=[StopLoss(distance=0.02)]))
+    while trade.state.value != "closed":
+        await a.run_until(a.broker.now_ns() + NS)
+    a.journal.close()
+    key = f"{a.trades.key_prefix}{trade.id}:stop:1"
+    with sqlite3.connect(tmp_path / "j.db") as db:
+        db.execute("UPDATE orders SET status = 'pending_cancel' WHERE order_key = ?", (key,))
+    b = await started(s, a.venue)
+    assert b.executor.journaled_over[key] is OrderStatus.UNKNOWN
+    assert any("pending_cancel" in r.getMessage() and key in r.getMessage() for r in caplog.records)
+    await b.run_until(b.broker.now_ns() + 35 * NS)
+    assert b.reconciliation.passes >= 1
+    b.journal.close()
+
+
+async def test_an_execution_of_an_order_over_that_the_journal_lacks_is_reported_at_the_start_and_while_running(
+        tmp_path):
+    """An execution at the broker of an order of a trade that is over, which the journal does not hold (a second
+    order under its key filled): never applied to any trade, reported UNRECONCILED with its key at the start - and
+    one that comes while running is a difference each pass, raised once (an execution with no order was said once
+    and never raised)."""
+    a, b, _trade, key = await closed_then_restarted(tmp_path)
+    b.journal.close()
+    venue = a.venue
+    venue.place(BrokerOrder(key, ACCOUNT, "SIM001", Action.SELL, Decimal(10), OrderType.MARKET))
+    venue.advance_to(venue.now_ns + NS)
+    s = settings(str(tmp_path / "j.db"), start="2026-11-23T10:00:00-05:00")
+    c = await started(s, venue)
+    [line] = [line for line in c.recovery.lines() if key in line]
+    assert "UNRECONCILED" in line and "an order of a trade that is over; not in the journal, not applied" in line
+    venue.place(BrokerOrder(key, ACCOUNT, "SIM001", Action.SELL, Decimal(5), OrderType.MARKET))  # while running
+    await c.run_until(c.broker.now_ns() + 70 * NS)
+    raised = [line for _, line in c.reconciliation.alerts if key in line]
+    assert len(raised) == 1 and "5" in raised[0] and "not in the journal" in raised[0]
+    assert raised[0] in c.reconciliation.differences  # standing while the broker shows it
+    c.journal.close()
+
+
+async def test_a_stray_is_looked_up_in_the_journal_once_not_at_every_pass(tmp_path):
+    """A key of this journal that the journal does not hold (a true stray, its trade unknown) is looked up in the
+    journal once; the passes after it do not read the journal for it again (found by an independent review)."""
+    s = settings(str(tmp_path / "j.db"))
+    a, sym, _trade, _key = await with_live_trade(s)
+    stray = f"{a.trades.key_prefix}T09999:stop:1"
+    a.venue.place(BrokerOrder(stray, ACCOUNT, sym, Action.SELL, Decimal(1), OrderType.MARKET))
+    lookups: list[list[str]] = []
+    held = a.journal.orders_held
+
+    def counted(keys):
+        lookups.append(list(keys))
+        return held(keys)
+
+    a.journal.orders_held = counted  # type: ignore[method-assign]
+    await a.run_until(a.broker.now_ns() + 100 * NS)
+    assert a.reconciliation.passes >= 3 and [k for batch in lookups for k in batch].count(stray) == 1
+    assert any(stray in line for line in a.reconciliation.differences)  # still a stray, reported
+    a.journal.close()

@@ -198,7 +198,7 @@ class Engine:
             book = await self._startup_book()
             self.reconciler.baseline(book, self.broker.now_ns())  # an incomplete book: new entries wait
             assert self.journal is not None  # recovery is a journal's
-            remember_orders_over(book, self.executor, self.journal)
+            self.recovery.mismatches += remember_orders_over(book, self.executor, self.journal)
             with self._batch():  # what it re-sends goes out when this commits (the journal's after-commit hook)
                 reconcile(book, self.trades, self.executor, self.recovery, self._cancel_stray)
                 self._flush()

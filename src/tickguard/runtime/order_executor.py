@@ -85,6 +85,7 @@ class OrderExecutor:
         # orders of this journal whose trades were over before this start (never restored), by key -> journaled
         # status: the broker's book of the day still lists them, and they are not strays (runtime/recovery.py)
         self.journaled_over: dict[str, OrderStatus] = {}
+        self.looked_up: set[str] = set()  # keys looked up in the journal for that (found or not): never again
         self._listener = listener
         self._clock = clock
         self._max_attempts = max_attempts
@@ -227,6 +228,17 @@ class OrderExecutor:
             status = self.journaled_over.get(key)
             return status is not None and status.is_final
         return record.final
+
+    def apply_found(self, record: OrderRecord, event: FillEvent) -> bool:
+        """An execution of ``record``'s found in the broker's book (recovery, reconciliation), applied once: the
+        order is first adopted under the execution's order id when they differ - unless the execution was applied
+        to another order already, which ``apply_fill`` refuses (found by an independent review: the adoption came
+        first, and moved the order onto the other order's id - that order's later fills then went to this one, and a
+        cancel of this one cancelled the other)."""
+        if (event.exec_id not in record.exec_ids and event.exec_id not in self.applied_execs
+                and record.order_id != event.order_id):
+            self.adopt(record.intent.key, event.order_id)
+        return self.apply_fill(record, event)
 
     def remember_over(self, key: str, status: OrderStatus, exec_ids: set[str]) -> None:
         """An order of this journal whose trade was over before this start: known by its key (never a stray while

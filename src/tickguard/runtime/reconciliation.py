@@ -41,7 +41,13 @@ from tickguard.core.order_state import AT_BROKER, OrderStatus
 from tickguard.core.trade_manager import TradeManager
 from tickguard.runtime.order_executor import OrderExecutor, OrderRecord
 from tickguard.runtime.order_record import holds_elsewhere
-from tickguard.runtime.recovery import RecoveryReport, ours_only, position_differences, settle
+from tickguard.runtime.recovery import (
+    RecoveryReport,
+    ours_only,
+    position_differences,
+    settle,
+    unjournaled_execution,
+)
 from tickguard.runtime.stray_orders import take_over_strays
 
 log = logging.getLogger(__name__)
@@ -88,7 +94,7 @@ class Reconciler:
         self._full_every, self._routine = max(1, full_every), 0
         self.cancel_stray: Callable[[int], None] | None = None  # how an order of ours no live trade owns is cancelled
         # looks up in the journal the book's keys no order of the executor has (recovery.remember_orders_over)
-        self.remember_over: Callable[[OrderBook], None] | None = None
+        self.remember_over: Callable[[OrderBook], list[str]] | None = None
 
     # -------------------------------------------------------------------------------------- schedule
 
@@ -161,7 +167,7 @@ class Reconciler:
         self._due = now_ns + (self._retry if not complete else self._interval)
         if not isinstance(result, OrderBook) or not complete:
             return
-        if self.remember_over is not None:
+        if self.remember_over is not None:  # its lines of executions: ``_executions`` reports those, every pass
             self.remember_over(result)
         book = ours_only(result, self._executor, RecoveryReport(journal_id=self._journal_id))
         taken: list[str] = []
@@ -194,26 +200,28 @@ class Reconciler:
         reconciler saw at an earlier pass, then those the executor has applied already (heard as events) - at
         5,000 trades the first pass after the entries' fills walked all of them in Python, ~6 ms of an 11 ms hold
         of the event loop, the longest exits of ``bench/wire_to_wire.py`` at 10,000 quotes/s.  What is left (an
-        execution the engine never heard: none, on a healthy connection) is looked at as before."""
+        execution the engine never heard: none, on a healthy connection) is looked at as before.  One no order of
+        the executor's takes is a difference at every pass, until it is gone (it was said once and never raised:
+        a difference is raised when two passes in a row see it)."""
         out: list[str] = []
         seen = self._seen_execs
         unseen = list(compress(book.executions, map(not_, map(seen.__contains__, map(_EXEC_ID, book.executions)))))
         if not unseen:  # the routine case: the day's executions, all seen
             return out
-        applied = self._executor.applied_execs
+        executor = self._executor
+        applied = executor.applied_execs
         news = list(compress(unseen, map(not_, map(applied.__contains__, map(_EXEC_ID, unseen)))))
         seen.update(map(_EXEC_ID, unseen))  # an execution applied already is no news
         for fill in news:
-            record = self._executor.orders.get(fill.ref)
+            record = executor.orders.get(fill.ref)
             if record is None:
-                out.append(f"{fill.account} {fill.symbol}: execution {fill.exec_id} of {fill.ref} ({fill.action} "
+                seen.discard(fill.exec_id)  # said again at the next pass: a standing difference
+                out.append(unjournaled_execution(fill) if fill.ref in executor.journaled_over else
+                           f"{fill.account} {fill.symbol}: execution {fill.exec_id} of {fill.ref} ({fill.action} "
                            f"{fill.qty} @ {fill.price}) at the broker, no such order in the journal")
-            elif fill.exec_id not in record.exec_ids:
-                if record.order_id != fill.order_id:
-                    self._executor.adopt(fill.ref, fill.order_id)
-                if self._executor.apply_fill(record, fill):
-                    log.warning("order %s: execution %s (%s @ %s) found at the broker, not yet heard; applied once",
-                                fill.ref, fill.exec_id, fill.qty, fill.price)
+            elif fill.exec_id not in record.exec_ids and executor.apply_found(record, fill):
+                log.warning("order %s: execution %s (%s @ %s) found at the broker, not yet heard; applied once",
+                            fill.ref, fill.exec_id, fill.qty, fill.price)
         return out
 
     def _settle_deferred(self, book: OrderBook) -> None:
@@ -260,6 +268,8 @@ class Reconciler:
         out: list[str] = []
         for key, (order_id, filled) in sorted(book.working.items()):
             record = self._executor.orders.get(key)
+            if record is None and key in self._executor.journaled_over:
+                continue  # an order of a trade over before this start: cancelled and reported (stray_orders.py)
             if record is None or record.final:
                 said = "no such order" if record is None else f"{record.status}"
                 out.append(f"order {key}: working at the broker (id {order_id}, filled {filled}), journal: {said}")

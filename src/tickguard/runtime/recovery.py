@@ -33,7 +33,7 @@ from itertools import chain, compress, filterfalse, repeat
 from operator import attrgetter, not_
 from typing import Any, TypeVar
 
-from tickguard.adapters.broker import OrderBook
+from tickguard.adapters.broker import FillEvent, OrderBook
 from tickguard.core.model import OrderIntent, TradeState
 from tickguard.core.money import ZERO, exact
 from tickguard.core.order_state import OrderStatus
@@ -181,20 +181,33 @@ def _status(row: dict[str, Any]) -> OrderStatus:
         return OrderStatus.UNKNOWN
 
 
-def remember_orders_over(book: OrderBook, executor: OrderExecutor, journal: Journal) -> None:
+def remember_orders_over(book: OrderBook, executor: OrderExecutor, journal: Journal) -> list[str]:
     """Look up in the journal the keys of this journal the broker's book lists that no restored order has: orders
     of trades over before this start (the executor restores the open trades' orders only, the broker's book holds
     every order and execution of the day).  Those the journal holds are remembered (``remember_over``): not strays,
-    their executions applied.  Found by an independent review: after any restart of the day, each such order was
-    reported UNRECONCILED ("an order of this journal ... that the journal does not hold") at the start and by
-    every reconciliation pass after it."""
+    their journaled executions applied.  Found by an independent review: after any restart of the day, each such
+    order was reported UNRECONCILED ("an order of this journal ... that the journal does not hold") at the start
+    and by every reconciliation pass after it.  Each key is looked up once, found or not.  Returns a line per
+    execution of such an order that the book holds and the journal does not (never applied to any trade)."""
     prefix = f"tg:{journal.journal_id}:"
     keys = {k for k in filterfalse(executor.orders.__contains__, chain(book.working, book.ended,
                                                                       map(_REF, book.executions)))
-            if k.startswith(prefix) and k not in executor.journaled_over}
-    if keys:
-        for key, (status, exec_ids) in journal.orders_held(sorted(keys)).items():
-            executor.remember_over(key, OrderStatus(status), exec_ids)
+            if k.startswith(prefix) and k not in executor.looked_up}
+    if not keys:
+        return []
+    executor.looked_up.update(keys)
+    held = journal.orders_held(sorted(keys))
+    for key, (status, exec_ids) in held.items():
+        executor.remember_over(key, _status({"order_key": key, "status": status}), exec_ids)
+    return [unjournaled_execution(fill) for fill in book.executions
+            if fill.ref in held and fill.exec_id not in held[fill.ref][1]]
+
+
+def unjournaled_execution(fill: FillEvent) -> str:
+    """An execution at the broker of an order of a trade that was over before this start, not in the journal."""
+    return (f"{fill.account} {fill.symbol}: execution {fill.exec_id} of {fill.ref} ({fill.action} {fill.qty} @ "
+            f"{fill.price}) at the broker, an order of a trade that is over; not in the journal, not applied - left "
+            "for the user")
 
 
 def reconcile(book: OrderBook, trades: TradeManager, executor: OrderExecutor, report: RecoveryReport,
@@ -216,11 +229,8 @@ def reconcile(book: OrderBook, trades: TradeManager, executor: OrderExecutor, re
         record = executor.orders.get(fill.ref)
         if record is None:
             continue
-        new = fill.exec_id not in record.exec_ids
-        if new and record.order_id != fill.order_id:
-            executor.adopt(fill.ref, fill.order_id)
         # a replay is applied once already: the executor logs it and takes at most a commission it lacked
-        if executor.apply_fill(record, fill):
+        if executor.apply_found(record, fill):
             report.fills_applied.append(f"{fill.ref} {fill.qty}@{fill.price}")
     for key, record in list(executor.orders.items()):
         if not record.final and key not in book.working:
