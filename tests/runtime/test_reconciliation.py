@@ -327,9 +327,10 @@ def test_a_pass_reports_every_order_the_journal_has_at_the_broker_that_the_broke
 
 
 async def test_after_an_unreadable_start_the_first_complete_pass_knows_the_orders_of_trades_already_over(tmp_path):
-    """The start's book could not be read, so the orders of trades closed before the restart were not looked up then;
-    the first complete pass lists them (the broker's book of the day) and looks them up in the journal: no strays,
-    no differences, nothing cancelled."""
+    """The start's book could not be read; the first complete pass lists the orders of trades closed before the
+    restart (the broker's book of the day).  They are known from the journal's recent orders of trades over, read at
+    the start - not looked up inside a step (a review measured 0.16-0.4 s for 10,000 keys): no strays, no
+    differences, nothing cancelled."""
     engine, broker = await engine_on(tmp_path)
     venue = broker.venue
     trade = engine.submit(TradeRequest(symbol="SIM001", side=Side.LONG, qty=100, account=ACCOUNT,
@@ -341,11 +342,15 @@ async def test_after_an_unreadable_start_the_first_complete_pass_knows_the_order
     again.book_fails = True
     restarted = Engine(engine.settings, again, journal=Journal.open(engine.settings.journal.target))
     await restarted.start(sorted(venue.specs))
-    assert restarted.reconciliation.incomplete and restarted.executor.journaled_over == {}
+    key = f"{engine.trades.key_prefix}{trade.id}:stop:1"
+    assert restarted.reconciliation.incomplete and key in restarted.executor.journaled_over  # from the journal alone
+    lookups: list[list[str]] = []
+    held = restarted.journal.orders_held
+    restarted.journal.orders_held = lambda keys: lookups.append(list(keys)) or held(keys)  # type: ignore[method-assign]
     again.book_fails = False
     await restarted.run_until(again.now_ns() + 70 * NS)  # the first complete pass, and two more
     assert not restarted.reconciliation.incomplete and restarted.reconciliation.passes >= 3
-    assert f"{engine.trades.key_prefix}{trade.id}:stop:1" in restarted.executor.journaled_over
+    assert lookups == []  # nothing looked up inside a step: the journal's recent orders over were read at the start
     assert restarted.reconciliation.differences == {} and restarted.reconciliation.alerts == []
     assert [o.status for o in venue.exchange.orders.values()].count("cancelled") == 0
     restarted.journal.close()

@@ -512,3 +512,26 @@ def test_opening_a_journal_at_head_imports_no_alembic(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "j.db")], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_the_orders_of_trades_over_are_read_within_a_window_of_the_newest_order_with_their_exec_ids(journal_target):
+    """Recovery's read of the recent orders of trades that are over (the broker's book still lists the day's): an
+    order of an open trade is not one, an order older than the window before the newest order is not read, and
+    each order read comes with its status and journaled exec ids; ``orders_held`` looks up given keys."""
+    j = Journal.open(journal_target)
+    j.insert_trade(trade_row("T00001", state="closed"))
+    j.insert_trade(trade_row("T00002", state="open"))
+    j.insert_trade(trade_row("T00003", state="cancelled"))
+    for key, tid, status, made in (("tg:T00001:entry", "T00001", "filled", 100), ("tg:T00001:stop:1", "T00001",
+                                   "filled", 200), ("tg:T00002:entry", "T00002", "filled", 300),
+                                   ("tg:T00003:entry", "T00003", "cancelled", 10)):
+        j.insert_order({**order_row(key, tid, status), "created_ns": made})
+    for exec_id, key, tid in (("e1", "tg:T00001:entry", "T00001"), ("e2", "tg:T00001:stop:1", "T00001"),
+                              ("e3", "tg:T00001:stop:1", "T00001"), ("e4", "tg:T00002:entry", "T00002")):
+        j.insert_fill(dict(exec_id=exec_id, order_key=key, trade_id=tid, qty=Decimal(50), price=Decimal(10),
+                           commission=None, ts_ns=5))
+    assert j.orders_over(250) == {"tg:T00001:entry": ("filled", {"e1"}), "tg:T00001:stop:1": ("filled", {"e2", "e3"})}
+    assert set(j.orders_over(10**6)) == {"tg:T00001:entry", "tg:T00001:stop:1", "tg:T00003:entry"}
+    assert j.orders_over(0) == {}  # only the newest order is in a window of 0, and its trade is open
+    assert j.orders_held(["tg:T00002:entry", "tg:nobody"]) == {"tg:T00002:entry": ("filled", {"e4"})}
+    j.close()

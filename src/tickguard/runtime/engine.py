@@ -57,7 +57,13 @@ from tickguard.runtime.monitors import make_shadow, make_watchdog
 from tickguard.runtime.order_executor import OrderExecutor
 from tickguard.runtime.order_record import DuplicateIntent, OrderRecord
 from tickguard.runtime.reconciliation import Reconciler
-from tickguard.runtime.recovery import RecoveryReport, reconcile, remember_orders_over, restore
+from tickguard.runtime.recovery import (
+    RecoveryReport,
+    reconcile,
+    remember_orders_over,
+    restore,
+    unjournaled_executions,
+)
 from tickguard.runtime.telemetry import Telemetry
 from tickguard.runtime.vol_refresh import VolatilityRefresher
 from tickguard.runtime.watchdog import MarketDataHealth, Watchdog
@@ -198,7 +204,8 @@ class Engine:
             book = await self._startup_book()
             self.reconciler.baseline(book, self.broker.now_ns())  # an incomplete book: new entries wait
             assert self.journal is not None  # recovery is a journal's
-            self.recovery.mismatches += remember_orders_over(book, self.executor, self.journal)
+            remember_orders_over(book, self.executor, self.journal)
+            self.recovery.mismatches += unjournaled_executions(book, self.executor)
             with self._batch():  # what it re-sends goes out when this commits (the journal's after-commit hook)
                 reconcile(book, self.trades, self.executor, self.recovery, self._cancel_stray)
                 self._flush()

@@ -94,7 +94,7 @@ class Reconciler:
         self._full_every, self._routine = max(1, full_every), 0
         self.cancel_stray: Callable[[int], None] | None = None  # how an order of ours no live trade owns is cancelled
         # looks up in the journal the book's keys no order of the executor has (recovery.remember_orders_over)
-        self.remember_over: Callable[[OrderBook], list[str]] | None = None
+        self.remember_over: Callable[[OrderBook], None] | None = None
 
     # -------------------------------------------------------------------------------------- schedule
 
@@ -167,7 +167,7 @@ class Reconciler:
         self._due = now_ns + (self._retry if not complete else self._interval)
         if not isinstance(result, OrderBook) or not complete:
             return
-        if self.remember_over is not None:  # its lines of executions: ``_executions`` reports those, every pass
+        if self.remember_over is not None:
             self.remember_over(result)
         book = ours_only(result, self._executor, RecoveryReport(journal_id=self._journal_id))
         taken: list[str] = []

@@ -545,6 +545,22 @@ class Journal:
         return self._rows(sa.select(orders).where(orders.c.trade_id.in_(list(trade_ids)))
                           .order_by(orders.c.created_ns, orders.c.order_key))
 
+    def orders_over(self, within_ns: int) -> dict[str, tuple[str, set[str]]]:
+        """The orders of trades that are over (closed, rejected, cancelled) made within ``within_ns`` of the newest
+        order: each one's status and journaled exec ids (recovery: the broker's book still lists the day's)."""
+        newest = self._read(sa.select(sa.func.max(orders.c.created_ns)))[0][0]
+        if newest is None:
+            return {}
+        over = (sa.select(orders.c.order_key).join(trades, orders.c.trade_id == trades.c.trade_id)
+                .where(trades.c.state.in_(FINAL_TRADE_STATES), orders.c.created_ns >= newest - within_ns))
+        held: dict[str, tuple[str, set[str]]] = {
+            key: (status, set()) for key, status in self._read(
+                sa.select(orders.c.order_key, orders.c.status).where(orders.c.order_key.in_(over)))}
+        for key, exec_id in self._read(sa.select(fills.c.order_key, fills.c.exec_id)
+                                       .where(fills.c.order_key.in_(over))):
+            held[key][1].add(exec_id)
+        return held
+
     def orders_held(self, keys: Sequence[str]) -> dict[str, tuple[str, set[str]]]:
         """Of ``keys``, the orders this journal holds: each one's status and its journaled exec ids (recovery looks
         up the keys the broker's book of the day lists that no open trade owns - orders of trades already over)."""
