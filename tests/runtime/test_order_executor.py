@@ -533,3 +533,15 @@ def test_an_execution_applied_to_one_order_is_never_applied_to_another(parts, ca
     assert listener.fills == [("k1", 40, 99.0, 0)] and ex.orders["k2"].filled == 0 and ex.misrouted_fills == 2
     assert [r for r in anomaly_logs(caplog) if "applied to another order already" in r.getMessage()]
     assert ex.apply_fill(ex.orders["k2"], FillEvent(2, "k2", "e2", "DU1", "AAA", Action.SELL, 40, 99.0, 0))
+
+
+def test_an_execution_routed_by_its_order_id_to_an_order_of_another_key_is_not_applied(parts, caplog):
+    """The order id routes an execution; the key it names must be that order's (an order id used again - IB's id
+    sequence reset - or the adapter's and the executor's ids drifting apart would otherwise fill the wrong trade)."""
+    _, listener, ex = parts
+    ex.submit(intent("k1"))
+    ex.on_fill(FillEvent(1, "k9", "e1", "DU1", "AAA", Action.SELL, 40, 99.0, 0))
+    assert listener.fills == [] and ex.orders["k1"].filled == 0 and ex.misrouted_fills == 1
+    assert [r for r in anomaly_logs(caplog) if "names order k9" in r.getMessage()]
+    ex.on_fill(FillEvent(1, "k1", "e2", "DU1", "AAA", Action.SELL, 40, 99.0, 0))
+    assert listener.fills == [("k1", 40, 99.0, 0)]

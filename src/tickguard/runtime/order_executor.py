@@ -346,6 +346,13 @@ class OrderExecutor:
         if record is None:
             self.unknown_events += 1
             return
+        if event.ref and event.ref != record.intent.key:  # routed by its order id to an order of another key
+            self.misrouted_fills += 1
+            log.error("execution %s (%s @ %s) of order id %s names order %s, but that id is order %s's here - not "
+                      "applied", event.exec_id, event.qty, event.price, event.order_id, event.ref, record.intent.key)
+            self._note(record, "execution_of_another_order", {"exec_id": event.exec_id, "qty": event.qty,
+                                                              "price": event.price, "ref": event.ref})
+            return
         self.apply_fill(record, event)
 
     foreign_fills = 0  # executions refused: their account, symbol or side is not their order's (see _foreign)
