@@ -520,19 +520,19 @@ def test_the_orders_at_the_broker_are_kept_as_their_states_change(parts):
     assert seen == [[], ["k1"], ["k1"], ["k1"], ["k1"], ["k1", "k2"], ["k2"], [], ["k3"]]
 
 
-def test_an_execution_applied_to_one_order_is_never_applied_to_another(parts, caplog):
-    """An exec id is one execution: once applied to its order, the same id handed over for another order (a routing
-    fault, a book that names another order for it, the same execution listed twice) is refused with an ERROR and
-    counted - never a second fill of the position."""
+def test_an_execution_applied_to_one_order_is_never_applied_to_another_from_a_book(parts, caplog):
+    """An IB exec id is one execution: once applied to its order, a book (recovery, reconciliation) that names it for
+    another order too has it refused with an ERROR and counted - never a second fill of the position, and the other
+    order is not moved onto its order id.  Events are routed by order id and key (``on_fill``)."""
     _, listener, ex = parts
     ex.submit(intent("k1"))
     ex.submit(intent("k2"))
-    assert ex.apply_fill(ex.orders["k1"], FillEvent(1, "k1", "e1", "DU1", "AAA", Action.SELL, 40, 99.0, 0))
-    assert not ex.apply_fill(ex.orders["k2"], FillEvent(2, "k2", "e1", "DU1", "AAA", Action.SELL, 40, 99.0, 0))
-    ex.on_fill(FillEvent(2, "k2", "e1", "DU1", "AAA", Action.SELL, 40, 99.0, 0))
-    assert listener.fills == [("k1", 40, 99.0, 0)] and ex.orders["k2"].filled == 0 and ex.misrouted_fills == 2
+    assert ex.apply_found(ex.orders["k1"], FillEvent(1, "k1", "e1", "DU1", "AAA", Action.SELL, 40, 99.0, 0))
+    assert not ex.apply_found(ex.orders["k2"], FillEvent(1, "k2", "e1", "DU1", "AAA", Action.SELL, 40, 99.0, 0))
+    assert listener.fills == [("k1", 40, 99.0, 0)] and ex.orders["k2"].filled == 0 and ex.misrouted_fills == 1
+    assert ex.orders["k2"].order_id == 2 and ex._by_order_id[1] is ex.orders["k1"]
     assert [r for r in anomaly_logs(caplog) if "applied to another order already" in r.getMessage()]
-    assert ex.apply_fill(ex.orders["k2"], FillEvent(2, "k2", "e2", "DU1", "AAA", Action.SELL, 40, 99.0, 0))
+    assert ex.apply_found(ex.orders["k2"], FillEvent(2, "k2", "e2", "DU1", "AAA", Action.SELL, 40, 99.0, 0))
 
 
 def test_an_execution_routed_by_its_order_id_to_an_order_of_another_key_is_not_applied(parts, caplog):

@@ -230,13 +230,22 @@ class OrderExecutor:
         return record.final
 
     def apply_found(self, record: OrderRecord, event: FillEvent) -> bool:
-        """An execution of ``record``'s found in the broker's book (recovery, reconciliation), applied once: the
-        order is first adopted under the execution's order id when they differ - unless the execution was applied
-        to another order already, which ``apply_fill`` refuses (found by an independent review: the adoption came
-        first, and moved the order onto the other order's id - that order's later fills then went to this one, and a
-        cancel of this one cancelled the other)."""
-        if (event.exec_id not in record.exec_ids and event.exec_id not in self.applied_execs
-                and record.order_id != event.order_id):
+        """An execution of ``record``'s found in the broker's book (recovery, reconciliation), applied once and only
+        to one order: one applied to another order already is refused (ERROR, ``misrouted_fills``: a book that
+        listed one execution under two orders had it applied to both); else the order is adopted under the
+        execution's order id when they differ, then the execution applied.  Found by an independent review: the
+        adoption came first, and moved the order onto the other order's id - that order's later fills then went
+        to this one, and a cancel of this one cancelled the other."""
+        if event.exec_id in self.applied_execs and event.exec_id not in record.exec_ids:
+            # applied to another order already: a book names it for this one too (an IB exec id is one execution)
+            self.misrouted_fills += 1
+            log.error("order %s: execution %s (%s @ %s, order id %s) in the broker's book was applied to another "
+                      "order already - not applied again", record.intent.key, event.exec_id, event.qty, event.price,
+                      event.order_id)
+            self._note(record, "execution_of_another_order", {"exec_id": event.exec_id, "qty": event.qty,
+                                                              "price": event.price})
+            return False
+        if event.exec_id not in record.exec_ids and record.order_id != event.order_id:
             self.adopt(record.intent.key, event.order_id)
         return self.apply_fill(record, event)
 
@@ -356,7 +365,7 @@ class OrderExecutor:
         self.apply_fill(record, event)
 
     foreign_fills = 0  # executions refused: their account, symbol or side is not their order's (see _foreign)
-    misrouted_fills = 0  # executions refused: applied to another order already (apply_fill)
+    misrouted_fills = 0  # executions refused: of another order (on_fill's key, apply_found's exec id)
 
     def _foreign(self, record: OrderRecord, event: FillEvent) -> list[str]:
         """How a fill differs from its order's intent in account, symbol or side (empty: it is the order's).
@@ -369,9 +378,9 @@ class OrderExecutor:
     def apply_fill(self, record: OrderRecord, event: FillEvent) -> bool:
         """Apply an execution to its order, once per exec id; returns whether it was new.  The same execution
         again (a reconnect, a reconciliation, a restart) is logged and brings at most a commission not yet had.
-        A fill whose account, symbol or side is not its order's is foreign: never applied (ERROR, counted); so is
-        one whose exec id was applied to another order (``misrouted_fills``) - an execution is applied once, and
-        only to one order."""
+        A fill whose account, symbol or side is not its order's is foreign: never applied (ERROR, counted).  (An
+        exec id applied to another order is refused where a book names it, ``apply_found``: events are routed by
+        their order id and key, ``on_fill``, and the simulator numbers a new run's executions from 1 again.)"""
         why = self._foreign(record, event)
         if why:
             self.foreign_fills += 1
@@ -379,14 +388,6 @@ class OrderExecutor:
                       event.exec_id, event.qty, event.price, event.order_id, "; ".join(why))
             self._note(record, "foreign_execution", {"exec_id": event.exec_id, "qty": event.qty, "price": event.price,
                                                      "account": event.account, "symbol": event.symbol, "why": why})
-            return False
-        if event.exec_id in self.applied_execs and event.exec_id not in record.exec_ids:
-            # applied to another order already (an exec id is one execution): once, and only to its own order
-            self.misrouted_fills += 1
-            log.error("order %s: execution %s (%s @ %s, order id %s) was applied to another order already - not "
-                      "applied again", record.intent.key, event.exec_id, event.qty, event.price, event.order_id)
-            self._note(record, "execution_of_another_order", {"exec_id": event.exec_id, "qty": event.qty,
-                                                              "price": event.price})
             return False
         if event.exec_id in record.exec_ids:
             self.replays += 1
