@@ -335,6 +335,23 @@ def test_stop_while_entry_working_cancels_entry_and_flattens_late_fill(tm, clock
     assert extra.leg == "stop" and extra.qty == 50 and extra.key.endswith(":stop:2")
 
 
+def test_an_entry_fill_after_its_cancel_makes_the_trade_live_again_with_its_stop(tm, clock, market):
+    """A fill that raced the entry's cancel is applied late (the executor's late fill): the position exists, so the
+    trade is live again - open, its stop armed, its snapshot saying so, restored by a restart.  Found by an
+    independent review: it stayed cancelled (a final state, never restored) with a position that lost its stop at
+    the next restart."""
+    trade = tm.submit(req(entry_type=OrderType.LIMIT, limit_price=100.0))
+    entry = _entry_intent(trade)
+    tm.outbox = []
+    tm.on_intent_closed(entry, OrderStatus.CANCELLED, trade.request.qty, "cancelled by client")
+    assert trade.state is TradeState.CANCELLED and trade.id not in {t.id for t in tm.live_trades()}
+    tm.on_fill(entry, 100, 100.0, clock(), 1.0)
+    assert trade.state is TradeState.OPEN and trade.id in {t.id for t in tm.live_trades()}
+    assert [e["event"] for e in trade.history][-3:] == ["revived", "entry_fill", "state"]
+    [stop] = feed(tm, market, 97.0)
+    assert stop.leg == "stop" and stop.qty == 100
+
+
 def test_volatility_update_never_loosens_stop_by_default(tm, clock, market):
     trade = tm.submit(req(rules=[StopLoss(distance=1.0), TakeProfit(distance=2.0)]))
     fill_entry(tm, clock, trade, price=100.0)

@@ -271,6 +271,8 @@ class TradeManager:
         if applied != execution.qty:  # halted before anything is applied, so nothing of it can fire
             stop_automation(trade, self.book, self.stops)
         if applied > 0 and intent.leg == "entry":
+            if trade.state in (TradeState.CANCELLED, TradeState.REJECTED):
+                self._revive(trade, intent)
             self._entry_fill(trade, applied, price, ts_ns)
         elif applied > 0:
             leg = trade.leg(intent.leg)
@@ -299,6 +301,16 @@ class TradeManager:
             stop_automation(trade, self.book, self.stops)
         trade.reason = f"{trade.reason}; {why}" if before is TradeState.HALTED else why
         self._emit(trade, "halted", {"from": before.value, "reason": why})
+
+    def _revive(self, trade: Trade, intent: OrderIntent) -> None:
+        """An entry fill after the entry ended unfilled (a fill that raced its cancel, applied late by the executor):
+        the position exists, so the trade is live again - the fill arms its levels, its snapshot says so, a restart
+        restores it.  Found by an independent review: it stayed cancelled with its position, its stop armed while
+        the engine ran but gone after a restart (a final trade is not restored)."""
+        before = trade.state
+        trade.state = TradeState.PENDING_ENTRY  # the fill that follows makes it open (``_refresh_state``)
+        self._emit(trade, "revived", {"from": before.value, "key": intent.key,
+                                      "reason": "an entry fill after its entry ended unfilled"})
 
     def _entry_fill(self, trade: Trade, qty: Decimal, price: Decimal, ts_ns: int) -> None:
         first = trade.entry_filled == 0
