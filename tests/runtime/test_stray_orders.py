@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from decimal import Decimal
+from typing import Any
 
 from test_recovery import ACCOUNT, NS, opened, settings, started
 
@@ -148,8 +149,9 @@ async def test_a_target_and_the_stop_of_one_trade_found_at_the_broker_are_both_c
     assert b.trades.trades[trade.id].state.value == "closed" and venue.positions(ACCOUNT).get(sym, 0.0) == 0.0
 
 
-async def closed_then_restarted(tmp_path) -> tuple[Engine, Engine, Trade, str]:
-    """A trade that closed (its stop filled), then a restart on the same journal and the same day at the venue."""
+async def closed(tmp_path) -> tuple[Any, Engine, Trade, str]:
+    """An engine whose one trade closed (its stop filled), its journal closed: the settings, the engine, the trade
+    and its stop's key - for a restart on the same journal and the same day at the venue."""
     s = settings(str(tmp_path / "j.db"), start="2026-11-23T10:00:00-05:00")
     a = await started(s)
     trade = await opened(a, TradeRequest(symbol="SIM001", side=Side.LONG, qty=Decimal(100), account=ACCOUNT,
@@ -157,7 +159,13 @@ async def closed_then_restarted(tmp_path) -> tuple[Engine, Engine, Trade, str]:
     while trade.state.value != "closed":
         await a.run_until(a.broker.now_ns() + NS)
     a.journal.close()
-    return a, await started(s, a.venue), trade, f"{a.trades.key_prefix}{trade.id}:stop:1"
+    return s, a, trade, f"{a.trades.key_prefix}{trade.id}:stop:1"
+
+
+async def closed_then_restarted(tmp_path) -> tuple[Engine, Engine, Trade, str]:
+    """A trade that closed (its stop filled), then a restart on the same journal and the same day at the venue."""
+    s, a, trade, key = await closed(tmp_path)
+    return a, await started(s, a.venue), trade, key
 
 
 async def test_the_orders_of_a_trade_over_before_a_restart_are_no_strays(tmp_path):
@@ -179,15 +187,8 @@ async def test_the_orders_of_a_trade_over_before_a_restart_are_no_strays(tmp_pat
 async def test_an_order_of_a_trade_over_that_still_works_at_the_broker_is_cancelled_and_reported(tmp_path):
     """An order the journal holds for a trade that is over must not be working: nothing manages it (a fill would open
     a position no trade holds).  One found working at the start is cancelled and reported, as a stray would be."""
-    s = settings(str(tmp_path / "j.db"), start="2026-11-23T10:00:00-05:00")
-    a = await started(s)
-    trade = await opened(a, TradeRequest(symbol="SIM001", side=Side.LONG, qty=Decimal(100), account=ACCOUNT,
-                                         rules=[StopLoss(distance=0.02)]))
-    while trade.state.value != "closed":
-        await a.run_until(a.broker.now_ns() + NS)
-    a.journal.close()
+    s, a, _trade, key = await closed(tmp_path)  # its stop's order journaled (filled); a second one under it works
     venue = a.venue
-    key = f"{a.trades.key_prefix}{trade.id}:stop:1"  # journaled (filled); a second order under it works there
     far = round(venue.last_ticks["SIM001"].ask * 1.5, 2)
     venue.place(BrokerOrder(key, ACCOUNT, "SIM001", Action.SELL, Decimal(100), OrderType.LIMIT, far))
     venue.advance_to(venue.now_ns + NS)
@@ -202,14 +203,7 @@ async def test_an_order_of_a_trade_over_that_still_works_at_the_broker_is_cancel
 async def test_an_unreadable_status_of_an_order_over_is_logged_not_a_crash(tmp_path, caplog):
     """Found by an independent review: a closed trade's order with a status that is no order state (a hand-edited or
     damaged journal) stopped the start with a ValueError; it is read as restore reads one - unknown, with an ERROR."""
-    s = settings(str(tmp_path / "j.db"), start="2026-11-23T10:00:00-05:00")
-    a = await started(s)
-    trade = await opened(a, TradeRequest(symbol="SIM001", side=Side.LONG, qty=Decimal(100), account=ACCOUNT,
-                                         rules=[StopLoss(distance=0.02)]))
-    while trade.state.value != "closed":
-        await a.run_until(a.broker.now_ns() + NS)
-    a.journal.close()
-    key = f"{a.trades.key_prefix}{trade.id}:stop:1"
+    s, a, _trade, key = await closed(tmp_path)
     with sqlite3.connect(tmp_path / "j.db") as db:
         db.execute("UPDATE orders SET status = 'pending_cancel' WHERE order_key = ?", (key,))
     b = await started(s, a.venue)
@@ -226,12 +220,10 @@ async def test_an_execution_of_an_order_over_that_the_journal_lacks_is_reported_
     order under its key filled): never applied to any trade, reported UNRECONCILED with its key at the start - and
     one that comes while running is a difference each pass, raised once (an execution with no order was said once
     and never raised)."""
-    a, b, _trade, key = await closed_then_restarted(tmp_path)
-    b.journal.close()
+    s, a, _trade, key = await closed(tmp_path)
     venue = a.venue
     venue.place(BrokerOrder(key, ACCOUNT, "SIM001", Action.SELL, Decimal(10), OrderType.MARKET))
     venue.advance_to(venue.now_ns + NS)
-    s = settings(str(tmp_path / "j.db"), start="2026-11-23T10:00:00-05:00")
     c = await started(s, venue)
     [line] = [line for line in c.recovery.lines() if key in line]
     assert "UNRECONCILED" in line and "an order of a trade that is over; not in the journal, not applied" in line

@@ -253,6 +253,7 @@ class OrderExecutor:
         """An order of this journal whose trade was over before this start: known by its key (never a stray while
         it is not working at the broker), its executions applied already."""
         self.journaled_over[key] = status
+        self.looked_up.add(key)
         self.applied_execs.update(exec_ids)
 
     def exits_waiting(self) -> bool:

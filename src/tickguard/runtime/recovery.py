@@ -134,9 +134,7 @@ def restore(journal: Journal, trades: TradeManager, executor: OrderExecutor) -> 
     # the recent orders of trades already over: the broker's book lists them (the day's orders, executions of up to
     # a week), and they are no strays - known from the start, not looked up inside an engine step later (a lookup of
     # 10,000 keys after an unreadable start held the loop 0.16 s on SQLite, 0.4 s on PostgreSQL: a review)
-    for key, (status, exec_ids) in journal.orders_over(OVER_WINDOW_NS).items():
-        executor.remember_over(key, _status({"order_key": key, "status": status}), exec_ids)
-        executor.looked_up.add(key)
+    _remember(executor, journal.orders_over(OVER_WINDOW_NS))
     return report
 
 
@@ -204,8 +202,13 @@ def remember_orders_over(book: OrderBook, executor: OrderExecutor, journal: Jour
             if k.startswith(prefix) and k not in executor.looked_up}
     if not keys:
         return
-    executor.looked_up.update(keys)
-    for key, (status, exec_ids) in journal.orders_held(sorted(keys)).items():
+    executor.looked_up.update(keys)  # found or not
+    _remember(executor, journal.orders_held(sorted(keys)))
+
+
+def _remember(executor: OrderExecutor, held: dict[str, tuple[str, set[str]]]) -> None:
+    """Orders of trades that are over, as the journal holds them (key -> status, exec ids), made known as such."""
+    for key, (status, exec_ids) in held.items():
         executor.remember_over(key, _status({"order_key": key, "status": status}), exec_ids)
 
 

@@ -553,13 +553,7 @@ class Journal:
             return {}
         over = (sa.select(orders.c.order_key).join(trades, orders.c.trade_id == trades.c.trade_id)
                 .where(trades.c.state.in_(FINAL_TRADE_STATES), orders.c.created_ns >= newest - within_ns))
-        held: dict[str, tuple[str, set[str]]] = {
-            key: (status, set()) for key, status in self._read(
-                sa.select(orders.c.order_key, orders.c.status).where(orders.c.order_key.in_(over)))}
-        for key, exec_id in self._read(sa.select(fills.c.order_key, fills.c.exec_id)
-                                       .where(fills.c.order_key.in_(over))):
-            held[key][1].add(exec_id)
-        return held
+        return self._orders_with_execs(lambda key: key.in_(over))
 
     def orders_held(self, keys: Sequence[str]) -> dict[str, tuple[str, set[str]]]:
         """Of ``keys``, the orders this journal holds: each one's status and its journaled exec ids (recovery looks
@@ -568,12 +562,16 @@ class Journal:
         keys = list(keys)
         for start in range(0, len(keys), 500):  # within any SQLite's limit of bound values
             chunk = keys[start:start + 500]
-            for key, status in self._read(sa.select(orders.c.order_key, orders.c.status)
-                                          .where(orders.c.order_key.in_(chunk))):
-                held[key] = (status, set())
-            for key, exec_id in self._read(sa.select(fills.c.order_key, fills.c.exec_id)
-                                           .where(fills.c.order_key.in_(chunk))):
-                held[key][1].add(exec_id)
+            held.update(self._orders_with_execs(lambda key, chunk=chunk: key.in_(chunk)))
+        return held
+
+    def _orders_with_execs(self, which: Callable[[Any], Any]) -> dict[str, tuple[str, set[str]]]:
+        """The status and journaled exec ids of the orders whose key ``which`` (a condition on a key column) picks."""
+        held: dict[str, tuple[str, set[str]]] = {
+            key: (status, set()) for key, status in self._read(
+                sa.select(orders.c.order_key, orders.c.status).where(which(orders.c.order_key)))}
+        for key, exec_id in self._read(sa.select(fills.c.order_key, fills.c.exec_id).where(which(fills.c.order_key))):
+            held[key][1].add(exec_id)
         return held
 
     def fills_of(self, trade_ids: Sequence[str]) -> list[dict[str, Any]]:
