@@ -42,7 +42,8 @@ def open_journal(settings: Settings, create: bool = True, kind: str | None = Non
     if not target:
         return None
     journal = Journal.open(target, create=create, synchronous=settings.journal.sqlite_synchronous,
-                           for_engine=kind is not None)  # one engine per journal (store/engine_lock.py)
+                           for_engine=kind is not None,  # one engine per journal (store/engine_lock.py)
+                           exit_log=settings.journal.exit_log)
     if kind is not None:
         try:
             journal.claim(kind)

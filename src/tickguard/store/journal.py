@@ -46,6 +46,7 @@ from tickguard.store.engine_lock import (
     temporary,
 )
 from tickguard.store.exact import NotExactError, NotFiniteError, json_dumps
+from tickguard.store.exit_log import ExitLog, ExitLogError, ExitRecords, apply_pending, committed_seq, files_of, usable
 from tickguard.store.schema import events, fills, journal_meta, legs, orders, trades, volatility
 from tickguard.store.sqlite_writes import SqliteWrites
 from tickguard.store.wal_checkpoint import WalCheckpointer
@@ -167,18 +168,26 @@ class Journal:
         self._lock: FileLock | AdvisoryLock | None = None  # held by a running engine (store/engine_lock.py)
         self._fence: Fence | None = None  # its turn, read back before each of its commits (engine_lock.Fence)
         self._insert_fill = _insert_new(engine.dialect.name, fills, "exec_id")
+        self._path: Path | None = None  # SQLite: the file (its exit logs lie beside it)
+        self._exit_log_wanted = False  # opened for an engine, SQLite with synchronous=NORMAL, not switched off
+        self._exits: ExitRecords | None = None  # the exit log, once an engine took the journal over (exit_log.py)
+        self._unlogged = False  # a write of the open transaction the exit log cannot hold (SQLAlchemy's path)
 
     # -------------------------------------------------------------------------------------- opening
 
     @classmethod
     def open(cls, target: str | Path, create: bool = True, synchronous: str = "NORMAL",
-             for_engine: bool = False) -> Journal:
+             for_engine: bool = False, exit_log: bool = True) -> Journal:
         """Open (and, if ``create``, create or migrate) the journal at a SQLite path or a database URL.
 
         ``for_engine``: held for one running engine until ``close`` (or the process's death), taken before the
         journal is read or migrated; a second engine is refused with ``JournalInUse`` naming the holder
         (store/engine_lock.py - two engines would both send a trade's exit).  Readers take no lock, but migrate a
-        journal only under it: never under a running engine of another version."""
+        journal only under it: never under a running engine of another version.
+
+        ``exit_log``: an engine's exits on SQLite with ``synchronous`` NORMAL are made durable by an append to its
+        exit log, not by a COMMIT (store/exit_log.py); what the logs of an engine that stopped hold is applied
+        here, under the lock, before anything reads the journal."""
         where = describe(target)
         opened: list[Any] = [None, None, None]  # the engine, the connection, the lock - as far as they got
         try:
@@ -199,6 +208,8 @@ class Journal:
         journal = cls(engine, where, conn)
         journal._lock = lock
         if not is_url(target):  # the log is copied into the file by a thread, never inside a commit
+            journal._path = Path(target)
+            journal._exit_log_wanted = exit_log and for_engine and synchronous.upper() == "NORMAL" and usable()
             journal._checkpointer = WalCheckpointer(Path(target), synchronous.upper()).start()
             weakref.finalize(journal, journal._checkpointer.stop, 0)  # a journal dropped unclosed stops it too
         return journal
@@ -217,6 +228,22 @@ class Journal:
             with contextlib.suppress(sa.exc.SQLAlchemyError):
                 self._conn.rollback()
             raise JournalError(f"journal {self.where} cannot be written: {exc.orig}") from exc
+        if self._path is not None:
+            self._open_exit_log(self._path)
+
+    def _open_exit_log(self, path: Path) -> None:
+        """After the token: what an engine that ran until now logged is applied (its commits are refused from now on,
+        and the token's write waited for its open transaction), then this engine's own log is opened."""
+        try:
+            with self._engine.connect() as conn:
+                con = conn.connection.driver_connection
+                apply_pending(con, path, self.where)  # type: ignore[arg-type]
+                seq = committed_seq(con)  # type: ignore[arg-type]
+            if self._exit_log_wanted and self._fast is not None:
+                self._exits = ExitRecords(ExitLog(path, self.journal_id), seq)
+                self._fast.ops = []
+        except ExitLogError as exc:
+            raise JournalError(f"journal {self.where}: {exc}") from None
 
     def _superseded(self) -> JournalInUse | None:
         """After a failed write: whether it failed because another engine took the journal over (its rows in the
@@ -235,6 +262,8 @@ class Journal:
     def close(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.stop()
+        if self._exits is not None:  # kept when it holds records not committed: the next start applies them
+            self._exits.log.close(remove=not self._exits.open)
         if self._lock is not None:  # after the last write: the next engine may start now
             self._lock.release()
             self._lock = None
@@ -276,6 +305,7 @@ class Journal:
             if fast is not None:
                 rows = fast
             else:
+                self._unlogged = True  # the exit log holds the driver's writes only: this transaction commits
                 if self._fast is not None:  # SQLAlchemy's path, inside the journal's transaction on the driver
                     self._fast.begin(stmt, params)
                 result = self._conn.execute(stmt, params) if params is not None else self._conn.execute(stmt)
@@ -316,6 +346,8 @@ class Journal:
         if self._fast is not None:
             if fence is not None:  # still this engine's turn? (engine_lock.Fence)
                 fence.check(self._fast.scalar(fence.sql))
+            if self._exits is not None:  # the exit records this transaction holds are committed with it
+                self._exits.seal(self._fast.driver())
             self._fast.commit()
         else:
             if isinstance(self._lock, AdvisoryLock):  # still the locked session? (a reconnect takes it again)
@@ -335,12 +367,15 @@ class Journal:
             self._abandon(f"a write of the transaction was refused ({refused})")
             raise JournalError(f"journal {self.where}: a write of this transaction was refused ({refused}); the "
                                "transaction is rolled back - nothing it records will be sent")
-        if self._fast is not None and self.position == self._settled:
+        if self._fast is not None and self.position == self._settled and (self._early or not self._logged()):
             return  # SQLite: nothing written since the last commit (a transaction begun by ready(), or none) -
             # known without asking the driver, which every engine step's end would otherwise do (bench/read_cost.py)
         if not self._in_transaction():
             return
         started = time.perf_counter_ns()
+        if self._early and self._exits is not None and not self._unlogged:
+            self._log_exits(started)
+            return
         try:
             self._end_transaction()
         except BaseException as exc:
@@ -359,6 +394,10 @@ class Journal:
         self.commits += 1
         self.last_commit_ns = time.perf_counter_ns() - started  # for the commit-latency metric
         self._committed = self._settled = self.position
+        if self._exits is not None:
+            self._exits.committed()
+            self._fast.ops = []  # type: ignore[union-attr]
+            self._unlogged = False
         self._notify()
         if self._fast is not None and not self._early:
             # The next transaction's BEGIN now, after the sends: not on the next exit's path.  Not after an exit's
@@ -366,6 +405,35 @@ class Journal:
             # so a BEGIN here sat between the commit and the order on the wire; the placement's own journal note
             # (its order id) begins the next transaction, after the send.
             self._fast.ready()
+
+    def _logged(self) -> bool:
+        """Exit records in the open transaction (appended to the exit log, not committed to SQLite yet)?"""
+        return self._exits is not None and bool(self._exits.open)
+
+    def _log_exits(self, started: int) -> None:
+        """An exit's commit through the exit log (store/exit_log.py): the fence read inside the open transaction -
+        which holds SQLite's write lock since its first write - then its writes appended in one record.  The
+        transaction stays open: the step's commit commits it, with the record's number."""
+        assert self._exits is not None and self._fast is not None
+        fence = self._fence
+        try:
+            if fence is not None:
+                fence.check(self._fast.scalar(fence.sql))
+            ops, self._fast.ops = self._fast.ops, []
+            self._exits.append(ops)  # type: ignore[arg-type]
+        except BaseException as exc:
+            self._abandon("the exit log could not be written")
+            if isinstance(exc, Superseded):
+                raise JournalInUse(superseded(self.where, exc.holder)) from None
+            if isinstance(exc, ExitLogError):
+                raise JournalError(f"journal {self.where}: {exc}") from None
+            if isinstance(exc, sqlite3.Error):
+                raise JournalError(f"journal {self.where}: a commit failed: {exc}") from exc
+            raise
+        self.commits += 1
+        self.last_commit_ns = time.perf_counter_ns() - started
+        self._committed = self._settled = self.position
+        self._notify()
 
     def _prepare(self) -> None:
         """Run the before-commit hooks, then write the batch's waiting event rows; all join the transaction about to
@@ -394,12 +462,34 @@ class Journal:
                 self._fast.rollback()
             else:
                 self._conn.rollback()
+        if self._fast is not None and self._exits is not None:
+            self._fast.ops = []
+            self._unlogged = False
+            if self._exits.open:  # on the wire already: the journal must hold them, in a transaction of their own
+                self._reapply_exits()
         if self.position > self._settled:
             self.rollbacks += 1
             self._voided += ((self._settled + 1, self.position),)
             log.error("journal %s: %s; %d write(s) rolled back - nothing they record will be sent", self.where, why,
                       self.position - self._settled)
         self._settled = self.position
+
+    def _reapply_exits(self) -> None:
+        assert self._exits is not None and self._fast is not None
+        fence = self._fence
+
+        def check(con: sqlite3.Connection) -> None:
+            if fence is not None:
+                fence.check(con.execute(fence.sql).fetchone()[0])
+
+        try:
+            self._exits.reapply(self._fast.driver(), check)
+        except BaseException as exc:
+            log.critical("journal %s: %d exit record(s) whose orders may be on the wire are in the exit log %s only "
+                         "(%s); the next start applies them", self.where, len(self._exits.open), self._exits.log.path,
+                         exc)
+            raise JournalError(f"journal {self.where}: exits on the wire could not be committed ({exc}); they are in "
+                               f"the exit log {self._exits.log.path}, which the next start applies") from exc
 
     def receipt(self) -> CommitReceipt:
         """What is committed now."""
@@ -525,7 +615,8 @@ class Journal:
         connection's would then be refused (SQLite does not let a transaction write on an outdated snapshot) and
         the WAL checkpoint held back (found by an independent review).  So that snapshot is given up at once."""
         rows = self._conn.execute(stmt).all()
-        if self._fast is not None and self.position == self._settled and self._fast.in_transaction():
+        if (self._fast is not None and self.position == self._settled and not self._logged()
+                and self._fast.in_transaction()):
             try:
                 self._fast.restart()
             except sqlite3.Error:
@@ -739,6 +830,8 @@ def _check_and_migrate(engine: sa.Engine, where: str, create: bool, path: Path |
     whose next write would meet tables it does not know."""
     with engine.connect() as conn:
         current, _ = schema_revision(conn, where)
+    if path is not None and current is not None and (current == HEAD_REVISION or current in known_revisions()):
+        _apply_exit_logs(engine, where, path, held)  # written by that revision's engine: before any migration
     if current == HEAD_REVISION:
         return
     if current is None:
@@ -768,6 +861,27 @@ def _check_and_migrate(engine: sa.Engine, where: str, create: bool, path: Path |
         lock.release()
         if conn is not None:
             conn.close()
+
+
+def _apply_exit_logs(engine: sa.Engine, where: str, path: Path, held: bool) -> None:
+    """Apply what the exit logs of engines that stopped hold (store/exit_log.py), under the engine lock - held for
+    an engine, taken for a moment by a reader (a running engine applied them at its start, and commits its own)."""
+    if not files_of(path):
+        return
+    lock = None
+    if not held:
+        try:
+            lock = temporary(path, where)
+        except LockHeld:
+            return
+    try:
+        with engine.connect() as conn:
+            apply_pending(conn.connection.driver_connection, path, where)  # type: ignore[arg-type]
+    except ExitLogError as exc:
+        raise JournalError(f"journal {where}: {exc}") from None
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _migrate(engine: sa.Engine, where: str) -> None:

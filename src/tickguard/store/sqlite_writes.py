@@ -75,8 +75,12 @@ class SqliteWrites:
         self._conn = conn
         self._dialect = conn.dialect
         self._prepared: dict[tuple[int, tuple[str, ...]], _Prepared] = {}
+        # the writes of the open transaction as the driver ran them (sql, values), kept while the journal has an
+        # exit log (store/exit_log.py); None: not kept
+        self.ops: list[tuple[str, Any]] | None = None
 
-    def _driver(self) -> sqlite3.Connection:
+    def driver(self) -> sqlite3.Connection:
+        """The driver's connection (the exit log's writes use it too: store/exit_log.py)."""
         return self._conn.connection.driver_connection  # type: ignore[return-value]
 
     def begin(self, stmt: sa.Executable, params: Any) -> sqlite3.Connection:
@@ -86,7 +90,7 @@ class SqliteWrites:
         try:
             if not self._conn.in_transaction():
                 self._conn.begin()  # the begin listener issues the driver's BEGIN (if none is open)
-            con = self._driver()
+            con = self.driver()
             if not con.in_transaction:
                 con.execute("BEGIN")
             return con
@@ -94,7 +98,7 @@ class SqliteWrites:
             raise _as_sqlalchemys(stmt, params, exc) from exc
 
     def in_transaction(self) -> bool:
-        return self._driver().in_transaction
+        return self.driver().in_transaction
 
     def ready(self) -> None:
         """Begin the next transaction now, if none is open: the journal calls it after a commit and its hooks (the
@@ -103,7 +107,7 @@ class SqliteWrites:
         first statement: an open one blocks neither other readers nor the WAL checkpoint.  A BEGIN refused here
         is left to ``begin``, where the write that needs it raises it."""
         try:
-            con = self._driver()
+            con = self.driver()
             if not con.in_transaction:
                 con.execute("BEGIN")
         except sqlite3.Error:
@@ -113,23 +117,23 @@ class SqliteWrites:
         """End a transaction that wrote nothing (a read's snapshot with it) and begin the next (see ``ready``).
         Rolled back, not committed: a write that failed part-way (rows of an ``executemany`` before the one refused)
         may have left rows in it that the journal never counted - and never checked against its fence."""
-        self._driver().rollback()
+        self.driver().rollback()
         self.ready()
 
     def scalar(self, sql: str) -> Any:
         """The first column of the first row of ``sql`` (a constant statement: the driver caches it), inside the
         open transaction."""
-        row = self._driver().execute(sql).fetchone()
+        row = self.driver().execute(sql).fetchone()
         return None if row is None else row[0]
 
     def commit(self) -> None:
         """The driver's COMMIT (its error is the driver's own)."""
-        self._driver().commit()
+        self.driver().commit()
 
     def rollback(self) -> None:
         """Roll the driver's transaction back, and SQLAlchemy's idea of one."""
         try:
-            self._driver().rollback()
+            self.driver().rollback()
         finally:
             self._conn.rollback()
 
@@ -157,8 +161,8 @@ class SqliteWrites:
         prepared = self._get(stmt, first)  # type: ignore[arg-type]
         if not prepared.supported:
             return None
-        if many:
-            cursor = dbapi.executemany(prepared.sql, [prepared.row(p) for p in params])  # type: ignore[union-attr]
-        else:
-            cursor = dbapi.execute(prepared.sql, prepared.row(params))  # type: ignore[arg-type]
+        values = [prepared.row(p) for p in params] if many else prepared.row(params)  # type: ignore[union-attr,arg-type]
+        cursor = dbapi.executemany(prepared.sql, values) if many else dbapi.execute(prepared.sql, values)
+        if self.ops is not None:
+            self.ops.append((prepared.sql, values))
         return cursor.rowcount

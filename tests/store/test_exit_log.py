@@ -1,0 +1,239 @@
+"""The SQLite journal's exit log (store/exit_log.py): an exit's writes durable by one append, committed to the
+journal after the send - and applied exactly once, by that commit or by the next start after a kill."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from test_journal import order_row, trade_row
+
+from tickguard.store import exit_log
+from tickguard.store.journal import Journal, JournalError, JournalInUse
+
+
+def engine_journal(path: Path, **kw) -> Journal:
+    journal = Journal.open(path, for_engine=True, **kw)
+    journal.take_over()  # as Engine.start does: the exit log is the engine's from here
+    return journal
+
+
+def seen(path: Path) -> tuple[list[str], str | None]:
+    """What another connection reads: the order keys committed, and the exit log's number."""
+    con = sqlite3.connect(path)
+    try:
+        keys = [r[0] for r in con.execute("SELECT order_key FROM orders ORDER BY order_key")]
+        seq = con.execute("SELECT value FROM journal_meta WHERE name = 'exit_log_seq'").fetchone()
+        return keys, seq[0] if seq else None
+    finally:
+        con.close()
+
+
+def records(path: Path) -> list[tuple[int, list]]:
+    out: list[tuple[int, list]] = []
+    for log in exit_log.files_of(path):
+        out += exit_log.read(log)[1]
+    return out
+
+
+def test_an_exits_commit_is_one_record_and_the_steps_commit_puts_it_in_the_journal(tmp_path):
+    path = tmp_path / "j.db"
+    journal = engine_journal(path)
+    journal.insert_trade(trade_row())
+    receipts = []
+    journal.after_commit.append(receipts.append)
+    with journal.batch():
+        journal.insert_order(order_row("tg:T00001:stop", status="pending"))
+        at = journal.position
+        journal.commit_now(early=True)
+        assert receipts[-1].covers(at)  # released: durable in the log
+        assert seen(path) == ([], None)  # not yet in SQLite
+        assert [seq for seq, _ in records(path)] == [1]
+        ops = records(path)[0][1]
+        assert len(ops) == 1 and ops[0][0].startswith("INSERT INTO orders")
+        journal.update_order("tg:T00001:stop", status="submitted", broker_order_id=7)  # the send's note
+    assert seen(path) == (["tg:T00001:stop"], "1")
+    journal.close()
+    assert exit_log.files_of(path) == []  # everything committed: a clean stop leaves no log
+
+
+CHILD = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {tests!r})
+    from test_journal import order_row
+    from tickguard.store.journal import Journal
+    journal = Journal.open({path!r}, for_engine=True)
+    journal.take_over()
+    with journal.batch():
+        journal.insert_order(order_row("tg:T00001:stop", status="pending"))
+        journal.commit_now(early=True)
+        if {point!r} == "logged":
+            print("LOGGED", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+    print("COMMITTED", flush=True)  # the record is in the journal and still in the log
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+@pytest.mark.parametrize("point", ["logged", "committed"])
+def test_a_kill_after_an_exits_record_loses_nothing_and_the_record_is_applied_once(tmp_path, point):
+    path = tmp_path / "j.db"
+    first = Journal.open(path, for_engine=True)
+    first.insert_trade(trade_row())
+    first.close()
+    child = subprocess.run([sys.executable, "-c", CHILD.format(tests=str(Path(__file__).parent), path=str(path),
+                                                               point=point)], capture_output=True, text=True)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert child.stdout.strip() == point.upper()
+    assert seen(path) == ((["tg:T00001:stop"], "1") if point == "committed" else ([], None))
+    assert [seq for seq, _ in records(path)] == [1]
+    again = engine_journal(path)  # applied (or skipped: already in the journal) before anything reads it
+    assert [o["order_key"] for o in again.orders_of(["T00001"])] == ["tg:T00001:stop"]
+    assert seen(path) == (["tg:T00001:stop"], "1")
+    assert [seq for seq, _ in records(path)] == []  # the dead engine's log is gone, once applied
+    with again.batch():  # this engine numbers on from the journal's record
+        again.insert_order(order_row("tg:T00001:target", status="pending"))
+        again.commit_now(early=True)
+        assert [seq for seq, _ in records(path)] == [2]
+    again.close()
+    assert seen(path) == (["tg:T00001:stop", "tg:T00001:target"], "2")
+
+
+def test_a_reader_applies_a_dead_engines_log_but_never_a_running_engines(tmp_path):
+    path = tmp_path / "j.db"
+    first = Journal.open(path, for_engine=True)
+    first.insert_trade(trade_row())
+    first.close()
+    child = subprocess.run([sys.executable, "-c", CHILD.format(tests=str(Path(__file__).parent), path=str(path),
+                                                               point="logged")], capture_output=True, text=True)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    running = engine_journal(path)  # applies the dead one's log; its own log is open and locked
+    with running.batch():
+        running.insert_order(order_row("tg:T00001:target", status="pending"))
+        running.commit_now(early=True)
+        reader = Journal.open(path, create=False)  # a running engine holds the journal: its log is left alone
+        assert [seq for seq, _ in records(path)] == [2]
+        assert sorted(o["order_key"] for o in reader.orders_of(["T00001"])) == ["tg:T00001:stop"]
+        reader.close()
+    running.close()
+    assert seen(path) == (["tg:T00001:stop", "tg:T00001:target"], "2")
+
+
+def test_a_read_after_an_exits_record_leaves_the_exit_in_its_transaction(tmp_path):
+    """A read with nothing written since the last commit ends its transaction (its snapshot, ``Journal._read``):
+    after an exit's record the transaction holds that exit, and must stay."""
+    path = tmp_path / "j.db"
+    journal = engine_journal(path)
+    journal.insert_trade(trade_row())
+    with journal.batch():
+        journal.insert_order(order_row("tg:T00001:stop", status="pending"))
+        journal.commit_now(early=True)
+        assert [o["order_key"] for o in journal.orders_of(["T00001"])] == ["tg:T00001:stop"]
+    assert seen(path) == (["tg:T00001:stop"], "1")
+    journal.close()
+
+
+def test_a_write_refused_after_an_exits_record_voids_itself_only_and_the_exit_stays(tmp_path):
+    path = tmp_path / "j.db"
+    journal = engine_journal(path)
+    journal.insert_trade(trade_row())
+    receipts = []
+    journal.after_commit.append(receipts.append)
+    with pytest.raises(JournalError, match="refused"), journal.batch():
+        journal.insert_order(order_row("tg:T00001:stop", status="pending"))
+        journal.commit_now(early=True)  # on the wire from here
+        journal.insert_order(order_row("tg:T00001:target", status="pending"))
+        later = journal.position
+        with pytest.raises(Exception, match="UNIQUE"):
+            journal.insert_order(order_row("tg:T00001:stop", status="pending"))  # refused; the caller went on
+    assert seen(path) == (["tg:T00001:stop"], "1")  # the exit again, in a transaction of its own
+    assert journal.receipt().void(later)
+    journal.close()
+    assert exit_log.files_of(path) == []
+
+
+def test_a_superseded_engine_logs_no_exit(tmp_path):
+    path = tmp_path / "j.db"
+    first = engine_journal(path)
+    first.insert_trade(trade_row())
+    (tmp_path / "j.db.lock").unlink()  # its lock broken: the next engine gets one of its own
+    second = Journal.open(path, for_engine=True)
+    assert len(exit_log.files_of(path)) == 1  # the first's log: its writer lives (it may append until fenced)
+    second.take_over()
+    with pytest.raises(JournalInUse, match="was taken over"), first.batch():
+        first.insert_order(order_row("tg:T00001:stop", status="pending"))
+        first.commit_now(early=True)
+    assert records(path) == []
+    assert seen(path) == ([], None)
+    first.close()
+    second.close()
+
+
+@pytest.mark.parametrize("how", [{"synchronous": "FULL"}, {"exit_log": False}])
+def test_without_the_exit_log_an_exit_waits_for_sqlites_commit(tmp_path, how):
+    path = tmp_path / "j.db"
+    journal = engine_journal(path, **how)
+    journal.insert_trade(trade_row())
+    with journal.batch():
+        journal.insert_order(order_row("tg:T00001:stop", status="pending"))
+        journal.commit_now(early=True)
+        assert seen(path) == (["tg:T00001:stop"], None)
+    assert exit_log.files_of(path) == []
+    journal.close()
+
+
+def _log_with(path: Path, journal_id: str, *payloads: bytes) -> Path:
+    log = path.with_name(path.name + ".exits-0123456789abcdef")
+    log.write_bytes(b"tickguard exit log 1\n" + journal_id.encode() + b"\n" + b"".join(payloads))
+    return log
+
+
+def _record(seq: int, ops: list) -> bytes:
+    import marshal
+    import struct
+    import zlib
+
+    payload = marshal.dumps(ops, 4)
+    return struct.pack("<4sIIQ", b"TGX1", len(payload), zlib.crc32(payload), seq) + payload
+
+
+def test_a_record_cut_short_is_ignored_and_a_damaged_or_foreign_log_is_refused_by_name(tmp_path):
+    path = tmp_path / "j.db"
+    journal = Journal.open(path, for_engine=True)
+    journal.insert_trade(trade_row())
+    jid = journal.journal_id
+    journal.close()
+    good = _record(1, [("INSERT INTO journal_meta (name, value) VALUES (?, ?)", ("probe", "1"))])
+    log = _log_with(path, jid, good, _record(2, [("DELETE FROM trades", ())])[:-3])  # the second cut short
+    Journal.open(path, for_engine=True).close()
+    assert not log.exists()
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT value FROM journal_meta WHERE name = 'probe'").fetchone() == ("1",)
+    assert con.execute("SELECT count(*) FROM trades").fetchone() == (1,)
+    con.close()
+
+    damaged = bytearray(_record(3, [("DELETE FROM trades", ())]))
+    damaged[-2] ^= 0xFF
+    log = _log_with(path, jid, bytes(damaged), _record(4, [("DELETE FROM trades", ())]))
+    with pytest.raises(JournalError, match=f"exit log {log}.* is damaged at byte"):
+        Journal.open(path, for_engine=True)
+    log.unlink()
+    log = _log_with(path, "another-journal", _record(5, [("DELETE FROM trades", ())]))
+    with pytest.raises(JournalError, match="belongs to another journal"):
+        Journal.open(path, for_engine=True)
+    log.write_bytes(b"tickguard exit log 1\n" + jid.encode() + b"\n" + _record(6, [("DELETE FROM trades", (1,))]))
+    with pytest.raises(JournalError, match="cannot be applied .*the journal was not changed"):
+        Journal.open(path, for_engine=True)
+    log.write_bytes(b"tickguard exit log 1\n" + jid.encode() + b"\n"
+                    + _record(7, [("DELETE FROM trades", (compile("1", "x", "eval"),))]))
+    with pytest.raises(JournalError, match="cannot be read|not a list of writes"):
+        Journal.open(path, for_engine=True)
+    log.unlink()
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT count(*) FROM trades").fetchone() == (1,)
+    con.close()
