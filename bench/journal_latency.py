@@ -137,9 +137,9 @@ class Probe:
             if journal.commits > made:
                 self.commit_ns.append(time.perf_counter_ns() - t0)
 
-        def counted_write(stmt: Any, params: Any = None) -> int:
+        def counted_write(stmt: Any, params: Any = None, defer: bool = False) -> int:
             self.rows += 1
-            return write(stmt, params)
+            return write(stmt, params, defer)
 
         def counted_event(*args: Any, **kwargs: Any) -> None:
             self.events += 1

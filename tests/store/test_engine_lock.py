@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from test_exit_log import idle
 from test_journal_id_migration import _alembic
 
 from tickguard.config import load
@@ -252,6 +253,24 @@ def test_an_engine_that_fails_to_start_releases_its_journal(tmp_path, monkeypatc
     open_journal(s, kind="simulated" if session == "sim" else "live").close()
 
 
+def test_an_engine_writing_to_the_journal_keeps_a_next_engine_whose_lock_was_broken_out_with_a_clear_error(
+        tmp_path, monkeypatch):
+    """A running engine holds SQLite's write lock between its commits (its exit log: store/exit_log.py): a next
+    engine on a broken lock cannot even open the journal while it writes - refused, by name, never half-started."""
+    import tickguard.store.journal as journal_module
+
+    monkeypatch.setattr(journal_module, "BUSY_TIMEOUT_MS", 100)  # how long the next one waits for the lock
+    s = settings(str(tmp_path / "j.db"))
+    first = open_journal(s, kind="simulated")
+    first.take_over()
+    first.save_volatility("AAA", 1.0, 2.0, 1)
+    (tmp_path / "j.db.lock").unlink()
+    with pytest.raises(JournalError, match="another process is writing to the journal .*stop it"):
+        open_journal(s, kind="simulated")
+    first.save_volatility("AAA", 1.2, 2.2, 2)  # the first goes on
+    first.close()
+
+
 def test_an_engine_whose_lock_file_was_deleted_is_fenced_off_by_the_next_engine(tmp_path):
     """A lock is a convention its holder cannot see broken (here: its file deleted under it, so the next engine
     gets a lock of its own).  The token the next engine writes at its start refuses every later commit of the
@@ -262,8 +281,10 @@ def test_an_engine_whose_lock_file_was_deleted_is_fenced_off_by_the_next_engine(
     first.take_over()  # as Engine.start does, once connected
     first.save_volatility("AAA", 1.0, 2.0, 1)
     (tmp_path / "j.db.lock").unlink()
+    idle(first)  # it holds SQLite's write lock between its commits (its exit log), and lets go when idle
     second = open_journal(s, kind="simulated")
     first.save_volatility("AAA", 1.2, 2.2, 1)  # the second has not taken over yet (its start may still fail)
+    idle(first)
     second.take_over()
     with pytest.raises(JournalInUse, match="was taken over by another tickguard engine after this one started"):
         first.save_volatility("AAA", 1.5, 2.5, 2)
@@ -324,6 +345,7 @@ def test_an_engine_takes_the_journal_over_only_once_connected(tmp_path):
         asyncio.run(start(fail=True))
     first.save_volatility("AAA", 1.0, 2.0, 1)  # still its turn
     (tmp_path / "j.db.lock").unlink()
+    idle(first)
     asyncio.run(start(fail=False))
     with pytest.raises(JournalInUse, match="was taken over"):
         first.save_volatility("AAA", 1.5, 2.5, 2)

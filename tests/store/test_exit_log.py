@@ -14,7 +14,16 @@ import pytest
 from test_journal import order_row, trade_row
 
 from tickguard.store import exit_log
-from tickguard.store.journal import Journal, JournalError, JournalInUse
+from tickguard.store.journal import IDLE_LOCK_NS, Journal, JournalError, JournalInUse
+
+
+def idle(journal: Journal) -> None:
+    """An engine step that writes nothing, a while after its last write: it lets go of SQLite's write lock, held
+    between its commits (Journal._ready, _release_idle_lock)."""
+    now = journal.clock() + IDLE_LOCK_NS + 1
+    journal.clock = lambda: now
+    with journal.batch():
+        pass
 
 
 def engine_journal(path: Path, **kw) -> Journal:
@@ -150,11 +159,31 @@ def test_a_write_refused_after_an_exits_record_voids_itself_only_and_the_exit_st
         journal.insert_order(order_row("tg:T00001:target", status="pending"))
         later = journal.position
         with pytest.raises(Exception, match="UNIQUE"):
-            journal.insert_order(order_row("tg:T00001:stop", status="pending"))  # refused; the caller went on
+            journal.insert_trade(trade_row())  # refused (a write that runs at once); the caller went on
     assert seen(path) == (["tg:T00001:stop"], "1")  # the exit again, in a transaction of its own
     assert journal.receipt().void(later)
     journal.close()
     assert exit_log.files_of(path) == []
+
+
+def test_an_exits_order_row_runs_after_its_record_and_a_row_sqlite_refuses_then_stops_the_journal_loudly(tmp_path):
+    """The order row is bound before the record (a value refused there stops the exit before anything) and run
+    by SQLite after the send.  A row SQLite refuses then (the executor refuses a key used twice before it gets
+    here: a fault) cannot be undone: a JournalError naming the log, and a start refuses the log rather than
+    apply half of it - the operator moves it aside, and recovery adopts the order at the broker by its key."""
+    path = tmp_path / "j.db"
+    journal = engine_journal(path)
+    journal.insert_trade(trade_row())
+    journal.insert_order(order_row("tg:T00001:stop", status="pending"))
+    with pytest.raises(JournalError, match=r"exits on the wire could not be committed .*UNIQUE.*exit log"), \
+            journal.batch():
+        journal.insert_order(order_row("tg:T00001:stop", status="pending"))  # bound only: no error yet
+        journal.commit_now(early=True)
+        assert [seq for seq, _ in records(path)] == [1]  # released
+        journal.orders_of(["T00001"])  # the next statement runs it
+    journal.close()
+    with pytest.raises(JournalError, match="exit logs of journal .* cannot be applied .*UNIQUE"):
+        Journal.open(path, for_engine=True)
 
 
 def test_a_superseded_engine_logs_no_exit(tmp_path):
@@ -162,6 +191,7 @@ def test_a_superseded_engine_logs_no_exit(tmp_path):
     first = engine_journal(path)
     first.insert_trade(trade_row())
     (tmp_path / "j.db.lock").unlink()  # its lock broken: the next engine gets one of its own
+    idle(first)
     second = Journal.open(path, for_engine=True)
     assert len(exit_log.files_of(path)) == 1  # the first's log: its writer lives (it may append until fenced)
     second.take_over()

@@ -178,11 +178,13 @@ def test_a_begin_sqlite_refuses_is_a_journal_error_on_either_write_path(tmp_path
             return getattr(real, name)
 
     monkeypatch.setattr(type(j._conn.connection), "driver_connection", property(lambda self: RefusesBegin()))
+    j._fast._dbapi = None  # the driver's connection is kept from its first use (sqlite_writes.SqliteWrites.driver)
     with pytest.raises(JournalError, match="database is locked"):
         j.insert_order(order_row("tg:T00001:hot"))  # the hot path
     with pytest.raises(JournalError, match="database is locked"):
         j.save_volatility("AAA", 1.0, 1.0, 1)  # SQLAlchemy's path
     monkeypatch.undo()
+    j._fast._dbapi = None
     j.close()
 
 

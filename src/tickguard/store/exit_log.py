@@ -65,6 +65,10 @@ _SET_SEQ = ("INSERT INTO journal_meta (name, value) VALUES (?, ?) "
 _TRUNCATE_AT = 256 * 1024  # a log holding only committed records is emptied past this size (after a commit)
 
 
+BUSY = ("another process is writing to the journal (an engine still running on it, whose lock file was removed?): "
+        "stop it, then start again")
+
+
 class ExitLogError(RuntimeError):
     """An exit log cannot be written, read or applied (the message names the file and what was wrong)."""
 
@@ -223,7 +227,10 @@ def apply_pending(con: sqlite3.Connection, journal: Path, where: str) -> int:
     paths = files_of(journal)
     if not paths:
         return 0
-    con.execute("BEGIN IMMEDIATE")
+    try:
+        con.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise ExitLogError(f"its exit logs cannot be applied: {exc} - {BUSY}") from None
     try:
         own = con.execute("SELECT value FROM journal_meta WHERE name = 'journal_id'").fetchone()
         done = committed_seq(con)
@@ -245,7 +252,8 @@ def apply_pending(con: sqlite3.Connection, journal: Path, where: str) -> int:
             set_seq(con, pending[-1][0])
         con.execute("COMMIT")
     except BaseException as exc:
-        con.execute("ROLLBACK")
+        with contextlib.suppress(sqlite3.Error):
+            con.execute("ROLLBACK")
         if isinstance(exc, sqlite3.Error):
             raise ExitLogError(f"the exit logs of journal {where} cannot be applied ({exc}); the journal was not "
                                "changed") from None

@@ -29,7 +29,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 
@@ -46,9 +46,18 @@ from tickguard.store.engine_lock import (
     temporary,
 )
 from tickguard.store.exact import NotExactError, NotFiniteError, json_dumps
-from tickguard.store.exit_log import ExitLog, ExitLogError, ExitRecords, apply_pending, committed_seq, files_of, usable
+from tickguard.store.exit_log import (
+    BUSY,
+    ExitLog,
+    ExitLogError,
+    ExitRecords,
+    apply_pending,
+    committed_seq,
+    files_of,
+    usable,
+)
 from tickguard.store.schema import events, fills, journal_meta, legs, orders, trades, volatility
-from tickguard.store.sqlite_writes import SqliteWrites
+from tickguard.store.sqlite_writes import BUSY_TIMEOUT_MS, SqliteWrites
 from tickguard.store.wal_checkpoint import WalCheckpointer
 
 FINAL_TRADE_STATES = ("closed", "rejected", "cancelled")
@@ -66,6 +75,10 @@ _INSERT_LEG = legs.insert()
 _INSERT_ORDER = orders.insert()
 _UPDATE_ORDER = orders.update().where(orders.c.order_key == sa.bindparam("key_"))
 _INSERT_EVENT = events.insert()
+# an exit's fence read when none of its writes ran yet (all deferred): it takes SQLite's write lock, so an engine
+# taking the journal over (its token's write needs that lock) waits for this transaction's commit, record and all
+_LOCKING_READ = f"UPDATE journal_meta SET value = value WHERE name = '{Fence.NAME}' RETURNING value"
+IDLE_LOCK_NS = 1_000_000_000  # an engine's write lock is let go after this long without a write (``_ready``)
 _SET_FILL_COMMISSION = (fills.update().where(fills.c.exec_id == sa.bindparam("key_"), fills.c.commission.is_(None)))
 
 
@@ -172,6 +185,8 @@ class Journal:
         self._exit_log_wanted = False  # opened for an engine, SQLite with synchronous=NORMAL, not switched off
         self._exits: ExitRecords | None = None  # the exit log, once an engine took the journal over (exit_log.py)
         self._unlogged = False  # a write of the open transaction the exit log cannot hold (SQLAlchemy's path)
+        self.clock: Callable[[], int] = time.monotonic_ns  # when the write lock was taken (``_ready``)
+        self._locked_at = 0
 
     # -------------------------------------------------------------------------------------- opening
 
@@ -227,7 +242,8 @@ class Journal:
         except sa.exc.DBAPIError as exc:
             with contextlib.suppress(sa.exc.SQLAlchemyError):
                 self._conn.rollback()
-            raise JournalError(f"journal {self.where} cannot be written: {exc.orig}") from exc
+            busy = f" - {BUSY}" if "locked" in str(exc.orig) else ""
+            raise JournalError(f"journal {self.where} cannot be written: {exc.orig}{busy}") from exc
         if self._path is not None:
             self._open_exit_log(self._path)
 
@@ -242,6 +258,7 @@ class Journal:
             if self._exit_log_wanted and self._fast is not None:
                 self._exits = ExitRecords(ExitLog(path, self.journal_id), seq)
                 self._fast.ops = []
+                self._fast.immediate = True
         except ExitLogError as exc:
             raise JournalError(f"journal {self.where}: {exc}") from None
 
@@ -293,20 +310,33 @@ class Journal:
         finally:
             self._early = False
 
-    def _write(self, stmt: sa.Executable, params: dict[str, Any] | list[dict[str, Any]] | None = None) -> int:
+    def _write(self, stmt: sa.Executable, params: dict[str, Any] | list[dict[str, Any]] | None = None,
+               defer: bool = False) -> int:
         """Execute one write (committed at once outside a batch); returns the rows it touched (the rows it returned,
         for a ``RETURNING`` statement: psycopg's rowcount is not to be trusted for an ``ON CONFLICT DO NOTHING``).
 
         The hot writes (events, trade snapshots, legs, orders) pass a constant statement and their values as
         ``params``: SQLAlchemy then compiles each statement once and reuses it, where building a statement with
-        ``.values(...)`` per write cost most of an exit's journal time (bench/wire_to_wire.py's profile)."""
+        ``.values(...)`` per write cost most of an exit's journal time (bench/wire_to_wire.py's profile).
+
+        ``defer`` (a write whose result no caller reads): with an exit log, bound now and run by SQLite just before
+        the journal's next statement - after the send, for an exit's order row (``SqliteWrites.defer``)."""
         try:
-            fast = self._fast.write(stmt, params) if params is not None and self._fast is not None else None
+            fast = None
+            if params is not None and self._fast is not None:
+                if defer and self._exits is not None:
+                    fast = self._fast.defer(stmt, params)
+                else:
+                    if self._fast.deferred:
+                        self._fast.flush()
+                    fast = self._fast.write(stmt, params)
             if fast is not None:
                 rows = fast
             else:
                 self._unlogged = True  # the exit log holds the driver's writes only: this transaction commits
                 if self._fast is not None:  # SQLAlchemy's path, inside the journal's transaction on the driver
+                    if self._fast.deferred:
+                        self._fast.flush()
                     self._fast.begin(stmt, params)
                 result = self._conn.execute(stmt, params) if params is not None else self._conn.execute(stmt)
                 rows = len(result.all()) if result.returns_rows else result.rowcount
@@ -315,19 +345,7 @@ class Journal:
                 self._abandon("a write failed")
             raise
         except sa.exc.StatementError as exc:
-            if (taken := self._superseded()) is not None:  # another engine's rows in the way: no write error
-                self._abandon("another engine took the journal over")
-                raise taken from None
-            if self._depth == 0:
-                self._abandon("a write failed")
-            if isinstance(exc.orig, (NotExactError, NotFiniteError)):  # refused while binding: nothing was sent
-                raise exc.orig from None
-            if self._depth and self._refused is None:  # the batch's change can no longer commit whole
-                self._refused = f"{type(exc.orig).__name__}: {exc.orig}"
-            if isinstance(exc, sa.exc.OperationalError):  # the database, not the statement: locked, gone, full
-                raise JournalError(f"journal {self.where} cannot be written: {exc.orig} (is another process "
-                                   "holding it, or the disk full?)") from exc
-            raise
+            self._failed(exc)
         except Exception as exc:  # refused on the driver's path before anything was sent (a value JSON cannot hold)
             if self._depth and self._refused is None:  # nothing sent, but the batch's change is no longer whole
                 self._refused = f"{type(exc).__name__}: {exc}"
@@ -337,6 +355,29 @@ class Journal:
             self._commit()
         return rows
 
+    def _failed(self, exc: sa.exc.StatementError) -> NoReturn:
+        """A write the database refused (or SQLAlchemy, while binding): said as what it means for the journal."""
+        if (taken := self._superseded()) is not None:  # another engine's rows in the way: no write error
+            self._abandon("another engine took the journal over")
+            raise taken from None
+        if self._depth == 0:
+            self._abandon("a write failed")
+        if isinstance(exc.orig, (NotExactError, NotFiniteError)):  # refused while binding: nothing was sent
+            raise exc.orig from None
+        if self._depth and self._refused is None:  # the batch's change can no longer commit whole
+            self._refused = f"{type(exc.orig).__name__}: {exc.orig}"
+        if isinstance(exc, sa.exc.OperationalError):  # the database, not the statement: locked, gone, full
+            raise JournalError(f"journal {self.where} cannot be written: {exc.orig} (is another process "
+                               "holding it, or the disk full?)") from exc
+        raise exc
+
+    def _flush_deferred(self) -> None:
+        """Run the deferred writes now (before a read, which must see them)."""
+        try:
+            self._fast.flush()  # type: ignore[union-attr]
+        except sa.exc.StatementError as exc:
+            self._failed(exc)
+
     def _in_transaction(self) -> bool:
         return self._fast.in_transaction() if self._fast is not None else self._conn.in_transaction()
 
@@ -344,6 +385,7 @@ class Journal:
         """COMMIT the open transaction (the one place that does; SQLite's on its driver: sqlite_writes.py)."""
         fence = self._fence
         if self._fast is not None:
+            self._fast.flush()  # the writes deferred past an exit's send (``_write``'s ``defer``)
             if fence is not None:  # still this engine's turn? (engine_lock.Fence)
                 fence.check(self._fast.scalar(fence.sql))
             if self._exits is not None:  # the exit records this transaction holds are committed with it
@@ -368,9 +410,11 @@ class Journal:
             raise JournalError(f"journal {self.where}: a write of this transaction was refused ({refused}); the "
                                "transaction is rolled back - nothing it records will be sent")
         if self._fast is not None and self.position == self._settled and (self._early or not self._logged()):
+            if self._fast.locked and not self._early and self.clock() - self._locked_at > IDLE_LOCK_NS:
+                self._release_idle_lock()
             return  # SQLite: nothing written since the last commit (a transaction begun by ready(), or none) -
             # known without asking the driver, which every engine step's end would otherwise do (bench/read_cost.py)
-        if not self._in_transaction():
+        if not self._in_transaction() and not (self._fast is not None and self._fast.deferred):
             return
         started = time.perf_counter_ns()
         if self._early and self._exits is not None and not self._unlogged:
@@ -404,7 +448,33 @@ class Journal:
             # commit: the message budget releases that exit only once the commit returns (Engine._release_exits),
             # so a BEGIN here sat between the commit and the order on the wire; the placement's own journal note
             # (its order id) begins the next transaction, after the send.
-            self._fast.ready()
+            self._ready()
+
+    def _ready(self) -> None:
+        """Begin the next transaction (``SqliteWrites.ready``).  With an exit log it takes SQLite's write lock, and the
+        fence is read at once: while the lock is held no other engine can write its token, so the exits of this
+        transaction are released without a read of their own (a cold statement, ~50 us on the exit's path).  A
+        superseded engine is told at its next commit, whose read fails."""
+        assert self._fast is not None
+        if not self._fast.ready():
+            return
+        self._locked_at = self.clock()
+        if self._fence is not None:
+            try:
+                self._fence.check(self._fast.scalar(self._fence.sql))
+                self._fast.fenced = True
+            except (Superseded, sqlite3.Error):
+                pass
+
+    def _release_idle_lock(self) -> None:
+        """An engine that wrote nothing for a while lets go of SQLite's write lock (``_ready``), so that an engine
+        taking the journal over (its token's write needs it) is not kept waiting by an idle one; the lock is taken
+        again after the next commit."""
+        try:
+            self._fast.rollback_read()  # type: ignore[union-attr]
+            self._fast.driver().execute("BEGIN")  # type: ignore[union-attr]
+        except sqlite3.Error:
+            pass
 
     def _logged(self) -> bool:
         """Exit records in the open transaction (appended to the exit log, not committed to SQLite yet)?"""
@@ -417,8 +487,10 @@ class Journal:
         assert self._exits is not None and self._fast is not None
         fence = self._fence
         try:
-            if fence is not None:
-                fence.check(self._fast.scalar(fence.sql))
+            if fence is not None and not self._fast.fenced:  # read under SQLite's write lock (the locking read
+                self._fast.begin(_LOCKING_READ, None)        # takes it if no write ran yet): see ``_ready``
+                fence.check(self._fast.scalar(fence.sql if self._fast.locked else _LOCKING_READ))
+                self._fast.locked = self._fast.fenced = True
             ops, self._fast.ops = self._fast.ops, []
             self._exits.append(ops)  # type: ignore[arg-type]
         except BaseException as exc:
@@ -445,7 +517,7 @@ class Journal:
                 hook(self._early)
             if self._events:
                 rows, self._events = self._events, []
-                self._write(_INSERT_EVENT, rows)
+                self._write(_INSERT_EVENT, rows, defer=True)
         except BaseException:
             self._abandon("a write before the commit failed")
             raise
@@ -464,6 +536,7 @@ class Journal:
                 self._conn.rollback()
         if self._fast is not None and self._exits is not None:
             self._fast.ops = []
+            self._fast.deferred = []
             self._unlogged = False
             if self._exits.open:  # on the wire already: the journal must hold them, in a transaction of their own
                 self._reapply_exits()
@@ -517,7 +590,7 @@ class Journal:
         self._write(_INSERT_TRADE, row)
 
     def update_trade(self, trade_id: str, **values: Any) -> None:
-        self._write(_UPDATE_TRADE, {"key_": trade_id, **values})
+        self._write(_UPDATE_TRADE, {"key_": trade_id, **values}, defer=True)
 
     def put_legs(self, trade_id: str, rows: list[dict[str, Any]]) -> None:
         """Replace a trade's leg rows (a handful) with their current state."""
@@ -533,10 +606,10 @@ class Journal:
                           .order_by(legs.c.trade_id, legs.c.name))
 
     def insert_order(self, row: dict[str, Any]) -> None:
-        self._write(_INSERT_ORDER, row)
+        self._write(_INSERT_ORDER, row, defer=True)
 
     def update_order(self, order_key: str, **values: Any) -> None:
-        self._write(_UPDATE_ORDER, {"key_": order_key, **values})
+        self._write(_UPDATE_ORDER, {"key_": order_key, **values}, defer=True)
 
     def insert_fill(self, row: dict[str, Any]) -> bool:
         """Journal an execution once.  An exec id already journaled is a replay (a reconnect, a restart, another
@@ -614,11 +687,14 @@ class Journal:
         ahead of the next writes (``SqliteWrites.ready``) - until the next commit: a write after another
         connection's would then be refused (SQLite does not let a transaction write on an outdated snapshot) and
         the WAL checkpoint held back (found by an independent review).  So that snapshot is given up at once."""
+        if self._fast is not None and self._fast.deferred:
+            self._flush_deferred()
         rows = self._conn.execute(stmt).all()
         if (self._fast is not None and self.position == self._settled and not self._logged()
                 and self._fast.in_transaction()):
             try:
-                self._fast.restart()
+                self._fast.rollback_read()
+                self._ready()
             except sqlite3.Error:
                 self._abandon("ending a transaction that only read failed")  # nothing written: nothing void
         return rows
@@ -747,7 +823,7 @@ def _sqlite_engine(path: Path, create: bool, synchronous: str) -> sa.Engine:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=5000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA wal_autocheckpoint=0")  # never inside a commit: a thread of its own does it
         cur.close()
 

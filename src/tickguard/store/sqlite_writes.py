@@ -28,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 
 Params = dict[str, Any]
+BUSY_TIMEOUT_MS = 5000  # how long a statement waits for another connection's lock (the journal's PRAGMA busy_timeout)
 
 
 class _Prepared:
@@ -78,10 +79,26 @@ class SqliteWrites:
         # the writes of the open transaction as the driver ran them (sql, values), kept while the journal has an
         # exit log (store/exit_log.py); None: not kept
         self.ops: list[tuple[str, Any]] | None = None
+        # writes bound but not run yet (``defer``): run, in order, before any other statement of the connection
+        self.deferred: list[tuple[str, Any]] = []
+        # take SQLite's write lock when a transaction begins (``ready``), not at its first write: set with an exit
+        # log, whose exits run no statement that would take it before their record (store/exit_log.py)
+        self.immediate = False
+        self.locked = False  # the open transaction holds the write lock (a write ran in it, or it began IMMEDIATE)
+        # the journal read its fence since this transaction took the lock: no other engine can have written its
+        # token since (that write needs the lock), so an exit of this transaction need not read it again
+        self.fenced = False
+        self._dbapi: sqlite3.Connection | None = None
 
     def driver(self) -> sqlite3.Connection:
-        """The driver's connection (the exit log's writes use it too: store/exit_log.py)."""
-        return self._conn.connection.driver_connection  # type: ignore[return-value]
+        """The driver's connection (the exit log's writes use it too: store/exit_log.py); kept, not looked up
+        through SQLAlchemy's pool each time (~20 us cold, on an exit's path), until a rollback."""
+        if self._dbapi is None:
+            self._dbapi = self._conn.connection.driver_connection  # type: ignore[assignment]
+        return self._dbapi  # type: ignore[return-value]
+
+    def _unlock(self) -> None:
+        self.locked = self.fenced = False
 
     def begin(self, stmt: sa.Executable, params: Any) -> sqlite3.Connection:
         """The driver's connection inside a transaction (its BEGIN if none is open; SQLAlchemy's connection inside
@@ -100,25 +117,43 @@ class SqliteWrites:
     def in_transaction(self) -> bool:
         return self.driver().in_transaction
 
-    def ready(self) -> None:
+    def ready(self) -> bool:
         """Begin the next transaction now, if none is open: the journal calls it after a commit and its hooks (the
         sends), so that the next write - an exit's order row, between a crossing and the wire - finds it begun
         (~40 us of cold code there, bench/exit_path.py).  A deferred BEGIN takes no lock and no snapshot until its
         first statement: an open one blocks neither other readers nor the WAL checkpoint.  A BEGIN refused here
-        is left to ``begin``, where the write that needs it raises it."""
+        is left to ``begin``, where the write that needs it raises it.
+
+        ``immediate``: the write lock too, now (off the exit's path: an exit's deferred writes would take it between
+        the crossing and the wire).  Held until the transaction ends; another writer waits for it - there is none
+        while an engine runs, except one taking the journal over, whose token must wait for this engine's open
+        transaction (engine_lock.Fence).  If the lock is taken elsewhere right now, a deferred BEGIN without waiting.
+        Returns whether this call took the write lock."""
         try:
             con = self.driver()
-            if not con.in_transaction:
-                con.execute("BEGIN")
+            if con.in_transaction:
+                return False
+            if self.immediate:
+                con.execute("PRAGMA busy_timeout=0")
+                try:
+                    con.execute("BEGIN IMMEDIATE")
+                    self.locked = True
+                    return True
+                except sqlite3.OperationalError:
+                    pass
+                finally:
+                    con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            con.execute("BEGIN")
         except sqlite3.Error:
-            return
+            pass
+        return False
 
-    def restart(self) -> None:
-        """End a transaction that wrote nothing (a read's snapshot with it) and begin the next (see ``ready``).
+    def rollback_read(self) -> None:
+        """End a transaction that wrote nothing (a read's snapshot with it); the journal begins the next (``ready``).
         Rolled back, not committed: a write that failed part-way (rows of an ``executemany`` before the one refused)
         may have left rows in it that the journal never counted - and never checked against its fence."""
         self.driver().rollback()
-        self.ready()
+        self._unlock()
 
     def scalar(self, sql: str) -> Any:
         """The first column of the first row of ``sql`` (a constant statement: the driver caches it), inside the
@@ -129,21 +164,58 @@ class SqliteWrites:
     def commit(self) -> None:
         """The driver's COMMIT (its error is the driver's own)."""
         self.driver().commit()
+        self._unlock()
 
     def rollback(self) -> None:
         """Roll the driver's transaction back, and SQLAlchemy's idea of one."""
+        self._unlock()
         try:
             self.driver().rollback()
         finally:
+            self._dbapi = None
             self._conn.rollback()
 
     def write(self, stmt: sa.Executable, params: Params | list[Params]) -> int | None:
         """``execute`` inside the transaction (begun if none is); a driver error is raised as SQLAlchemy's."""
         con = self.begin(stmt, params)
         try:
-            return self.execute(con, stmt, params)
+            rows = self.execute(con, stmt, params)
         except sqlite3.Error as exc:
             raise _as_sqlalchemys(stmt, params, exc) from exc
+        self.locked = self.locked or rows is not None
+        return rows
+
+    def defer(self, stmt: sa.Executable, params: Params | list[Params]) -> int | None:
+        """Bind ``stmt`` with ``params`` now - a value a bind processor refuses raises here, before anything - and
+        run it later (``flush``): an exit's order row is in the exit log as bound, and SQLite runs it after the
+        send (store/exit_log.py).  The rows it will touch (as a write of one row or ``executemany`` does), or None
+        when this statement must take SQLAlchemy's path (nothing was bound)."""
+        many = isinstance(params, list)
+        prepared = self._get(stmt, params[0] if many else params)  # type: ignore[index,arg-type]
+        if not prepared.supported:
+            return None
+        values = [prepared.row(p) for p in params] if many else prepared.row(params)  # type: ignore[union-attr,arg-type]
+        self.deferred.append((prepared.sql, values))
+        if self.ops is not None:
+            self.ops.append((prepared.sql, values))
+        return len(values) if many else 1
+
+    def flush(self) -> None:
+        """Run the deferred writes, in order, inside the transaction (begun if none is); a driver error is raised as
+        SQLAlchemy's (the writes after it are dropped: their transaction can no longer commit whole)."""
+        deferred, self.deferred = self.deferred, []
+        if not deferred:
+            return
+        con = self.begin(*deferred[0])
+        for sql, values in deferred:
+            try:
+                if isinstance(values, list):
+                    con.executemany(sql, values)
+                else:
+                    con.execute(sql, values)
+            except sqlite3.Error as exc:
+                raise _as_sqlalchemys(sql, values, exc) from exc
+            self.locked = True
 
     def _get(self, stmt: sa.Executable, params: Params) -> _Prepared:
         key = (id(stmt), tuple(params))
