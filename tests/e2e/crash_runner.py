@@ -7,10 +7,11 @@ reaches it exits normally and the test fails).
 
 Points, in the order of an exit's life:
   decided             the exit is decided and handed to the executor, its journal transaction not committed
-  committed           its order record is committed, nothing sent yet (the exit's commit: its trade's snapshot
-                      follows in the next commit)
-  sent_before_snapshot the exit is on the wire, the commit after it (its trade's snapshot, the "sent" note) not
-                      made yet
+  committed           its order record is durable, nothing sent yet (the exit's commit: on SQLite a record in the
+                      engine's exit log, its rows not yet run by SQLite - store/exit_log.py; on PostgreSQL a
+                      COMMIT; its trade's snapshot follows in the next commit)
+  sent_before_snapshot the exit is on the wire, the commit after it (on SQLite: the exit's own rows too; its
+                      trade's snapshot, the "sent" note) not made yet
   wire_before_commit  a fault: the order reaches the broker *before* its commit (what write-ahead prevents;
                       simulated by sending it from here), then the process dies before the commit
   acknowledged        the broker acknowledged the order

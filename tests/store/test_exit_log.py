@@ -267,3 +267,80 @@ def test_a_record_cut_short_is_ignored_and_a_damaged_or_foreign_log_is_refused_b
     con = sqlite3.connect(path)
     assert con.execute("SELECT count(*) FROM trades").fetchone() == (1,)
     con.close()
+
+
+def test_an_exits_fence_is_read_under_the_write_lock_so_no_engine_takes_over_before_its_record_commits(
+        tmp_path, monkeypatch):
+    """An exit whose writes are all deferred has run no statement that takes SQLite's write lock: its fence read
+    takes it (``_LOCKING_READ``).  Read without it, another engine could take the journal over between that read
+    and the record - and start without the exit the first one then sends."""
+    import tickguard.store.journal as journal_module
+
+    monkeypatch.setattr(journal_module, "BUSY_TIMEOUT_MS", 100)
+    path = tmp_path / "j.db"
+    first = engine_journal(path)
+    first.insert_trade(trade_row())
+    idle(first)  # it let go of the lock: its next transaction has not written yet
+    (tmp_path / "j.db.lock").unlink()
+    second = Journal.open(path, for_engine=True)
+    real = first._exits.append
+    tried = []
+
+    def append(ops):  # between the first's fence read and its record: the second tries to take over
+        with pytest.raises(JournalError, match="another process is writing to the journal"):
+            second.take_over()
+        tried.append(True)
+        real(ops)
+
+    monkeypatch.setattr(first._exits, "append", append)
+    with first.batch():
+        first.insert_order(order_row("tg:T00001:stop", status="pending"))
+        first.commit_now(early=True)
+    assert tried and seen(path) == (["tg:T00001:stop"], "1")
+    second.close()
+    first.close()
+
+
+@pytest.mark.parametrize(("journal_settings", "logged"), [({}, True), ({"exit_log": False}, False),
+                                                          ({"sqlite_synchronous": "FULL"}, False)])
+def test_the_engines_journal_keeps_an_exit_log_as_configured(tmp_path, journal_settings, logged):
+    from tickguard.config import load
+    from tickguard.runtime.engine_factory import open_journal
+
+    path = tmp_path / "j.db"
+    journal = open_journal(load(None, {"journal": {"path": str(path), **journal_settings}}), kind="simulated")
+    journal.take_over()
+    journal.insert_trade(trade_row())
+    with journal.batch():
+        journal.insert_order(order_row("tg:T00001:stop", status="pending"))
+        journal.commit_now(early=True)
+        assert len(records(path)) == logged
+        assert seen(path)[0] == ([] if logged else ["tg:T00001:stop"])
+    journal.close()
+
+
+def test_the_sqlite_log_is_started_over_although_the_engine_holds_a_transaction_between_its_commits(
+        tmp_path, monkeypatch):
+    """A transaction begun right after each commit (``Journal._ready``) keeps a snapshot from before the checkpoint,
+    and SQLite starts its log over only for a writer whose snapshot began with the log wholly copied: held all the
+    time, the log grew without end.  Past ``WAL_FRAMES_HELD`` the next transactions begin deferred until it has."""
+    import tickguard.store.journal as journal_module
+
+    monkeypatch.setattr(journal_module, "WAL_FRAMES_HELD", 40)
+    path = tmp_path / "j.db"
+    journal = engine_journal(path)
+    checkpointer = journal._checkpointer
+    checkpointer.stop()  # its passes made here, one at a time
+    con = sqlite3.connect(path, isolation_level=None)
+    journal.insert_trade(trade_row())
+    frames = []
+    for n in range(60):
+        with journal.batch():
+            journal.insert_order(order_row(f"tg:T00001:stop:{n}", status="pending"))
+            journal.commit_now(early=True)
+        checkpointer.checkpoint(con)
+        frames.append(checkpointer.log_frames)
+    assert max(frames) >= 40 and frames[-1] < 40, frames  # past the mark, then started over
+    con.close()
+    journal.close()
+    assert seen(path)[0] == sorted(f"tg:T00001:stop:{n}" for n in range(60))

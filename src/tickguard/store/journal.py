@@ -78,6 +78,7 @@ _INSERT_EVENT = events.insert()
 # an exit's fence read when none of its writes ran yet (all deferred): it takes SQLite's write lock, so an engine
 # taking the journal over (its token's write needs that lock) waits for this transaction's commit, record and all
 _LOCKING_READ = f"UPDATE journal_meta SET value = value WHERE name = '{Fence.NAME}' RETURNING value"
+WAL_FRAMES_HELD = 1000  # SQLite's own automatic checkpoint size (~4 MB): past it, see ``_ready``
 IDLE_LOCK_NS = 1_000_000_000  # an engine's write lock is let go after this long without a write (``_ready``)
 _SET_FILL_COMMISSION = (fills.update().where(fills.c.exec_id == sa.bindparam("key_"), fills.c.commission.is_(None)))
 
@@ -456,6 +457,14 @@ class Journal:
         transaction are released without a read of their own (a cold statement, ~50 us on the exit's path).  A
         superseded engine is told at its next commit, whose read fails."""
         assert self._fast is not None
+        if self._exits is not None:
+            # A transaction begun at once holds a snapshot from then on, and SQLite starts its log over only for a
+            # writer whose snapshot began with the log wholly copied into the file - never the case right after a
+            # commit: held all the time, the log grew without end (17 MB per 1,000 exits).  Past a size, the next
+            # transactions begin deferred until the checkpoint thread has copied the log and SQLite started it
+            # over; their exits take the lock with their fence read meanwhile (``_log_exits``).
+            checkpointer = self._checkpointer
+            self._fast.immediate = checkpointer is None or checkpointer.log_frames < WAL_FRAMES_HELD
         if not self._fast.ready():
             return
         self._locked_at = self.clock()

@@ -31,6 +31,7 @@ class WalCheckpointer:
         self.synchronous = synchronous
         self.interval_s = interval_s
         self.checkpoints = 0  # passes that copied something (for tests and curiosity)
+        self.log_frames = 0  # frames in the log at the last pass (the journal's ``_ready`` reads it)
         self.failed = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"journal checkpoint {path.name}", daemon=True)
@@ -70,12 +71,13 @@ class WalCheckpointer:
 
     def checkpoint(self, con: sqlite3.Connection) -> None:
         try:
-            _busy, _frames, copied = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            _busy, frames, copied = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:  # the file went away, the disk is full: said once, tried again later
             self.failed += 1
             if self.failed == 1:
                 log.error("journal %s: checkpointing its log failed (%s); trying again every %gs", self.path, exc,
                           self.interval_s)
             return
+        self.log_frames = frames
         if copied > 0:
             self.checkpoints += 1
