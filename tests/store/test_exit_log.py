@@ -344,3 +344,81 @@ def test_the_sqlite_log_is_started_over_although_the_engine_holds_a_transaction_
     con.close()
     journal.close()
     assert seen(path)[0] == sorted(f"tg:T00001:stop:{n}" for n in range(60))
+
+
+def test_exits_on_the_wire_that_cannot_be_committed_again_keep_their_log_and_nothing_commits_after_them(tmp_path):
+    """From a review: the exits' own transaction after a rollback (``ExitRecords.reapply``) could not begin - the
+    write lock held elsewhere past the busy timeout - and the records were forgotten: close() removed their log,
+    with the order on the wire and no row anywhere.  Now they are kept, every later commit is refused (a commit
+    would record their numbers without their writes), and the next start applies them."""
+    import sqlalchemy as sa
+
+    path = tmp_path / "j.db"
+    journal = engine_journal(path)
+    journal.insert_trade(trade_row())
+    other = sqlite3.connect(path, isolation_level=None)  # an operator's sqlite3 shell, say
+    armed = []
+
+    def grab(conn):  # in the rollback, right after the driver's let the write lock go
+        if armed and conn is journal._conn:
+            armed.clear()
+            other.execute("BEGIN IMMEDIATE")
+            conn.connection.driver_connection.execute("PRAGMA busy_timeout=100")
+
+    sa.event.listen(journal._engine, "rollback", grab)
+    with pytest.raises(JournalError, match="exits on the wire could not be committed"), journal.batch():
+        journal.insert_order(order_row("tg:T00001:stop", status="pending"))
+        journal.commit_now(early=True)  # on the wire from here
+        journal.update_order("tg:T00001:stop", status="submitted")
+        later = journal.position
+        with pytest.raises(Exception, match="UNIQUE"):
+            journal.insert_trade(trade_row())  # a later write refused: the transaction rolls back
+        armed.append(True)
+    other.execute("ROLLBACK")
+    other.close()
+    assert journal.receipt().void(later)  # the rolled-back writes are void all the same
+    assert [seq for seq, _ in records(path)] == [1] and journal._exits.open  # kept: not committed
+    with pytest.raises(JournalError, match="exits on the wire could not be committed"):
+        journal.insert_trade(trade_row("T00002"))  # (its rollback applies the kept records: the lock is free now)
+    journal.close()
+    again = engine_journal(path)
+    assert [o["order_key"] for o in again.orders_of(["T00001"])] == ["tg:T00001:stop"]
+    assert [t["trade_id"] for t in again.list_trades()] == ["T00001"]
+    again.close()
+
+
+def test_a_value_bound_as_a_plain_type_is_logged_as_one(tmp_path):
+    """From a review: marshal takes only exact str, int and float - an enum member, which SQLite binds as its
+    value, raised a bare ValueError out of the exit's commit."""
+    import enum
+
+    class Status(enum.StrEnum):
+        PENDING = "pending"
+
+    path = tmp_path / "j.db"
+    journal = engine_journal(path)
+    journal.insert_trade(trade_row())
+    with journal.batch():
+        journal.insert_order(order_row("tg:T00001:stop", status=Status.PENDING))
+        journal.commit_now(early=True)
+        (_sql, values), = records(path)[0][1]
+        assert "pending" in values and all(type(v) in (str, int, float, bytes, type(None)) for v in values)
+    journal.close()
+
+
+def test_a_deferred_write_sqlite_would_refuse_for_a_missing_value_is_refused_when_bound_before_any_exit(tmp_path):
+    """A deferred write runs after the next exit's send: one SQLite would refuse then could not be undone (see
+    above).  A NULL in a NOT NULL column - the refusal a bound row can carry - is refused when it is bound, as
+    SQLite would: its transaction is void and nothing is sent."""
+    path = tmp_path / "j.db"
+    journal = engine_journal(path)
+    journal.insert_trade(trade_row())
+    receipts = []
+    journal.after_commit.append(receipts.append)
+    with pytest.raises(JournalError, match="refused .*NOT NULL constraint failed: orders.status"), journal.batch():
+        with pytest.raises(Exception, match="NOT NULL constraint failed: orders.status"):
+            journal.insert_order(order_row("tg:T00001:stop", status=None))
+        journal.insert_order(order_row("tg:T00001:target", status="pending"))
+        journal.commit_now(early=True)
+    assert records(path) == [] and seen(path) == ([], None)
+    journal.close()

@@ -109,7 +109,14 @@ class ExitLog:
 
     def append(self, seq: int, ops: Sequence[Op]) -> None:
         """One record, in one ``write``; on failure the file is cut back to what it held (no half record stays)."""
-        payload = marshal.dumps(ops, 4)
+        try:
+            payload = marshal.dumps(ops, 4)
+        except ValueError:  # a subclass of a plain type (an enum member): SQLite bound it as that type
+            try:
+                payload = marshal.dumps([(sql, _plain(values)) for sql, values in ops], 4)
+            except ValueError as exc:
+                raise ExitLogError(f"a value of this exit's writes cannot be logged ({exc}): not str, int, float, "
+                                   "bytes or None") from None
         record = _RECORD.pack(_RECORD_MAGIC, len(payload), zlib.crc32(payload), seq) + payload
         fd = self._fd
         if fd is None:
@@ -183,6 +190,20 @@ def read(path: Path) -> tuple[str, list[tuple[int, list[Op]]]]:
 
 
 _VALUE = (str, int, float, bytes, type(None))
+
+
+def _plain(values: Any) -> Any:
+    """Values as the plain types SQLite stored them as (``str(StrEnum member)`` is its value, as bound)."""
+    if isinstance(values, list):
+        return [_plain(v) for v in values]
+    return tuple(v if type(v) in _VALUE or v is None else _as_plain(v) for v in values)
+
+
+def _as_plain(value: Any) -> Any:
+    for kind in (bool, int, float, str, bytes):
+        if isinstance(value, kind):
+            return str.__str__(value) if kind is str else kind(value)
+    return value  # refused by marshal: ExitLog.append says which
 
 
 def _ops(payload: bytes, path: Path, at: int) -> list[Op]:
@@ -310,8 +331,8 @@ class ExitRecords:
         failed): in a transaction of their own, under the write lock, ``check`` (the fence) read inside it.  They are
         on the wire; the journal must hold them."""
         records, self.open = self.open, []
-        con.execute("BEGIN IMMEDIATE")
         try:
+            con.execute("BEGIN IMMEDIATE")
             check(con)
             done = committed_seq(con)
             for seq, ops in records:

@@ -186,6 +186,7 @@ class Journal:
         self._exit_log_wanted = False  # opened for an engine, SQLite with synchronous=NORMAL, not switched off
         self._exits: ExitRecords | None = None  # the exit log, once an engine took the journal over (exit_log.py)
         self._unlogged = False  # a write of the open transaction the exit log cannot hold (SQLAlchemy's path)
+        self._broken: str | None = None  # exits on the wire that could not be committed: nothing commits any more
         self.clock: Callable[[], int] = time.monotonic_ns  # when the write lock was taken (``_ready``)
         self._locked_at = 0
 
@@ -400,6 +401,9 @@ class Journal:
             self._conn.commit()
 
     def _commit(self) -> None:
+        if self._broken is not None:
+            self._abandon("the journal stopped committing")
+            raise JournalError(f"journal {self.where}: {self._broken}")
         if self._refused is None and (self.before_commit or self._events) and not self._preparing:
             self._prepare()
         if self._refused is not None:  # checked after the before-commit hooks: their writes can be refused too
@@ -547,14 +551,16 @@ class Journal:
             self._fast.ops = []
             self._fast.deferred = []
             self._unlogged = False
-            if self._exits.open:  # on the wire already: the journal must hold them, in a transaction of their own
-                self._reapply_exits()
-        if self.position > self._settled:
-            self.rollbacks += 1
-            self._voided += ((self._settled + 1, self.position),)
-            log.error("journal %s: %s; %d write(s) rolled back - nothing they record will be sent", self.where, why,
-                      self.position - self._settled)
-        self._settled = self.position
+        try:
+            if self._fast is not None and self._exits is not None and self._exits.open:
+                self._reapply_exits()  # on the wire already: the journal must hold them, in a transaction of their own
+        finally:
+            if self.position > self._settled:
+                self.rollbacks += 1
+                self._voided += ((self._settled + 1, self.position),)
+                log.error("journal %s: %s; %d write(s) rolled back - nothing they record will be sent", self.where,
+                          why, self.position - self._settled)
+            self._settled = self.position
 
     def _reapply_exits(self) -> None:
         assert self._exits is not None and self._fast is not None
@@ -567,6 +573,9 @@ class Journal:
         try:
             self._exits.reapply(self._fast.driver(), check)
         except BaseException as exc:
+            # nothing more commits in this process: a later commit would record these records' numbers without
+            # their writes, and the next start would skip them (their log is kept: see close)
+            self._broken = f"exits on the wire could not be committed ({exc}); restart to apply {self._exits.log.path}"
             log.critical("journal %s: %d exit record(s) whose orders may be on the wire are in the exit log %s only "
                          "(%s); the next start applies them", self.where, len(self._exits.open), self._exits.log.path,
                          exc)

@@ -32,7 +32,7 @@ BUSY_TIMEOUT_MS = 5000  # how long a statement waits for another connection's lo
 
 
 class _Prepared:
-    __slots__ = ("defaults", "names", "plan", "processors", "sql", "supported")
+    __slots__ = ("defaults", "names", "not_null", "plan", "processors", "sql", "supported")
 
     def __init__(self, stmt: sa.Executable, dialect: sa.Dialect, keys: Sequence[str]) -> None:
         # An INSERT's columns the call leaves out take their scalar defaults, as SQLAlchemy's execution gives
@@ -57,6 +57,13 @@ class _Prepared:
         self.supported = self.supported and not unknown
         # each parameter with its processor (None: the value as it is), looked up once, not per row
         self.plan: list[tuple[str, Callable[[Any], Any] | None]] = [(n, self.processors.get(n)) for n in self.names]
+        # the values a NOT NULL column takes (by position, with its name): a deferred write is checked when bound,
+        # where SQLite would refuse it only when it runs - after the exit's send (``SqliteWrites.defer``)
+        table = getattr(stmt, "table", None)
+        columns = table.c if table is not None else {}
+        self.not_null: list[tuple[int, str]] = [
+            (i, f"{table.name}.{n}") for i, n in enumerate(self.names)  # type: ignore[union-attr]
+            if (column := columns.get(n)) is not None and not column.nullable]
 
     def row(self, params: Params) -> tuple[Any, ...]:
         values = {**self.defaults, **params} if self.defaults else params
@@ -195,6 +202,11 @@ class SqliteWrites:
         if not prepared.supported:
             return None
         values = [prepared.row(p) for p in params] if many else prepared.row(params)  # type: ignore[union-attr,arg-type]
+        for row in values if many else (values,):
+            for i, name in prepared.not_null:
+                if row[i] is None:
+                    exc = sqlite3.IntegrityError(f"NOT NULL constraint failed: {name}")
+                    raise _as_sqlalchemys(prepared.sql, row, exc) from exc
         self.deferred.append((prepared.sql, values))
         if self.ops is not None:
             self.ops.append((prepared.sql, values))
