@@ -422,3 +422,54 @@ def test_a_deferred_write_sqlite_would_refuse_for_a_missing_value_is_refused_whe
         journal.commit_now(early=True)
     assert records(path) == [] and seen(path) == ([], None)
     journal.close()
+
+
+def _row_without(column: str, key: str) -> dict:
+    row = order_row(key, status="pending")
+    del row[column]
+    return row
+
+
+@pytest.mark.parametrize("bad", ["left out", "lone surrogate", "past 64 bits"])
+def test_a_deferred_row_sqlite_would_refuse_is_refused_when_bound_and_nothing_is_released(tmp_path, bad):
+    """From a second review: a NOT NULL column left out of the row (SQLite stores NULL, and refuses it when the
+    row runs), text the driver cannot encode and an integer past 64 bits passed the bind and were refused only
+    after the exit's send - and again at every start."""
+    path = tmp_path / "j.db"
+    journal = engine_journal(path)
+    journal.insert_trade(trade_row())
+    receipts = []
+    journal.after_commit.append(receipts.append)
+    if bad == "left out":
+        row = _row_without("status", "tg:T00001:stop")
+    else:
+        row = order_row("tg:T00001:stop", status="pending")
+        row["reason" if bad == "lone surrogate" else "created_ns"] = "bad \udc80" if bad == "lone surrogate" else 2**63
+    with pytest.raises(JournalError, match="refused"), journal.batch():
+        with pytest.raises(Exception, match="NOT NULL constraint failed: orders.status|cannot be stored|64 bits"):
+            journal.insert_order(row)
+        at = journal.position
+        journal.commit_now(early=True)
+    assert not any(r.covers(at) for r in receipts) and records(path) == []
+    journal.close()
+    engine_journal(path).close()  # and the next start is not stuck
+
+
+def test_an_exit_after_its_transaction_ended_by_itself_reads_its_fence_under_the_lock_again(tmp_path):
+    """From a second review: SQLite rolls a transaction back by itself on some errors (full, I/O, out of memory);
+    the write lock and the fence read of ``_ready`` went with it, but were still believed held - the next exit's
+    record was appended with another writer holding the lock, and no fence read."""
+    path = tmp_path / "j.db"
+    journal = engine_journal(path)
+    journal.insert_trade(trade_row())
+    journal._fast.driver().execute("ROLLBACK")  # stands for SQLite's own rollback
+    journal._fast.driver().execute("PRAGMA busy_timeout=10")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another engine's token could be written now
+    with pytest.raises(JournalError, match="locked"), journal.batch():
+        journal.insert_order(order_row("tg:T00001:stop", status="pending"))
+        journal.commit_now(early=True)
+    assert records(path) == []
+    other.execute("ROLLBACK")
+    other.close()
+    journal.close()

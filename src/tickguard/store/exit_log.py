@@ -200,9 +200,17 @@ def _plain(values: Any) -> Any:
 
 
 def _as_plain(value: Any) -> Any:
-    for kind in (bool, int, float, str, bytes):
-        if isinstance(value, kind):
-            return str.__str__(value) if kind is str else kind(value)
+    # the value as the type itself holds it, never a subclass's own conversion (``__int__``, ``__float__``)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int.__index__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, bytes):
+        return bytes(memoryview(value))
     return value  # refused by marshal: ExitLog.append says which
 
 
@@ -275,9 +283,9 @@ def apply_pending(con: sqlite3.Connection, journal: Path, where: str) -> int:
     except BaseException as exc:
         with contextlib.suppress(sqlite3.Error):
             con.execute("ROLLBACK")
-        if isinstance(exc, sqlite3.Error):
-            raise ExitLogError(f"the exit logs of journal {where} cannot be applied ({exc}); the journal was not "
-                               "changed") from None
+        if isinstance(exc, Exception) and not isinstance(exc, ExitLogError):
+            raise ExitLogError(f"the exit logs of journal {where} cannot be applied ({type(exc).__name__}: {exc}); "
+                               "the journal was not changed") from None
         raise
     if pending:
         log.warning("journal %s: %d exit record(s) an engine logged before it stopped were applied (%s)", where,

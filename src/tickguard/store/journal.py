@@ -500,6 +500,8 @@ class Journal:
         assert self._exits is not None and self._fast is not None
         fence = self._fence
         try:
+            if not self._fast.in_transaction():  # the lock and the fence read went with it (an error's rollback)
+                self._fast.unlock()
             if fence is not None and not self._fast.fenced:  # read under SQLite's write lock (the locking read
                 self._fast.begin(_LOCKING_READ, None)        # takes it if no write ran yet): see ``_ready``
                 fence.check(self._fast.scalar(fence.sql if self._fast.locked else _LOCKING_READ))

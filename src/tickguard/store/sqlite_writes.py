@@ -32,7 +32,7 @@ BUSY_TIMEOUT_MS = 5000  # how long a statement waits for another connection's lo
 
 
 class _Prepared:
-    __slots__ = ("defaults", "names", "not_null", "plan", "processors", "sql", "supported")
+    __slots__ = ("absent", "defaults", "names", "not_null", "plan", "processors", "sql", "supported")
 
     def __init__(self, stmt: sa.Executable, dialect: sa.Dialect, keys: Sequence[str]) -> None:
         # An INSERT's columns the call leaves out take their scalar defaults, as SQLAlchemy's execution gives
@@ -64,6 +64,11 @@ class _Prepared:
         self.not_null: list[tuple[int, str]] = [
             (i, f"{table.name}.{n}") for i, n in enumerate(self.names)  # type: ignore[union-attr]
             if (column := columns.get(n)) is not None and not column.nullable]
+        # an INSERT's NOT NULL columns the call leaves out, with no default of any kind: SQLite would store NULL
+        self.absent: list[str] = [
+            f"{table.name}.{c.key}" for c in (table.columns if isinstance(stmt, sa.Insert) else ())  # type: ignore[union-attr]
+            if c.key not in keys and c.key not in self.defaults and not c.nullable and c.default is None
+            and c.server_default is None and not c.primary_key]
 
     def row(self, params: Params) -> tuple[Any, ...]:
         values = {**self.defaults, **params} if self.defaults else params
@@ -73,6 +78,31 @@ class _Prepared:
 def _as_sqlalchemys(stmt: sa.Executable, params: Any, exc: sqlite3.Error) -> sa.exc.DBAPIError:
     """A driver error as SQLAlchemy raises it (the journal maps SQLAlchemy's errors to its own)."""
     return sa.exc.DBAPIError.instance(str(stmt), params, exc, sqlite3.Error)
+
+
+_I64 = 2**63
+
+
+def _bindable(prepared: _Prepared, row: tuple[Any, ...]) -> None:
+    """What SQLite would refuse of a deferred row, refused now - when it is bound, before any exit's record: a NOT
+    NULL column left out or bound to None, text the driver cannot encode (a lone surrogate), an integer past 64
+    bits.  Its key and foreign keys are the executor's to keep (store/exit_log.py)."""
+    problem = f"NOT NULL constraint failed: {prepared.absent[0]}" if prepared.absent else None
+    for i, name in prepared.not_null:
+        if row[i] is None:
+            problem = f"NOT NULL constraint failed: {name}"
+    for value in row:
+        kind = type(value)
+        if kind is str and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                problem = f"a text value cannot be stored ({exc})"
+        elif kind is int and not -_I64 <= value < _I64:
+            problem = f"an integer does not fit in 64 bits ({value})"
+    if problem is not None:
+        exc = sqlite3.IntegrityError(problem)
+        raise _as_sqlalchemys(prepared.sql, row, exc) from exc
 
 
 class SqliteWrites:
@@ -104,7 +134,7 @@ class SqliteWrites:
             self._dbapi = self._conn.connection.driver_connection  # type: ignore[assignment]
         return self._dbapi  # type: ignore[return-value]
 
-    def _unlock(self) -> None:
+    def unlock(self) -> None:
         self.locked = self.fenced = False
 
     def begin(self, stmt: sa.Executable, params: Any) -> sqlite3.Connection:
@@ -116,6 +146,7 @@ class SqliteWrites:
                 self._conn.begin()  # the begin listener issues the driver's BEGIN (if none is open)
             con = self.driver()
             if not con.in_transaction:
+                self.unlock()  # whatever ended the last one (SQLite rolls back by itself on some errors)
                 con.execute("BEGIN")
             return con
         except sqlite3.Error as exc:
@@ -160,7 +191,7 @@ class SqliteWrites:
         Rolled back, not committed: a write that failed part-way (rows of an ``executemany`` before the one refused)
         may have left rows in it that the journal never counted - and never checked against its fence."""
         self.driver().rollback()
-        self._unlock()
+        self.unlock()
 
     def scalar(self, sql: str) -> Any:
         """The first column of the first row of ``sql`` (a constant statement: the driver caches it), inside the
@@ -171,11 +202,11 @@ class SqliteWrites:
     def commit(self) -> None:
         """The driver's COMMIT (its error is the driver's own)."""
         self.driver().commit()
-        self._unlock()
+        self.unlock()
 
     def rollback(self) -> None:
         """Roll the driver's transaction back, and SQLAlchemy's idea of one."""
-        self._unlock()
+        self.unlock()
         try:
             self.driver().rollback()
         finally:
@@ -203,10 +234,7 @@ class SqliteWrites:
             return None
         values = [prepared.row(p) for p in params] if many else prepared.row(params)  # type: ignore[union-attr,arg-type]
         for row in values if many else (values,):
-            for i, name in prepared.not_null:
-                if row[i] is None:
-                    exc = sqlite3.IntegrityError(f"NOT NULL constraint failed: {name}")
-                    raise _as_sqlalchemys(prepared.sql, row, exc) from exc
+            _bindable(prepared, row)
         self.deferred.append((prepared.sql, values))
         if self.ops is not None:
             self.ops.append((prepared.sql, values))
@@ -225,7 +253,7 @@ class SqliteWrites:
                     con.executemany(sql, values)
                 else:
                     con.execute(sql, values)
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, UnicodeError, OverflowError) as exc:  # the latter two: refused while binding
                 raise _as_sqlalchemys(sql, values, exc) from exc
             self.locked = True
 
