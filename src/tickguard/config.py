@@ -171,7 +171,7 @@ class JournalConfig(_Section):
     )
     exit_log: bool = Field(True, description="SQLite with NORMAL: an exit is made durable by one append to the "
                            "engine's exit log beside the journal and committed to SQLite after the send, not before "
-                           "it (the same durability; ~0.35 ms less per exit at p50, bench/wire_to_wire.py). false: "
+                           "it (the same durability; ~0.3 ms less per exit at p50, bench/wire_to_wire.py). false: "
                            "every exit waits for SQLite's COMMIT.")
     snapshot_interval_ms: float = Field(250.0, ge=0.001, le=3_600_000,
                                         description="Most frequent journal snapshot of a trade "
