@@ -20,7 +20,8 @@ from test_journal_id_migration import _alembic
 from tickguard.config import load
 from tickguard.runtime.engine_factory import open_journal
 from tickguard.store.engine_lock import AdvisoryLock, FileLock
-from tickguard.store.journal import JournalError, JournalInUse, head_revision
+from tickguard.store.journal import JournalError, JournalInUse
+from tickguard.store.journal_open import head_revision
 
 HOLDER = textwrap.dedent("""
     import sys, time
@@ -257,9 +258,9 @@ def test_an_engine_writing_to_the_journal_keeps_a_next_engine_whose_lock_was_bro
         tmp_path, monkeypatch):
     """A running engine holds SQLite's write lock between its commits (its exit log: store/exit_log.py): a next
     engine on a broken lock cannot even open the journal while it writes - refused, by name, never half-started."""
-    import tickguard.store.journal as journal_module
+    import tickguard.store.journal_open as journal_open
 
-    monkeypatch.setattr(journal_module, "BUSY_TIMEOUT_MS", 100)  # how long the next one waits for the lock
+    monkeypatch.setattr(journal_open, "BUSY_TIMEOUT_MS", 100)  # how long the next one waits for the lock
     s = settings(str(tmp_path / "j.db"))
     first = open_journal(s, kind="simulated")
     first.take_over()

@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from alembic import command
 
 from tickguard.store.exact import Exact
-from tickguard.store.journal import Journal, _alembic_config, head_revision
+from tickguard.store.journal import Journal
+from tickguard.store.journal_open import _alembic_config, head_revision
 from tickguard.store.schema import metadata
 
 EXACT_COLUMNS = {"trades.qty", "orders.qty", "orders.filled", "orders.avg_price", "orders.commission", "fills.qty",

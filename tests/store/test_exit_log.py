@@ -274,9 +274,9 @@ def test_an_exits_fence_is_read_under_the_write_lock_so_no_engine_takes_over_bef
     """An exit whose writes are all deferred has run no statement that takes SQLite's write lock: its fence read
     takes it (``_LOCKING_READ``).  Read without it, another engine could take the journal over between that read
     and the record - and start without the exit the first one then sends."""
-    import tickguard.store.journal as journal_module
+    import tickguard.store.journal_open as journal_open
 
-    monkeypatch.setattr(journal_module, "BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr(journal_open, "BUSY_TIMEOUT_MS", 100)
     path = tmp_path / "j.db"
     first = engine_journal(path)
     first.insert_trade(trade_row())

@@ -8,7 +8,8 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from tickguard.store.journal import _INSERT_EVENT, Journal, JournalError, head_revision
+from tickguard.store.journal import _INSERT_EVENT, Journal, JournalError
+from tickguard.store.journal_open import head_revision
 
 
 def trade_row(tid="T00001", state="open", user="alice", symbol="AAA"):
@@ -499,7 +500,7 @@ def test_the_head_revision_known_without_alembic_is_alembics_head():
     """``HEAD_REVISION`` lets a journal at head open without importing alembic; a new migration must move it."""
     from alembic.script import ScriptDirectory
 
-    from tickguard.store.journal import HEAD_REVISION, _alembic_config
+    from tickguard.store.journal_open import HEAD_REVISION, _alembic_config
 
     assert ScriptDirectory.from_config(_alembic_config()).get_current_head() == HEAD_REVISION
 

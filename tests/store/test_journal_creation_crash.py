@@ -14,14 +14,15 @@ import sys
 import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
 
-from tickguard.store.journal import Journal, head_revision
+from tickguard.store.journal import Journal
+from tickguard.store.journal_open import head_revision
 
 KILLED_MID_MIGRATION = """
 import os, signal, sys
-from tickguard.store import journal
+from tickguard.store import journal, journal_open
 
 calls = []
-real = journal._orphans
+real = journal_open._orphans
 
 def orphans_then_die(conn):
     calls.append(1)
@@ -29,7 +30,7 @@ def orphans_then_die(conn):
         os.kill(os.getpid(), signal.SIGKILL)
     return real(conn)
 
-journal._orphans = orphans_then_die
+journal_open._orphans = orphans_then_die
 journal.Journal.open(sys.argv[1])
 """
 

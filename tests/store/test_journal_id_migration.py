@@ -8,7 +8,8 @@ from decimal import Decimal
 import sqlalchemy as sa
 from alembic import command
 
-from tickguard.store.journal import Journal, _alembic_config
+from tickguard.store.journal import Journal
+from tickguard.store.journal_open import _alembic_config
 
 
 def _alembic(target: str, action, revision: str) -> None:

@@ -9,7 +9,8 @@ import sqlalchemy as sa
 from alembic import command
 
 from tickguard.core.order_state import OrderStatus
-from tickguard.store.journal import Journal, _alembic_config
+from tickguard.store.journal import Journal
+from tickguard.store.journal_open import _alembic_config
 
 
 def _engine(target: str) -> sa.Engine:

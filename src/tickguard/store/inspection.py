@@ -13,16 +13,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from tickguard.store.journal import (
-    FINAL_TRADE_STATES,
-    SQLITE_MAGIC,
-    JournalError,
-    describe,
-    head_revision,
-    is_url,
-    known_revisions,
-    schema_revision,
-)
+from tickguard.store.journal import FINAL_TRADE_STATES
+from tickguard.store.journal_errors import JournalError
+from tickguard.store.journal_open import SQLITE_MAGIC, describe, head_revision, is_url, known_revisions, schema_revision
 from tickguard.store.schema import journal_meta, trades
 
 

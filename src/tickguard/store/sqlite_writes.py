@@ -11,7 +11,7 @@ is the driver's (``sqlite3``: a few microseconds).  PostgreSQL keeps SQLAlchemy'
 The transactions are the driver's too (``SqliteWrites.begin`` / ``ready`` / ``commit`` / ``rollback``): SQLAlchemy's
 commit bookkeeping (transaction objects, events) and its begin after every commit cost ~0.1 ms of every exit between its
 tick and the wire - cold code, every time (bench/exit_path.py).  The driver runs in autocommit mode
-(``isolation_level = None``, see the journal's ``_sqlite_engine``), so a write outside a transaction would commit on
+(``isolation_level = None``, see ``journal_open.sqlite_engine``), so a write outside a transaction would commit on
 its own: every write of the connection, SQLAlchemy's path included, goes through ``begin`` first, and only
 ``commit`` / ``rollback`` end a transaction.  SQLAlchemy is kept inside a transaction of its own whenever the driver
 is (begun once, and again only after a rollback: the driver's COMMIT does not end it) - out of one, SQLAlchemy
