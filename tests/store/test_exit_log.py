@@ -32,6 +32,15 @@ def engine_journal(path: Path, **kw) -> Journal:
     return journal
 
 
+def with_a_trade(path: Path) -> tuple[Journal, list]:
+    """An engine's journal holding trade T00001, and the receipts its commits issue from now on."""
+    journal = engine_journal(path)
+    journal.insert_trade(trade_row())
+    receipts: list = []
+    journal.after_commit.append(receipts.append)
+    return journal, receipts
+
+
 def seen(path: Path) -> tuple[list[str], str | None]:
     """What another connection reads: the order keys committed, and the exit log's number."""
     con = sqlite3.connect(path)
@@ -52,10 +61,7 @@ def records(path: Path) -> list[tuple[int, list]]:
 
 def test_an_exits_commit_is_one_record_and_the_steps_commit_puts_it_in_the_journal(tmp_path):
     path = tmp_path / "j.db"
-    journal = engine_journal(path)
-    journal.insert_trade(trade_row())
-    receipts = []
-    journal.after_commit.append(receipts.append)
+    journal, receipts = with_a_trade(path)
     with journal.batch():
         journal.insert_order(order_row("tg:T00001:stop", status="pending"))
         at = journal.position
@@ -137,8 +143,7 @@ def test_a_read_after_an_exits_record_leaves_the_exit_in_its_transaction(tmp_pat
     """A read with nothing written since the last commit ends its transaction (its snapshot, ``Journal._read``):
     after an exit's record the transaction holds that exit, and must stay."""
     path = tmp_path / "j.db"
-    journal = engine_journal(path)
-    journal.insert_trade(trade_row())
+    journal, _ = with_a_trade(path)
     with journal.batch():
         journal.insert_order(order_row("tg:T00001:stop", status="pending"))
         journal.commit_now(early=True)
@@ -149,10 +154,7 @@ def test_a_read_after_an_exits_record_leaves_the_exit_in_its_transaction(tmp_pat
 
 def test_a_write_refused_after_an_exits_record_voids_itself_only_and_the_exit_stays(tmp_path):
     path = tmp_path / "j.db"
-    journal = engine_journal(path)
-    journal.insert_trade(trade_row())
-    receipts = []
-    journal.after_commit.append(receipts.append)
+    journal, _ = with_a_trade(path)
     with pytest.raises(JournalError, match="refused"), journal.batch():
         journal.insert_order(order_row("tg:T00001:stop", status="pending"))
         journal.commit_now(early=True)  # on the wire from here
@@ -172,8 +174,7 @@ def test_an_exits_order_row_runs_after_its_record_and_a_row_sqlite_refuses_then_
     here: a fault) cannot be undone: a JournalError naming the log, and a start refuses the log rather than
     apply half of it - the operator moves it aside, and recovery adopts the order at the broker by its key."""
     path = tmp_path / "j.db"
-    journal = engine_journal(path)
-    journal.insert_trade(trade_row())
+    journal, _ = with_a_trade(path)
     journal.insert_order(order_row("tg:T00001:stop", status="pending"))
     with pytest.raises(JournalError, match=r"exits on the wire could not be committed .*UNIQUE.*exit log"), \
             journal.batch():
@@ -354,8 +355,7 @@ def test_exits_on_the_wire_that_cannot_be_committed_again_keep_their_log_and_not
     import sqlalchemy as sa
 
     path = tmp_path / "j.db"
-    journal = engine_journal(path)
-    journal.insert_trade(trade_row())
+    journal, _ = with_a_trade(path)
     other = sqlite3.connect(path, isolation_level=None)  # an operator's sqlite3 shell, say
     armed = []
 
@@ -396,8 +396,7 @@ def test_a_value_bound_as_a_plain_type_is_logged_as_one(tmp_path):
         PENDING = "pending"
 
     path = tmp_path / "j.db"
-    journal = engine_journal(path)
-    journal.insert_trade(trade_row())
+    journal, _ = with_a_trade(path)
     with journal.batch():
         journal.insert_order(order_row("tg:T00001:stop", status=Status.PENDING))
         journal.commit_now(early=True)
@@ -411,10 +410,7 @@ def test_a_deferred_write_sqlite_would_refuse_for_a_missing_value_is_refused_whe
     above).  A NULL in a NOT NULL column - the refusal a bound row can carry - is refused when it is bound, as
     SQLite would: its transaction is void and nothing is sent."""
     path = tmp_path / "j.db"
-    journal = engine_journal(path)
-    journal.insert_trade(trade_row())
-    receipts = []
-    journal.after_commit.append(receipts.append)
+    journal, _ = with_a_trade(path)
     with pytest.raises(JournalError, match="refused .*NOT NULL constraint failed: orders.status"), journal.batch():
         with pytest.raises(Exception, match="NOT NULL constraint failed: orders.status"):
             journal.insert_order(order_row("tg:T00001:stop", status=None))
@@ -436,10 +432,7 @@ def test_a_deferred_row_sqlite_would_refuse_is_refused_when_bound_and_nothing_is
     row runs), text the driver cannot encode and an integer past 64 bits passed the bind and were refused only
     after the exit's send - and again at every start."""
     path = tmp_path / "j.db"
-    journal = engine_journal(path)
-    journal.insert_trade(trade_row())
-    receipts = []
-    journal.after_commit.append(receipts.append)
+    journal, receipts = with_a_trade(path)
     if bad == "left out":
         row = _row_without("status", "tg:T00001:stop")
     else:
@@ -460,8 +453,7 @@ def test_an_exit_after_its_transaction_ended_by_itself_reads_its_fence_under_the
     the write lock and the fence read of ``_ready`` went with it, but were still believed held - the next exit's
     record was appended with another writer holding the lock, and no fence read."""
     path = tmp_path / "j.db"
-    journal = engine_journal(path)
-    journal.insert_trade(trade_row())
+    journal, _ = with_a_trade(path)
     journal._fast.driver().execute("ROLLBACK")  # stands for SQLite's own rollback
     journal._fast.driver().execute("PRAGMA busy_timeout=10")
     other = sqlite3.connect(path, isolation_level=None)

@@ -249,6 +249,18 @@ def execute(con: sqlite3.Connection, ops: Sequence[Op]) -> None:
             con.execute(sql, values)
 
 
+def run_past(con: sqlite3.Connection, records: Sequence[tuple[int, list[Op]]], done: int) -> None:
+    """Inside a transaction holding the write lock: run the records (in order) numbered past ``done`` - the journal's
+    committed number, read in that transaction - and record the last one's number."""
+    last = done
+    for seq, ops in records:
+        if seq > done:
+            execute(con, ops)
+            last = seq
+    if last > done:
+        set_seq(con, last)
+
+
 def apply_pending(con: sqlite3.Connection, journal: Path, where: str) -> int:
     """Apply every exit log's records the journal lacks, in one transaction under SQLite's write lock (``BEGIN
     IMMEDIATE``: an engine's open transaction commits first, and its records with it), then remove the logs of
@@ -275,10 +287,7 @@ def apply_pending(con: sqlite3.Connection, journal: Path, where: str) -> int:
         if len(set(seqs)) != len(seqs):
             raise ExitLogError(f"the exit logs of journal {where} hold one record number twice ({paths}); refusing "
                                "to apply them - move them aside and check the journal")
-        for _, ops in pending:
-            execute(con, ops)
-        if pending:
-            set_seq(con, pending[-1][0])
+        run_past(con, pending, done)
         con.execute("COMMIT")
     except BaseException as exc:
         with contextlib.suppress(sqlite3.Error):
@@ -342,11 +351,7 @@ class ExitRecords:
         try:
             con.execute("BEGIN IMMEDIATE")
             check(con)
-            done = committed_seq(con)
-            for seq, ops in records:
-                if seq > done:
-                    execute(con, ops)
-            set_seq(con, max(done, records[-1][0]))
+            run_past(con, records, committed_seq(con))
             con.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):

@@ -284,16 +284,14 @@ class Journal:
                 if defer and self._exits is not None:
                     fast = self._fast.defer(stmt, params)
                 else:
-                    if self._fast.deferred:
-                        self._fast.flush()
+                    self._fast.flush()  # what was deferred runs first: the writes keep their order
                     fast = self._fast.write(stmt, params)
             if fast is not None:
                 rows = fast
             else:
                 self._unlogged = True  # the exit log holds the driver's writes only: this transaction commits
                 if self._fast is not None:  # SQLAlchemy's path, inside the journal's transaction on the driver
-                    if self._fast.deferred:
-                        self._fast.flush()
+                    self._fast.flush()
                     self._fast.begin(stmt, params)
                 result = self._conn.execute(stmt, params) if params is not None else self._conn.execute(stmt)
                 rows = len(result.all()) if result.returns_rows else result.rowcount
@@ -438,11 +436,13 @@ class Journal:
         """An engine that wrote nothing for a while lets go of SQLite's write lock (``_ready``), so that an engine
         taking the journal over (its token's write needs it) is not kept waiting by an idle one; the lock is taken
         again after the next commit."""
+        assert self._fast is not None
         try:
-            self._fast.rollback_read()  # type: ignore[union-attr]
-            self._fast.driver().execute("BEGIN")  # type: ignore[union-attr]
+            self._fast.rollback_read()
         except sqlite3.Error:
-            pass
+            return
+        self._fast.immediate = False  # a deferred BEGIN: ``_ready`` decides again after the next commit
+        self._fast.ready()
 
     def _logged(self) -> bool:
         """Exit records in the open transaction (appended to the exit log, not committed to SQLite yet)?"""
