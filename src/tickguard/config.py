@@ -73,6 +73,11 @@ class EngineConfig(_Section):
                                         "the garbage collector's full passes (their pauses grow with open "
                                         "trades), which it makes only when asked while the engine runs; 0 = "
                                         "only after start-up, and full passes as CPython decides.")
+    exit_rehearsal_ms: float = Field(1.0, ge=0, le=60_000,
+                                     description="Every this many milliseconds (real time), between engine "
+                                     "steps, an exit's code runs on a stop near the market and acts on nothing - "
+                                     "nothing written or sent - so that it is warm in the CPU's caches when a stop "
+                                     "fires (runtime/exit_rehearsal.py); 0 = never.")
     reconcile_full_every: int = Field(10, ge=1, le=10_000,
                                       description="One routine reconciliation pass in this many also reads the "
                                       "broker's completed orders of the day (it grows with the day's orders); "

@@ -434,3 +434,43 @@ def test_the_symbols_with_trades_in_some_states_and_their_trades(tm, clock, mark
     assert {a1.state, a2.state, b.state} == {TradeState.CLOSED}
     assert tm.symbols_in(watched) == [] and tm.trades_in("BBB", watched) == []
     assert tm.live_trades() == [] and len(tm.trades) == 3  # ended trades stay known; only the index drops them
+
+
+# ------------------------------------------------------------------------------------- exit rehearsal
+
+
+def _state(tm, trades):
+    """Everything of the manager a rehearsal must leave as it was."""
+    return ([tm.snapshot(t) for t in trades], [len(t.history) for t in trades], len(tm.book),
+            [tm.book.level_of(leg.level_id) for t in trades for leg in t.legs()], list(tm.outbox), list(tm.cancels))
+
+
+def test_rehearse_exit_builds_the_exit_a_crossing_then_sends_and_changes_nothing(tm, clock, market):
+    """runtime/exit_rehearsal.py: the intent of the symbol's nearest stop, made by a fire's own code - the key, the
+    quantity, the order and the trigger's level are those of the exit the crossing then sends - and the trades, the
+    book and the outbox are untouched."""
+    near, far = tm.submit(req(rules=[StopLoss(distance=1.0)])), tm.submit(req(qty=30, rules=[StopLoss(distance=1.5)]))
+    for trade in (near, far):
+        fill_entry(tm, clock, trade)
+    before = _state(tm, [near, far])
+    intent, data = tm.rehearse_exit("AAA")
+    assert _state(tm, [near, far]) == before
+    assert (intent.key, intent.trade_id, intent.qty, intent.action, intent.priority) == (
+        f"tg:{near.id}:stop:1", near.id, 100, Action.SELL, PriorityClass.EXIT_CRITICAL)
+    assert data["key"] == intent.key and data["trigger"]["level"] == "98.00" and data["trigger"]["rule"] == "stop_loss"
+    assert tm.rehearse_exit("ZZZ") is None  # no stop booked for it
+    [exit_] = feed(tm, market, 98.0)
+    assert (exit_.key, exit_.qty, exit_.action, exit_.order_type, exit_.limit_price, exit_.priority) == (
+        intent.key, intent.qty, intent.action, intent.order_type, intent.limit_price, intent.priority)
+    assert (exit_.trigger.rule, exit_.trigger.level) == (intent.trigger.rule, intent.trigger.level)
+    # the fired stop left the book: the next rehearsal is the other trade's, whose exit would be its first
+    assert tm.rehearse_exit("AAA")[0].key == f"tg:{far.id}:stop:1"
+
+
+def test_rehearse_exit_of_a_trade_with_nothing_to_sell_is_none(tm, clock, market):
+    trade = tm.submit(req())
+    assert tm.rehearse_exit("AAA") is None  # the entry is not filled: its stop is not booked
+    fill_entry(tm, clock, trade)
+    assert tm.rehearse_exit("AAA") is not None
+    tm.halt(trade.id, "test")  # halted: nothing automated is sent for it, nothing is rehearsed
+    assert tm.rehearse_exit("AAA") is None

@@ -67,6 +67,15 @@ def test_book_matches_brute_force(ops):
             assert not (set(got) & reported)  # none reported again without being re-armed
             reported |= set(got)
         assert len(book) == len(ref.levels)
+        for sym in SYMBOLS:  # the exit rehearsal's stop: the highest signed stop level of the symbol's books
+            stops = [x for s, _, _, kind, x in ref.levels.values() if s == sym and kind is LevelKind.STOP]
+            nearest = book.nearest_stop(sym)
+            if not stops:
+                assert nearest is None
+                continue
+            level_id, source, sign = nearest
+            assert ref.levels[level_id] == (sym, source, sign, LevelKind.STOP, max(stops))
+        assert sorted(book.symbols()) == sorted({s for s, *_ in ref.levels.values()})
 
 
 @settings(max_examples=200, deadline=None)

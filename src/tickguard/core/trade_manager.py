@@ -243,17 +243,41 @@ class TradeManager:
     ) -> None:
         leg.fired += 1
         leg.inflight += qty
+        intent = self._exit_intent(trade, leg, qty, priority, info, leg.fired)
+        self._emit(trade, "exit_intent", {"key": intent.key, "leg": leg.name, "qty": qty,
+                                          "trigger": None if info is None else info.to_dict()})
+        self.outbox.append(intent)
+
+    def _exit_intent(self, trade: Trade, leg: Leg, qty: Decimal, priority: PriorityClass, info: TriggerInfo | None,
+                     fired: int) -> OrderIntent:
+        """The order of ``leg``'s ``fired``-th exit (read-only: a fire's, and the exit rehearsal's)."""
         req = trade.request
         limit = self.exit_policy.limit(leg.failures, self._quote(trade.symbol), self._grid(trade.symbol), trade.sign)
-        intent = OrderIntent(
-            key=f"{self.key_prefix}{trade.id}:{leg.name}:{leg.fired}", trade_id=trade.id, leg=leg.name, user=req.user,
+        return OrderIntent(
+            key=f"{self.key_prefix}{trade.id}:{leg.name}:{fired}", trade_id=trade.id, leg=leg.name, user=req.user,
             account=req.account or "", symbol=trade.symbol, action=req.side.exit_action, qty=qty,
             order_type=OrderType.MARKET if limit is None else OrderType.LIMIT, limit_price=limit,
             priority=priority, created_ns=self._clock(), trigger=info,
         )
-        self._emit(trade, "exit_intent", {"key": intent.key, "leg": leg.name, "qty": qty,
-                                          "trigger": None if info is None else info.to_dict()})
-        self.outbox.append(intent)
+
+    def rehearse_exit(self, symbol: str) -> tuple[OrderIntent, dict[str, Any]] | None:
+        """The exit the stop nearest ``symbol``'s market would send if the last quote crossed it, and its event's
+        data - built by a fire's own code, changing nothing (None: no such stop, no quote, nothing to sell).  Why:
+        the engine rehearses an exit while idle (runtime/exit_rehearsal.py) so that this code and that trade's
+        objects are in the CPU's caches when a tick does cross; cold, they cost most of an exit's time."""
+        nearest = self.book.nearest_stop(symbol)
+        tick = self._quote(symbol)
+        if nearest is None or tick is None:
+            return None
+        level_id, source, _ = nearest
+        trade, leg = self._legs[level_id]
+        price = tick.price(source)
+        qty = whole_lots(trade.open_qty - trade.inflight, self._lot(symbol))
+        if not price or qty <= 0 or not leg.terminal or not trade.state.automated:
+            return None
+        info = _crossing(self._grid(symbol), trade, leg, self.stops.fired_rule(trade), tick, price)
+        intent = self._exit_intent(trade, leg, qty, PriorityClass.EXIT_CRITICAL, info, leg.fired + 1)
+        return intent, {"key": intent.key, "leg": leg.name, "qty": qty, "trigger": info.to_dict()}
 
     # ---------------------------------------------------------------------------------- order outcomes
 

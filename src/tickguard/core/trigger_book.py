@@ -123,6 +123,20 @@ class TriggerBook:
             self.on_change(symbol)
         return fired
 
+    def symbols(self) -> list[str]:
+        """The symbols with live levels (a copy)."""
+        return [symbol for symbol, books in self._by_symbol.items() if any(books.values())]
+
+    def nearest_stop(self, symbol: str) -> tuple[int, TriggerSource, int] | None:
+        """The stop of ``symbol``'s that a move against its trades reaches first - (level id, price source, sign) - or
+        None: the highest signed level of its stop books (between books of both signs, a long's: signed levels of
+        longs are positive - the exit rehearsal needs a stop that is booked, not the one nearest the price)."""
+        best: tuple[int, int, TriggerSource, int] | None = None
+        for (source, sign, kind), book in self._by_symbol.get(symbol, {}).items():
+            if kind is LevelKind.STOP and book and (best is None or book[-1][0] > best[0]):
+                best = (book[-1][0], book[-1][1], source, sign)
+        return None if best is None else best[1:]
+
     def books(self, symbol: str) -> dict[BookKey, SortedList]:
         """The symbol's sorted books, for guard computation (read only)."""
         return self._by_symbol.get(symbol, {})

@@ -51,6 +51,7 @@ from tickguard.core.trade_manager import TradeManager
 from tickguard.core.trades import Trade, TradeRequest
 from tickguard.core.volatility import VolSnapshot
 from tickguard.runtime.entry_guard import EntryGuard
+from tickguard.runtime.exit_rehearsal import ExitRehearsal
 from tickguard.runtime.gc_policy import CollectorPolicy
 from tickguard.runtime.journal_recorder import JournalRecorder
 from tickguard.runtime.monitors import make_shadow, make_watchdog
@@ -156,6 +157,9 @@ class Engine:
         self._known = KnownToEngine(self.executor.applied_execs, self.executor.holds_final)
         self._held_entries: list[OrderIntent] = []  # entries waiting for a complete reconciliation
         self.gc = CollectorPolicy(eng.gc_freeze_interval_s)
+        self.rehearsal = ExitRehearsal(self.trades, self.executor.session, self.recorder,
+                                       getattr(broker, "rehearse_order", None),
+                                       eng.exit_rehearsal_ms / 1e3) if eng.exit_rehearsal_ms > 0 else None
         self._step_ticks: list[Tick] = []
 
     def _journal_health(self, kind: str, now_ns: int, trades: list[Trade], data: dict) -> None:
@@ -307,7 +311,9 @@ class Engine:
         return [s for s in symbols if quote(s) is None]
 
     async def run_until(self, end_ns: int) -> None:
-        with self.gc.watching():  # no automatic full collection while it runs (runtime/gc_policy.py)
+        # no automatic full collection while it runs (runtime/gc_policy.py); exits rehearsed (runtime/exit_rehearsal.py)
+        rehearsing = self.rehearsal.running() if self.rehearsal is not None else contextlib.nullcontext()
+        with self.gc.watching(), rehearsing:
             await self._run_until(end_ns)
 
     async def _run_until(self, end_ns: int) -> None:

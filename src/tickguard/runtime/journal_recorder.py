@@ -172,6 +172,12 @@ class JournalRecorder:
             self._snapshot(self.trades.trades[tid], now)
             written += 1
 
+    def rehearse(self, record: OrderRecord, data: dict[str, Any]) -> None:
+        """An exit's rows as its fire makes them - the order row bound and encoded as its exit record, the event's
+        data made JSON-ready - written nowhere (runtime/exit_rehearsal.py)."""
+        _jsonable(data)
+        self.journal.rehearse_order(intent_row(record, record.intent.created_ns))
+
     def on_order_event(self, record: OrderRecord, kind: str, entry: dict[str, Any]) -> None:
         j = self.journal
         now = entry["ts_ns"]

@@ -109,15 +109,7 @@ class ExitLog:
 
     def append(self, seq: int, ops: Sequence[Op]) -> None:
         """One record, in one ``write``; on failure the file is cut back to what it held (no half record stays)."""
-        try:
-            payload = marshal.dumps(ops, 4)
-        except ValueError:  # a subclass of a plain type (an enum member): SQLite bound it as that type
-            try:
-                payload = marshal.dumps([(sql, _plain(values)) for sql, values in ops], 4)
-            except ValueError as exc:
-                raise ExitLogError(f"a value of this exit's writes cannot be logged ({exc}): not str, int, float, "
-                                   "bytes or None") from None
-        record = _RECORD.pack(_RECORD_MAGIC, len(payload), zlib.crc32(payload), seq) + payload
+        record = self.encode(seq, ops)
         fd = self._fd
         if fd is None:
             raise ExitLogError(f"the exit log {self.path} is closed")
@@ -131,6 +123,20 @@ class ExitLog:
             raise ExitLogError(f"cannot append to the exit log {self.path} (short write: disk full?)")
         self._size += written
         self.records += 1
+
+    @staticmethod
+    def encode(seq: int, ops: Sequence[Op]) -> bytes:
+        """Record ``seq`` holding ``ops``, as ``append`` writes it (the exit rehearsal encodes one and writes it
+        nowhere: runtime/exit_rehearsal.py)."""
+        try:
+            payload = marshal.dumps(ops, 4)
+        except ValueError:  # a subclass of a plain type (an enum member): SQLite bound it as that type
+            try:
+                payload = marshal.dumps([(sql, _plain(values)) for sql, values in ops], 4)
+            except ValueError as exc:
+                raise ExitLogError(f"a value of this exit's writes cannot be logged ({exc}): not str, int, float, "
+                                   "bytes or None") from None
+        return _RECORD.pack(_RECORD_MAGIC, len(payload), zlib.crc32(payload), seq) + payload
 
     def committed(self) -> None:
         """Every record is in the journal now (its commit returned): past a size, the file is emptied."""

@@ -583,6 +583,17 @@ class Journal:
     def insert_order(self, row: dict[str, Any]) -> None:
         self._write(_INSERT_ORDER, row, defer=True)
 
+    def rehearse_order(self, row: dict[str, Any]) -> None:
+        """Bind ``row`` as ``insert_order`` binds an exit's order row, and encode it as that exit's record - written
+        nowhere, kept nowhere: the engine's exit rehearsal (runtime/exit_rehearsal.py) keeps this code and its data
+        in the CPU's caches between exits.  A value SQLite would refuse raises here, as the exit's own write would.
+        (PostgreSQL's path is SQLAlchemy's, bound when it runs: nothing to rehearse.)"""
+        if self._fast is None:
+            return
+        op = self._fast.bind(_INSERT_ORDER, row)
+        if op is not None and self._exits is not None:
+            self._exits.log.encode(self._exits.seq + 1, [op])
+
     def update_order(self, order_key: str, **values: Any) -> None:
         self._write(_UPDATE_ORDER, {"key_": order_key, **values}, defer=True)
 

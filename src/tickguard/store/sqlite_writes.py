@@ -228,6 +228,19 @@ class SqliteWrites:
         run it later (``flush``): an exit's order row is in the exit log as bound, and SQLite runs it after the
         send (store/exit_log.py).  The rows it will touch (as a write of one row or ``executemany`` does), or None
         when this statement must take SQLAlchemy's path (nothing was bound)."""
+        op = self.bind(stmt, params)
+        if op is None:
+            return None
+        self.deferred.append(op)
+        if self.ops is not None:
+            self.ops.append(op)
+        values = op[1]
+        return len(values) if isinstance(values, list) else 1
+
+    def bind(self, stmt: sa.Executable, params: Params | list[Params]) -> tuple[str, Any] | None:
+        """``stmt`` bound with ``params`` - (sql, values), as ``defer`` keeps it - run nowhere and kept nowhere; a value
+        SQLite would refuse raises here.  None: this statement takes SQLAlchemy's path.  (``defer``'s binding, and
+        the exit rehearsal's: runtime/exit_rehearsal.py.)"""
         many = isinstance(params, list)
         prepared = self._get(stmt, params[0] if many else params)  # type: ignore[index,arg-type]
         if not prepared.supported:
@@ -235,10 +248,7 @@ class SqliteWrites:
         values = [prepared.row(p) for p in params] if many else prepared.row(params)  # type: ignore[union-attr,arg-type]
         for row in values if many else (values,):
             _bindable(prepared, row)
-        self.deferred.append((prepared.sql, values))
-        if self.ops is not None:
-            self.ops.append((prepared.sql, values))
-        return len(values) if many else 1
+        return prepared.sql, values
 
     def flush(self) -> None:
         """Run the deferred writes, in order, inside the transaction (begun if none is); a driver error is raised as

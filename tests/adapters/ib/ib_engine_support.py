@@ -20,6 +20,7 @@ from ibfake.server import FakeGateway
 from tickguard.adapters.ib.ib_client import IBBroker
 from tickguard.config import load
 from tickguard.runtime.engine import Engine
+from tickguard.runtime.engine_factory import open_journal
 
 ACCOUNT = "DU0000001"  # the fake gateway's account
 
@@ -67,7 +68,7 @@ async def engine_on_gateway(symbols: list[str], *, client_id: int, allowed: Iter
                               "request_timeout_s": 5}}, settings or {})
         s = load(None, cfg)
         broker = IBBroker(s.ib, clock=(lambda: gw.now_ns) if virtual_clock else None)
-        engine = Engine(s, broker)
+        engine = Engine(s, broker, journal=open_journal(s, kind="live"))  # a journal if the settings name one
         failed = await asyncio.wait_for(engine.start(symbols), 20)
         task = asyncio.create_task(engine.run_until(2**62))
         try:
@@ -79,5 +80,7 @@ async def engine_on_gateway(symbols: list[str], *, client_id: int, allowed: Iter
             await asyncio.gather(task, return_exceptions=True)
             await broker.close()
             await gw.close()
+            if engine.journal is not None:
+                engine.journal.close()
         assert errors.unexpected() == []
         assert gw.errors == []

@@ -341,6 +341,17 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
         if not self._can_send():
             raise NotConnected(f"the connection to IB is down; {order.ref} was not sent")
         contract = details.contract
+        ib_order = self._ib_order(order)
+        try:
+            trade = place_new(self.ib, contract, ib_order)  # IB.placeOrder without its per-order repr
+        except OSError as exc:  # ib_async's ConnectionError("Not connected"), raised before anything is sent
+            raise NotConnected(f"the connection to IB is down; {order.ref} was not sent ({exc})") from exc
+        order_id = trade.order.orderId
+        self._orders[order_id] = Placed(order.ref, order.symbol, order.qty, ib_order, contract)
+        return order_id
+
+    def _ib_order(self, order: BrokerOrder) -> Order:
+        """``order`` as ib_async's ``Order`` (no order id yet: ``place_new`` takes one when it sends it)."""
         if order.order_type is OrderType.LIMIT:
             assert order.limit_price is not None
             ib_order: Order = LimitOrder(order.action.value, order.qty, wire_price(order.limit_price))
@@ -349,13 +360,14 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
         ib_order.orderRef = order.ref
         ib_order.account = order.account or self.default_account
         ib_order.tif = "DAY"
-        try:
-            trade = place_new(self.ib, contract, ib_order)  # IB.placeOrder without its per-order repr
-        except OSError as exc:  # ib_async's ConnectionError("Not connected"), raised before anything is sent
-            raise NotConnected(f"the connection to IB is down; {order.ref} was not sent ({exc})") from exc
-        order_id = trade.order.orderId
-        self._orders[order_id] = Placed(order.ref, order.symbol, order.qty, ib_order, contract)
-        return order_id
+        return ib_order
+
+    def rehearse_order(self, order: BrokerOrder) -> None:
+        """Build ``order`` as ``place_order`` would - its contract looked up, its ``Order`` made - and send nothing,
+        take no order id: the engine's exit rehearsal (runtime/exit_rehearsal.py) keeps that code warm."""
+        details = self.contract_cache.peek(order.symbol)
+        if details is not None and details.contract is not None:
+            self._ib_order(order)
 
     def cancel_order(self, order_id: int) -> None:
         """Cancel an order; never raises.  While the connection is down the cancel is held, and sent once after

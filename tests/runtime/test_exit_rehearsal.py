@@ -1,0 +1,120 @@
+"""The exit rehearsal (runtime/exit_rehearsal.py): an exit's code runs on the nearest stop and acts on nothing.
+
+The rehearsal is there for speed, and it runs next to money: every rule it must keep is checked here on a real
+engine (the simulator's venue, a SQLite journal with its exit log) - nothing written, appended, queued or sent, no
+trade or order changed - and the rehearsed exit is the one the crossing then sends.  Over ib_async and the fake
+gateway (no order id taken, nothing on the wire): tests/adapters/ib/test_exit_rehearsal_on_gateway.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tickguard.config import ConfigError, load
+from tickguard.core.exit_rules import StopLoss
+from tickguard.core.model import Side, Tick
+from tickguard.core.trades import Trade, TradeRequest
+from tickguard.runtime.engine import Engine
+from tickguard.runtime.engine_factory import open_journal, sim_engine
+from tickguard.runtime.exit_rehearsal import ExitRehearsal
+
+NS = 1_000_000_000
+
+
+def settings(tmp_path: Path, **engine: float):
+    return load(None, {"sim": {"speed": 0, "symbols": 2, "seed": 5}, "volatility": {"intraday": False},
+                       "watchdog": {"enabled": False}, "shadow": {"enabled": False},
+                       "journal": {"path": str(tmp_path / "j.db")}, "engine": engine})
+
+
+async def open_trades(tmp_path: Path) -> tuple[Engine, list[Trade]]:
+    """A sim engine on a journal with its exit log, two open longs per symbol, their stops 0.50 and 0.80 under the
+    bid."""
+    s = settings(tmp_path)
+    engine, venue = sim_engine(s, journal=open_journal(s, kind="simulated"))
+    symbols = sorted(venue.specs)
+    await engine.start(symbols)
+    assert engine.journal is not None and engine.journal._exits is not None  # the exit log is on
+    await engine.run_until(engine.broker.now_ns() + 2 * NS)
+    trades = []
+    for symbol in symbols:
+        bid = engine.grid(symbol).price(engine.ticks.quote(symbol).bid)
+        for under in ("0.50", "0.80"):
+            trades.append(engine.submit(TradeRequest(symbol=symbol, side=Side.LONG, qty=Decimal(100),
+                                                     rules=[StopLoss(price=float(bid - Decimal(under)))])))
+    await engine.run_until(engine.broker.now_ns() + 2 * NS)
+    assert {t.state.value for t in trades} == {"open"}
+    return engine, trades
+
+
+def everything(engine: Engine, trades: list[Trade]) -> dict:
+    """What a rehearsal must leave as it was: the journal (its write position, its deferred and logged writes, the
+    exit log on disk), the executor's orders, the venue's, the trades and the book."""
+    journal = engine.journal
+    assert journal is not None and journal._fast is not None and journal._exits is not None
+    return {
+        "journal": (journal.position, list(journal._fast.deferred), list(journal._fast.ops or []),
+                    journal._exits.seq, list(journal._exits.open), journal._exits.log.path.stat().st_size,
+                    journal._exits.log.records),
+        "orders": {k: (r.status, r.attempts, r.order_id) for k, r in engine.executor.orders.items()},
+        "venue": len(engine.broker.venue.exchange.orders),  # type: ignore[attr-defined]
+        "trades": [(engine.trades.snapshot(t), len(t.history)) for t in trades],
+        "book": (len(engine.trades.book), len(engine.trades.outbox), bool(engine.budget.throttle), engine.budget.spent),
+    }
+
+
+async def test_a_rehearsal_writes_sends_and_changes_nothing_and_rehearses_the_exit_the_crossing_sends(tmp_path):
+    engine, trades = await open_trades(tmp_path)
+    rehearsal = engine.rehearsal
+    assert rehearsal is not None
+    before = everything(engine, trades)
+    rehearsed = [rehearsal.run() for _ in range(6)]  # the symbols take turns
+    assert everything(engine, trades) == before
+    assert rehearsal.rehearsals == 6 and rehearsal.failures == 0
+    nearest = {t.symbol: t for t in trades[::2]}  # each symbol's stop 0.50 under the bid
+    assert {i.key for i in rehearsed if i is not None} == {f"tg:{engine.instance_id}:{t.id}:stop:1"
+                                                           for t in nearest.values()}
+    # the crossing of one of them sends exactly the rehearsed order
+    trade = trades[0]
+    intent = next(i for i in rehearsed if i is not None and i.trade_id == trade.id)
+    grid, stop = engine.grid(trade.symbol), engine.trades.stop_price(trade)
+    bid = grid.units(float(stop - Decimal("0.01")))
+    now = engine.broker.now_ns()
+    engine.step([Tick(trade.symbol, bid, bid + 2, 0, 100.0, now, now, 10_000_000)])
+    sent = engine.executor.orders[intent.key].intent
+    assert (sent.qty, sent.action, sent.order_type, sent.account, sent.symbol, sent.trigger.level) == (
+        intent.qty, intent.action, intent.order_type, intent.account, intent.symbol, intent.trigger.level)
+    assert sent.trigger.level == stop and engine.executor.orders[intent.key].order_id is not None  # on the wire
+
+
+async def test_a_failing_rehearsal_is_logged_once_counted_and_the_engine_goes_on(tmp_path, caplog):
+    engine, trades = await open_trades(tmp_path)
+
+    def refused(order) -> None:
+        raise ValueError(f"no contract for {order.symbol}")
+
+    rehearsal = ExitRehearsal(engine.trades, engine.executor.session, engine.recorder, refused, 0.001)
+    symbols = {t.symbol for t in trades}
+    with caplog.at_level(logging.WARNING, logger="tickguard.runtime.exit_rehearsal"):
+        for _ in range(2 * len(symbols) + 1):
+            assert rehearsal.run() is None
+    assert rehearsal.failures == 2 * len(symbols) + 1 and rehearsal.rehearsals == 0
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == len(symbols)  # once per message (one per symbol here), not once per rehearsal
+    assert all("exit rehearsal" in line and "no contract for" in line and "may fail the same way" in line
+               for line in lines)
+    before = everything(engine, trades)
+    assert before["orders"] and before["venue"]  # the entries; the rehearsal added nothing of its own
+
+
+def test_exit_rehearsal_ms_zero_turns_it_off_and_a_bad_value_is_named(tmp_path):
+    s = settings(tmp_path, exit_rehearsal_ms=0)
+    engine, _ = sim_engine(s)
+    assert engine.rehearsal is None
+    assert sim_engine(settings(tmp_path))[0].rehearsal is not None  # on by default
+    with pytest.raises(ConfigError, match="exit_rehearsal_ms"):
+        settings(tmp_path, exit_rehearsal_ms=-1)
