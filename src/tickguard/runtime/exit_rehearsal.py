@@ -11,7 +11,8 @@ acting.  Measured gain: ``bench/wire_to_wire.py`` and README "Performance".
 What runs: the trade manager builds the exit of the symbol's nearest stop as a fire would build it
 (``TradeManager.rehearse_exit``: trigger, key, quantity, limit), the executor's record of it and its journal row
 are made, the row bound as SQLite would bind it and encoded as its exit-log record (``JournalRecorder.rehearse``),
-and the broker adapter builds its order (``rehearse_order``: ib_async's ``Order`` at IB).  What does not: nothing
+and the broker adapter builds its order (``rehearse_order``: at IB, ib_async's ``Order``, encoded as the connected
+client would encode it by a client that has no socket - ``adapters/ib/placing.SilentClient``).  What does not: nothing
 is appended, written, committed, queued or sent; no order id is taken; no trade, order or counter changes - every
 call used is read-only by contract (tests/runtime/test_exit_rehearsal.py holds them to it: journal, gateway and
 engine state before and after).  The message budget, the commit and the send itself are not rehearsed: they act.

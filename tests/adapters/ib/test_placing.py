@@ -11,7 +11,7 @@ import logging
 from gateway_support import advance_until, qualified, session
 from ib_async import IB, LimitOrder, MarketOrder, Order
 
-from tickguard.adapters.ib.placing import place_new
+from tickguard.adapters.ib.placing import SilentClient, place_new
 
 # IB.placeOrder of the ib_async this was written against (2.1.0).  A release that changes it fails here: read the new
 # one, bring adapters/ib/placing.py in line with its new-order branch, then update the digest.
@@ -66,3 +66,28 @@ async def test_place_new_sends_and_books_an_order_exactly_as_ib_async_does(caplo
         assert b_mkt.orderStatus.status == a_mkt.orderStatus.status == "Filled"
         assert b_mkt.filled() == a_mkt.filled() == 3 and len(b_mkt.fills) == len(a_mkt.fills)
         assert b_lmt.orderStatus.status == a_lmt.orderStatus.status
+
+
+async def test_the_silent_client_encodes_an_order_as_the_connected_one_sends_it_and_sends_nothing():
+    """The exit rehearsal's encoding (``SilentClient``): byte for byte the message the connected client writes for
+    the same order, its order id aside - and nothing reaches the socket, no order id is taken."""
+    async with session() as (gw, ib, _errors):
+        contract = await qualified(ib)
+        silent = SilentClient(ib.client)
+        sent: list[bytes] = []
+        real_send = ib.client.conn.sendMsg
+        ib.client.conn.sendMsg = lambda msg: (sent.append(msg), real_send(msg))[1]  # type: ignore[method-assign]
+        for make in (lambda: MarketOrder("SELL", 3), lambda: LimitOrder("SELL", 2, 1.5)):
+            orders: list[Order] = [make(), make()]
+            for order in orders:
+                order.orderRef, order.account, order.tif = "tg:x:T1:stop:1", "DU0000001", "DAY"
+            next_id, before = ib.client._reqIdSeq, len(sent)
+            rehearsed = silent.encode_order(contract, orders[0])
+            assert rehearsed is not None and len(sent) == before and ib.client._reqIdSeq == next_id
+            assert not silent.conn.isConnected()  # it never had a socket
+            place_new(ib, contract, orders[1])
+            [wire] = sent[before:]
+            ours, theirs = rehearsed.encode().split(b"\0"), wire[4:].split(b"\0")
+            assert ours[1] == b"0" and theirs[1] == str(orders[1].orderId).encode()  # the order id: none taken
+            assert ours[:1] + ours[2:] == theirs[:1] + theirs[2:]
+        assert gw.errors == []

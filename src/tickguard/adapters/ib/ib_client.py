@@ -47,7 +47,7 @@ from tickguard.adapters.ib.farms import FarmTable
 from tickguard.adapters.ib.messages import CONNECTIVITY_LOST, ConnectionState, MessagesMixin
 from tickguard.adapters.ib.order_status import order_verdict
 from tickguard.adapters.ib.pacing import PacingMixin
-from tickguard.adapters.ib.placing import place_new
+from tickguard.adapters.ib.placing import SilentClient, place_new
 from tickguard.adapters.ib.quotes import QuoteAssembler
 from tickguard.adapters.ib.recovery import Placed, RecoveryMixin
 from tickguard.adapters.ib.values import account_numbers, account_problem, fill_event, ib_number, wire_price
@@ -97,6 +97,7 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
         self._last_tick_wall: dict[str, float] = {}
         self._by_ticker: dict[int, str] = {}
         self._quotes = QuoteAssembler()
+        self._silent: SilentClient | None = None  # encodes the exit rehearsal's orders, sends nothing (placing.py)
         self._closing = False
         self._connecting = False  # inside one connection attempt: a drop there fails the attempt, not a reconnect
         self._refused = asyncio.Event()  # 326 inside a connection attempt: it is over, and not retried
@@ -363,11 +364,14 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
         return ib_order
 
     def rehearse_order(self, order: BrokerOrder) -> None:
-        """Build ``order`` as ``place_order`` would - its contract looked up, its ``Order`` made - and send nothing,
-        take no order id: the engine's exit rehearsal (runtime/exit_rehearsal.py) keeps that code warm."""
+        """Build ``order`` as ``place_order`` would - its contract looked up, its ``Order`` made and encoded as the
+        connected client encodes it (``placing.SilentClient``) - and send nothing, take no order id: the engine's
+        exit rehearsal (runtime/exit_rehearsal.py) keeps that code warm.  Not while the connection is down."""
         details = self.contract_cache.peek(order.symbol)
-        if details is not None and details.contract is not None:
-            self._ib_order(order)
+        if details is not None and details.contract is not None and self._can_send():
+            if self._silent is None or self._silent._real is not self.ib.client:
+                self._silent = SilentClient(self.ib.client)
+            self._silent.encode_order(details.contract, self._ib_order(order))
 
     def cancel_order(self, order_id: int) -> None:
         """Cancel an order; never raises.  While the connection is down the cancel is held, and sent once after
