@@ -8,6 +8,7 @@ gateway (no order id taken, nothing on the wire): tests/adapters/ib/test_exit_re
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from decimal import Decimal
 from pathlib import Path
@@ -118,3 +119,25 @@ def test_exit_rehearsal_ms_zero_turns_it_off_and_a_bad_value_is_named(tmp_path):
     assert sim_engine(settings(tmp_path))[0].rehearsal is not None  # on by default
     with pytest.raises(ConfigError, match="exit_rehearsal_ms"):
         settings(tmp_path, exit_rehearsal_ms=-1)
+
+
+async def test_the_loop_rehearses_every_interval_and_skips_a_turn_while_events_wait_for_the_engine(tmp_path):
+    """``running``: a timer of the event loop.  A turn that finds the broker holding events for the engine is
+    skipped (its step goes first; a storm costs no rehearsal)."""
+    engine, _ = await open_trades(tmp_path)
+    waiting = [True]
+    rehearsal = ExitRehearsal(engine.trades, engine.executor.session, engine.recorder, None, 0.001,
+                              busy=lambda: waiting[0])
+    with rehearsal.running():
+        deadline = asyncio.get_running_loop().time() + 10
+        while rehearsal.skipped < 3:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.001)
+        assert rehearsal.rehearsals == 0
+        waiting[0] = False
+        while rehearsal.rehearsals < 3:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.001)
+    done = rehearsal.rehearsals + rehearsal.skipped
+    await asyncio.sleep(0.005)
+    assert rehearsal.rehearsals + rehearsal.skipped == done  # the timer stopped with the block

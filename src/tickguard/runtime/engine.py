@@ -158,8 +158,8 @@ class Engine:
         self._held_entries: list[OrderIntent] = []  # entries waiting for a complete reconciliation
         self.gc = CollectorPolicy(eng.gc_freeze_interval_s)
         self.rehearsal = ExitRehearsal(self.trades, self.executor.session, self.recorder,
-                                       getattr(broker, "rehearse_order", None),
-                                       eng.exit_rehearsal_ms / 1e3) if eng.exit_rehearsal_ms > 0 else None
+                                       getattr(broker, "rehearse_order", None), eng.exit_rehearsal_ms / 1e3,
+                                       getattr(broker, "has_events", None)) if eng.exit_rehearsal_ms > 0 else None
         self._step_ticks: list[Tick] = []
 
     def _journal_health(self, kind: str, now_ns: int, trades: list[Trade], data: dict) -> None:

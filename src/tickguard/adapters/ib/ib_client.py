@@ -529,6 +529,10 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
         if self._waiter is not None:
             _resolve(self._waiter)
 
+    def has_events(self) -> bool:
+        """Events read from the socket and not handed to the engine yet (the exit rehearsal lets them go first)."""
+        return bool(self._events)
+
     async def next_events(self, wake_at_ns: int | None) -> list[BrokerEvent]:
         """What has arrived since the last call; waits for it until ``wake_at_ns`` (then [] if nothing came).
 
