@@ -121,23 +121,45 @@ def test_exit_rehearsal_ms_zero_turns_it_off_and_a_bad_value_is_named(tmp_path):
         settings(tmp_path, exit_rehearsal_ms=-1)
 
 
-async def test_the_loop_rehearses_every_interval_and_skips_a_turn_while_events_wait_for_the_engine(tmp_path):
-    """``running``: a timer of the event loop.  A turn that finds the broker holding events for the engine is
-    skipped (its step goes first; a storm costs no rehearsal)."""
+async def until(done, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 10
+    while not done():
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.001)
+
+
+async def test_the_loop_rehearses_every_interval_after_waiting_events_and_rests_in_a_storm_or_a_closed_market(
+        tmp_path):
+    """``running``: a timer of the event loop.  Events waiting for the engine at a turn: the rehearsal runs after
+    the step they woke (here: they are gone by then), or is dropped if they are still there.  No wait for events
+    since the last turn (a saturated engine) or no quote for ``QUIET_S``: no rehearsal."""
     engine, _ = await open_trades(tmp_path)
-    waiting = [True]
-    rehearsal = ExitRehearsal(engine.trades, engine.executor.session, engine.recorder, None, 0.001,
-                              busy=lambda: waiting[0])
+    state = {"busy": False, "waits": 0, "age": 0.0}
+
+    def busy() -> bool:  # events waiting at the turn; the step that follows takes them
+        was, state["busy"] = state["busy"], False
+        return was
+
+    def waits() -> int:
+        state["waits"] += 1  # the engine waited for events between any two turns
+        return state["waits"]
+
+    rehearsal = ExitRehearsal(engine.trades, engine.executor.session, engine.recorder, None, 0.001, busy=busy,
+                              waits=lambda: waits() if state["waits"] >= 0 else 0, quote_age_s=lambda: state["age"])
     with rehearsal.running():
-        deadline = asyncio.get_running_loop().time() + 10
-        while rehearsal.skipped < 3:
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.001)
-        assert rehearsal.rehearsals == 0
-        waiting[0] = False
-        while rehearsal.rehearsals < 3:
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.001)
-    done = rehearsal.rehearsals + rehearsal.skipped
+        await until(lambda: rehearsal.rehearsals >= 3, "rehearsals at each turn")
+        state["busy"] = True
+        ran = rehearsal.rehearsals
+        await until(lambda: not state["busy"] and rehearsal.rehearsals > ran, "a rehearsal after the step")
+        assert rehearsal.skipped == 0
+        state["waits"] = -1  # a storm: the engine no longer waits for events
+        await until(lambda: rehearsal.saturated >= 3, "turns skipped in a storm")
+        ran = rehearsal.rehearsals
+        await asyncio.sleep(0.005)
+        assert rehearsal.rehearsals == ran
+        state["waits"], state["age"] = 0, 5.0  # no quote for five seconds
+        await until(lambda: rehearsal.quiet >= 3, "turns skipped without quotes")
+        assert rehearsal.rehearsals == ran
+    done = rehearsal.rehearsals + rehearsal.saturated + rehearsal.quiet
     await asyncio.sleep(0.005)
-    assert rehearsal.rehearsals + rehearsal.skipped == done  # the timer stopped with the block
+    assert rehearsal.rehearsals + rehearsal.saturated + rehearsal.quiet == done  # the timer stopped with the block

@@ -58,7 +58,7 @@ async def test_rehearsals_send_nothing_take_no_order_id_and_run_between_steps_th
         assert not any(inside), "a rehearsal ran inside an engine step"
         keys = {i.key for i in rehearsed if i is not None}
         assert keys == {f"tg:{engine.instance_id}:{t.id}:stop:1" for t in trades}  # every symbol's, by turns
-        assert rehearsal.failures == 0
+        assert rehearsal.failures == 0 and broker.quote_age_s() < 1 and broker.waits() > 0
 
         trade = trades[0]
         grid, stop = engine.grid(trade.symbol), engine.trades.stop_price(trade)

@@ -97,6 +97,8 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
         self._last_tick_wall: dict[str, float] = {}
         self._by_ticker: dict[int, str] = {}
         self._quotes = QuoteAssembler()
+        self._waits = 0  # next_events' waits for an event (waits)
+        self._last_quote_wall = -math.inf  # time.monotonic() of the last quote handed to the engine (quote_age_s)
         self._silent: SilentClient | None = None  # encodes the exit rehearsal's orders, sends nothing (placing.py)
         self._closing = False
         self._connecting = False  # inside one connection attempt: a drop there fails the attempt, not a reconnect
@@ -308,7 +310,7 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
                 continue
             ticks = self._quotes.assemble(symbol, ticker.ticks, ticker.bid, ticker.ask, ticker.time, now, trusted)
             if trusted and (ticks or self._quotes.known(symbol)):
-                self._last_tick_wall[symbol] = wall
+                self._last_tick_wall[symbol] = self._last_quote_wall = wall
                 self._events.extend(ticks)
         if trusted:
             self._wake()
@@ -529,6 +531,15 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
         if self._waiter is not None:
             _resolve(self._waiter)
 
+    def quote_age_s(self) -> float:
+        """Seconds since the last quote handed to the engine (infinite before the first): the exit rehearsal rests
+        while none come."""
+        return time.monotonic() - self._last_quote_wall
+
+    def waits(self) -> int:
+        """How often ``next_events`` has waited for an event (a saturated engine never does: the rehearsal rests)."""
+        return self._waits
+
     def has_events(self) -> bool:
         """Events read from the socket and not handed to the engine yet (the exit rehearsal lets them go first)."""
         return bool(self._events)
@@ -548,6 +559,7 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
             if wake_at_ns != self._timer_at or self._timer_loop is not loop:  # most waits share the next deadline
                 self._arm(loop, wake_at_ns, left)
             self._waiter = loop.create_future()
+            self._waits += 1
             try:
                 await self._waiter
             finally:
