@@ -133,7 +133,10 @@ def quotes(session: Any, symbols: list[str], levels: list[int]) -> list[tuple[li
     return [([r for r, s in subs if s == sym], cents / CENTS) for sym, cents in zip(symbols, levels, strict=True)]
 
 
-async def started(args: argparse.Namespace) -> tuple[dict[str, Any], BenchGateway, IBBroker, asyncio.Task[None]]:
+Started = tuple[dict[str, Any], BenchGateway, IBBroker, asyncio.Task[None], Engine]
+
+
+async def started(args: argparse.Namespace) -> Started:
     """The gateway and the engine on it, with ``--trades`` open trades (stop levels per ``build_plan``)."""
     plan = build_plan(20, args.trades, args.crossings * args.burst, [1000])
     gw = await BenchGateway(plan, speed=0.0).start()
@@ -153,11 +156,11 @@ async def started(args: argparse.Namespace) -> tuple[dict[str, Any], BenchGatewa
     while not all(t.state.value == "open" for t in trades):
         await gw.advance(0.05)
         await asyncio.sleep(0.01)
-    return plan, gw, broker, loop_task
+    return plan, gw, broker, loop_task, engine
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    plan, gw, broker, loop_task = await started(args)
+    plan, gw, broker, loop_task, engine = await started(args)
     contracts = {s: Stock(s, "SMART", "USD") for s in plan["symbols"]}
     bare = [await BareClient.connected(gw, 99, contracts)]  # the floor
     if args.durable_floor:
@@ -197,6 +200,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             client.arm(symbols, levels)
             client.times.append(await cross(marks, client.ib.client.conn, sessions[client.client_id].writer.transport,
                                             quotes(sessions[client.client_id], symbols, levels)))
+    rehearsal = await rehearsal_cost(engine) if args.rehearsal_cost else {}
     loop_task.cancel()
     await asyncio.gather(loop_task, return_exceptions=True)
     for client in bare:
@@ -204,7 +208,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await broker.close()
     await gw.close()
     return {"tickguard": tg, "floor": bare[0].times, "floor+journal": bare[1].times if len(bare) > 1 else [],
-            "stages": stages}
+            "stages": stages, "rehearsal": rehearsal}
+
+
+async def rehearsal_cost(engine: Engine) -> dict[str, list[int]]:
+    """What one exit rehearsal (runtime/exit_rehearsal.py) costs on this engine: 2,000 back to back (warm), and 500
+    one a millisecond apart (as the engine's timer runs them)."""
+    assert engine.rehearsal is not None, "[engine] exit_rehearsal_ms is 0"
+    run = engine.rehearsal.run
+    warm, spaced = [], []
+    for _ in range(2000):
+        t0 = time.perf_counter_ns()
+        run()
+        warm.append(time.perf_counter_ns() - t0)
+    for _ in range(500):
+        await asyncio.sleep(0.001)
+        t0 = time.perf_counter_ns()
+        run()
+        spaced.append(time.perf_counter_ns() - t0)
+    return {"back to back": warm, "one a millisecond": spaced}
 
 
 class BareClient:
@@ -296,6 +318,8 @@ def main() -> None:
     parser.add_argument("--parts", action="store_true", help="p50 per stage of the engine's step")
     parser.add_argument("--durable-floor", action="store_true", help="a third series: the bare client committing "
                         "one prepared row to a SQLite journal before each order (write-ahead's least cost)")
+    parser.add_argument("--rehearsal-cost", action="store_true", help="then time the engine's exit rehearsal "
+                        "(runtime/exit_rehearsal.py): back to back, and one a millisecond")
     parser.add_argument("--burst", type=int, default=1, help="symbols crossing in one socket read (a market-wide "
                         "move): the time runs to the last of their exit orders")
     args = parser.parse_args()
@@ -315,6 +339,8 @@ def main() -> None:
     print(f"  ratio tickguard / floor: p50 {q(res['tickguard'], 0.5) / q(res['floor'], 0.5):.2f}")
     if res["floor+journal"]:
         print(f"  ratio floor+journal / floor: p50 {q(res['floor+journal'], 0.5) / q(res['floor'], 0.5):.2f}")
+    for how, v in res["rehearsal"].items():
+        print(f"  one exit rehearsal, {how}: p50 {q(v, 0.5) * 1e3:.0f} us  p99 {q(v, 0.99) * 1e3:.0f} us")
     for stage, v in res["stages"].items():
         if len(v) >= len(res["tickguard"]) // 2:
             print(f"    {stage:<24} p50 {q(v, 0.5) * 1e3:7.0f} us")

@@ -105,7 +105,7 @@ async def one_read(clock: ReadClock, conn: Any, transport: Any, data: bytes, eng
 
 async def run(args: argparse.Namespace) -> dict[str, list[int]]:
     args.crossings, args.burst = 1, 1  # exit_path.started's plan: one crossing's worth of levels, never used here
-    plan, gw, broker, loop_task = await started(args)
+    plan, gw, broker, loop_task, _ = await started(args)
     contracts = {s: Stock(s, "SMART", "USD") for s in plan["symbols"]}
     floor = await BareClient.connected(gw, 99, contracts)
     await asyncio.sleep(3)  # the start-up's background work (shadow checks, first reconciliation) settles

@@ -34,3 +34,11 @@ def test_the_floor_with_a_journal_commits_a_row_before_each_of_its_orders():
     assert done.returncode == 0, done.stdout + done.stderr
     assert "floor+journal: 12 rows committed, one before each of its 12 orders" in done.stdout
     assert "ratio floor+journal / floor: p50" in done.stdout
+
+
+def test_the_exit_rehearsals_cost_is_printed():
+    done = subprocess.run([sys.executable, str(BENCH), "--trades", "40", "--crossings", "3", "--gap", "0.005",
+                           "--rehearsal-cost"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "one exit rehearsal, back to back: p50" in done.stdout
+    assert "one exit rehearsal, one a millisecond: p50" in done.stdout

@@ -24,7 +24,7 @@ waits for its end (~0.1 ms at IB, half of it ib_async's encoding).  A turn that 
 engine has not waited for the broker once since the turn before (a storm: the engine saturated) is skipped - a
 storm costs no rehearsal.  An engine between quotes rehearses (a quiet market's exit is the
 coldest); one that has had no quote for ``QUIET_S`` (a closed market, a feed down) does not - nothing can cross, and
-the CPU is not spent (~12 % of a core at 1 ms, at IB).
+the CPU is not spent (up to ~18 % of a core at 1 ms, at IB).
 Symbols take turns.  A rehearsal that raises (the exit's own code would fail on that trade) is logged once per
 message and counted; the engine goes on.
 """
