@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -100,16 +101,25 @@ async def test_a_failing_rehearsal_is_logged_once_counted_and_the_engine_goes_on
 
     rehearsal = ExitRehearsal(engine.trades, engine.executor.session, engine.recorder, refused, 0.001)
     symbols = {t.symbol for t in trades}
+    before = everything(engine, trades)
     with caplog.at_level(logging.WARNING, logger="tickguard.runtime.exit_rehearsal"):
         for _ in range(2 * len(symbols) + 1):
             assert rehearsal.run() is None
+    assert everything(engine, trades) == before  # a failure changes nothing either
     assert rehearsal.failures == 2 * len(symbols) + 1 and rehearsal.rehearsals == 0
+    assert rehearsal.outcomes()["failed"] == rehearsal.failures  # tickguard_exit_rehearsals_total{outcome="failed"}
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == len(symbols)  # once per message (one per symbol here), not once per rehearsal
+    assert len(lines) == len(symbols)  # once per symbol and kind of failure, not once per rehearsal
     assert all("exit rehearsal" in line and "no contract for" in line and "may fail the same way" in line
                for line in lines)
-    before = everything(engine, trades)
-    assert before["orders"] and before["venue"]  # the entries; the rehearsal added nothing of its own
+    assert {line.split("exit rehearsal of ")[1].split("'s")[0] for line in lines} == symbols
+    # the engine goes on: a crossing still sends its exit
+    trade = trades[0]
+    grid, stop = engine.grid(trade.symbol), engine.trades.stop_price(trade)
+    bid = grid.units(float(stop - Decimal("0.01")))
+    now = engine.broker.now_ns()
+    engine.step([Tick(trade.symbol, bid, bid + 2, 0, 100.0, now, now, 10_000_000)])
+    assert engine.executor.orders[f"tg:{engine.instance_id}:{trade.id}:stop:1"].order_id is not None
 
 
 def test_exit_rehearsal_ms_zero_turns_it_off_and_a_bad_value_is_named(tmp_path):
@@ -128,38 +138,68 @@ async def until(done, what: str) -> None:
         await asyncio.sleep(0.001)
 
 
+class EngineThread:
+    """The engine thread's CPU time as the rehearsal reads it: on the CPU ``share`` of the real time."""
+
+    def __init__(self) -> None:
+        self.share, self.cpu, self.wall = 0.3, 0, time.perf_counter_ns()
+
+    def __call__(self) -> int:
+        now = time.perf_counter_ns()
+        self.cpu += int(self.share * (now - self.wall))
+        self.wall = now
+        return self.cpu
+
+
 async def test_the_loop_rehearses_every_interval_after_waiting_events_and_rests_in_a_storm_or_a_closed_market(
         tmp_path):
     """``running``: a timer of the event loop.  Events waiting for the engine at a turn: the rehearsal runs after
-    the step they woke (here: they are gone by then), or is dropped if they are still there.  No wait for events
-    since the last turn (a saturated engine) or no quote for ``QUIET_S``: no rehearsal."""
+    the step they woke (here: they are gone by then), or is dropped if they are still there.  The engine's thread on
+    the CPU nearly all the time since the last turn (a storm) or no quote for ``QUIET_S``: no rehearsal."""
     engine, _ = await open_trades(tmp_path)
-    state = {"busy": False, "waits": 0, "age": 0.0}
+    state = {"busy": False, "age": 0.0}
+    thread = EngineThread()
 
     def busy() -> bool:  # events waiting at the turn; the step that follows takes them
         was, state["busy"] = state["busy"], False
         return was
 
-    def waits() -> int:
-        state["waits"] += 1  # the engine waited for events between any two turns
-        return state["waits"]
-
     rehearsal = ExitRehearsal(engine.trades, engine.executor.session, engine.recorder, None, 0.001, busy=busy,
-                              waits=lambda: waits() if state["waits"] >= 0 else 0, quote_age_s=lambda: state["age"])
+                              quote_age_s=lambda: state["age"], cpu_ns=thread)
     with rehearsal.running():
         await until(lambda: rehearsal.rehearsals >= 3, "rehearsals at each turn")
         state["busy"] = True
         ran = rehearsal.rehearsals
         await until(lambda: not state["busy"] and rehearsal.rehearsals > ran, "a rehearsal after the step")
-        assert rehearsal.skipped == 0
-        state["waits"] = -1  # a storm: the engine no longer waits for events
+        assert rehearsal.skipped == rehearsal.saturated == rehearsal.quiet == 0
+        thread.share = 1.0  # a storm: the engine's thread always on the CPU
         await until(lambda: rehearsal.saturated >= 3, "turns skipped in a storm")
         ran = rehearsal.rehearsals
         await asyncio.sleep(0.005)
-        assert rehearsal.rehearsals == ran
-        state["waits"], state["age"] = 0, 5.0  # no quote for five seconds
+        assert rehearsal.rehearsals <= ran + 1  # the turn that measured the storm's start may still rehearse
+        ran = rehearsal.rehearsals
+        thread.share, state["age"] = 0.3, 5.0  # the storm is over; no quote for five seconds
         await until(lambda: rehearsal.quiet >= 3, "turns skipped without quotes")
-        assert rehearsal.rehearsals == ran
+        assert rehearsal.rehearsals <= ran + 1
     done = rehearsal.rehearsals + rehearsal.saturated + rehearsal.quiet
     await asyncio.sleep(0.005)
     assert rehearsal.rehearsals + rehearsal.saturated + rehearsal.quiet == done  # the timer stopped with the block
+
+
+async def test_a_rehearsal_queued_behind_a_step_does_not_run_once_the_block_is_over(tmp_path):
+    """The step that the waiting events woke may end ``run_until``: the rehearsal queued behind it is cancelled with
+    the block, it does not run during the caller's shutdown (found by an independent review)."""
+    engine, _ = await open_trades(tmp_path)
+    woke = asyncio.get_running_loop().create_future()
+
+    def busy() -> bool:  # the caller's task resumes before the queued rehearsal would
+        if not woke.done():
+            woke.set_result(None)
+        return True
+
+    rehearsal = ExitRehearsal(engine.trades, engine.executor.session, engine.recorder, None, 0.001, busy=busy,
+                              cpu_ns=EngineThread())
+    with rehearsal.running():
+        await woke
+    await asyncio.sleep(0.01)
+    assert rehearsal.rehearsals == rehearsal.skipped == 0

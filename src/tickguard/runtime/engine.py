@@ -159,8 +159,8 @@ class Engine:
         self.gc = CollectorPolicy(eng.gc_freeze_interval_s)
         self.rehearsal = ExitRehearsal(self.trades, self.executor.session, self.recorder,
                                        getattr(broker, "rehearse_order", None), eng.exit_rehearsal_ms / 1e3,
-                                       getattr(broker, "has_events", None), getattr(broker, "waits", None),
-                                       getattr(broker, "quote_age_s", None)) if eng.exit_rehearsal_ms > 0 else None
+                                       getattr(broker, "has_events", None), getattr(broker, "quote_age_s", None),
+                                       ) if eng.exit_rehearsal_ms > 0 else None
         self._step_ticks: list[Tick] = []
 
     def _journal_health(self, kind: str, now_ns: int, trades: list[Trade], data: dict) -> None:

@@ -20,13 +20,14 @@ engine state before and after).  The message budget, the commit and the send its
 When: every ``[engine] exit_rehearsal_ms`` (0: never) of real time while the engine runs, on a timer of the event
 loop - between two engine steps, never inside one, so no evaluation waits for it; a tick that arrives during one
 waits for its end (~0.1 ms at IB, half of it ib_async's encoding).  A turn that finds events waiting for the engine
-(read from the socket in the same turn of the loop) rehearses after the step they woke; a turn that finds the
-engine has not waited for the broker once since the turn before (a storm: the engine saturated) is skipped - a
-storm costs no rehearsal.  An engine between quotes rehearses (a quiet market's exit is the
+(read from the socket in the same turn of the loop) rehearses after the step they woke; a turn after which the
+engine's thread was on the CPU ``SATURATED`` of the time (a storm: the engine never idle) is skipped - a storm costs
+no rehearsal.  An engine between quotes rehearses (a quiet market's exit is the
 coldest); one that has had no quote for ``QUIET_S`` (a closed market, a feed down) does not - nothing can cross, and
 the CPU is not spent (up to ~18 % of a core at 1 ms, at IB).
-Symbols take turns.  A rehearsal that raises (the exit's own code would fail on that trade) is logged once per
-message and counted; the engine goes on.
+Symbols take turns.  A rehearsal that raises (the exit's own code would fail on that trade) is logged - once per
+symbol and kind of failure - and counted (``tickguard_exit_rehearsals_total{outcome="failed"}``, alert
+TickguardExitRehearsalFailing); the engine goes on.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 
 from tickguard.adapters.broker import BrokerOrder
@@ -44,26 +46,28 @@ from tickguard.runtime.order_executor import broker_order
 from tickguard.runtime.order_record import OrderRecord
 
 log = logging.getLogger(__name__)
+SATURATED = 0.9  # the engine's thread on the CPU this share of the time since the last turn: a storm, no rehearsal
 QUIET_S = 1.0  # no quote for this long (a closed market, a feed down): nothing can cross - no rehearsal, no CPU spent
-_TOLD_MAX = 100  # distinct failure messages logged at most (each once): a failure per trade must not flood the log
 
 
 class ExitRehearsal:
     def __init__(self, trades: TradeManager, session: str, recorder: JournalRecorder | None,
                  build_order: Callable[[BrokerOrder], None] | None, interval_s: float,
-                 busy: Callable[[], bool] | None = None, waits: Callable[[], int] | None = None,
-                 quote_age_s: Callable[[], float] | None = None) -> None:
+                 busy: Callable[[], bool] | None = None, quote_age_s: Callable[[], float] | None = None,
+                 cpu_ns: Callable[[], int] = time.thread_time_ns, wall_ns: Callable[[], int] = time.perf_counter_ns,
+                 ) -> None:
         """``build_order``: the broker's order made and not sent (None: the broker has no such step).  What the
         broker may tell (None: not known): ``busy``, it holds events for the engine - the rehearsal runs after the
-        engine's step; ``waits``, how often the engine has waited for its events - not once since the last turn is a
-        saturated engine, and the turn is skipped; ``quote_age_s``, seconds since its last quote - past ``QUIET_S``
-        no turn rehearses."""
+        engine's step; ``quote_age_s``, seconds since its last quote - past ``QUIET_S`` no turn rehearses.
+        ``cpu_ns`` / ``wall_ns``: the engine thread's CPU time and real time - a turn after which the thread was on
+        the CPU ``SATURATED`` of the time or more is skipped (a storm: the engine is never idle)."""
         self._trades = trades
         self._busy = busy
-        self._waits = waits
         self._quote_age_s = quote_age_s
-        self._waited = -1  # ``waits()`` at the last turn
-        self.saturated = 0  # turns skipped: the engine never waited for events since the turn before
+        self._cpu_ns = cpu_ns
+        self._wall_ns = wall_ns
+        self._last: tuple[int, int] | None = None  # (cpu, wall) at the last turn
+        self.saturated = 0  # turns skipped: the engine's thread was (nearly) always on the CPU since the turn before
         self.quiet = 0  # turns skipped: no quote came for QUIET_S
         self.skipped = 0  # turns whose rehearsal found events waiting again after the step: dropped
         self._session = session
@@ -74,7 +78,7 @@ class ExitRehearsal:
         self._symbols: list[str] = []
         self.rehearsals = 0
         self.failures = 0
-        self._told: set[str] = set()  # failure messages logged already
+        self._told: set[tuple[str, str]] = set()  # (symbol, exception type) of the failures logged already
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -83,7 +87,10 @@ class ExitRehearsal:
         inside one."""
         loop = asyncio.get_running_loop()
 
+        after: list[asyncio.Handle] = []  # a rehearsal queued behind a step (``due``), cancelled with the block
+
         def after_step() -> None:
+            after.clear()
             if self._busy is not None and self._busy():
                 self.skipped += 1
             else:
@@ -91,16 +98,17 @@ class ExitRehearsal:
 
         def due() -> None:
             self._timer = loop.call_later(self._interval_s, due)
-            waited = self._waits() if self._waits is not None else None
-            if waited is not None and waited == self._waited:
+            now, last = (self._cpu_ns(), self._wall_ns()), self._last
+            self._last = now
+            if last is not None and now[0] - last[0] >= SATURATED * (now[1] - last[1]):
                 self.saturated += 1
             elif self._quote_age_s is not None and self._quote_age_s() > QUIET_S:
                 self.quiet += 1
             elif self._busy is not None and self._busy():
-                loop.call_soon(after_step)  # the engine's step, woken by these events, is queued already: it goes first
+                if not after:  # the engine's step, woken by these events, is queued already: it goes first
+                    after.append(loop.call_soon(after_step))
             else:
                 self.run()
-            self._waited = -1 if waited is None else waited
 
         self._timer = loop.call_later(self._interval_s, due)
         try:
@@ -108,6 +116,13 @@ class ExitRehearsal:
         finally:
             self._timer.cancel()
             self._timer = None
+            for handle in after:
+                handle.cancel()
+
+    def outcomes(self) -> dict[str, int]:
+        """The turns so far by outcome (the metric ``tickguard_exit_rehearsals_total``)."""
+        return {"rehearsed": self.rehearsals, "failed": self.failures, "saturated": self.saturated,
+                "quiet": self.quiet, "dropped": self.skipped}
 
     def run(self) -> OrderIntent | None:
         """Rehearse the exit of the next symbol's nearest stop; returns its intent (None: nothing to rehearse)."""
@@ -128,11 +143,12 @@ class ExitRehearsal:
                 self._build_order(broker_order(intent))
         except Exception as exc:  # the exit's own code raised on this trade: said, and the engine goes on
             self.failures += 1
-            message = f"{type(exc).__name__}: {exc}"
-            if message not in self._told and len(self._told) < _TOLD_MAX:
-                self._told.add(message)
-                log.warning("exit rehearsal of %s's nearest stop failed (%s) - its exit may fail the same way when it "
-                            "fires", symbol, message, exc_info=True)
+            told = (symbol, type(exc).__name__)  # once per symbol and kind of failure: a message may name a trade
+            if told not in self._told:
+                self._told.add(told)
+                log.warning("exit rehearsal of %s's nearest stop failed (%s: %s) - its exit may fail the same way when "
+                            "it fires (counted in tickguard_exit_rehearsals_total{outcome=\"failed\"}; said once per "
+                            "symbol and kind of failure)", symbol, type(exc).__name__, exc, exc_info=True)
             return None
         self.rehearsals += 1
         return intent

@@ -65,6 +65,10 @@ CATALOG: tuple[MetricSpec, ...] = (
     _m("tickguard_orders_rejected_total", C, ("code", "kind"), "Orders the broker refused, by its error code, "
        "entries and exits."),
     _m("tickguard_exit_alerts_total", C, (), "Exits the broker refused (each one an ERROR line and an alert)."),
+    _m("tickguard_exit_rehearsals_total", C, ("outcome",),
+       "Turns of the exit rehearsal (runtime/exit_rehearsal.py) by outcome: rehearsed, failed (the exit's own code "
+       "raised on that trade: its exit may fail the same way), saturated / quiet (skipped: a storm, no quotes), "
+       "dropped (events still waiting after the step)."),
     # message budget and flood control
     _m("tickguard_throttle_queue_depth", G, ("lane",), "Messages waiting for the message budget, per lane."),
     _m("tickguard_throttle_sent_total", C, ("lane",), "Messages the budget let go, per lane."),

@@ -229,6 +229,10 @@ class EngineMetrics(Collector):
         alerts = _family("tickguard_exit_alerts_total")
         alerts.add_metric([], len(engine.exit_alerts))
         yield alerts
+        rehearsals = _family("tickguard_exit_rehearsals_total")
+        for outcome, n in (engine.rehearsal.outcomes() if engine.rehearsal is not None else {}).items():
+            rehearsals.add_metric([outcome], n)
+        yield rehearsals
 
     def _budget_families(self) -> Iterator[Metric]:
         engine = self.engine

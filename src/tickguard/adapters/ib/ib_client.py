@@ -97,7 +97,6 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
         self._last_tick_wall: dict[str, float] = {}
         self._by_ticker: dict[int, str] = {}
         self._quotes = QuoteAssembler()
-        self._waits = 0  # next_events' waits for an event (waits)
         self._last_quote_wall = -math.inf  # time.monotonic() of the last quote handed to the engine (quote_age_s)
         self._silent: SilentClient | None = None  # encodes the exit rehearsal's orders, sends nothing (placing.py)
         self._closing = False
@@ -536,10 +535,6 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
         while none come."""
         return time.monotonic() - self._last_quote_wall
 
-    def waits(self) -> int:
-        """How often ``next_events`` has waited for an event (a saturated engine never does: the rehearsal rests)."""
-        return self._waits
-
     def has_events(self) -> bool:
         """Events read from the socket and not handed to the engine yet (the exit rehearsal lets them go first)."""
         return bool(self._events)
@@ -559,7 +554,6 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
             if wake_at_ns != self._timer_at or self._timer_loop is not loop:  # most waits share the next deadline
                 self._arm(loop, wake_at_ns, left)
             self._waiter = loop.create_future()
-            self._waits += 1
             try:
                 await self._waiter
             finally:
