@@ -268,7 +268,7 @@ def trades_and_orders() -> list[Panel]:
         graph("Exits refused by the broker (per 5 min)", "Each one is an ERROR line EXIT REFUSED and is retried, "
               "more certain each time (alert TickguardExitRefused).",
               [Query(increase("tickguard_exit_alerts_total"), "refused exits")], bars=True),
-        graph("Exit rehearsals / s by outcome", "The exit rehearsal keeps the exit path warm (about 1,000 a second "
+        graph("Exit rehearsals / s by outcome", "The exit rehearsal keeps the exit path warm (about 500 a second "
               "while quotes come; none in a storm - saturated - or without quotes - quiet). A failed one is an exit "
               "that may fail when it fires: a WARNING in the log names the symbol (alert "
               "TickguardExitRehearsalFailing).",

@@ -73,7 +73,7 @@ class EngineConfig(_Section):
                                         "the garbage collector's full passes (their pauses grow with open "
                                         "trades), which it makes only when asked while the engine runs; 0 = "
                                         "only after start-up, and full passes as CPython decides.")
-    exit_rehearsal_ms: float = Field(1.0, ge=0, le=60_000,
+    exit_rehearsal_ms: float = Field(2.0, ge=0, le=60_000,
                                      description="Every this many milliseconds (real time), between engine "
                                      "steps, an exit's code runs on a stop near the market and acts on nothing - "
                                      "nothing written or sent - so that it is warm in the CPU's caches when a stop "
