@@ -467,7 +467,7 @@ def test_rehearse_exit_builds_the_exit_a_crossing_then_sends_and_changes_nothing
     assert tm.rehearse_exit("AAA")[0].key == f"tg:{far.id}:stop:1"
 
 
-def test_rehearse_exit_of_a_trade_with_nothing_to_sell_is_none(tm, clock, market):
+def test_rehearse_exit_of_an_unfilled_or_halted_trade_is_none(tm, clock, market):
     trade = tm.submit(req())
     assert tm.rehearse_exit("AAA") is None  # the entry is not filled: its stop is not booked
     fill_entry(tm, clock, trade)

@@ -171,7 +171,7 @@ async def test_the_loop_rehearses_every_interval_after_waiting_events_and_rests_
         state["busy"] = True
         ran = rehearsal.rehearsals
         await until(lambda: not state["busy"] and rehearsal.rehearsals > ran, "a rehearsal after the step")
-        assert rehearsal.skipped == rehearsal.saturated == rehearsal.quiet == 0
+        assert rehearsal.dropped == rehearsal.saturated == rehearsal.quiet == 0
         thread.share = 1.0  # a storm: the engine's thread always on the CPU
         await until(lambda: rehearsal.saturated >= 3, "turns skipped in a storm")
         ran = rehearsal.rehearsals
@@ -202,4 +202,4 @@ async def test_a_rehearsal_queued_behind_a_step_does_not_run_once_the_block_is_o
     with rehearsal.running():
         await woke
     await asyncio.sleep(0.01)
-    assert rehearsal.rehearsals == rehearsal.skipped == 0
+    assert rehearsal.rehearsals == rehearsal.dropped == 0

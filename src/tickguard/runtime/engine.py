@@ -157,10 +157,9 @@ class Engine:
         self._known = KnownToEngine(self.executor.applied_execs, self.executor.holds_final)
         self._held_entries: list[OrderIntent] = []  # entries waiting for a complete reconciliation
         self.gc = CollectorPolicy(eng.gc_freeze_interval_s)
-        self.rehearsal = ExitRehearsal(self.trades, self.executor.session, self.recorder,
-                                       getattr(broker, "rehearse_order", None), eng.exit_rehearsal_ms / 1e3,
-                                       getattr(broker, "has_events", None), getattr(broker, "quote_age_s", None),
-                                       ) if eng.exit_rehearsal_ms > 0 else None
+        self.rehearsal = None if eng.exit_rehearsal_ms <= 0 else ExitRehearsal(  # what the broker offers: optional
+            self.trades, self.executor.session, self.recorder, getattr(broker, "rehearse_order", None),
+            eng.exit_rehearsal_ms / 1e3, getattr(broker, "has_events", None), getattr(broker, "quote_age_s", None))
         self._step_ticks: list[Tick] = []
 
     def _journal_health(self, kind: str, now_ns: int, trades: list[Trade], data: dict) -> None:

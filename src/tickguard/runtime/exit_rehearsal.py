@@ -22,11 +22,10 @@ loop - between two engine steps, never inside one, so no evaluation waits for it
 waits for its end (~0.1 ms at IB, half of it ib_async's encoding).  A turn that finds events waiting for the engine
 (read from the socket in the same turn of the loop) rehearses after the step they woke; a turn after which the
 engine's thread was on the CPU ``SATURATED`` of the time (a storm: the engine never idle) is skipped - a storm costs
-no rehearsal.  An engine between quotes rehearses (a quiet market's exit is the
-coldest); one that has had no quote for ``QUIET_S`` (a closed market, a feed down) does not - nothing can cross, and
-the CPU is not spent (up to ~9 % of a core at 2 ms, at IB: 1 ms gave the same p50 wire to wire for twice the
-CPU - README "Fourteenth pass").
-Symbols take turns.  A rehearsal that raises (the exit's own code would fail on that trade) is logged - once per
+no rehearsal.  An engine between quotes rehearses (a quiet market's exit is the coldest); one that has had no quote
+for ``QUIET_S`` (a closed market, a feed down) does not - nothing can cross, and the CPU is not spent (up to ~9 % of
+a core at 2 ms, at IB: 1 ms gave the same p50 wire to wire for twice the CPU - README "Fourteenth pass").  Symbols
+take turns.  A rehearsal that raises (the exit's own code would fail on that trade) is logged - once per
 symbol and kind of failure - and counted (``tickguard_exit_rehearsals_total{outcome="failed"}``, alert
 TickguardExitRehearsalFailing); the engine goes on.
 """
@@ -70,7 +69,7 @@ class ExitRehearsal:
         self._last: tuple[int, int] | None = None  # (cpu, wall) at the last turn
         self.saturated = 0  # turns skipped: the engine's thread was (nearly) always on the CPU since the turn before
         self.quiet = 0  # turns skipped: no quote came for QUIET_S
-        self.skipped = 0  # turns whose rehearsal found events waiting again after the step: dropped
+        self.dropped = 0  # turns whose rehearsal found events waiting again after the step
         self._session = session
         self._recorder = recorder
         self._build_order = build_order
@@ -87,13 +86,12 @@ class ExitRehearsal:
         while the block runs - the engine's loop.  A callback of the loop runs between two engine steps, never
         inside one."""
         loop = asyncio.get_running_loop()
-
         after: list[asyncio.Handle] = []  # a rehearsal queued behind a step (``due``), cancelled with the block
 
         def after_step() -> None:
             after.clear()
             if self._busy is not None and self._busy():
-                self.skipped += 1
+                self.dropped += 1
             else:
                 self.run()
 
@@ -123,7 +121,7 @@ class ExitRehearsal:
     def outcomes(self) -> dict[str, int]:
         """The turns so far by outcome (the metric ``tickguard_exit_rehearsals_total``)."""
         return {"rehearsed": self.rehearsals, "failed": self.failures, "saturated": self.saturated,
-                "quiet": self.quiet, "dropped": self.skipped}
+                "quiet": self.quiet, "dropped": self.dropped}
 
     def run(self) -> OrderIntent | None:
         """Rehearse the exit of the next symbol's nearest stop; returns its intent (None: nothing to rehearse)."""

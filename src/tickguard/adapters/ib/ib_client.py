@@ -370,7 +370,7 @@ class IBBroker(ContractsMixin, RecoveryMixin, MessagesMixin, PacingMixin):
         exit rehearsal (runtime/exit_rehearsal.py) keeps that code warm.  Not while the connection is down."""
         details = self.contract_cache.peek(order.symbol)
         if details is not None and details.contract is not None and self._can_send():
-            if self._silent is None or self._silent._real is not self.ib.client:
+            if self._silent is None or not self._silent.encodes_for(self.ib.client):
                 self._silent = SilentClient(self.ib.client)
             self._silent.encode_order(details.contract, self._ib_order(order))
 

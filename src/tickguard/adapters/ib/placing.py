@@ -57,6 +57,10 @@ class SilentClient(Client):
         self._real = real
         self.last: str | None = None
 
+    def encodes_for(self, client: Client) -> bool:
+        """Does it encode as ``client`` does (made from it)?"""
+        return self._real is client
+
     def isConnected(self) -> bool:
         return True
 
