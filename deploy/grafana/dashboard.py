@@ -255,7 +255,8 @@ def exit_chain() -> list[Panel]:
 def trades_and_orders() -> list[Panel]:
     return [
         graph("Active trades by state", "Trades not yet over, by state (pending_entry, open, exiting, halted). A "
-              "halted trade (an over-fill) needs a person.",
+              "halted trade (an over-fill, or an exit decided twice) needs a person: nothing automated is sent for "
+              "it (alert TickguardTradesHalted).",
               [Query(gauge("tickguard_trades", ("state",)), "{{state}}")], width=8, stack=True),
         graph("Exits by reason (per 5 min)", "Exit orders decided, by what triggered them.",
               [Query(increase("tickguard_exits_total", ("reason",)), "{{reason}}")], width=8, bars=True),

@@ -148,6 +148,27 @@ async def test_a_scrape_of_an_engine_without_journal_or_trades_still_parses():
     await engine.broker.close()
 
 
+async def test_a_halted_trade_is_counted_as_halted_not_open():
+    """What ``TickguardTradesHalted`` (deploy/prometheus/alerts.yml) watches: a trade the engine halts leaves the
+    open count and is counted under ``state="halted"`` at the next scrape - its exits are no longer automated."""
+    s = load(None, {"sim": {"speed": 0, "symbols": 2, "seed": 3, "trades": 6}, "shadow": {"enabled": False}})
+    engine, venue = sim_engine(s)
+    await engine.start(sorted(venue.specs))
+    start = engine.broker.now_ns()
+    for i, request in enumerate(demo_trades(6, sorted(venue.specs), 3)):
+        engine.schedule(start + NS + i * NS, request)
+    await engine.run_until(start + 10 * NS)
+    _, samples = await scraped(engine)
+    open_before = value(samples, "tickguard_trades", state="open")
+    assert value(samples, "tickguard_trades", state="halted") == 0 and open_before >= 1
+    victim = next(t for t in engine.trades.trades.values() if t.state is TradeState.OPEN)
+    engine.trades.halt(victim.id, "an exit decided under a key that is already an order's (test)")
+    _, samples = await scraped(engine)
+    assert value(samples, "tickguard_trades", state="halted") == 1
+    assert value(samples, "tickguard_trades", state="open") == open_before - 1
+    await engine.broker.close()
+
+
 async def test_flood_control_and_rejections_are_exported_by_account_reason_code_and_kind():
     """An account whose orders are refused again and again: its rejections by code and kind, its entries held by
     the breaker (the reason said) and the new trade refused for it are all in the scrape."""
