@@ -315,7 +315,7 @@ def main() -> None:
     parser.add_argument("--trades", type=int, default=5000)
     parser.add_argument("--crossings", type=int, default=300)
     parser.add_argument("--gap", type=float, default=0.01, help="seconds between two crossings (the loop settles)")
-    parser.add_argument("--parts", action="store_true", help="p50 per stage of the engine's step")
+    parser.add_argument("--parts", action="store_true", help="p50 and p99 per stage of the engine's step")
     parser.add_argument("--durable-floor", action="store_true", help="a third series: the bare client committing "
                         "one prepared row to a SQLite journal before each order (write-ahead's least cost)")
     parser.add_argument("--rehearsal-cost", action="store_true", help="then time the engine's exit rehearsal "
@@ -343,7 +343,7 @@ def main() -> None:
         print(f"  one exit rehearsal, {how}: p50 {q(v, 0.5) * 1e3:.0f} us  p99 {q(v, 0.99) * 1e3:.0f} us")
     for stage, v in res["stages"].items():
         if len(v) >= len(res["tickguard"]) // 2:
-            print(f"    {stage:<24} p50 {q(v, 0.5) * 1e3:7.0f} us")
+            print(f"    {stage:<24} p50 {q(v, 0.5) * 1e3:7.0f} us  p99 {q(v, 0.99) * 1e3:7.0f} us")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import machine_wakeup  # noqa: E402
 from wire_gateway import build_plan  # noqa: E402
 from wire_report import report, report_pairs  # noqa: E402
 from wire_sampler import BacklogSampler, cpu_use, wait_quiet  # noqa: E402
@@ -406,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="wire_to_wire_"))
     mach = machine()
     print(f"machine: {mach['cpu']}, {mach['cores']} cores, Python {mach['python']}, Linux {mach['kernel']}")
+    pair = (0, 1) if args.pin else None  # pinned: the client's CPU and the gateway's
+    mach["wakeup_before"] = machine_wakeup.measure(cpus=pair)  # the machine's share of every tail (its docstring)
+    print(f"machine, before the runs: {machine_wakeup.describe(mach['wakeup_before'])}")
     print(f"{trades} open long trades (qty 1, fixed stops) over {args.symbols} symbols; {crossings} crossings per "
           f"rate; bench throttle {BENCH_THROTTLE} (gateway pacing limit raised to 1,000,000/s); work dir {work}"
           + ("; pinned: client on CPU 0, gateway on CPU 1" if args.pin else ""))
@@ -424,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"open / client ready), then its socket drained in {runs[kind]['drain_s']} s")
         pairs.append(runs)
     results["runs"] = pairs[0]
+    mach["wakeup_after"] = machine_wakeup.measure(cpus=pair)
+    print(f"machine, after the runs: {machine_wakeup.describe(mach['wakeup_after'])}")
     ok = report(results)
     if len(pairs) > 1:
         ok = report_pairs(results, pairs) and ok

@@ -30,6 +30,10 @@ def test_every_crossing_gets_its_exit_tickguard_and_floor_in_each_pair(tmp_path)
     (median,) = result["median_ratios"]
     assert median["rate"] == 2000 and median["pairs"] == 2 and median["p50_ratio"] == sum(ratios) / 2
     assert "tickguard / floor at" in done.stdout and "over 2 pairs" in done.stdout
+    for when in ("before", "after"):  # the machine's wake-up round trip, measured around the runs
+        wake = result["machine"][f"wakeup_{when}"]
+        assert wake["n"] == 1500 and 0 < wake["p50_us"] <= wake["p99_us"] <= wake["p999_us"] <= wake["max_us"]
+        assert f"machine, {when} the runs: wake-up round trip" in done.stdout
 
 
 def test_pinned_run_puts_the_client_and_the_gateway_on_cpus_of_their_own(tmp_path):

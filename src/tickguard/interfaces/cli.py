@@ -168,6 +168,7 @@ def run(
     from tickguard.adapters.broker import BrokerError
     from tickguard.interfaces import live_view
     from tickguard.interfaces.ib_session import run_ib
+    from tickguard.runtime.busy_poll import event_loop_factory
 
     _number("--duration", duration, 0, 366 * 86_400, low_open=True)
     settings = _settings(config, {})
@@ -178,7 +179,9 @@ def run(
     _logs(settings, log_format, log_level)
     console, watcher = _terminal(live)
     try:
-        engine = asyncio.run(run_ib(settings, duration, watcher))
+        # the loop busy-polls its sockets while quotes come (runtime/busy_poll.py, [engine] busy_poll_us)
+        with asyncio.Runner(loop_factory=event_loop_factory(settings.engine.busy_poll_us)) as runner:
+            engine = runner.run(run_ib(settings, duration, watcher))
     except (BrokerError, JournalError) as exc:
         _fail(str(exc))
     console.print(live_view.trades_table(engine))

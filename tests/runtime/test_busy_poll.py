@@ -1,0 +1,196 @@
+"""The busy-polling selector (runtime/busy_poll.py): it spins only within ``spin_ns`` of its last socket event,
+returns an event that comes during the spin without sleeping, never sleeps past asyncio's timeout, and an event
+loop on it runs sockets and timers as asyncio's own does."""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+import socket
+import time
+
+import pytest
+
+from tickguard.runtime.busy_poll import BusyPollSelector, event_loop_factory
+
+US = 1_000
+
+
+class StepClock:
+    """A clock that moves ``step_ns`` on every reading - a spin that polls k times has seen k + 1 readings - and can
+    run ``at`` (a callable) on its n-th reading: a byte that arrives in the middle of a spin."""
+
+    def __init__(self, step_ns: int) -> None:
+        self.now = 1_000_000_000
+        self.step_ns = step_ns
+        self.readings = 0
+        self.at: dict[int, object] = {}
+
+    def __call__(self) -> int:
+        self.readings += 1
+        self.now += self.step_ns
+        action = self.at.pop(self.readings, None)
+        if action is not None:
+            action()  # type: ignore[operator]
+        return self.now
+
+
+@pytest.fixture
+def pair():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+class Recording(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """The platform's selector, keeping the timeout of every wait."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[float | None] = []
+
+    def select(self, timeout: float | None = None) -> list:
+        self.timeouts.append(timeout)
+        return super().select(timeout)
+
+
+def selector(spin_us: int, clock: StepClock, sock: socket.socket) -> BusyPollSelector:
+    sel = BusyPollSelector(spin_us * US, clock, Recording())
+    sel.register(sock, selectors.EVENT_READ)
+    return sel
+
+
+def slept(sel: BusyPollSelector) -> list[float | None]:
+    """The timeouts of the waits that were not polls."""
+    return [t for t in sel._inner.timeouts if t != 0]  # type: ignore[attr-defined]
+
+
+def test_before_any_socket_event_a_wait_sleeps_at_once(pair):
+    a, b = pair
+    clock = StepClock(10 * US)
+    sel = selector(500, clock, a)
+    assert sel.select(0.001) == [] and sel.spins == 0 and sel.sleeps == 1
+    b.send(b"x")
+    assert [key.fileobj for key, _ in sel.select(1.0)] == [a] and sel.sleeps == 2 and sel.spins == 0
+
+
+def test_after_a_socket_event_a_wait_spins_and_takes_the_next_event_without_sleeping(pair):
+    a, b = pair
+    clock = StepClock(10 * US)
+    sel = selector(500, clock, a)
+    b.send(b"x")
+    assert sel.select(1.0)  # a socket event: the spin window opens
+    a.recv(16)
+    clock.at[clock.readings + 5] = lambda: b.send(b"y")  # arrives after a few polls, inside the 500 us window
+    ready = sel.select(1.0)
+    assert [key.fileobj for key, _ in ready] == [a]
+    assert sel.spins == 1 and sel.sleeps == 1  # the one sleep is the first wait's
+
+
+def test_the_spin_ends_spin_ns_after_the_last_event_then_the_wait_sleeps_for_what_is_left(pair):
+    a, b = pair
+    clock = StepClock(10 * US)
+    sel = selector(200, clock, a)
+    b.send(b"x")
+    sel.select(1.0)
+    a.recv(16)
+    before = clock.readings
+    assert sel.select(0.02) == []  # nothing comes: ~20 polls of the 200 us window, then sleeps the rest of 20 ms
+    assert sel.spins == 1 and sel.sleeps == 2
+    assert 15 <= clock.readings - before <= 25
+    assert slept(sel)[-1] == pytest.approx(0.02 - (clock.readings - before - 1) * 10 * US / 1e9)  # what was left
+
+
+def test_what_is_left_of_the_timeout_after_a_spin_is_the_timeout_less_the_spin(pair):
+    a, b = pair
+    clock = StepClock(10 * US)
+    sel = selector(200, clock, a)
+    b.send(b"x")
+    sel.select(1.0)
+    a.recv(16)
+    began = clock.now
+    spun, left = sel._spin(0.02)
+    assert spun is None and left is not None
+    assert left == pytest.approx(0.02 - (clock.now - began - 10 * US) / 1e9, abs=1e-9)  # its first reading began it
+    assert 0.0197 < left < 0.0199
+
+
+def test_timers_never_open_a_spin_an_idle_engine_sleeps(pair):
+    a, b = pair
+    clock = StepClock(10 * US)
+    sel = selector(200, clock, a)
+    b.send(b"x")
+    sel.select(1.0)
+    a.recv(16)
+    clock.now += 300 * US  # past the window: only timers woke the loop since
+    for _ in range(3):
+        assert sel.select(0.0005) == []
+    assert sel.spins == 0 and sel.sleeps == 4
+
+
+def test_a_timeout_inside_the_window_ends_the_spin_on_time_without_sleeping(pair):
+    a, b = pair
+    clock = StepClock(10 * US)
+    sel = selector(10_000, clock, a)  # a 10 ms window
+    b.send(b"x")
+    sel.select(1.0)
+    a.recv(16)
+    before = clock.readings
+    assert sel.select(0.0001) == []  # asyncio's next timer in 100 us: the spin stops there
+    assert sel.spins == 1 and sel.sleeps == 1
+    assert clock.readings - before <= 12  # ~10 polls of 10 us, not the window's 1,000
+
+
+def test_a_poll_now_never_spins(pair):
+    a, b = pair
+    clock = StepClock(10 * US)
+    sel = selector(500, clock, a)
+    b.send(b"x")
+    sel.select(1.0)
+    a.recv(16)
+    assert sel.select(0) == [] and sel.select(-1) == []
+    assert sel.spins == 0 and sel.sleeps == 1
+
+
+def test_a_spin_of_zero_or_less_is_refused():
+    with pytest.raises(ValueError, match="spin_ns"):
+        BusyPollSelector(0)
+
+
+def test_an_event_loop_on_it_serves_sockets_and_keeps_its_timers():
+    """A TCP echo and timers on the loop ``tickguard run`` would use with ``busy_poll_us = 300``; and the default
+    loop when it is 0."""
+
+    async def echo_and_sleep() -> tuple[list[bytes], float]:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while data := await reader.read(64):
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        got = []
+        for k in range(50):
+            writer.write(b"%d;" % k)
+            got.append(await reader.readexactly(len(b"%d;" % k)))
+        t0 = time.perf_counter()
+        await asyncio.sleep(0.05)  # right after socket traffic: inside the spin window
+        slept = time.perf_counter() - t0
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return got, slept
+
+    with asyncio.Runner(loop_factory=event_loop_factory(300)) as runner:
+        got, slept = runner.run(echo_and_sleep())
+        sel = runner.get_loop()._selector  # type: ignore[attr-defined]
+        assert isinstance(sel, BusyPollSelector) and sel.spins > 0
+    assert got == [b"%d;" % k for k in range(50)]
+    assert 0.05 <= slept < 0.5
+    assert event_loop_factory(0) is asyncio.new_event_loop
+    assert event_loop_factory(300, cpus=1) is asyncio.new_event_loop  # one CPU: a spin only takes others' turns
+    assert event_loop_factory(300, cpus=2) is not asyncio.new_event_loop
