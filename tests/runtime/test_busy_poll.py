@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tickguard.runtime.busy_poll import BusyPollSelector, event_loop_factory
+from tickguard.runtime.busy_poll import BusyPollSelector, event_loop_factory, spin_clock
 
 US = 1_000
 
@@ -87,6 +87,7 @@ def test_after_a_socket_event_a_wait_spins_and_takes_the_next_event_without_slee
     ready = sel.select(1.0)
     assert [key.fileobj for key, _ in ready] == [a]
     assert sel.spins == 1 and sel.sleeps == 1  # the one sleep is the first wait's
+    assert sel.spun_ns >= 4 * 10 * US  # the polls before the byte came: counted as polling time
 
 
 def test_the_spin_ends_spin_ns_after_the_last_event_then_the_wait_sleeps_for_what_is_left(pair):
@@ -138,9 +139,11 @@ def test_a_timeout_inside_the_window_ends_the_spin_on_time_without_sleeping(pair
     sel.select(1.0)
     a.recv(16)
     before = clock.readings
+    spun = sel.spun_ns
     assert sel.select(0.0001) == []  # asyncio's next timer in 100 us: the spin stops there
     assert sel.spins == 1 and sel.sleeps == 1
     assert clock.readings - before <= 12  # ~10 polls of 10 us, not the window's 1,000
+    assert sel.spun_ns - spun == (clock.readings - before - 1) * 10 * US  # the polling time, counted
 
 
 def test_a_poll_now_never_spins(pair):
@@ -192,5 +195,11 @@ def test_an_event_loop_on_it_serves_sockets_and_keeps_its_timers():
     assert got == [b"%d;" % k for k in range(50)]
     assert 0.05 <= slept < 0.5
     assert event_loop_factory(0) is asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=event_loop_factory(300)) as runner:
+        runner.run(echo_and_sleep())
+        spun = spin_clock(runner.get_loop())
+        assert spun is not None and spun() > 0  # what the exit rehearsal's storm rule takes out of the CPU time
+    with asyncio.Runner() as runner:
+        assert spin_clock(runner.get_loop()) is None
     assert event_loop_factory(300, cpus=1) is asyncio.new_event_loop  # one CPU: a spin only takes others' turns
     assert event_loop_factory(300, cpus=2) is not asyncio.new_event_loop

@@ -20,6 +20,7 @@ from tickguard.config import ConfigError, load
 from tickguard.core.exit_rules import StopLoss
 from tickguard.core.model import Side, Tick
 from tickguard.core.trades import Trade, TradeRequest
+from tickguard.runtime import exit_rehearsal as exit_rehearsal_module
 from tickguard.runtime.engine import Engine
 from tickguard.runtime.engine_factory import open_journal, sim_engine
 from tickguard.runtime.exit_rehearsal import ExitRehearsal
@@ -184,6 +185,52 @@ async def test_the_loop_rehearses_every_interval_after_waiting_events_and_rests_
     done = rehearsal.rehearsals + rehearsal.saturated + rehearsal.quiet
     await asyncio.sleep(0.005)
     assert rehearsal.rehearsals + rehearsal.saturated + rehearsal.quiet == done  # the timer stopped with the block
+
+
+class Spun:
+    """A busy-polling loop's polling time: ``share`` of the real time since it was made."""
+
+    def __init__(self, share: float) -> None:
+        self.share, self.start = share, time.perf_counter_ns()
+
+    def __call__(self) -> int:
+        return int(self.share * (time.perf_counter_ns() - self.start))
+
+
+async def test_a_thread_on_the_cpu_because_its_loop_busy_polls_is_no_storm(tmp_path):
+    """``tickguard run``'s loop polls its sockets while quotes come (runtime/busy_poll.py): its thread is on the CPU
+    all the time, mostly doing nothing.  That polling is not work - rehearsals go on; the same CPU time spent
+    working is a storm - they stop."""
+    engine, _ = await open_trades(tmp_path)
+    thread = EngineThread()
+    thread.share = 1.0
+    idle = Spun(0.7)
+    rehearsal = ExitRehearsal(engine.trades, engine.executor.session, engine.recorder, None, 0.001,
+                              cpu_ns=thread, spun_ns=idle)
+    with rehearsal.running():
+        await until(lambda: rehearsal.rehearsals >= 5, "rehearsals while the loop busy-polls")
+        assert rehearsal.saturated == 0
+        idle.share = 0.0  # the same CPU time, all of it work
+        await until(lambda: rehearsal.saturated >= 3, "turns skipped in a storm")
+
+
+async def test_by_default_the_polling_time_is_the_running_loops_own(tmp_path, monkeypatch):
+    """Not given one, the rehearsal takes its loop's polling time (``busy_poll.spin_clock`` of the running loop),
+    as ``tickguard run``'s busy-polling loop reports it."""
+    engine, _ = await open_trades(tmp_path)
+    thread = EngineThread()
+    thread.share = 1.0
+    asked = []
+
+    def spin_clock(loop):
+        asked.append(loop)
+        return Spun(0.7)
+
+    monkeypatch.setattr(exit_rehearsal_module, "spin_clock", spin_clock)
+    rehearsal = ExitRehearsal(engine.trades, engine.executor.session, engine.recorder, None, 0.001, cpu_ns=thread)
+    with rehearsal.running():
+        await until(lambda: rehearsal.rehearsals >= 5, "rehearsals while the loop busy-polls")
+    assert asked == [asyncio.get_running_loop()] and rehearsal.saturated == 0
 
 
 async def test_a_rehearsal_queued_behind_a_step_does_not_run_once_the_block_is_over(tmp_path):

@@ -45,6 +45,7 @@ class BusyPollSelector(selectors.BaseSelector):
         self._clock = clock
         self._last_io_ns: int | None = None  # when a wait last returned a socket event
         self.spins = 0  # waits that polled before returning or sleeping (tests, curiosity)
+        self.spun_ns = 0  # real time spent polling: on the CPU, but idle (``spin_clock``)
         self.sleeps = 0  # waits that slept in the kernel
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
@@ -94,18 +95,30 @@ class BusyPollSelector(selectors.BaseSelector):
             end = due
         poll = self._inner.select
         clock = self._clock
+        began = now
         while True:
             ready = poll(0)
             if ready:
+                self.spun_ns += clock() - began
                 return ready, None
             now = clock()
             if now >= end:
                 break
+        self.spun_ns += now - began
         if due is None:
             return None, None
         if end == due:
             return [], None
         return None, max(0.0, (due - now) / 1e9)
+
+
+def spin_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], int] | None:
+    """The real time ``loop``'s selector has spent polling so far (ns), if it busy-polls: time its thread was on
+    the CPU doing nothing - the exit rehearsal's storm rule takes it out of the thread's CPU time."""
+    selector = getattr(loop, "_selector", None)  # asyncio's selector loops keep theirs there
+    if not isinstance(selector, BusyPollSelector):
+        return None
+    return lambda: selector.spun_ns
 
 
 def event_loop_factory(busy_poll_us: float, cpus: int | None = None) -> Callable[[], asyncio.AbstractEventLoop]:

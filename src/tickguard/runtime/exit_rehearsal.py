@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator
 from tickguard.adapters.broker import BrokerOrder
 from tickguard.core.model import OrderIntent
 from tickguard.core.trade_manager import TradeManager
+from tickguard.runtime.busy_poll import spin_clock
 from tickguard.runtime.journal_recorder import JournalRecorder
 from tickguard.runtime.order_executor import broker_order
 from tickguard.runtime.order_record import OrderRecord
@@ -50,22 +51,30 @@ SATURATED = 0.9  # the engine's thread on the CPU this share of the time since t
 QUIET_S = 1.0  # no quote for this long (a closed market, a feed down): nothing can cross - no rehearsal, no CPU spent
 
 
+def _no_spin() -> int:
+    """The polling time of a loop that never busy-polls."""
+    return 0
+
+
 class ExitRehearsal:
     def __init__(self, trades: TradeManager, session: str, recorder: JournalRecorder | None,
                  build_order: Callable[[BrokerOrder], None] | None, interval_s: float,
                  busy: Callable[[], bool] | None = None, quote_age_s: Callable[[], float] | None = None,
                  cpu_ns: Callable[[], int] = time.thread_time_ns, wall_ns: Callable[[], int] = time.perf_counter_ns,
-                 ) -> None:
+                 spun_ns: Callable[[], int] | None = None) -> None:
         """``build_order``: the broker's order made and not sent (None: the broker has no such step).  What the
         broker may tell (None: not known): ``busy``, it holds events for the engine - the rehearsal runs after the
         engine's step; ``quote_age_s``, seconds since its last quote - past ``QUIET_S`` no turn rehearses.
         ``cpu_ns`` / ``wall_ns``: the engine thread's CPU time and real time - a turn after which the thread was on
-        the CPU ``SATURATED`` of the time or more is skipped (a storm: the engine is never idle)."""
+        the CPU ``SATURATED`` of the time or more is skipped (a storm: the engine is never idle); ``spun_ns``: of
+        that CPU time, what the loop spent busy-polling its sockets (idle; default: the running loop's own figure if
+        it busy-polls, runtime/busy_poll.py)."""
         self._trades = trades
         self._busy = busy
         self._quote_age_s = quote_age_s
         self._cpu_ns = cpu_ns
         self._wall_ns = wall_ns
+        self._spun_ns = spun_ns  # None: the running loop's busy-polling time, if it busy-polls (runtime/busy_poll.py)
         self._last: tuple[int, int] | None = None  # (cpu, wall) at the last turn
         self.saturated = 0  # turns skipped: the engine's thread was (nearly) always on the CPU since the turn before
         self.quiet = 0  # turns skipped: no quote came for QUIET_S
@@ -87,6 +96,8 @@ class ExitRehearsal:
         inside one."""
         loop = asyncio.get_running_loop()
         after: list[asyncio.Handle] = []  # a rehearsal queued behind a step (``due``), cancelled with the block
+        # a busy-polling loop's thread is on the CPU while it waits: that time is not work, and not a storm
+        spun = self._spun_ns or spin_clock(loop) or _no_spin
 
         def after_step() -> None:
             after.clear()
@@ -97,7 +108,7 @@ class ExitRehearsal:
 
         def due() -> None:
             self._timer = loop.call_later(self._interval_s, due)
-            now, last = (self._cpu_ns(), self._wall_ns()), self._last
+            now, last = (self._cpu_ns() - spun(), self._wall_ns()), self._last
             self._last = now
             if last is not None and now[0] - last[0] >= SATURATED * (now[1] - last[1]):
                 self.saturated += 1
