@@ -88,6 +88,11 @@ def test_after_a_socket_event_a_wait_spins_and_takes_the_next_event_without_slee
     assert [key.fileobj for key, _ in ready] == [a]
     assert sel.spins == 1 and sel.sleeps == 1  # the one sleep is the first wait's
     assert sel.spun_ns >= 4 * 10 * US  # the polls before the byte came: counted as polling time
+    a.recv(16)
+    clock.now += 2_000 * US  # its work took 2 ms: a fresh window opens at the next wait, a whole one
+    before = clock.readings
+    assert sel.select(0.02) == [] and sel.spins == 2
+    assert 45 <= clock.readings - before <= 55
 
 
 def test_the_spin_ends_spin_ns_after_the_last_event_then_the_wait_sleeps_for_what_is_left(pair):
@@ -118,17 +123,32 @@ def test_what_is_left_of_the_timeout_after_a_spin_is_the_timeout_less_the_spin(p
     assert 0.0197 < left < 0.0199
 
 
-def test_timers_never_open_a_spin_an_idle_engine_sleeps(pair):
+def test_a_window_spun_out_closes_and_timers_never_open_one(pair):
     a, b = pair
     clock = StepClock(10 * US)
     sel = selector(200, clock, a)
     b.send(b"x")
     sel.select(1.0)
     a.recv(16)
-    clock.now += 300 * US  # past the window: only timers woke the loop since
-    for _ in range(3):
+    assert sel.select(0.0005) == []  # the 200 us window spun out with nothing come, then slept the rest
+    assert sel.spins == 1 and sel.sleeps == 2
+    for _ in range(3):  # only timers wake the loop now: it sleeps at once
         assert sel.select(0.0005) == []
-    assert sel.spins == 0 and sel.sleeps == 4
+    assert sel.spins == 1 and sel.sleeps == 5
+
+
+def test_the_window_opens_when_the_loop_is_idle_not_when_the_event_came(pair):
+    """An engine step can take longer than the window: it counts from the end of the event's work."""
+    a, b = pair
+    clock = StepClock(10 * US)
+    sel = selector(200, clock, a)
+    b.send(b"x")
+    sel.select(1.0)
+    a.recv(16)
+    clock.now += 1_000 * US  # the step the event woke took 1 ms
+    before = clock.readings
+    assert sel.select(0.02) == []
+    assert sel.spins == 1 and 15 <= clock.readings - before <= 25  # ~20 polls: the whole window, from now
 
 
 def test_a_timeout_inside_the_window_ends_the_spin_on_time_without_sleeping(pair):
@@ -144,6 +164,12 @@ def test_a_timeout_inside_the_window_ends_the_spin_on_time_without_sleeping(pair
     assert sel.spins == 1 and sel.sleeps == 1
     assert clock.readings - before <= 12  # ~10 polls of 10 us, not the window's 1,000
     assert sel.spun_ns - spun == (clock.readings - before - 1) * 10 * US  # the polling time, counted
+    clock.now += 500 * US  # the timer's callback ran
+    before = clock.readings
+    assert sel.select(0.05) == []  # what is left of the window is spun, then the loop sleeps the rest of 50 ms
+    assert sel.spins == 2 and sel.sleeps == 2
+    assert 900 <= clock.readings - before <= 960  # ~9.4 ms of the 10 ms window were left
+    assert slept(sel)[-1] == pytest.approx(0.05 - (clock.readings - before - 1) * 10 * US / 1e9)
 
 
 def test_a_poll_now_never_spins(pair):

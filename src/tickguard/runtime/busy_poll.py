@@ -7,16 +7,18 @@ scheduled again - often far more: on a session's 2-core VM a one-byte round trip
 quote pays that before any of the engine's code runs.  With the engine on a CPU of its own (``bench/wire_to_wire.py
 --pin``), at 10,000 quotes/s: p99 28.7 and 47.9 ms sleeping, 9.2 and 7.8 ms busy-polling 500 us.
 
-How: the loop's selector, asked to wait, first polls without waiting (``epoll_wait`` with timeout 0) for as long as
-the last socket event is less than ``spin_ns`` old, and only then sleeps - so the spin lasts while quotes keep
-coming (at 10,000/s it never sleeps) and ends ``spin_ns`` after the last one.  Timers never start a spin: an idle
-engine whose only wake-ups are its own timers sleeps as before, and a closed market costs nothing.  A timer due
-during a spin is never late: the spin ends at the timeout asyncio asked for.  Nothing else of the loop changes.
+How: once a wait has returned a socket event, the next time the loop has nothing to do its selector polls without
+waiting (``epoll_wait`` with timeout 0) for up to ``spin_ns`` of that idle time before it sleeps - the window opens
+when the work the event brought is done, not when the event came (an engine step can take longer than the window).
+A socket event during the spin is returned at once and opens a new window after its work; a timer due during the
+spin ends it on time (asyncio's timeout) and what is left of the window is spun at the next wait; a window spun
+out with nothing come closes, and the loop sleeps until an event.  Timers never open a window: an engine whose only
+wake-ups are its own timers sleeps as before, and a closed market costs nothing.  Nothing else of the loop changes.
 
-The price is CPU: a whole core while quotes arrive closer together than ``spin_ns``, and ``spin_ns`` after each
-quote otherwise.  It pays on a machine that gives the engine a core; on one where the engine shares its cores with
-IB Gateway and others, the spin takes CPU they need (``[engine] busy_poll_us``, 300 by default, 0 = off; not used
-when the process may run on one CPU only: README, "Performance").
+The price is CPU: a whole core while the quiet between quotes is shorter than ``spin_ns``, and ``spin_ns`` after
+each burst of them otherwise.  It pays on a machine that gives the engine a core; on one where the engine shares
+its cores with IB Gateway and others, the spin takes CPU they need (``[engine] busy_poll_us``, 500 by default,
+0 = off; not used when the process may run on one CPU only: README, "Performance").
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 
 class BusyPollSelector(selectors.BaseSelector):
     """A selector (the platform's default, or ``inner``) that spins - polls without waiting - for up to ``spin_ns``
-    after its last socket event before it waits."""
+    once the loop is idle after a socket event, before it sleeps."""
 
     def __init__(self, spin_ns: int, clock: Callable[[], int] = time.perf_counter_ns,
                  inner: selectors.BaseSelector | None = None) -> None:
@@ -43,7 +45,8 @@ class BusyPollSelector(selectors.BaseSelector):
         self._inner = inner if inner is not None else selectors.DefaultSelector()
         self.spin_ns = spin_ns
         self._clock = clock
-        self._last_io_ns: int | None = None  # when a wait last returned a socket event
+        self._armed = False  # a wait returned a socket event since the last window was spun out
+        self._window_end: int | None = None  # the open window's end (None: it opens at the next wait)
         self.spins = 0  # waits that polled before returning or sleeping (tests, curiosity)
         self.spun_ns = 0  # real time spent polling: on the CPU, but idle (``spin_clock``)
         self.sleeps = 0  # waits that slept in the kernel
@@ -70,46 +73,41 @@ class BusyPollSelector(selectors.BaseSelector):
         if timeout is not None and timeout <= 0:
             ready = self._inner.select(0)
         else:
-            spun, left = self._spin(timeout)
+            spun, left = self._spin(timeout) if self._armed else (None, timeout)
             if spun is None:
                 self.sleeps += 1
                 ready = self._inner.select(left)
             else:
                 ready = spun
-        if ready:
-            self._last_io_ns = self._clock()
+        if ready:  # the window opens at the next wait, when the work these events bring is done
+            self._armed, self._window_end = True, None
         return ready
 
     def _spin(self, timeout: float | None) -> tuple[list[tuple[selectors.SelectorKey, int]] | None, float | None]:
-        """Poll until a socket event, the end of the spin window or the timeout: ``(events, None)`` - ``[]`` when
-        the timeout came first - or ``(None, what is left of the timeout)`` when the caller must sleep (the window
-        is over, or was never open)."""
-        last = self._last_io_ns
+        """Poll until a socket event, the end of the window or the timeout: ``(events, None)`` - ``[]`` when the
+        timeout came first - or ``(None, what is left of the timeout)`` when the window is spun out (closed: the
+        caller sleeps)."""
         now = self._clock()
-        if last is None or now - last >= self.spin_ns:
-            return None, timeout
-        self.spins += 1
-        end = last + self.spin_ns
+        end = self._window_end
+        if end is None:
+            end = self._window_end = now + self.spin_ns
         due = None if timeout is None else now + int(timeout * 1e9)
-        if due is not None and due <= end:
-            end = due
+        stop = end if due is None or end < due else due
+        self.spins += 1
         poll = self._inner.select
         clock = self._clock
         began = now
-        while True:
+        while now < stop:
             ready = poll(0)
             if ready:
                 self.spun_ns += clock() - began
                 return ready, None
             now = clock()
-            if now >= end:
-                break
         self.spun_ns += now - began
-        if due is None:
-            return None, None
-        if end == due:
+        if due is not None and due < end:  # asyncio's timer first: its callback runs, the window stays open
             return [], None
-        return None, max(0.0, (due - now) / 1e9)
+        self._armed, self._window_end = False, None  # spun out with nothing come: sleep until an event
+        return None, None if due is None else max(0.0, (due - now) / 1e9)
 
 
 def spin_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], int] | None:
@@ -133,8 +131,8 @@ def event_loop_factory(busy_poll_us: float, cpus: int | None = None) -> Callable
         return asyncio.new_event_loop
 
     def make() -> Any:
-        log.info("the event loop polls its sockets for %g us after each socket event before it sleeps "
-                 "([engine] busy_poll_us)", busy_poll_us)
+        log.info("the event loop polls its sockets for up to %g us once idle after a socket event, before it "
+                 "sleeps ([engine] busy_poll_us)", busy_poll_us)
         return asyncio.SelectorEventLoop(BusyPollSelector(int(busy_poll_us * 1_000)))
 
     return make
