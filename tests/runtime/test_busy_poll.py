@@ -7,10 +7,14 @@ from __future__ import annotations
 import asyncio
 import selectors
 import socket
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
 
+from tickguard.config import load
 from tickguard.runtime.busy_poll import BusyPollSelector, event_loop_factory, spin_clock
 
 US = 1_000
@@ -57,7 +61,7 @@ class Recording(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
 
 
 def selector(spin_us: int, clock: StepClock, sock: socket.socket) -> BusyPollSelector:
-    sel = BusyPollSelector(spin_us * US, clock, Recording())
+    sel = BusyPollSelector(spin_us * US, clock, Recording(), cpu_clock=lambda: clock.now)  # on the CPU all along
     sel.register(sock, selectors.EVENT_READ)
     return sel
 
@@ -220,12 +224,62 @@ def test_an_event_loop_on_it_serves_sockets_and_keeps_its_timers():
         assert isinstance(sel, BusyPollSelector) and sel.spins > 0
     assert got == [b"%d;" % k for k in range(50)]
     assert 0.05 <= slept < 0.5
-    assert event_loop_factory(0) is asyncio.new_event_loop
+    assert event_loop_factory(0) is None  # asyncio's own loop
     with asyncio.Runner(loop_factory=event_loop_factory(300)) as runner:
         runner.run(echo_and_sleep())
         spun = spin_clock(runner.get_loop())
         assert spun is not None and spun() > 0  # what the exit rehearsal's storm rule takes out of the CPU time
     with asyncio.Runner() as runner:
         assert spin_clock(runner.get_loop()) is None
-    assert event_loop_factory(300, cpus=1) is asyncio.new_event_loop  # one CPU: a spin only takes others' turns
-    assert event_loop_factory(300, cpus=2) is not asyncio.new_event_loop
+    assert event_loop_factory(300, cpus=1) is None  # one CPU: a spin only takes others' turns
+    assert event_loop_factory(300, cpus=2) is not None
+
+
+def test_the_polling_time_is_the_threads_cpu_time_not_the_real_time(pair):
+    """A spin the scheduler interrupted spent less CPU than real time; the storm rule compares CPU with CPU."""
+    a, b = pair
+    clock = StepClock(10 * US)
+    cpu = {"ns": 0}
+    sel = BusyPollSelector(200 * US, clock, Recording(), cpu_clock=lambda: cpu["ns"])
+    sel.register(a, selectors.EVENT_READ)
+    b.send(b"x")
+    sel.select(1.0)
+    a.recv(16)
+    clock.at[clock.readings + 3] = lambda: cpu.__setitem__("ns", cpu["ns"] + 60 * US)  # on the CPU 60 us of ~200
+    assert sel.select(0.02) == [] and sel.spins == 1
+    assert sel.spun_ns == 60 * US
+
+
+def test_the_busy_polling_loop_is_the_threads_current_loop_as_under_asyncio_run():
+    """asyncio.run's loop is the thread's current loop, a Runner factory's is not unless it says so - and eventkit
+    (ib_async's events) runs an async listener on the current loop: on a loop that never runs, never (found by an
+    independent review).  A fresh process, as ``tickguard run`` is."""
+    code = textwrap.dedent("""
+        import asyncio, eventkit
+        from tickguard.runtime.busy_poll import event_loop_factory
+        ran = []
+        async def listener(x):
+            ran.append(x)
+        async def main():
+            ev = eventkit.Event("e")
+            ev += listener
+            ev.emit(1)
+            await asyncio.sleep(0.05)
+            return ran, asyncio.get_event_loop_policy().get_event_loop() is asyncio.get_running_loop()
+        with asyncio.Runner(loop_factory=event_loop_factory(300, cpus=2)) as runner:
+            print(runner.run(main()))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "([1], True)", done.stdout + done.stderr
+
+
+def test_every_busy_poll_us_the_config_accepts_makes_a_loop():
+    """A value between 0 and 0.001 us rounds to no spin at all: it still makes a loop (it used to raise inside
+    asyncio.Runner - a traceback at start; found by an independent review)."""
+    for us in (0.0005, 0.001, 1, 100_000):
+        factory = event_loop_factory(load(None, {"engine": {"busy_poll_us": us}}).engine.busy_poll_us, cpus=2)
+        assert factory is not None
+        loop = factory()
+        selector = loop._selector  # type: ignore[attr-defined]
+        assert isinstance(selector, BusyPollSelector) and selector.spin_ns >= 1
+        loop.close()

@@ -39,16 +39,21 @@ class BusyPollSelector(selectors.BaseSelector):
     once the loop is idle after a socket event, before it sleeps."""
 
     def __init__(self, spin_ns: int, clock: Callable[[], int] = time.perf_counter_ns,
-                 inner: selectors.BaseSelector | None = None) -> None:
+                 inner: selectors.BaseSelector | None = None,
+                 cpu_clock: Callable[[], int] = time.thread_time_ns) -> None:
+        """``clock``: real time (the window, the timeouts); ``cpu_clock``: the thread's CPU time, what ``spun_ns``
+        counts (a spin the scheduler interrupted spent less CPU than real time - and the storm rule that reads it
+        compares CPU with CPU)."""
         if spin_ns <= 0:
             raise ValueError(f"spin_ns must be positive, not {spin_ns}")
         self._inner = inner if inner is not None else selectors.DefaultSelector()
         self.spin_ns = spin_ns
         self._clock = clock
+        self._cpu_clock = cpu_clock
         self._armed = False  # a wait returned a socket event since the last window was spun out
         self._window_end: int | None = None  # the open window's end (None: it opens at the next wait)
         self.spins = 0  # waits that polled before returning or sleeping (tests, curiosity)
-        self.spun_ns = 0  # real time spent polling: on the CPU, but idle (``spin_clock``)
+        self.spun_ns = 0  # CPU time spent polling: on the CPU, but idle (``spin_clock``)
         self.sleeps = 0  # waits that slept in the kernel
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
@@ -96,14 +101,14 @@ class BusyPollSelector(selectors.BaseSelector):
         self.spins += 1
         poll = self._inner.select
         clock = self._clock
-        began = now
+        cpu_began = self._cpu_clock()
         while now < stop:
             ready = poll(0)
             if ready:
-                self.spun_ns += clock() - began
+                self.spun_ns += self._cpu_clock() - cpu_began
                 return ready, None
             now = clock()
-        self.spun_ns += now - began
+        self.spun_ns += self._cpu_clock() - cpu_began
         if due is not None and due < end:  # asyncio's timer first: its callback runs, the window stays open
             return [], None
         self._armed, self._window_end = False, None  # spun out with nothing come: sleep until an event
@@ -111,28 +116,33 @@ class BusyPollSelector(selectors.BaseSelector):
 
 
 def spin_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], int] | None:
-    """The real time ``loop``'s selector has spent polling so far (ns), if it busy-polls: time its thread was on
-    the CPU doing nothing - the exit rehearsal's storm rule takes it out of the thread's CPU time."""
+    """The CPU time ``loop``'s selector has spent polling so far (ns), if it busy-polls: time its thread was on the
+    CPU doing nothing - the exit rehearsal's storm rule takes it out of the thread's CPU time."""
     selector = getattr(loop, "_selector", None)  # asyncio's selector loops keep theirs there
     if not isinstance(selector, BusyPollSelector):
         return None
     return lambda: selector.spun_ns
 
 
-def event_loop_factory(busy_poll_us: float, cpus: int | None = None) -> Callable[[], asyncio.AbstractEventLoop]:
-    """The event loop ``tickguard run`` runs on: asyncio's default one, on a ``BusyPollSelector`` when
-    ``busy_poll_us`` > 0 and the process may run on two CPUs or more (``cpus``: how many; default, its affinity) -
-    on one CPU a spin would only take turns from IB Gateway and the rest."""
+def event_loop_factory(busy_poll_us: float, cpus: int | None = None) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``tickguard run`` runs on (``asyncio.Runner``'s ``loop_factory``): None - asyncio's default
+    loop - unless ``busy_poll_us`` > 0 and the process may run on two CPUs or more (``cpus``: how many; default,
+    its affinity; on one CPU a spin would only take turns from IB Gateway and the rest); then a loop on a
+    ``BusyPollSelector``, made the thread's current loop as ``asyncio.run``'s is (a factory's loop is not, and
+    ib_async's event library, eventkit, schedules on the current one: found by an independent review)."""
     if busy_poll_us <= 0:
-        return asyncio.new_event_loop
+        return None
     cpus = len(os.sched_getaffinity(0)) if cpus is None else cpus
     if cpus < 2:
         log.info("[engine] busy_poll_us = %g not used: this process may run on one CPU only", busy_poll_us)
-        return asyncio.new_event_loop
+        return None
+    spin_ns = max(1, round(busy_poll_us * 1_000))  # the config's smallest positive values included
 
-    def make() -> Any:
+    def make() -> asyncio.AbstractEventLoop:
         log.info("the event loop polls its sockets for up to %g us once idle after a socket event, before it "
                  "sleeps ([engine] busy_poll_us)", busy_poll_us)
-        return asyncio.SelectorEventLoop(BusyPollSelector(int(busy_poll_us * 1_000)))
+        loop = asyncio.SelectorEventLoop(BusyPollSelector(spin_ns))
+        asyncio.set_event_loop(loop)
+        return loop
 
     return make
