@@ -78,13 +78,14 @@ class EngineConfig(_Section):
                                      "steps, an exit's code runs on a stop near the market and acts on nothing - "
                                      "nothing written or sent - so that it is warm in the CPU's caches when a stop "
                                      "fires (runtime/exit_rehearsal.py); 0 = never.")
-    busy_poll_us: float = Field(500.0, ge=0, le=100_000,
+    busy_poll_us: float = Field(0.0, ge=0, le=100_000,
                                 description="tickguard run: once idle after a socket event, the event loop polls its "
                                 "sockets for up to this many microseconds before it sleeps, so the next quote finds "
                                 "the engine awake (no wake-up of the process, or on a virtual machine of its CPU). "
                                 "Costs CPU only while quotes come: all of a core when the quiet between them is "
-                                "shorter than this, nothing when the market is quiet (runtime/busy_poll.py). Off on "
-                                "a single CPU; 0 = never.")
+                                "shorter than this, nothing when the market is quiet (runtime/busy_poll.py). For an "
+                                "engine with a CPU of its own; its gain is not established yet (README, Performance, "
+                                "fifteenth pass). Off on a single CPU; 0 = never (the default).")
     reconcile_full_every: int = Field(10, ge=1, le=10_000,
                                       description="One routine reconciliation pass in this many also reads the "
                                       "broker's completed orders of the day (it grows with the day's orders); "

@@ -90,6 +90,8 @@ account = "DU0000001"
 symbols = ["NOPE"]
 [journal]
 path = "{tmp_path / 'j.db'}"
+[engine]
+busy_poll_us = 500
 [[trades]]
 ref = "t1"
 symbol = "AAA"
@@ -103,7 +105,7 @@ rules = [{{kind = "stop_loss", distance = 1.0}}, {{kind = "time_stop", after_sec
         # the events are in the log (stderr), once each; the table is on stdout
         assert "NOT READY" in done.stderr and "NOPE" in done.stderr and "no security definition" in done.stderr
         assert "trade T00001 accepted: long 100 AAA" in done.stderr and "T00001" in done.stdout
-        if len(os.sched_getaffinity(0)) >= 2:  # the default [engine] busy_poll_us: the loop it ran on (busy_poll.py)
+        if len(os.sched_getaffinity(0)) >= 2:  # [engine] busy_poll_us: the loop it ran on (runtime/busy_poll.py)
             assert "polls its sockets for up to 500 us once idle after a socket event" in done.stderr
         assert_one_line_per_event(done.stderr)
         # a restart re-opens nothing; its log as JSON, one object per line, ib_async's included at DEBUG

@@ -4,8 +4,10 @@ Why: a process that waits in ``epoll_wait`` is asleep, and so is its CPU when no
 costs the kernel's wake-up and - on a virtual machine, where an idle virtual CPU is a host thread that must be
 scheduled again - often far more: on a session's 2-core VM a one-byte round trip between two processes took
 20-40 us back to back and p99 ~1 ms, max ~5 ms after 10 ms of quiet (``bench/machine_wakeup.py``).  Every crossing
-quote pays that before any of the engine's code runs.  With the engine on a CPU of its own (``bench/wire_to_wire.py
---pin``), at 10,000 quotes/s: p99 28.7 and 47.9 ms sleeping, 9.2 and 7.8 ms busy-polling 500 us.
+quote pays that before any of the engine's code runs.  A first try from outside (every wait polled 500 us, the
+engine on a CPU of its own: ``bench/wire_to_wire.py --pin``, 10,000 quotes/s) gave p99 9.2 and 7.8 ms against
+28.7 and 47.9 ms sleeping; this module's rules, measured the same way the same day, did not repeat it (README,
+"Performance", fifteenth pass) - hence off by default until a quieter machine decides.
 
 How: once a wait has returned a socket event, the next time the loop has nothing to do its selector polls without
 waiting (``epoll_wait`` with timeout 0) for up to ``spin_ns`` of that idle time before it sleeps - the window opens
@@ -17,8 +19,9 @@ wake-ups are its own timers sleeps as before, and a closed market costs nothing.
 
 The price is CPU: a whole core while the quiet between quotes is shorter than ``spin_ns``, and ``spin_ns`` after
 each burst of them otherwise.  It pays on a machine that gives the engine a core; on one where the engine shares
-its cores with IB Gateway and others, the spin takes CPU they need (``[engine] busy_poll_us``, 500 by default,
-0 = off; not used when the process may run on one CPU only: README, "Performance").
+its cores with IB Gateway and others, the spin takes CPU they need (``[engine] busy_poll_us``, off by default: its
+gain on this project's 2-core VMs is not established - README, "Performance", fifteenth pass; not used when the
+process may run on one CPU only).
 """
 
 from __future__ import annotations
