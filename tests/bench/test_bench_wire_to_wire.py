@@ -30,6 +30,13 @@ def test_every_crossing_gets_its_exit_tickguard_and_floor_in_each_pair(tmp_path)
     (median,) = result["median_ratios"]
     assert median["rate"] == 2000 and median["pairs"] == 2 and median["p50_ratio"] == sum(ratios) / 2
     assert "tickguard / floor at" in done.stdout and "over 2 pairs" in done.stdout
+    (pool,) = result["pooled"]  # both pairs' crossings together, per client
+    for kind in ("tickguard", "floor"):
+        lat = sorted(x for runs in (result["runs"], result["pairs"][1]["runs"])
+                     for x in runs[kind]["phases"][0]["latencies_ms"])
+        assert pool[kind]["crossings"] == len(lat) == 18 and pool[kind]["max_ms"] == lat[-1]
+        assert pool[kind]["p50_ms"] == lat[round(0.5 * 17)] and pool[kind]["p99_ms"] == lat[round(0.99 * 17)]
+    assert "pooled over 2 pairs at  2000/s: tickguard p50" in done.stdout
     for when in ("before", "after"):  # the machine's wake-up round trip, measured around the runs
         wake = result["machine"][f"wakeup_{when}"]
         assert wake["n"] == 1500 and 0 < wake["p50_us"] <= wake["p99_us"] <= wake["p999_us"] <= wake["max_us"]
