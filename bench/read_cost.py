@@ -78,9 +78,13 @@ class ReadClock:
         Engine.step = stepped  # type: ignore[method-assign]
 
 
+LAST: dict[tuple[int, str, int], int] = {}  # (session, symbol, bid or ask) -> the cents last written
+
+
 def background(session: Any, symbols: list[str], n: int, start: int, rng: random.Random) -> bytes:
     """``n`` quotes as the wire-to-wire gateway streams them between crossings: one bid or ask each, above every
-    stop, round-robin over the symbols from ``start``."""
+    stop, round-robin over the symbols from ``start``; each one a new price for its side (a repeated price is no
+    new quote for the engine, and a read of one such quote would wake no step to time)."""
     subs: dict[str, list[int]] = {}
     for req_id, sym in session.mkt_subs.items():
         subs.setdefault(sym, []).append(req_id)
@@ -89,7 +93,13 @@ def background(session: Any, symbols: list[str], n: int, start: int, rng: random
         sym = symbols[k % len(symbols)]
         kind = BID if (k // len(symbols)) % 2 == 0 else ASK
         lo, hi = BID_RANGE if kind == BID else ASK_RANGE
-        price = rng.randint(lo, hi) / CENTS
+        side = (id(session), sym, kind)
+        last = LAST.get(side, hi if kind == BID else lo)  # the gateway starts each symbol at these (wire_gateway)
+        cents = rng.randint(lo, hi)
+        while cents == last:
+            cents = rng.randint(lo, hi)
+        LAST[side] = cents
+        price = cents / CENTS
         parts.extend(encode_message(out.tick_price(r, kind, price, 100, 1)) for r in subs[sym])
     return b"".join(parts)
 
@@ -144,7 +154,7 @@ def main() -> None:
           f"{platform.python_version()}; {args.trades} open trades, {args.reads} reads of {args.quotes} quotes each")
     for name, v in times.items():
         print(f"  {name:<10} per read, us: mean {statistics.fmean(v) / 1e3:7.1f}  p50 {statistics.median(v) / 1e3:7.1f}"
-              f"  p90 {sorted(v)[int(0.9 * (len(v) - 1))] / 1e3:7.1f}")
+              f"  p90 {sorted(v)[int(0.9 * (len(v) - 1))] / 1e3:7.1f}  max {max(v) / 1e3:9.1f}")
     print(f"  tickguard's own per read: mean {(statistics.fmean(tg) - statistics.fmean(fl)) / 1e3:.1f} us, "
           f"p50 {(statistics.median(tg) - statistics.median(fl)) / 1e3:.1f} us")
     print(f"  ratio tickguard / floor: mean {statistics.fmean(tg) / statistics.fmean(fl):.2f}, "
