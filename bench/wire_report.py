@@ -39,7 +39,7 @@ def report_pairs(results: dict[str, Any], pairs: list[dict[str, Any]]) -> bool:
 
 def pooled(results: dict[str, Any], pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each client's crossings of every pair together, per rate: with 200 crossings a run's p99 is its second or
-    third worst crossing, so it swings with one scheduler hiccup; over 3 pairs it is the sixth worst of 600.
+    third worst crossing, so it swings with one scheduler hiccup; over 3 pairs it is the seventh worst of 600.
     Printed and kept as ``results["pooled"]``."""
     out = []
     rates = [ph["rate"] for ph in next(iter(pairs[0].values()))["phases"]]

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -283,3 +284,42 @@ def test_every_busy_poll_us_the_config_accepts_makes_a_loop():
         selector = loop._selector  # type: ignore[attr-defined]
         assert isinstance(selector, BusyPollSelector) and selector.spin_ns >= 1
         loop.close()
+
+
+def test_a_timer_callback_that_outlasts_the_window_closes_it(pair):
+    """After a timer cut the spin, a callback longer than the rest of the window leaves nothing to spin: the next
+    wait sleeps its whole timeout, and later timer wakes never spin - timers never reopen a window (from an
+    independent review: reopening a full window here passed every other test)."""
+    a, b = pair
+    clock = StepClock(10 * US)
+    sel = selector(200, clock, a)
+    b.send(b"x")
+    sel.select(1.0)
+    a.recv(16)
+    assert sel.select(0.00005) == [] and sel.spins == 1  # a timer 50 us in: the spin stops, the window stays open
+    clock.now += 1_000 * US  # its callback took 1 ms: past the window's end
+    before = clock.readings
+    assert sel.select(0.02) == []
+    assert clock.readings - before <= 2 and slept(sel)[-1] == pytest.approx(0.02, abs=1e-5)
+    for _ in range(3):
+        sel.select(0.00005)
+        clock.now += 1_000 * US
+    assert sel.sleeps == 5
+
+
+def test_with_no_timer_the_window_is_spun_then_the_wait_sleeps_until_an_event(pair):
+    a, b = pair
+    clock = StepClock(10 * US)
+    sel = selector(200, clock, a)
+    b.send(b"x")
+    sel.select(1.0)
+    a.recv(16)
+    b.send(b"y")
+    before = clock.readings
+    assert sel.select(None)  # the byte is there: returned by the first poll
+    assert clock.readings - before <= 2
+    a.recv(16)
+    threading.Timer(0.05, b.send, [b"z"]).start()  # comes after the 200 us window: the wait sleeps for it
+    before = clock.readings
+    assert sel.select(None) and 15 <= clock.readings - before <= 25
+    assert sel._inner.timeouts[-1] is None  # type: ignore[attr-defined]

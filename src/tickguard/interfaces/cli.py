@@ -180,8 +180,13 @@ def run(
     console, watcher = _terminal(live)
     try:
         # the loop busy-polls its sockets while quotes come (runtime/busy_poll.py, [engine] busy_poll_us)
-        with asyncio.Runner(loop_factory=event_loop_factory(settings.engine.busy_poll_us)) as runner:
-            engine = runner.run(run_ib(settings, duration, watcher))
+        factory = event_loop_factory(settings.engine.busy_poll_us)
+        try:
+            with asyncio.Runner(loop_factory=factory) as runner:
+                engine = runner.run(run_ib(settings, duration, watcher))
+        finally:
+            if factory is not None:  # a factory's loop, closed, would stay the thread's current one (Runner's own
+                asyncio.set_event_loop(None)  # is unset): as after asyncio.run (independent review)
     except (BrokerError, JournalError) as exc:
         _fail(str(exc))
     console.print(live_view.trades_table(engine))

@@ -15,7 +15,9 @@ when the work the event brought is done, not when the event came (an engine step
 A socket event during the spin is returned at once and opens a new window after its work; a timer due during the
 spin ends it on time (asyncio's timeout) and what is left of the window is spun at the next wait; a window spun
 out with nothing come closes, and the loop sleeps until an event.  Timers never open a window: an engine whose only
-wake-ups are its own timers sleeps as before, and a closed market costs nothing.  Nothing else of the loop changes.
+wake-ups are its own timers sleeps as before, and a closed market costs nothing (a wake-up from another thread,
+``call_soon_threadsafe`` through asyncio's self-pipe, is a socket event and does).  Nothing else of the loop
+changes.
 
 The price is CPU: a whole core while the quiet between quotes is shorter than ``spin_ns``, and ``spin_ns`` after
 each burst of them otherwise.  It pays on a machine that gives the engine a core; on one where the engine shares
