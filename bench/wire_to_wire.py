@@ -396,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
                    "times and report each pair's ratios and their median: the machine's speed drifts between runs "
                    "minutes apart, and a ratio of two runs far apart carries that drift")
     args = p.parse_args(argv)
+    if args.py_spy and not Path(PY).with_name("py-spy").exists():
+        p.error(f"--py-spy needs py-spy next to {PY} (not a dependency of tickguard: .venv/bin/pip install py-spy)")
     if args.pin:
         if len(os.sched_getaffinity(0)) < 2:
             p.error("--pin needs 2 CPUs")
