@@ -67,6 +67,18 @@ def selector(spin_us: int, clock: StepClock, sock: socket.socket) -> BusyPollSel
     return sel
 
 
+def armed(spin_us: int, pair: tuple[socket.socket, socket.socket]) -> tuple[StepClock, BusyPollSelector]:
+    """A selector on the pair's first socket that has just returned a socket event (its byte read): the next wait
+    opens a window.  Its clock moves 10 us a reading."""
+    a, b = pair
+    clock = StepClock(10 * US)
+    sel = selector(spin_us, clock, a)
+    b.send(b"x")
+    assert sel.select(1.0)
+    a.recv(16)
+    return clock, sel
+
+
 def slept(sel: BusyPollSelector) -> list[float | None]:
     """The timeouts of the waits that were not polls."""
     return [t for t in sel._inner.timeouts if t != 0]  # type: ignore[attr-defined]
@@ -83,11 +95,7 @@ def test_before_any_socket_event_a_wait_sleeps_at_once(pair):
 
 def test_after_a_socket_event_a_wait_spins_and_takes_the_next_event_without_sleeping(pair):
     a, b = pair
-    clock = StepClock(10 * US)
-    sel = selector(500, clock, a)
-    b.send(b"x")
-    assert sel.select(1.0)  # a socket event: the spin window opens
-    a.recv(16)
+    clock, sel = armed(500, pair)  # a socket event: the spin window opens
     clock.at[clock.readings + 5] = lambda: b.send(b"y")  # arrives after a few polls, inside the 500 us window
     ready = sel.select(1.0)
     assert [key.fileobj for key, _ in ready] == [a]
@@ -101,12 +109,7 @@ def test_after_a_socket_event_a_wait_spins_and_takes_the_next_event_without_slee
 
 
 def test_the_spin_ends_spin_ns_after_the_last_event_then_the_wait_sleeps_for_what_is_left(pair):
-    a, b = pair
-    clock = StepClock(10 * US)
-    sel = selector(200, clock, a)
-    b.send(b"x")
-    sel.select(1.0)
-    a.recv(16)
+    clock, sel = armed(200, pair)
     before = clock.readings
     assert sel.select(0.02) == []  # nothing comes: ~20 polls of the 200 us window, then sleeps the rest of 20 ms
     assert sel.spins == 1 and sel.sleeps == 2
@@ -115,12 +118,7 @@ def test_the_spin_ends_spin_ns_after_the_last_event_then_the_wait_sleeps_for_wha
 
 
 def test_what_is_left_of_the_timeout_after_a_spin_is_the_timeout_less_the_spin(pair):
-    a, b = pair
-    clock = StepClock(10 * US)
-    sel = selector(200, clock, a)
-    b.send(b"x")
-    sel.select(1.0)
-    a.recv(16)
+    clock, sel = armed(200, pair)
     began = clock.now
     spun, left = sel._spin(0.02)
     assert spun is None and left is not None
@@ -129,12 +127,7 @@ def test_what_is_left_of_the_timeout_after_a_spin_is_the_timeout_less_the_spin(p
 
 
 def test_a_window_spun_out_closes_and_timers_never_open_one(pair):
-    a, b = pair
-    clock = StepClock(10 * US)
-    sel = selector(200, clock, a)
-    b.send(b"x")
-    sel.select(1.0)
-    a.recv(16)
+    _, sel = armed(200, pair)
     assert sel.select(0.0005) == []  # the 200 us window spun out with nothing come, then slept the rest
     assert sel.spins == 1 and sel.sleeps == 2
     for _ in range(3):  # only timers wake the loop now: it sleeps at once
@@ -144,12 +137,7 @@ def test_a_window_spun_out_closes_and_timers_never_open_one(pair):
 
 def test_the_window_opens_when_the_loop_is_idle_not_when_the_event_came(pair):
     """An engine step can take longer than the window: it counts from the end of the event's work."""
-    a, b = pair
-    clock = StepClock(10 * US)
-    sel = selector(200, clock, a)
-    b.send(b"x")
-    sel.select(1.0)
-    a.recv(16)
+    clock, sel = armed(200, pair)
     clock.now += 1_000 * US  # the step the event woke took 1 ms
     before = clock.readings
     assert sel.select(0.02) == []
@@ -157,12 +145,7 @@ def test_the_window_opens_when_the_loop_is_idle_not_when_the_event_came(pair):
 
 
 def test_a_timeout_inside_the_window_ends_the_spin_on_time_without_sleeping(pair):
-    a, b = pair
-    clock = StepClock(10 * US)
-    sel = selector(10_000, clock, a)  # a 10 ms window
-    b.send(b"x")
-    sel.select(1.0)
-    a.recv(16)
+    clock, sel = armed(10_000, pair)  # a 10 ms window
     before = clock.readings
     spun = sel.spun_ns
     assert sel.select(0.0001) == []  # asyncio's next timer in 100 us: the spin stops there
@@ -178,12 +161,7 @@ def test_a_timeout_inside_the_window_ends_the_spin_on_time_without_sleeping(pair
 
 
 def test_a_poll_now_never_spins(pair):
-    a, b = pair
-    clock = StepClock(10 * US)
-    sel = selector(500, clock, a)
-    b.send(b"x")
-    sel.select(1.0)
-    a.recv(16)
+    _, sel = armed(500, pair)
     assert sel.select(0) == [] and sel.select(-1) == []
     assert sel.spins == 0 and sel.sleeps == 1
 
@@ -290,12 +268,7 @@ def test_a_timer_callback_that_outlasts_the_window_closes_it(pair):
     """After a timer cut the spin, a callback longer than the rest of the window leaves nothing to spin: the next
     wait sleeps its whole timeout, and later timer wakes never spin - timers never reopen a window (from an
     independent review: reopening a full window here passed every other test)."""
-    a, b = pair
-    clock = StepClock(10 * US)
-    sel = selector(200, clock, a)
-    b.send(b"x")
-    sel.select(1.0)
-    a.recv(16)
+    clock, sel = armed(200, pair)
     assert sel.select(0.00005) == [] and sel.spins == 1  # a timer 50 us in: the spin stops, the window stays open
     clock.now += 1_000 * US  # its callback took 1 ms: past the window's end
     before = clock.readings
@@ -309,11 +282,7 @@ def test_a_timer_callback_that_outlasts_the_window_closes_it(pair):
 
 def test_with_no_timer_the_window_is_spun_then_the_wait_sleeps_until_an_event(pair):
     a, b = pair
-    clock = StepClock(10 * US)
-    sel = selector(200, clock, a)
-    b.send(b"x")
-    sel.select(1.0)
-    a.recv(16)
+    clock, sel = armed(200, pair)
     b.send(b"y")
     before = clock.readings
     assert sel.select(None)  # the byte is there: returned by the first poll
